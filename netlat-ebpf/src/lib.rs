@@ -1,0 +1,285 @@
+//! The one definition of every value that crosses the kernel/user boundary: the events the eBPF
+//! programs write into the ring buffer and the configuration user space hands them as a global.
+//!
+//! Every type is `#[repr(C)]` with explicit padding fields, so its layout is the same on both
+//! sides; sizes are asserted at compile time. User space decodes these from raw ring-buffer bytes
+//! (it never trusts the length of an item to match without checking).
+#![no_std]
+
+/// Ring-buffer event kinds (`EventHeader::kind`).
+pub mod kind {
+    /// `sock:inet_sock_set_state` for a TCP socket.
+    pub const SOCK_STATE: u32 = 1;
+    /// `tcp:tcp_retransmit_skb` while the socket is in SYN_SENT.
+    pub const RETRANSMIT: u32 = 2;
+    /// `skb:kfree_skb` with a reason that was not filtered in the kernel.
+    pub const DROP: u32 = 3;
+    /// Number of kinds + 1; sizes the per-CPU loss counter array.
+    pub const COUNT: u32 = 4;
+}
+
+/// Offset value meaning "this field is absent on the running kernel".
+pub const ABSENT: u32 = u32::MAX;
+
+/// Bytes of packet captured from the network header of a dropped skb. Enough for an outer IPv6
+/// header, UDP, VXLAN, inner Ethernet, inner IPv6 and a TCP header (40+8+8+14+40+20 = 130).
+pub const DROP_CAPTURE: usize = 160;
+
+/// Number of drop reasons the in-kernel filter bitmap covers; reasons above ship unfiltered.
+pub const REASON_BITMAP_WORDS: usize = 4;
+
+/// Common prefix of every ring-buffer event.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EventHeader {
+    /// One of [`kind`].
+    pub kind: u32,
+    /// CPU the program ran on (conntrack counters are per CPU).
+    pub cpu: u32,
+    /// `bpf_ktime_get_ns()`: CLOCK_MONOTONIC nanoseconds.
+    pub ts_ns: u64,
+}
+
+/// Addresses of a socket or packet. IPv4 addresses use the first 4 bytes of each array.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Addrs {
+    /// Source address, network byte order.
+    pub saddr: [u8; 16],
+    /// Destination address, network byte order.
+    pub daddr: [u8; 16],
+    /// Source port, host byte order.
+    pub sport: u16,
+    /// Destination port, host byte order.
+    pub dport: u16,
+    /// `AF_INET` (2) or `AF_INET6` (10).
+    pub family: u16,
+    /// Explicit padding; always 0.
+    pub _pad: u16,
+}
+
+/// A TCP socket changed state (`sock:inet_sock_set_state`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SockStateEvent {
+    /// Common header, `kind == SOCK_STATE`.
+    pub header: EventHeader,
+    /// Kernel address of the socket: with `netns` it keys a connection attempt.
+    pub skaddr: u64,
+    /// Network namespace inode of the socket (0 when the kernel layout is unknown).
+    pub netns: u32,
+    /// Thread-group id of the current task (meaningful for CLOSE→SYN_SENT, which runs in connect()).
+    pub tgid: u32,
+    /// Previous TCP state (`TCP_*` numbering of include/net/tcp_states.h).
+    pub oldstate: u32,
+    /// New TCP state.
+    pub newstate: u32,
+    /// Socket addresses.
+    pub addrs: Addrs,
+    /// `comm` of the current task.
+    pub comm: [u8; 16],
+}
+
+/// A segment was retransmitted while the socket was in SYN_SENT (`tcp:tcp_retransmit_skb`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RetransmitEvent {
+    /// Common header, `kind == RETRANSMIT`.
+    pub header: EventHeader,
+    /// Kernel address of the socket.
+    pub skaddr: u64,
+    /// Network namespace inode of the socket.
+    pub netns: u32,
+    /// TCP state at the retransmit.
+    pub state: u32,
+    /// Socket addresses.
+    pub addrs: Addrs,
+}
+
+/// A packet was freed with a drop reason that was not filtered in the kernel (`skb:kfree_skb`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DropEvent {
+    /// Common header, `kind == DROP`.
+    pub header: EventHeader,
+    /// Kernel address of the skb.
+    pub skbaddr: u64,
+    /// Kernel text address of the caller that freed it (resolve with /proc/kallsyms).
+    pub location: u64,
+    /// Network namespace inode of the skb's device (or socket).
+    pub netns: u32,
+    /// Interface index of `skb->dev` (0 when none).
+    pub ifindex: u32,
+    /// Raw drop reason (kernel-specific numbering; names come from the tracefs format file).
+    pub reason: u32,
+    /// `skb->len`.
+    pub len: u32,
+    /// `skb->protocol` in host byte order (0x0800 IPv4, 0x86dd IPv6).
+    pub protocol: u16,
+    /// Valid bytes in `data`.
+    pub cap_len: u16,
+    /// Explicit padding; always 0.
+    pub _pad: u32,
+    /// Bytes from the network header on.
+    pub data: [u8; DROP_CAPTURE],
+}
+
+impl Default for DropEvent {
+    fn default() -> Self {
+        Self {
+            header: EventHeader::default(),
+            skbaddr: 0,
+            location: 0,
+            netns: 0,
+            ifindex: 0,
+            reason: 0,
+            len: 0,
+            protocol: 0,
+            cap_len: 0,
+            _pad: 0,
+            data: [0; DROP_CAPTURE],
+        }
+    }
+}
+
+/// Byte offsets of the `sock:inet_sock_set_state` fields, read from its tracefs format file.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SockStateLayout {
+    pub skaddr: u32,
+    pub oldstate: u32,
+    pub newstate: u32,
+    pub sport: u32,
+    pub dport: u32,
+    pub family: u32,
+    pub protocol: u32,
+    pub saddr: u32,
+    pub daddr: u32,
+    pub saddr_v6: u32,
+    pub daddr_v6: u32,
+}
+
+/// Byte offsets of the `tcp:tcp_retransmit_skb` fields.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RetransmitLayout {
+    pub skaddr: u32,
+    pub state: u32,
+    pub sport: u32,
+    pub dport: u32,
+    pub family: u32,
+    pub saddr: u32,
+    pub daddr: u32,
+    pub saddr_v6: u32,
+    pub daddr_v6: u32,
+}
+
+/// Byte offsets of the `skb:kfree_skb` fields. `reason` is [`ABSENT`] before 5.17.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KfreeLayout {
+    pub skbaddr: u32,
+    pub location: u32,
+    pub protocol: u32,
+    pub reason: u32,
+}
+
+/// Byte offsets inside kernel structs, resolved from BTF. [`ABSENT`] when unknown; the programs
+/// then leave the dependent event fields at 0.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KernelLayout {
+    /// `sock.__sk_common.skc_net` (a `possible_net_t`, whose first member is `struct net *`).
+    pub sock_net: u32,
+    /// `net.ns.inum`.
+    pub net_inum: u32,
+    /// `sk_buff.dev`.
+    pub skb_dev: u32,
+    /// `sk_buff.sk`.
+    pub skb_sk: u32,
+    /// `sk_buff.head`.
+    pub skb_head: u32,
+    /// `sk_buff.network_header` (u16 offset from head).
+    pub skb_network_header: u32,
+    /// `sk_buff.len`.
+    pub skb_len: u32,
+    /// `net_device.nd_net` (a `possible_net_t`).
+    pub dev_net: u32,
+    /// `net_device.ifindex`.
+    pub dev_ifindex: u32,
+    /// Explicit padding; always 0.
+    pub _pad: u32,
+}
+
+impl Default for KernelLayout {
+    fn default() -> Self {
+        Self {
+            sock_net: ABSENT,
+            net_inum: ABSENT,
+            skb_dev: ABSENT,
+            skb_sk: ABSENT,
+            skb_head: ABSENT,
+            skb_network_header: ABSENT,
+            skb_len: ABSENT,
+            dev_net: ABSENT,
+            dev_ifindex: ABSENT,
+            _pad: 0,
+        }
+    }
+}
+
+/// Everything user space tells the programs at load time (the `CONFIG` global).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Config {
+    pub sock_state: SockStateLayout,
+    pub retransmit: RetransmitLayout,
+    pub kfree: KfreeLayout,
+    pub kernel: KernelLayout,
+    /// Bit `r` set = drop reason `r` is an ordinary free and is not shipped (e.g. NOT_SPECIFIED).
+    pub ignore_reasons: [u64; REASON_BITMAP_WORDS],
+    /// Value of `TCP_SYN_SENT` (2 on every Linux).
+    pub tcp_syn_sent: u32,
+    /// Nonzero: emit aya-log diagnostics from the programs.
+    pub verbose: u32,
+}
+
+impl Config {
+    /// Whether drop reason `reason` is in the ignore bitmap.
+    #[inline(always)]
+    pub fn ignores_reason(&self, reason: u32) -> bool {
+        let word = (reason / 64) as usize;
+        if word >= REASON_BITMAP_WORDS {
+            return false;
+        }
+        self.ignore_reasons[word] & (1u64 << (reason % 64)) != 0
+    }
+
+    /// Add `reason` to the ignore bitmap (reasons beyond the bitmap cannot be ignored).
+    pub fn ignore_reason(&mut self, reason: u32) {
+        let word = (reason / 64) as usize;
+        if word < REASON_BITMAP_WORDS {
+            self.ignore_reasons[word] |= 1u64 << (reason % 64);
+        }
+    }
+}
+
+// Layouts are part of the ABI: any change must be deliberate on both sides.
+const _: () = assert!(core::mem::size_of::<EventHeader>() == 16);
+const _: () = assert!(core::mem::size_of::<Addrs>() == 40);
+const _: () = assert!(core::mem::size_of::<SockStateEvent>() == 96);
+const _: () = assert!(core::mem::size_of::<RetransmitEvent>() == 72);
+const _: () = assert!(core::mem::size_of::<DropEvent>() == 216);
+const _: () = assert!(core::mem::size_of::<KernelLayout>() == 40);
+const _: () = assert!(core::mem::size_of::<Config>() == 44 + 36 + 16 + 40 + 32 + 8);
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: all types are repr(C), Copy, contain only integers and integer arrays, and have
+    // explicit padding fields, so every bit pattern is valid and there are no uninitialised bytes.
+    unsafe impl aya::Pod for super::EventHeader {}
+    unsafe impl aya::Pod for super::SockStateEvent {}
+    unsafe impl aya::Pod for super::RetransmitEvent {}
+    unsafe impl aya::Pod for super::DropEvent {}
+    unsafe impl aya::Pod for super::Config {}
+}

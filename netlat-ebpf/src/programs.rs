@@ -1,0 +1,347 @@
+//! The programs. Entry points are thin; `try_*` functions do the work and return `Err` only for
+//! conditions worth a verbose log line.
+
+use aya_ebpf::{
+    helpers::{
+        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_smp_processor_id,
+        bpf_ktime_get_ns, bpf_probe_read_kernel, bpf_probe_read_kernel_buf,
+    },
+    macros::{map, tracepoint},
+    maps::{PerCpuArray, RingBuf},
+    programs::TracePointContext,
+};
+use aya_log_ebpf::debug;
+use netlat_ebpf::{
+    ABSENT, Addrs, Config, DROP_CAPTURE, DropEvent, EventHeader, RetransmitEvent, SockStateEvent,
+    kind,
+};
+
+/// Filled in by user space at load time (`EbpfLoader::set_global`).
+#[unsafe(no_mangle)]
+static CONFIG: Config = Config {
+    sock_state: netlat_ebpf::SockStateLayout {
+        skaddr: 0,
+        oldstate: 0,
+        newstate: 0,
+        sport: 0,
+        dport: 0,
+        family: 0,
+        protocol: 0,
+        saddr: 0,
+        daddr: 0,
+        saddr_v6: 0,
+        daddr_v6: 0,
+    },
+    retransmit: netlat_ebpf::RetransmitLayout {
+        skaddr: 0,
+        state: 0,
+        sport: 0,
+        dport: 0,
+        family: 0,
+        saddr: 0,
+        daddr: 0,
+        saddr_v6: 0,
+        daddr_v6: 0,
+    },
+    kfree: netlat_ebpf::KfreeLayout {
+        skbaddr: 0,
+        location: 0,
+        protocol: 0,
+        reason: ABSENT,
+    },
+    kernel: netlat_ebpf::KernelLayout {
+        sock_net: ABSENT,
+        net_inum: ABSENT,
+        skb_dev: ABSENT,
+        skb_sk: ABSENT,
+        skb_head: ABSENT,
+        skb_network_header: ABSENT,
+        skb_len: ABSENT,
+        dev_net: ABSENT,
+        dev_ifindex: ABSENT,
+        _pad: 0,
+    },
+    ignore_reasons: [0; netlat_ebpf::REASON_BITMAP_WORDS],
+    tcp_syn_sent: 2,
+    verbose: 0,
+};
+
+/// Read one `CONFIG` field through a volatile load so the compiler cannot fold the default in.
+macro_rules! cfg {
+    ($($f:ident).+) => {
+        {
+            #[allow(unused_unsafe)]
+            let v = unsafe { core::ptr::read_volatile(&raw const CONFIG.$($f).+) };
+            v
+        }
+    };
+}
+
+/// All events, in the order the kernel produced them (per reservation).
+#[map]
+static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 22, 0);
+
+/// Events that could not be reserved, per CPU, indexed by event kind.
+#[map]
+static LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(kind::COUNT, 0);
+
+const AF_INET: u16 = 2;
+const AF_INET6: u16 = 10;
+const IPPROTO_TCP: u16 = 6;
+
+#[inline(always)]
+fn count_lost(k: u32) {
+    if let Some(p) = LOST.get_ptr_mut(k) {
+        // Per-CPU slot: no other writer can race with this increment.
+        unsafe { *p += 1 };
+    }
+}
+
+#[inline(always)]
+fn header(k: u32) -> EventHeader {
+    EventHeader {
+        kind: k,
+        cpu: unsafe { bpf_get_smp_processor_id() },
+        ts_ns: unsafe { bpf_ktime_get_ns() },
+    }
+}
+
+/// Read a kernel value at `base + off`; `None` when the offset is unknown or the read faults.
+#[inline(always)]
+fn kread<T>(base: u64, off: u32) -> Option<T> {
+    if base == 0 || off == ABSENT {
+        return None;
+    }
+    unsafe { bpf_probe_read_kernel((base + off as u64) as *const T).ok() }
+}
+
+/// Network namespace inode of `struct net *` stored at `holder + off` (a `possible_net_t`).
+#[inline(always)]
+fn netns_at(holder: u64, off: u32) -> u32 {
+    let net: u64 = match kread(holder, off) {
+        Some(n) => n,
+        None => return 0,
+    };
+    kread::<u32>(net, cfg!(kernel.net_inum)).unwrap_or(0)
+}
+
+#[inline(always)]
+fn sock_netns(sk: u64) -> u32 {
+    netns_at(sk, cfg!(kernel.sock_net))
+}
+
+/// Read the socket addresses that `sock_state` and `retransmit` share, given their offsets.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn read_addrs(
+    ctx: &TracePointContext,
+    family: u32,
+    sport: u32,
+    dport: u32,
+    saddr: u32,
+    daddr: u32,
+    saddr_v6: u32,
+    daddr_v6: u32,
+) -> Result<Addrs, i32> {
+    let mut a = Addrs {
+        family: unsafe { ctx.read_at::<u16>(family as usize)? },
+        sport: unsafe { ctx.read_at::<u16>(sport as usize)? },
+        dport: unsafe { ctx.read_at::<u16>(dport as usize)? },
+        ..Addrs::default()
+    };
+    if a.family == AF_INET6 {
+        a.saddr = unsafe { ctx.read_at::<[u8; 16]>(saddr_v6 as usize)? };
+        a.daddr = unsafe { ctx.read_at::<[u8; 16]>(daddr_v6 as usize)? };
+    } else {
+        let s = unsafe { ctx.read_at::<[u8; 4]>(saddr as usize)? };
+        let d = unsafe { ctx.read_at::<[u8; 4]>(daddr as usize)? };
+        a.saddr[..4].copy_from_slice(&s);
+        a.daddr[..4].copy_from_slice(&d);
+    }
+    Ok(a)
+}
+
+#[tracepoint]
+pub fn inet_sock_set_state(ctx: TracePointContext) -> u32 {
+    if try_sock_state(&ctx).is_err() && cfg!(verbose) != 0 {
+        debug!(&ctx, "inet_sock_set_state: field read failed");
+    }
+    0
+}
+
+fn try_sock_state(ctx: &TracePointContext) -> Result<(), i32> {
+    let protocol: u16 = unsafe { ctx.read_at(cfg!(sock_state.protocol) as usize)? };
+    if protocol != IPPROTO_TCP {
+        return Ok(());
+    }
+    let oldstate: u32 = unsafe { ctx.read_at(cfg!(sock_state.oldstate) as usize)? };
+    let newstate: u32 = unsafe { ctx.read_at(cfg!(sock_state.newstate) as usize)? };
+    let syn_sent = cfg!(tcp_syn_sent);
+    // Only active opens matter: entering SYN_SENT, and every transition out of it.
+    if oldstate != syn_sent && newstate != syn_sent {
+        return Ok(());
+    }
+    let skaddr: u64 = unsafe { ctx.read_at(cfg!(sock_state.skaddr) as usize)? };
+    let addrs = read_addrs(
+        ctx,
+        cfg!(sock_state.family),
+        cfg!(sock_state.sport),
+        cfg!(sock_state.dport),
+        cfg!(sock_state.saddr),
+        cfg!(sock_state.daddr),
+        cfg!(sock_state.saddr_v6),
+        cfg!(sock_state.daddr_v6),
+    )?;
+    let Some(mut entry) = EVENTS.reserve::<SockStateEvent>(0) else {
+        count_lost(kind::SOCK_STATE);
+        return Ok(());
+    };
+    // The task is only meaningful when entering SYN_SENT (connect() runs in process context);
+    // later transitions run in softirq, where "current" is whoever was interrupted.
+    let (tgid, comm) = if newstate == syn_sent {
+        (
+            (bpf_get_current_pid_tgid() >> 32) as u32,
+            bpf_get_current_comm().unwrap_or([0; 16]),
+        )
+    } else {
+        (0, [0; 16])
+    };
+    entry.write(SockStateEvent {
+        header: header(kind::SOCK_STATE),
+        skaddr,
+        netns: sock_netns(skaddr),
+        tgid,
+        oldstate,
+        newstate,
+        addrs,
+        comm,
+    });
+    entry.submit(0);
+    Ok(())
+}
+
+#[tracepoint]
+pub fn tcp_retransmit_skb(ctx: TracePointContext) -> u32 {
+    if try_retransmit(&ctx).is_err() && cfg!(verbose) != 0 {
+        debug!(&ctx, "tcp_retransmit_skb: field read failed");
+    }
+    0
+}
+
+fn try_retransmit(ctx: &TracePointContext) -> Result<(), i32> {
+    let state: u32 = unsafe { ctx.read_at(cfg!(retransmit.state) as usize)? };
+    // Retransmits of established flows are not connect latency; keep them in the kernel.
+    if state != cfg!(tcp_syn_sent) {
+        return Ok(());
+    }
+    let skaddr: u64 = unsafe { ctx.read_at(cfg!(retransmit.skaddr) as usize)? };
+    let addrs = read_addrs(
+        ctx,
+        cfg!(retransmit.family),
+        cfg!(retransmit.sport),
+        cfg!(retransmit.dport),
+        cfg!(retransmit.saddr),
+        cfg!(retransmit.daddr),
+        cfg!(retransmit.saddr_v6),
+        cfg!(retransmit.daddr_v6),
+    )?;
+    let Some(mut entry) = EVENTS.reserve::<RetransmitEvent>(0) else {
+        count_lost(kind::RETRANSMIT);
+        return Ok(());
+    };
+    entry.write(RetransmitEvent {
+        header: header(kind::RETRANSMIT),
+        skaddr,
+        netns: sock_netns(skaddr),
+        state,
+        addrs,
+    });
+    entry.submit(0);
+    Ok(())
+}
+
+const ETH_P_IP: u16 = 0x0800;
+const ETH_P_IPV6: u16 = 0x86dd;
+
+#[tracepoint]
+pub fn kfree_skb(ctx: TracePointContext) -> u32 {
+    if try_kfree(&ctx).is_err() && cfg!(verbose) != 0 {
+        debug!(&ctx, "kfree_skb: field read failed");
+    }
+    0
+}
+
+fn try_kfree(ctx: &TracePointContext) -> Result<(), i32> {
+    let reason_off = cfg!(kfree.reason);
+    let reason: u32 = if reason_off == ABSENT {
+        0
+    } else {
+        unsafe { ctx.read_at(reason_off as usize)? }
+    };
+    // Ordinary frees (NOT_SPECIFIED, and whatever else user space listed) never leave the kernel.
+    let word = (reason / 64) as usize;
+    if word < netlat_ebpf::REASON_BITMAP_WORDS {
+        let bits: u64 = unsafe {
+            core::ptr::read_volatile((&raw const CONFIG.ignore_reasons).cast::<u64>().add(word))
+        };
+        if bits & (1u64 << (reason % 64)) != 0 {
+            return Ok(());
+        }
+    }
+    // The tracepoint stores skb->protocol as __be16.
+    let protocol = u16::from_be(unsafe { ctx.read_at::<u16>(cfg!(kfree.protocol) as usize)? });
+    if protocol != ETH_P_IP && protocol != ETH_P_IPV6 {
+        return Ok(());
+    }
+    let skb: u64 = unsafe { ctx.read_at(cfg!(kfree.skbaddr) as usize)? };
+    let location: u64 = unsafe { ctx.read_at(cfg!(kfree.location) as usize)? };
+
+    let Some(mut entry) = EVENTS.reserve::<DropEvent>(0) else {
+        count_lost(kind::DROP);
+        return Ok(());
+    };
+    let ev = entry.as_mut_ptr();
+    // Fill in place: a DropEvent does not fit the 512-byte eBPF stack comfortably.
+    unsafe {
+        (*ev).header = header(kind::DROP);
+        (*ev).skbaddr = skb;
+        (*ev).location = location;
+        (*ev).reason = reason;
+        (*ev).protocol = protocol;
+        (*ev)._pad = 0;
+        (*ev).len = kread::<u32>(skb, cfg!(kernel.skb_len)).unwrap_or(0);
+        let dev: u64 = kread(skb, cfg!(kernel.skb_dev)).unwrap_or(0);
+        (*ev).ifindex = kread::<u32>(dev, cfg!(kernel.dev_ifindex)).unwrap_or(0);
+        (*ev).netns = if dev != 0 {
+            netns_at(dev, cfg!(kernel.dev_net))
+        } else {
+            let sk: u64 = kread(skb, cfg!(kernel.skb_sk)).unwrap_or(0);
+            sock_netns(sk)
+        };
+        (*ev).cap_len = 0;
+        let head: u64 = kread(skb, cfg!(kernel.skb_head)).unwrap_or(0);
+        let nh: u16 = kread(skb, cfg!(kernel.skb_network_header)).unwrap_or(0xffff);
+        if head != 0 && nh != 0xffff {
+            let src = (head + nh as u64) as *const u8;
+            let data = &mut (*ev).data;
+            // A full read can fault near the end of a small linear area; fall back to less.
+            if bpf_probe_read_kernel_buf(src, &mut data[..]).is_ok() {
+                (*ev).cap_len = DROP_CAPTURE as u16;
+            } else if bpf_probe_read_kernel_buf(src, &mut data[..64]).is_ok() {
+                (*ev).cap_len = 64;
+            }
+        }
+    }
+    entry.submit(0);
+    Ok(())
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 4] = *b"GPL\0";
