@@ -85,7 +85,6 @@ static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 22, 0);
 #[map]
 static LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(kind::COUNT, 0);
 
-const AF_INET: u16 = 2;
 const AF_INET6: u16 = 10;
 const IPPROTO_TCP: u16 = 6;
 
@@ -288,8 +287,8 @@ fn try_kfree(ctx: &TracePointContext) -> Result<(), i32> {
             return Ok(());
         }
     }
-    // The tracepoint stores skb->protocol as __be16.
-    let protocol = u16::from_be(unsafe { ctx.read_at::<u16>(cfg!(kfree.protocol) as usize)? });
+    // The tracepoint stores ntohs(skb->protocol): host order already.
+    let protocol: u16 = unsafe { ctx.read_at(cfg!(kfree.protocol) as usize)? };
     if protocol != ETH_P_IP && protocol != ETH_P_IPV6 {
         return Ok(());
     }

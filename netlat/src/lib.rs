@@ -1,1 +1,19 @@
+//! netlat: names the known Kubernetes networking issue behind a slow TCP connect.
+//!
+//! The crate is a pure, deterministic core — event decoding ([`event`], [`packet`]), enrichment
+//! ([`symbols`]), flow tracking ([`flow`]), attribution ([`verdict`]) and output ([`output`]) —
+//! driven by a thin I/O shell ([`tracefs`], [`btf`], [`loader`], [`watch`]). Time enters the core
+//! only through event timestamps, so a recorded stream always replays to the same verdicts.
 
+pub mod btf;
+pub mod cli;
+pub mod engine;
+pub mod event;
+pub mod flow;
+pub mod loader;
+pub mod output;
+pub mod packet;
+pub mod symbols;
+pub mod tracefs;
+pub mod verdict;
+pub mod watch;

@@ -1,0 +1,741 @@
+//! Kernel struct member offsets from BTF.
+//!
+//! The eBPF programs read a few kernel struct fields with plain probe reads instead of CO-RE
+//! relocations, so user space must tell them where those fields are on the running kernel. This
+//! module reads the kernel's BTF (`/sys/kernel/btf/vmlinux`) and resolves dotted member paths such
+//! as `sock.__sk_common.skc_net` to byte offsets, looking through the anonymous structs and unions
+//! (`struct_group`, unions with scratch fields) that the kernel uses to lay those structs out.
+//!
+//! [`KernelBtf::kernel_layout`] fills a [`KernelLayout`]; a field that cannot be resolved stays
+//! [`ABSENT`] (the programs then leave the dependent event fields at 0) and is reported as a
+//! human-readable degradation instead of an error, so netlat still runs on odd kernels.
+
+use std::fmt;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use btf_rs::{Btf, BtfType, Member, Struct, Type};
+use netlat_ebpf::{ABSENT, KernelLayout};
+
+/// Where the running kernel exposes its own BTF (needs `CONFIG_DEBUG_INFO_BTF=y`).
+pub const SYS_BTF_PATH: &str = "/sys/kernel/btf/vmlinux";
+
+/// Guards against malformed BTF with reference cycles; real kernels nest only a few levels.
+const MAX_DEPTH: usize = 32;
+
+/// Why a BTF file could not be read or a member offset could not be resolved.
+#[derive(Debug, thiserror::Error)]
+pub enum BtfError {
+    /// The BTF file does not exist.
+    #[error("no BTF at {} (kernel built without CONFIG_DEBUG_INFO_BTF?)", path.display())]
+    NoBtf { path: PathBuf },
+    /// The BTF file exists but could not be read or parsed.
+    #[error("cannot read BTF from {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: btf_rs::Error,
+    },
+    /// No struct or union of that name.
+    #[error("struct {strukt} not in BTF")]
+    NoStruct { strukt: String },
+    /// A component of the member path does not exist.
+    #[error("{strukt}.{path} not in BTF")]
+    NoMember { strukt: String, path: String },
+    /// A member on the path is a bitfield, which has no byte offset a probe read could use.
+    /// `bits` is 0 when the width is unknown (old-style BTF, detected by an unaligned offset).
+    #[error("{strukt}.{path} is a {}bitfield at bit offset {bit_offset}, not addressable", width(*bits))]
+    Bitfield {
+        strukt: String,
+        path: String,
+        bit_offset: u32,
+        bits: u32,
+    },
+    /// The path continues past a member that is not a struct or union (e.g. through a pointer).
+    #[error("{strukt}.{path} is a {kind}, not a struct or union; cannot descend into it")]
+    NotComposite {
+        strukt: String,
+        path: String,
+        kind: &'static str,
+    },
+    /// BTF is internally inconsistent (dangling type id, bad string offset, reference cycle).
+    #[error("malformed BTF while resolving {what}: {detail}")]
+    Malformed { what: String, detail: String },
+}
+
+/// Bitfield width for [`BtfError::Bitfield`] messages; empty when unknown.
+fn width(bits: u32) -> String {
+    if bits == 0 {
+        String::new()
+    } else {
+        format!("{bits}-bit ")
+    }
+}
+
+/// Parsed kernel BTF.
+pub struct KernelBtf {
+    btf: Btf,
+}
+
+impl fmt::Debug for KernelBtf {
+    // `btf_rs::Btf` is not `Debug`; the parsed tables are too large to print anyway.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KernelBtf").finish_non_exhaustive()
+    }
+}
+
+impl KernelBtf {
+    /// Parse a standalone (non-split) BTF file.
+    pub fn from_file(path: impl AsRef<Path>) -> Result<Self, BtfError> {
+        let path = path.as_ref();
+        match Btf::from_file(path) {
+            Ok(btf) => Ok(Self { btf }),
+            Err(btf_rs::Error::IO(e)) if e.kind() == io::ErrorKind::NotFound => {
+                Err(BtfError::NoBtf {
+                    path: path.to_path_buf(),
+                })
+            }
+            Err(source) => Err(BtfError::Read {
+                path: path.to_path_buf(),
+                source,
+            }),
+        }
+    }
+
+    /// Parse the running kernel's BTF from [`SYS_BTF_PATH`].
+    pub fn from_sys() -> Result<Self, BtfError> {
+        Self::from_file(SYS_BTF_PATH)
+    }
+
+    /// Byte offset of the dotted member `path` inside `struct strukt`, e.g.
+    /// `member_offset("sock", "__sk_common.skc_net")`.
+    ///
+    /// Members of anonymous structs/unions are found as if they were direct members (as in C), and
+    /// typedefs and qualifiers are followed when descending into a named member.
+    pub fn member_offset(&self, strukt: &str, path: &str) -> Result<u32, BtfError> {
+        let mut current = self.find_struct(strukt)?;
+        let mut bits: u64 = 0;
+        let mut consumed = 0; // bytes of `path` resolved so far, for error messages
+        let mut components = path.split('.').peekable();
+        while let Some(name) = components.next() {
+            consumed += name.len();
+            let walked = &path[..consumed];
+            consumed += 1;
+            let no_member = || BtfError::NoMember {
+                strukt: strukt.to_string(),
+                path: walked.to_string(),
+            };
+            if name.is_empty() {
+                return Err(no_member());
+            }
+            let (rel_bits, member) = self.find_member(&current, name, 0)?.ok_or_else(no_member)?;
+            if let Some(size) = member.bitfield_size().filter(|&s| s != 0) {
+                return Err(BtfError::Bitfield {
+                    strukt: strukt.to_string(),
+                    path: walked.to_string(),
+                    bit_offset: (bits + rel_bits) as u32,
+                    bits: size,
+                });
+            }
+            bits += rel_bits;
+            if components.peek().is_some() {
+                current = match self.peel(&member, walked)? {
+                    Type::Struct(s) | Type::Union(s) => s,
+                    other => {
+                        return Err(BtfError::NotComposite {
+                            strukt: strukt.to_string(),
+                            path: walked.to_string(),
+                            kind: other.name(),
+                        });
+                    }
+                };
+            }
+        }
+        // Old-style (kind_flag 0) BTF encodes bitfields in the int type, not the member; an
+        // unaligned bit offset is the tell-tale there.
+        if !bits.is_multiple_of(8) {
+            return Err(BtfError::Bitfield {
+                strukt: strukt.to_string(),
+                path: path.to_string(),
+                bit_offset: bits as u32,
+                bits: 0,
+            });
+        }
+        u32::try_from(bits / 8).map_err(|_| BtfError::Malformed {
+            what: format!("{strukt}.{path}"),
+            detail: format!("offset of {bits} bits overflows"),
+        })
+    }
+
+    /// Offsets of every kernel field the eBPF programs read, plus one line per field that could
+    /// not be resolved saying what is missing and what netlat loses without it.
+    pub fn kernel_layout(&self) -> (KernelLayout, Vec<String>) {
+        let mut layout = KernelLayout::default();
+        let mut missing = Vec::new();
+        let wanted: [(&mut u32, &str, &str, &str); 9] = [
+            (
+                &mut layout.sock_net,
+                "sock",
+                "__sk_common.skc_net",
+                "netns of sockets unknown (connection events report netns 0)",
+            ),
+            (
+                &mut layout.net_inum,
+                "net",
+                "ns.inum",
+                "netns inode numbers unknown (all events report netns 0)",
+            ),
+            (
+                &mut layout.skb_dev,
+                "sk_buff",
+                "dev",
+                "device of dropped packets unknown (drops report ifindex 0 and no device netns)",
+            ),
+            (
+                &mut layout.skb_sk,
+                "sk_buff",
+                "sk",
+                "socket of dropped packets unknown (device-less drops report netns 0)",
+            ),
+            (
+                &mut layout.skb_head,
+                "sk_buff",
+                "head",
+                "packet buffer of dropped packets unknown (no header bytes captured)",
+            ),
+            (
+                &mut layout.skb_network_header,
+                "sk_buff",
+                "network_header",
+                "network header of dropped packets unknown (no header bytes captured)",
+            ),
+            (
+                &mut layout.skb_len,
+                "sk_buff",
+                "len",
+                "length of dropped packets unknown (reported as 0)",
+            ),
+            (
+                &mut layout.dev_net,
+                "net_device",
+                "nd_net",
+                "netns of devices unknown (drops take netns from the socket only)",
+            ),
+            (
+                &mut layout.dev_ifindex,
+                "net_device",
+                "ifindex",
+                "interface of dropped packets unknown (drops report ifindex 0)",
+            ),
+        ];
+        for (slot, strukt, path, cost) in wanted {
+            match self.member_offset(strukt, path) {
+                Ok(off) if off != ABSENT => *slot = off,
+                Ok(_) => missing.push(format!("{cost}: {strukt}.{path} offset out of range")),
+                Err(e) => missing.push(format!("{cost}: {e}")),
+            }
+        }
+        (layout, missing)
+    }
+
+    /// The struct or union named `name` (also through a typedef, e.g. `possible_net_t`).
+    fn find_struct(&self, name: &str) -> Result<Struct, BtfError> {
+        let types = self
+            .btf
+            .resolve_types_by_name(name)
+            .map_err(|_| BtfError::NoStruct {
+                strukt: name.to_string(),
+            })?;
+        let mut empty = None;
+        for ty in types {
+            let ty = match ty {
+                Type::Typedef(td) => self.peel(&td, name)?,
+                other => other,
+            };
+            if let Type::Struct(s) | Type::Union(s) = ty {
+                // Prefer a definition with members over an empty one of the same name.
+                if !s.members.is_empty() {
+                    return Ok(s);
+                }
+                empty.get_or_insert(s);
+            }
+        }
+        empty.ok_or_else(|| BtfError::NoStruct {
+            strukt: name.to_string(),
+        })
+    }
+
+    /// Find member `name` in `s`, descending into anonymous struct/union members; returns its bit
+    /// offset relative to `s`.
+    fn find_member(
+        &self,
+        s: &Struct,
+        name: &str,
+        depth: usize,
+    ) -> Result<Option<(u64, Member)>, BtfError> {
+        if depth > MAX_DEPTH {
+            return Err(BtfError::Malformed {
+                what: name.to_string(),
+                detail: "anonymous members nested too deep".to_string(),
+            });
+        }
+        for m in &s.members {
+            // Name offset 0 is the empty string: an anonymous member.
+            if m.get_name_offset().unwrap_or(0) != 0 {
+                let member_name = self.btf.resolve_name(m).map_err(|e| BtfError::Malformed {
+                    what: name.to_string(),
+                    detail: e.to_string(),
+                })?;
+                if member_name == name {
+                    return Ok(Some((u64::from(m.bit_offset()), m.clone())));
+                }
+                continue;
+            }
+            // No let-chain here: the workspace MSRV (1.87) predates them.
+            let inner = match self.peel(m, name)? {
+                Type::Struct(inner) | Type::Union(inner) => inner,
+                _ => continue,
+            };
+            if let Some((off, found)) = self.find_member(&inner, name, depth + 1)? {
+                return Ok(Some((u64::from(m.bit_offset()) + off, found)));
+            }
+        }
+        Ok(None)
+    }
+
+    /// The type `ty` refers to, with typedefs, qualifiers and type tags stripped.
+    fn peel(&self, ty: &dyn BtfType, what: &str) -> Result<Type, BtfError> {
+        let malformed = |detail: String| BtfError::Malformed {
+            what: what.to_string(),
+            detail,
+        };
+        let mut cur = self
+            .btf
+            .resolve_chained_type(ty)
+            .map_err(|e| malformed(e.to_string()))?;
+        for _ in 0..MAX_DEPTH {
+            let next = match &cur {
+                Type::Typedef(t) => self.btf.resolve_chained_type(t),
+                Type::Const(t) | Type::Volatile(t) | Type::Restrict(t) => {
+                    self.btf.resolve_chained_type(t)
+                }
+                Type::TypeTag(t) => self.btf.resolve_chained_type(t),
+                _ => return Ok(cur),
+            };
+            cur = next.map_err(|e| malformed(e.to_string()))?;
+        }
+        Err(malformed("typedef/qualifier chain too long".to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Live kernel BTF, or `None` (with a note) on machines without it.
+    fn live() -> Option<KernelBtf> {
+        match KernelBtf::from_sys() {
+            Ok(k) => Some(k),
+            Err(BtfError::NoBtf { path }) => {
+                println!("skipping: {} does not exist", path.display());
+                None
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    #[test]
+    fn live_layout_is_complete_and_plausible() {
+        let Some(k) = live() else { return };
+        let (layout, missing) = k.kernel_layout();
+        assert!(missing.is_empty(), "missing: {missing:#?}");
+        let fields = [
+            layout.sock_net,
+            layout.net_inum,
+            layout.skb_dev,
+            layout.skb_sk,
+            layout.skb_head,
+            layout.skb_network_header,
+            layout.skb_len,
+            layout.dev_net,
+            layout.dev_ifindex,
+        ];
+        assert!(fields.iter().all(|&f| f != ABSENT), "{layout:?}");
+        assert_eq!(layout._pad, 0);
+        // Pointers are 8-aligned on every 64-bit kernel netlat supports.
+        for ptr in [
+            layout.skb_dev,
+            layout.skb_sk,
+            layout.skb_head,
+            layout.sock_net,
+        ] {
+            assert_eq!(ptr % 8, 0, "{layout:?}");
+        }
+        assert_eq!(layout.skb_network_header % 2, 0, "{layout:?}");
+    }
+
+    #[test]
+    fn live_offsets_match_pahole_on_6_18() {
+        let Some(k) = live() else { return };
+        // The expected values come from `pahole -C <struct> /sys/kernel/btf/vmlinux` on the lab's
+        // 6.18 kernel; other releases and configs legitimately differ.
+        let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+        if !release.starts_with("6.18") {
+            println!(
+                "skipping exact offsets: kernel {} is not 6.18",
+                release.trim()
+            );
+            return;
+        }
+        let expect = [
+            ("sk_buff", "dev", 16),
+            ("sk_buff", "sk", 24),
+            ("sk_buff", "len", 112),
+            ("sk_buff", "network_header", 180),
+            ("sk_buff", "head", 192),
+            ("sock", "__sk_common.skc_net", 48),
+            ("sock", "__sk_common.skc_net.net", 48),
+            ("sock_common", "skc_net", 48),
+            ("net", "ns", 152),
+            ("net", "ns.inum", 176),
+            ("ns_common", "inum", 24),
+            ("net_device", "ifindex", 224),
+            ("net_device", "nd_net", 264),
+            ("possible_net_t", "net", 0),
+        ];
+        for (s, p, off) in expect {
+            assert_eq!(k.member_offset(s, p).unwrap(), off, "{s}.{p}");
+        }
+        let (layout, _) = k.kernel_layout();
+        assert_eq!(
+            (
+                layout.sock_net,
+                layout.net_inum,
+                layout.dev_net,
+                layout.dev_ifindex
+            ),
+            (48, 176, 264, 224)
+        );
+        assert_eq!(
+            (
+                layout.skb_dev,
+                layout.skb_sk,
+                layout.skb_head,
+                layout.skb_network_header,
+                layout.skb_len
+            ),
+            (16, 24, 192, 180, 112)
+        );
+    }
+
+    #[test]
+    fn live_errors() {
+        let Some(k) = live() else { return };
+        match k.member_offset("sk_buff", "no_such_member") {
+            Err(BtfError::NoMember { strukt, path }) => {
+                assert_eq!(
+                    (strukt.as_str(), path.as_str()),
+                    ("sk_buff", "no_such_member")
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        // The path names the first component that is missing.
+        match k.member_offset("sock", "__sk_common.nope.deeper") {
+            Err(BtfError::NoMember { path, .. }) => assert_eq!(path, "__sk_common.nope"),
+            other => panic!("{other:?}"),
+        }
+        // `cloned` is a direct bitfield; `pkt_type` is one inside anonymous unions/structs.
+        match k.member_offset("sk_buff", "cloned") {
+            Err(BtfError::Bitfield { path, bits, .. }) => {
+                assert_eq!((path.as_str(), bits), ("cloned", 1));
+            }
+            other => panic!("{other:?}"),
+        }
+        let err = k.member_offset("sk_buff", "pkt_type").unwrap_err();
+        assert!(matches!(err, BtfError::Bitfield { bits: 3, .. }), "{err:?}");
+        assert!(err.to_string().contains("sk_buff.pkt_type"), "{err}");
+        // Pointers are not followed: that would need a second probe read.
+        let err = k.member_offset("sk_buff", "sk.__sk_common").unwrap_err();
+        assert!(
+            matches!(err, BtfError::NotComposite { kind: "ptr", .. }),
+            "{err:?}"
+        );
+        let err = k.member_offset("no_such_struct_xyz", "a").unwrap_err();
+        assert!(matches!(err, BtfError::NoStruct { .. }), "{err:?}");
+    }
+
+    #[test]
+    fn missing_file_is_no_btf() {
+        let path = "/nonexistent/netlat-test/vmlinux";
+        let err = KernelBtf::from_file(path).unwrap_err();
+        match &err {
+            BtfError::NoBtf { path: p } => assert_eq!(p, Path::new(path)),
+            other => panic!("{other:?}"),
+        }
+        assert!(err.to_string().contains(path), "{err}");
+    }
+
+    #[test]
+    fn garbage_file_is_read_error() {
+        let path = std::env::temp_dir().join(format!("netlat-btf-garbage-{}", std::process::id()));
+        std::fs::write(&path, b"definitely not BTF").unwrap();
+        let err = KernelBtf::from_file(&path).unwrap_err();
+        std::fs::remove_file(&path).ok();
+        assert!(matches!(err, BtfError::Read { .. }), "{err:?}");
+    }
+
+    /// Minimal BTF writer so the resolver's corner cases are tested on every machine, not only
+    /// ones that ship kernel BTF.
+    #[derive(Default)]
+    struct Builder {
+        types: Vec<u8>,
+        strings: Vec<u8>,
+        next_id: u32,
+    }
+
+    impl Builder {
+        fn new() -> Self {
+            Self {
+                strings: vec![0],
+                next_id: 1,
+                ..Self::default()
+            }
+        }
+
+        fn name(&mut self, s: &str) -> u32 {
+            if s.is_empty() {
+                return 0;
+            }
+            let off = self.strings.len() as u32;
+            self.strings.extend_from_slice(s.as_bytes());
+            self.strings.push(0);
+            off
+        }
+
+        fn header(
+            &mut self,
+            name: &str,
+            kind: u32,
+            kflag: bool,
+            vlen: u32,
+            size_or_type: u32,
+        ) -> u32 {
+            let name = self.name(name);
+            let info = (u32::from(kflag) << 31) | (kind << 24) | vlen;
+            for w in [name, info, size_or_type] {
+                self.types.extend_from_slice(&w.to_le_bytes());
+            }
+            self.next_id += 1;
+            self.next_id - 1
+        }
+
+        fn int(&mut self, name: &str, bytes: u32) -> u32 {
+            let id = self.header(name, 1, false, 0, bytes);
+            self.types.extend_from_slice(&(bytes * 8).to_le_bytes());
+            id
+        }
+
+        fn ptr(&mut self, to: u32) -> u32 {
+            self.header("", 2, false, 0, to)
+        }
+
+        fn typedef(&mut self, name: &str, to: u32) -> u32 {
+            self.header(name, 8, false, 0, to)
+        }
+
+        fn konst(&mut self, to: u32) -> u32 {
+            self.header("", 10, false, 0, to)
+        }
+
+        /// `members`: (name, type id, bit offset, bitfield bits or 0). Forward type ids are fine.
+        fn composite(
+            &mut self,
+            union: bool,
+            name: &str,
+            size: u32,
+            members: &[(&str, u32, u32, u32)],
+        ) -> u32 {
+            let kflag = members.iter().any(|m| m.3 != 0);
+            let kind = if union { 5 } else { 4 };
+            let id = self.header(name, kind, kflag, members.len() as u32, size);
+            for &(mname, ty, bit_off, bits) in members {
+                let mname = self.name(mname);
+                let off = if kflag {
+                    (bits << 24) | bit_off
+                } else {
+                    bit_off
+                };
+                for w in [mname, ty, off] {
+                    self.types.extend_from_slice(&w.to_le_bytes());
+                }
+            }
+            id
+        }
+
+        fn build(self) -> KernelBtf {
+            let mut out = Vec::new();
+            out.extend_from_slice(&0xeb9f_u16.to_le_bytes());
+            out.push(1); // version
+            out.push(0); // flags
+            let type_len = self.types.len() as u32;
+            for w in [24, 0, type_len, type_len, self.strings.len() as u32] {
+                out.extend_from_slice(&u32::to_le_bytes(w));
+            }
+            out.extend_from_slice(&self.types);
+            out.extend_from_slice(&self.strings);
+            KernelBtf {
+                btf: Btf::from_bytes(&out).expect("synthetic BTF parses"),
+            }
+        }
+    }
+
+    /// Mimics the kernel shapes netlat relies on:
+    /// ```c
+    /// typedef struct { struct net *net; } possible_net_t;       // ids 3, 4
+    /// struct inner { u32 pad; const possible_net_t pnet; };     // at 8
+    /// struct outer {                                            // size 64
+    ///     struct { u64 a; union { u64 dev; u64 scratch; }; };   // dev at 8
+    ///     struct inner in;                                      // at 16
+    ///     u8 flag:3;                                            // bits 192..195
+    ///     u8 more:5;
+    ///     union { struct { u16 x; u16 nh; } hdrs; struct { u16 y; u16 nh2; }; }; // at 26
+    ///     struct outer *next;                                   // at 32
+    /// };
+    /// ```
+    fn synthetic() -> KernelBtf {
+        let mut b = Builder::new();
+        let u64_t = b.int("u64", 8); // 1
+        let u32_t = b.int("u32", 4); // 2
+        let net = b.composite(false, "net", 8, &[("x", u64_t, 0, 0)]); // 3
+        let net_ptr = b.ptr(net); // 4
+        let anon_pnet = b.composite(false, "", 8, &[("net", net_ptr, 0, 0)]); // 5
+        let pnet = b.typedef("possible_net_t", anon_pnet); // 6
+        let cpnet = b.konst(pnet); // 7
+        let inner = b.composite(
+            false,
+            "inner",
+            16,
+            &[("pad", u32_t, 0, 0), ("pnet", cpnet, 64, 0)],
+        ); // 8
+        let u8_t = b.int("u8", 1); // 9
+        let u16_t = b.int("u16", 2); // 10
+        let dev_union = b.composite(
+            true,
+            "",
+            8,
+            &[("dev", u64_t, 0, 0), ("scratch", u64_t, 0, 0)],
+        ); // 11
+        let head = b.composite(false, "", 16, &[("a", u64_t, 0, 0), ("", dev_union, 64, 0)]); // 12
+        let hdrs = b.composite(false, "", 4, &[("x", u16_t, 0, 0), ("nh", u16_t, 16, 0)]); // 13
+        let hdrs2 = b.composite(false, "", 4, &[("y", u16_t, 0, 0), ("nh2", u16_t, 16, 0)]); // 14
+        let hdr_union = b.composite(true, "", 4, &[("hdrs", hdrs, 0, 0), ("", hdrs2, 0, 0)]); // 15
+        let outer_ptr = b.ptr(17); // 16
+        b.composite(
+            false,
+            "outer",
+            40,
+            &[
+                ("", head, 0, 0),
+                ("in", inner, 128, 0),
+                ("flag", u8_t, 192, 3),
+                ("more", u8_t, 195, 5),
+                ("", hdr_union, 208, 0),
+                ("next", outer_ptr, 256, 0),
+            ],
+        ); // 17
+        b.build()
+    }
+
+    #[test]
+    fn synthetic_resolves_through_anonymous_members_and_typedefs() {
+        let k = synthetic();
+        let cases = [
+            ("outer", "a", 0),
+            ("outer", "dev", 8),
+            ("outer", "scratch", 8),
+            ("outer", "in", 16),
+            ("outer", "in.pad", 16),
+            ("outer", "in.pnet", 24),
+            // through `const possible_net_t` to the anonymous struct behind the typedef
+            ("outer", "in.pnet.net", 24),
+            ("outer", "hdrs.nh", 28),
+            ("outer", "nh2", 28),
+            ("outer", "next", 32),
+            ("possible_net_t", "net", 0),
+            ("inner", "pnet.net", 8),
+        ];
+        for (s, p, off) in cases {
+            assert_eq!(k.member_offset(s, p).unwrap(), off, "{s}.{p}");
+        }
+    }
+
+    #[test]
+    fn synthetic_errors() {
+        let k = synthetic();
+        let err = k.member_offset("outer", "more").unwrap_err();
+        match &err {
+            BtfError::Bitfield {
+                strukt,
+                path,
+                bit_offset,
+                bits,
+            } => assert_eq!(
+                (strukt.as_str(), path.as_str(), *bit_offset, *bits),
+                ("outer", "more", 195, 5)
+            ),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            err.to_string(),
+            "outer.more is a 5-bit bitfield at bit offset 195, not addressable"
+        );
+        assert!(matches!(
+            k.member_offset("outer", "flag"),
+            Err(BtfError::Bitfield { bits: 3, .. })
+        ));
+        // Members of a named member are not in the outer scope (only anonymous ones are).
+        match k.member_offset("outer", "nh") {
+            Err(BtfError::NoMember { strukt, path }) => {
+                assert_eq!((strukt.as_str(), path.as_str()), ("outer", "nh"))
+            }
+            other => panic!("{other:?}"),
+        }
+        let err = k.member_offset("outer", "in.missing").unwrap_err();
+        assert_eq!(err.to_string(), "outer.in.missing not in BTF");
+        assert!(matches!(
+            k.member_offset("outer", ""),
+            Err(BtfError::NoMember { .. })
+        ));
+        assert!(matches!(
+            k.member_offset("outer", "in..pad"),
+            Err(BtfError::NoMember { .. })
+        ));
+        assert!(matches!(
+            k.member_offset("outer", "next.a"),
+            Err(BtfError::NotComposite { kind: "ptr", .. })
+        ));
+        assert!(matches!(
+            k.member_offset("outer", "a.b"),
+            Err(BtfError::NotComposite { kind: "int", .. })
+        ));
+        assert!(matches!(
+            k.member_offset("sk_buff", "len"),
+            Err(BtfError::NoStruct { .. })
+        ));
+    }
+
+    #[test]
+    fn synthetic_layout_reports_every_missing_field() {
+        let (layout, missing) = synthetic().kernel_layout();
+        assert_eq!(layout, KernelLayout::default());
+        assert_eq!(missing.len(), 9, "{missing:#?}");
+        assert!(
+            missing
+                .iter()
+                .any(|m| m.starts_with("netns of sockets unknown")
+                    && m.ends_with("struct sock not in BTF")),
+            "{missing:#?}"
+        );
+    }
+}

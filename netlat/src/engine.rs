@@ -1,0 +1,297 @@
+//! The pure pipeline from ring-buffer bytes to printed reports: decode → enrich → track →
+//! attribute → print (Inspektor Gadget's order: enrich first, then filter, then print).
+//!
+//! `watch` feeds it live items; tests feed it synthetic streams. It owns no clock: time moves
+//! only with event timestamps and the explicit `now_ns` of [`Engine::tick`] and
+//! [`Engine::finish`].
+
+use std::io;
+
+use crate::{
+    event::{self, Event},
+    flow::{Attempt, Outcome, Tracker, TrackerConfig},
+    output::{ConnectJson, Sink, Summary, WallClock},
+    symbols::{self, Names},
+    verdict::Judge,
+};
+
+/// What the engine needs to know about the kernel and the user's wishes.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// Attempts at least this slow are reported.
+    pub threshold_ns: u64,
+    pub clock: WallClock,
+    /// Whether the kernel reports drop reasons (≥ 5.17).
+    pub has_reasons: bool,
+    pub tracker: TrackerConfig,
+}
+
+pub struct Engine {
+    cfg: EngineConfig,
+    names: Names,
+    tracker: Tracker,
+    summary: Summary,
+    first_ts: Option<u64>,
+    last_ts: u64,
+}
+
+impl Engine {
+    pub fn new(cfg: EngineConfig, names: Names) -> Self {
+        Self {
+            tracker: Tracker::new(cfg.tracker.clone()),
+            cfg,
+            names,
+            summary: Summary {
+                kind: "summary",
+                ..Summary::default()
+            },
+            first_ts: None,
+            last_ts: 0,
+        }
+    }
+
+    /// Handle one raw ring-buffer item.
+    pub fn handle_bytes(&mut self, bytes: &[u8], sink: &mut dyn Sink) -> io::Result<()> {
+        match event::decode(bytes) {
+            Ok(ev) => self.handle(ev, sink),
+            Err(e) => {
+                self.summary.bad_events += 1;
+                tracing::debug!("undecodable ring-buffer item: {e}");
+                Ok(())
+            }
+        }
+    }
+
+    /// Handle one decoded event.
+    pub fn handle(&mut self, ev: Event, sink: &mut dyn Sink) -> io::Result<()> {
+        let ts = ev.ts_ns();
+        self.first_ts.get_or_insert(ts);
+        self.last_ts = self.last_ts.max(ts);
+        match ev {
+            Event::SockState(s) => {
+                if let Some(a) = self.tracker.sock_state(&s) {
+                    self.report(&a, sink)?;
+                }
+            }
+            Event::Retransmit(r) => self.tracker.retransmit(&r),
+            Event::Drop(d) => {
+                let rec = symbols::enrich(&d, &self.names, self.cfg.has_reasons);
+                self.tracker.drop(rec);
+            }
+        }
+        Ok(())
+    }
+
+    fn report(&mut self, a: &Attempt, sink: &mut dyn Sink) -> io::Result<()> {
+        if a.duration_ns() < self.cfg.threshold_ns {
+            return Ok(());
+        }
+        self.summary.slow += 1;
+        let verdict = Judge { attempt: a }.verdict();
+        let id = verdict.as_ref().map_or("none", |v| v.issue);
+        *self.summary.by_issue.entry(id.to_string()).or_default() += 1;
+        sink.connect(&ConnectJson::new(a, verdict.as_ref(), &self.cfg.clock))
+    }
+
+    /// Periodic housekeeping at monotonic time `now_ns`.
+    pub fn tick(&mut self, now_ns: u64) {
+        self.tracker.advance(now_ns);
+    }
+
+    /// End of run at `now_ns`: report attempts still waiting that are already slow, and return
+    /// the summary (lost-event counts are filled in by the caller, who can read the kernel).
+    pub fn finish(&mut self, now_ns: u64, sink: &mut dyn Sink) -> io::Result<Summary> {
+        let pending = self.tracker.pending(now_ns);
+        for a in pending.iter().filter(|a| a.outcome == Outcome::Pending) {
+            self.report(a, sink)?;
+        }
+        let mut s = self.summary.clone();
+        s.in_flight = pending.len() as u64;
+        s.tracker = self.tracker.stats().clone();
+        s.attempts = s.tracker.attempts;
+        s.duration_s = now_ns.saturating_sub(self.first_ts.unwrap_or(now_ns)) as f64 / 1e9;
+        Ok(s)
+    }
+
+    /// Timestamp of the newest event seen (replays use it as "now").
+    pub fn last_ts(&self) -> u64 {
+        self.last_ts
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::output::{Hook, JsonSink};
+    use netlat_ebpf::{Addrs, DropEvent, EventHeader, RetransmitEvent, SockStateEvent, kind};
+
+    const S: u64 = 1_000_000_000;
+
+    fn addrs(sport: u16) -> Addrs {
+        let mut a = Addrs {
+            family: 2,
+            sport,
+            dport: 8080,
+            ..Addrs::default()
+        };
+        a.saddr[..4].copy_from_slice(&[10, 231, 0, 1]);
+        a.daddr[..4].copy_from_slice(&[10, 231, 0, 2]);
+        a
+    }
+
+    fn state(ts: u64, old: u32, new: u32, sport: u16) -> Vec<u8> {
+        event::encode(&SockStateEvent {
+            header: EventHeader {
+                kind: kind::SOCK_STATE,
+                cpu: 0,
+                ts_ns: ts,
+            },
+            skaddr: 0xabc,
+            netns: 111,
+            tgid: 9,
+            oldstate: old,
+            newstate: new,
+            addrs: addrs(sport),
+            comm: *b"python3\0\0\0\0\0\0\0\0\0",
+        })
+    }
+
+    fn retrans(ts: u64, sport: u16) -> Vec<u8> {
+        event::encode(&RetransmitEvent {
+            header: EventHeader {
+                kind: kind::RETRANSMIT,
+                cpu: 0,
+                ts_ns: ts,
+            },
+            skaddr: 0xabc,
+            netns: 111,
+            state: 2,
+            addrs: addrs(sport),
+        })
+    }
+
+    /// An IPv4 TCP SYN dropped with reason 12 at `location`.
+    fn syn_drop(ts: u64, sport: u16, location: u64) -> Vec<u8> {
+        let mut d = DropEvent {
+            header: EventHeader {
+                kind: kind::DROP,
+                cpu: 1,
+                ts_ns: ts,
+            },
+            location,
+            netns: 222,
+            ifindex: 2,
+            reason: 12,
+            len: 60,
+            protocol: 0x0800,
+            cap_len: 40,
+            ..DropEvent::default()
+        };
+        let ip = [
+            0x45, 0, 0, 60, 0, 0, 0x40, 0, 64, 6, 0, 0, 10, 231, 0, 1, 10, 231, 0, 2,
+        ];
+        d.data[..20].copy_from_slice(&ip);
+        d.data[20..22].copy_from_slice(&sport.to_be_bytes());
+        d.data[22..24].copy_from_slice(&8080u16.to_be_bytes());
+        d.data[32] = 0x50; // data offset 5 words
+        d.data[33] = 0x02; // SYN
+        event::encode(&d)
+    }
+
+    fn engine() -> Engine {
+        let mut names = Names::default();
+        names.reasons.insert(12, "NETFILTER_DROP".into());
+        names.kallsyms = symbols::Kallsyms::parse("ffffffff81a00000 t nft_do_chain\n");
+        Engine::new(
+            EngineConfig {
+                threshold_ns: 200_000_000,
+                clock: WallClock { offset_ns: 0 },
+                has_reasons: true,
+                tracker: TrackerConfig::default(),
+            },
+            names,
+        )
+    }
+
+    fn run(items: &[Vec<u8>]) -> (Vec<serde_json::Value>, Summary) {
+        let mut e = engine();
+        let mut out = Vec::new();
+        let mut sink = JsonSink::new(&mut out);
+        for i in items {
+            e.handle_bytes(i, &mut sink).unwrap();
+        }
+        let s = e.finish(e.last_ts(), &mut sink).unwrap();
+        let lines = String::from_utf8(out)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        (lines, s)
+    }
+
+    #[test]
+    fn one_second_first_syn_drop_end_to_end() {
+        let stream = [
+            state(10 * S, 7, 2, 0),
+            syn_drop(10 * S + 300_000, 40000, 0xffffffff81a0046f),
+            retrans(11 * S + 10_000_000, 40000),
+            state(11 * S + 11_000_000, 2, 1, 40000),
+        ];
+        let (lines, s) = run(&stream);
+        assert_eq!(lines.len(), 1);
+        let l = &lines[0];
+        assert_eq!(l["connect_ms"], 1011.0);
+        assert_eq!(l["syn_retransmits"], 1);
+        assert_eq!(l["drops"][0]["reason"], "NETFILTER_DROP");
+        assert_eq!(l["drops"][0]["location"], "nft_do_chain+0x46f");
+        assert_eq!(l["drops"][0]["at_ms"], 0.3);
+        assert_eq!(l["verdict"]["issue"], "netfilter-drop");
+        assert_eq!(l["verdict"]["confidence"], "high");
+        assert_eq!(l["comm"], "python3");
+        assert_eq!(s.attempts, 1);
+        assert_eq!(s.slow, 1);
+        assert_eq!(s.by_issue["netfilter-drop"], 1);
+    }
+
+    #[test]
+    fn fast_connects_are_not_reported_and_replay_is_deterministic() {
+        let stream = [
+            state(S, 7, 2, 0),
+            state(S + 1_000_000, 2, 1, 5555),
+            state(2 * S, 7, 2, 0),
+            retrans(3 * S, 40001),
+            state(3 * S + 1, 2, 1, 40001),
+            vec![1, 2, 3],
+        ];
+        let (a, sa) = run(&stream);
+        let (b, sb) = run(&stream);
+        assert_eq!(a, b);
+        assert_eq!(sa, sb);
+        assert_eq!(a.len(), 1);
+        assert_eq!(a[0]["verdict"]["issue"], "unanswered-syn");
+        assert_eq!(sa.attempts, 2);
+        assert_eq!(sa.bad_events, 1);
+    }
+
+    #[test]
+    fn slow_attempt_still_pending_at_finish_is_reported() {
+        let mut e = engine();
+        let mut out = Vec::new();
+        let mut sink = JsonSink::new(&mut out);
+        sink.hooks(&[Hook {
+            evidence: "x".into(),
+            hook: "y".into(),
+            active: true,
+            detail: String::new(),
+        }])
+        .unwrap();
+        e.handle_bytes(&state(S, 7, 2, 0), &mut sink).unwrap();
+        e.handle_bytes(&retrans(2 * S, 7), &mut sink).unwrap();
+        let s = e.finish(5 * S, &mut sink).unwrap();
+        assert_eq!(s.in_flight, 1);
+        let text = String::from_utf8(out).unwrap();
+        let last: serde_json::Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
+        assert_eq!(last["outcome"], "pending");
+        assert_eq!(last["connect_ms"], 4000.0);
+    }
+}

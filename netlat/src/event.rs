@@ -1,0 +1,338 @@
+//! Decoding of ring-buffer items into typed events. Pure: bytes in, events out.
+//!
+//! The kernel writes the `#[repr(C)]` structs of `netlat_ebpf`; here every item is checked for
+//! its kind and exact length before it is read, so a short or foreign item is an error, not UB.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
+use bytes::Bytes;
+use netlat_ebpf::{Addrs, DropEvent, EventHeader, RetransmitEvent, SockStateEvent, kind};
+
+/// Why a ring-buffer item could not be decoded.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum EventError {
+    #[error("ring-buffer item of {len} bytes is shorter than an event header")]
+    Short { len: usize },
+    #[error("ring-buffer item of kind {kind} has {len} bytes, expected {expected}")]
+    BadLength {
+        kind: u32,
+        len: usize,
+        expected: usize,
+    },
+    #[error("unknown ring-buffer event kind {kind}")]
+    UnknownKind { kind: u32 },
+}
+
+/// A TCP state number as in include/net/tcp_states.h (stable across kernels).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct TcpState(pub u32);
+
+impl TcpState {
+    pub const ESTABLISHED: TcpState = TcpState(1);
+    pub const SYN_SENT: TcpState = TcpState(2);
+    pub const CLOSE: TcpState = TcpState(7);
+
+    pub fn name(self) -> &'static str {
+        match self.0 {
+            1 => "ESTABLISHED",
+            2 => "SYN_SENT",
+            3 => "SYN_RECV",
+            4 => "FIN_WAIT1",
+            5 => "FIN_WAIT2",
+            6 => "TIME_WAIT",
+            7 => "CLOSE",
+            8 => "CLOSE_WAIT",
+            9 => "LAST_ACK",
+            10 => "LISTEN",
+            11 => "CLOSING",
+            12 => "NEW_SYN_RECV",
+            _ => "UNKNOWN",
+        }
+    }
+}
+
+/// Identity of a socket for the duration of a connection attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SockKey {
+    /// Network namespace inode (0 if unknown).
+    pub netns: u32,
+    /// Kernel address of `struct sock`.
+    pub skaddr: u64,
+}
+
+/// A TCP socket entered or left SYN_SENT.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SockState {
+    pub ts_ns: u64,
+    pub cpu: u32,
+    pub sock: SockKey,
+    pub tgid: u32,
+    pub comm: String,
+    pub old: TcpState,
+    pub new: TcpState,
+    pub src: SocketAddr,
+    pub dst: SocketAddr,
+}
+
+/// A SYN was retransmitted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Retransmit {
+    pub ts_ns: u64,
+    pub cpu: u32,
+    pub sock: SockKey,
+    pub state: TcpState,
+    pub src: SocketAddr,
+    pub dst: SocketAddr,
+}
+
+/// A packet drop as the kernel reported it, before enrichment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Drop {
+    pub ts_ns: u64,
+    pub cpu: u32,
+    pub skbaddr: u64,
+    pub location: u64,
+    pub netns: u32,
+    pub ifindex: u32,
+    /// Kernel-specific drop-reason number.
+    pub reason: u32,
+    pub len: u32,
+    /// Ethertype of the skb (0x0800 / 0x86dd).
+    pub protocol: u16,
+    /// Captured bytes from the network header on.
+    pub data: Bytes,
+}
+
+/// One decoded ring-buffer item.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    SockState(SockState),
+    Retransmit(Retransmit),
+    Drop(Drop),
+}
+
+impl Event {
+    /// Kernel timestamp (CLOCK_MONOTONIC ns).
+    pub fn ts_ns(&self) -> u64 {
+        match self {
+            Event::SockState(e) => e.ts_ns,
+            Event::Retransmit(e) => e.ts_ns,
+            Event::Drop(e) => e.ts_ns,
+        }
+    }
+}
+
+/// Read a `T` (one of the wire structs) from `bytes` of exactly `size_of::<T>()`.
+fn read_exact<T: Copy>(bytes: &[u8], kind: u32) -> Result<T, EventError> {
+    let expected = std::mem::size_of::<T>();
+    if bytes.len() != expected {
+        return Err(EventError::BadLength {
+            kind,
+            len: bytes.len(),
+            expected,
+        });
+    }
+    // SAFETY: the length matches, T is a repr(C) integer-only wire struct (every bit pattern is
+    // valid), and read_unaligned tolerates any alignment of the ring-buffer memory.
+    Ok(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<T>()) })
+}
+
+fn socket_addrs(a: &Addrs) -> (SocketAddr, SocketAddr) {
+    let ip = |b: &[u8; 16]| -> IpAddr {
+        if a.family == 10 {
+            IpAddr::V6(Ipv6Addr::from(*b))
+        } else {
+            IpAddr::V4(Ipv4Addr::new(b[0], b[1], b[2], b[3]))
+        }
+    };
+    (
+        SocketAddr::new(ip(&a.saddr), a.sport),
+        SocketAddr::new(ip(&a.daddr), a.dport),
+    )
+}
+
+fn comm_string(c: &[u8; 16]) -> String {
+    let end = c.iter().position(|&b| b == 0).unwrap_or(c.len());
+    String::from_utf8_lossy(&c[..end]).into_owned()
+}
+
+/// Decode one ring-buffer item.
+pub fn decode(bytes: &[u8]) -> Result<Event, EventError> {
+    let hdr_len = std::mem::size_of::<EventHeader>();
+    let Some(head) = bytes.get(..hdr_len) else {
+        return Err(EventError::Short { len: bytes.len() });
+    };
+    let hdr: EventHeader = read_exact(head, 0)?;
+    match hdr.kind {
+        kind::SOCK_STATE => {
+            let e: SockStateEvent = read_exact(bytes, hdr.kind)?;
+            let (src, dst) = socket_addrs(&e.addrs);
+            Ok(Event::SockState(SockState {
+                ts_ns: hdr.ts_ns,
+                cpu: hdr.cpu,
+                sock: SockKey {
+                    netns: e.netns,
+                    skaddr: e.skaddr,
+                },
+                tgid: e.tgid,
+                comm: comm_string(&e.comm),
+                old: TcpState(e.oldstate),
+                new: TcpState(e.newstate),
+                src,
+                dst,
+            }))
+        }
+        kind::RETRANSMIT => {
+            let e: RetransmitEvent = read_exact(bytes, hdr.kind)?;
+            let (src, dst) = socket_addrs(&e.addrs);
+            Ok(Event::Retransmit(Retransmit {
+                ts_ns: hdr.ts_ns,
+                cpu: hdr.cpu,
+                sock: SockKey {
+                    netns: e.netns,
+                    skaddr: e.skaddr,
+                },
+                state: TcpState(e.state),
+                src,
+                dst,
+            }))
+        }
+        kind::DROP => {
+            let e: DropEvent = read_exact(bytes, hdr.kind)?;
+            let cap = usize::from(e.cap_len).min(e.data.len());
+            Ok(Event::Drop(Drop {
+                ts_ns: hdr.ts_ns,
+                cpu: hdr.cpu,
+                skbaddr: e.skbaddr,
+                location: e.location,
+                netns: e.netns,
+                ifindex: e.ifindex,
+                reason: e.reason,
+                len: e.len,
+                protocol: e.protocol,
+                data: Bytes::copy_from_slice(&e.data[..cap]),
+            }))
+        }
+        other => Err(EventError::UnknownKind { kind: other }),
+    }
+}
+
+/// Encode wire structs to bytes, as the kernel would; used by tests and synthetic streams.
+pub fn encode<T: Copy>(v: &T) -> Vec<u8> {
+    // SAFETY: T is a repr(C) wire struct with explicit padding, so all bytes are initialised.
+    unsafe { std::slice::from_raw_parts((v as *const T).cast::<u8>(), std::mem::size_of::<T>()) }
+        .to_vec()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addrs_v4(s: [u8; 4], sp: u16, d: [u8; 4], dp: u16) -> Addrs {
+        let mut a = Addrs {
+            family: 2,
+            sport: sp,
+            dport: dp,
+            ..Addrs::default()
+        };
+        a.saddr[..4].copy_from_slice(&s);
+        a.daddr[..4].copy_from_slice(&d);
+        a
+    }
+
+    #[test]
+    fn sock_state_round_trip() {
+        let mut comm = [0u8; 16];
+        comm[..4].copy_from_slice(b"curl");
+        let raw = SockStateEvent {
+            header: EventHeader {
+                kind: kind::SOCK_STATE,
+                cpu: 1,
+                ts_ns: 42,
+            },
+            skaddr: 0xffff_8880_1234_0000,
+            netns: 4026531840,
+            tgid: 77,
+            oldstate: 7,
+            newstate: 2,
+            addrs: addrs_v4([10, 0, 0, 1], 0, [10, 0, 0, 2], 8080),
+            comm,
+        };
+        let Event::SockState(e) = decode(&encode(&raw)).unwrap() else {
+            panic!("wrong kind")
+        };
+        assert_eq!(e.comm, "curl");
+        assert_eq!(e.new, TcpState::SYN_SENT);
+        assert_eq!(e.dst, "10.0.0.2:8080".parse().unwrap());
+        assert_eq!(e.sock.netns, 4026531840);
+        assert_eq!(e.ts_ns, 42);
+    }
+
+    #[test]
+    fn retransmit_v6() {
+        let mut a = Addrs {
+            family: 10,
+            sport: 4000,
+            dport: 443,
+            ..Addrs::default()
+        };
+        a.saddr = "fd00::1".parse::<Ipv6Addr>().unwrap().octets();
+        a.daddr = "fd00::2".parse::<Ipv6Addr>().unwrap().octets();
+        let raw = RetransmitEvent {
+            header: EventHeader {
+                kind: kind::RETRANSMIT,
+                cpu: 0,
+                ts_ns: 1,
+            },
+            skaddr: 9,
+            netns: 1,
+            state: 2,
+            addrs: a,
+        };
+        let Event::Retransmit(e) = decode(&encode(&raw)).unwrap() else {
+            panic!("wrong kind")
+        };
+        assert_eq!(e.src, "[fd00::1]:4000".parse().unwrap());
+        assert_eq!(e.dst, "[fd00::2]:443".parse().unwrap());
+    }
+
+    #[test]
+    fn drop_keeps_only_captured_bytes() {
+        let mut raw = DropEvent {
+            header: EventHeader {
+                kind: kind::DROP,
+                cpu: 0,
+                ts_ns: 5,
+            },
+            reason: 12,
+            protocol: 0x0800,
+            cap_len: 64,
+            ..DropEvent::default()
+        };
+        raw.data[0] = 0x45;
+        let Event::Drop(e) = decode(&encode(&raw)).unwrap() else {
+            panic!("wrong kind")
+        };
+        assert_eq!(e.data.len(), 64);
+        assert_eq!(e.data[0], 0x45);
+        // A lying cap_len cannot read past the array.
+        raw.cap_len = 9999;
+        let Event::Drop(e) = decode(&encode(&raw)).unwrap() else {
+            panic!("wrong kind")
+        };
+        assert_eq!(e.data.len(), netlat_ebpf::DROP_CAPTURE);
+    }
+
+    #[test]
+    fn bad_items_are_errors() {
+        assert_eq!(decode(&[1, 2, 3]), Err(EventError::Short { len: 3 }));
+        let mut b = encode(&EventHeader {
+            kind: kind::DROP,
+            cpu: 0,
+            ts_ns: 0,
+        });
+        assert!(matches!(decode(&b), Err(EventError::BadLength { .. })));
+        b[0] = 99;
+        assert_eq!(decode(&b), Err(EventError::UnknownKind { kind: 99 }));
+    }
+}

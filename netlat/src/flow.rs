@@ -1,0 +1,565 @@
+//! Flow tracking: one record per TCP connection attempt (keyed by netns and socket), from
+//! CLOSE→SYN_SENT to its end, with every SYN retransmit and every drop matched to its 5-tuple.
+//!
+//! Pure and deterministic: time enters only through event timestamps and [`Tracker::advance`].
+//! Memory is bounded: flows and remembered drops have limits, and evictions are counted.
+
+use std::{
+    collections::{HashMap, VecDeque},
+    net::SocketAddr,
+};
+
+use crate::{
+    event::{Retransmit, SockKey, SockState, TcpState},
+    packet::FiveTuple,
+    symbols::DropRecord,
+};
+
+const IPPROTO_TCP: u8 = 6;
+
+/// How a connection attempt ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Outcome {
+    /// SYN_SENT → ESTABLISHED.
+    Established,
+    /// Closed without any SYN retransmit (refused, reset, unreachable, aborted).
+    Failed,
+    /// Closed after SYN retransmits: the SYN went unanswered until the kernel or the
+    /// application gave up.
+    Timeout,
+    /// Still in SYN_SENT when netlat stopped.
+    Pending,
+}
+
+/// Which way the dropped packet was going relative to the connect.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Direction {
+    /// Client → server (a SYN).
+    Forward,
+    /// Server → client (a SYN-ACK or RST).
+    Reply,
+}
+
+/// A drop attributed to an attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MatchedDrop {
+    pub drop: DropRecord,
+    pub direction: Direction,
+    /// Matched through the inner headers of a VXLAN packet.
+    pub via_vxlan: bool,
+}
+
+/// A finished (or abandoned) connection attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attempt {
+    pub sock: SockKey,
+    pub tgid: u32,
+    pub comm: String,
+    pub src: SocketAddr,
+    pub dst: SocketAddr,
+    pub start_ns: u64,
+    pub end_ns: u64,
+    pub outcome: Outcome,
+    /// Timestamps of SYN retransmits.
+    pub retransmits: Vec<u64>,
+    pub drops: Vec<MatchedDrop>,
+    /// CPU that entered SYN_SENT.
+    pub cpu: u32,
+}
+
+impl Attempt {
+    pub fn duration_ns(&self) -> u64 {
+        self.end_ns.saturating_sub(self.start_ns)
+    }
+
+    /// Offsets of the retransmits from the start, in ms.
+    pub fn retransmit_offsets_ms(&self) -> Vec<f64> {
+        self.retransmits
+            .iter()
+            .map(|t| ns_to_ms(t.saturating_sub(self.start_ns)))
+            .collect()
+    }
+}
+
+pub fn ns_to_ms(ns: u64) -> f64 {
+    ns as f64 / 1e6
+}
+
+/// Limits of the tracker.
+#[derive(Debug, Clone)]
+pub struct TrackerConfig {
+    /// Attempts in flight at most; the oldest is evicted beyond.
+    pub max_flows: usize,
+    /// An attempt older than this whose end was never seen is dropped (the kernel gives up a
+    /// SYN after ~131 s, so an older one means a lost close event).
+    pub max_age_ns: u64,
+    /// Drops remembered for attempts whose source port is not yet known.
+    pub max_recent_drops: usize,
+    /// How long such drops are remembered.
+    pub recent_drop_ns: u64,
+}
+
+impl Default for TrackerConfig {
+    fn default() -> Self {
+        Self {
+            max_flows: 100_000,
+            max_age_ns: 300 * 1_000_000_000,
+            max_recent_drops: 16_384,
+            recent_drop_ns: 140 * 1_000_000_000,
+        }
+    }
+}
+
+/// Counters the summary shows.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct TrackerStats {
+    pub attempts: u64,
+    pub completed: u64,
+    /// Evicted because `max_flows` was reached.
+    pub evicted: u64,
+    /// Aged out without an end event.
+    pub expired: u64,
+    /// Retransmits/ends for sockets never seen entering SYN_SENT (started before netlat).
+    pub unknown_socket: u64,
+    pub drops_seen: u64,
+    pub drops_matched: u64,
+    /// Drops forgotten because the memory limit was reached.
+    pub drops_forgotten: u64,
+}
+
+#[derive(Debug)]
+struct Flow {
+    attempt: Attempt,
+    /// The 5-tuple once the source port is known.
+    tuple: Option<FiveTuple>,
+}
+
+/// The connection-attempt tracker.
+#[derive(Debug)]
+pub struct Tracker {
+    cfg: TrackerConfig,
+    flows: HashMap<SockKey, Flow>,
+    /// Insertion order, for eviction; entries whose flow is gone are skipped lazily.
+    order: VecDeque<(SockKey, u64)>,
+    by_tuple: HashMap<FiveTuple, SockKey>,
+    recent: VecDeque<DropRecord>,
+    stats: TrackerStats,
+}
+
+fn tcp_tuple(src: SocketAddr, dst: SocketAddr) -> FiveTuple {
+    FiveTuple {
+        proto: IPPROTO_TCP,
+        src,
+        dst,
+    }
+}
+
+/// The tuples of a drop that could identify a connect: the packet itself, and for VXLAN the
+/// inner packet; each either way round.
+fn drop_keys(d: &DropRecord) -> Vec<(FiveTuple, Direction, bool)> {
+    let mut keys = Vec::with_capacity(4);
+    if let Some(p) = &d.packet {
+        if p.tuple.proto == IPPROTO_TCP {
+            keys.push((p.tuple, Direction::Forward, false));
+            keys.push((p.tuple.reversed(), Direction::Reply, false));
+        }
+        if let Some(inner) = p.vxlan.as_ref().and_then(|v| v.inner.as_deref())
+            && inner.tuple.proto == IPPROTO_TCP
+        {
+            keys.push((inner.tuple, Direction::Forward, true));
+            keys.push((inner.tuple.reversed(), Direction::Reply, true));
+        }
+    }
+    keys
+}
+
+impl Tracker {
+    pub fn new(cfg: TrackerConfig) -> Self {
+        Self {
+            cfg,
+            flows: HashMap::new(),
+            order: VecDeque::new(),
+            by_tuple: HashMap::new(),
+            recent: VecDeque::new(),
+            stats: TrackerStats::default(),
+        }
+    }
+
+    pub fn stats(&self) -> &TrackerStats {
+        &self.stats
+    }
+
+    pub fn in_flight(&self) -> usize {
+        self.flows.len()
+    }
+
+    /// A socket state change. Returns the attempt when it ended.
+    pub fn sock_state(&mut self, e: &SockState) -> Option<Attempt> {
+        if e.new == TcpState::SYN_SENT {
+            self.start(e);
+            return None;
+        }
+        if e.old != TcpState::SYN_SENT {
+            return None;
+        }
+        let Some(mut flow) = self.flows.remove(&e.sock) else {
+            self.stats.unknown_socket += 1;
+            return None;
+        };
+        // The end event carries the full tuple; late drops can still be matched to it.
+        self.learn_tuple(&mut flow, e.src, e.dst);
+        if let Some(t) = flow.tuple {
+            self.by_tuple.remove(&t);
+        }
+        let a = &mut flow.attempt;
+        a.end_ns = e.ts_ns;
+        a.outcome = if e.new == TcpState::ESTABLISHED {
+            Outcome::Established
+        } else if a.retransmits.is_empty() {
+            Outcome::Failed
+        } else {
+            Outcome::Timeout
+        };
+        self.stats.completed += 1;
+        Some(flow.attempt)
+    }
+
+    fn start(&mut self, e: &SockState) {
+        // A socket address can be reused by a new connect; the old attempt is abandoned.
+        if let Some(old) = self.flows.remove(&e.sock)
+            && let Some(t) = old.tuple
+        {
+            self.by_tuple.remove(&t);
+        }
+        while self.flows.len() >= self.cfg.max_flows {
+            if !self.evict_oldest() {
+                break;
+            }
+        }
+        self.stats.attempts += 1;
+        let mut flow = Flow {
+            attempt: Attempt {
+                sock: e.sock,
+                tgid: e.tgid,
+                comm: e.comm.clone(),
+                src: e.src,
+                dst: e.dst,
+                start_ns: e.ts_ns,
+                end_ns: e.ts_ns,
+                outcome: Outcome::Pending,
+                retransmits: Vec::new(),
+                drops: Vec::new(),
+                cpu: e.cpu,
+            },
+            tuple: None,
+        };
+        if e.src.port() != 0 {
+            self.learn_tuple(&mut flow, e.src, e.dst);
+        }
+        self.order.push_back((e.sock, e.ts_ns));
+        self.flows.insert(e.sock, flow);
+    }
+
+    fn evict_oldest(&mut self) -> bool {
+        while let Some((key, start)) = self.order.pop_front() {
+            if self
+                .flows
+                .get(&key)
+                .is_some_and(|f| f.attempt.start_ns == start)
+            {
+                if let Some(f) = self.flows.remove(&key)
+                    && let Some(t) = f.tuple
+                {
+                    self.by_tuple.remove(&t);
+                }
+                self.stats.evicted += 1;
+                return true;
+            }
+        }
+        false
+    }
+
+    /// A SYN retransmit.
+    pub fn retransmit(&mut self, e: &Retransmit) {
+        let Some(mut flow) = self.flows.remove(&e.sock) else {
+            self.stats.unknown_socket += 1;
+            return;
+        };
+        flow.attempt.retransmits.push(e.ts_ns);
+        if flow.tuple.is_none() {
+            self.learn_tuple(&mut flow, e.src, e.dst);
+        }
+        self.flows.insert(e.sock, flow);
+    }
+
+    /// Record the full tuple and pick up remembered drops that belong to it.
+    fn learn_tuple(&mut self, flow: &mut Flow, src: SocketAddr, dst: SocketAddr) {
+        if flow.tuple.is_some() || src.port() == 0 {
+            return;
+        }
+        let t = tcp_tuple(src, dst);
+        flow.tuple = Some(t);
+        flow.attempt.src = src;
+        self.by_tuple.insert(t, flow.attempt.sock);
+        let start = flow.attempt.start_ns;
+        for d in self.recent.iter().filter(|d| d.ts_ns >= start) {
+            if let Some((_, dir, vx)) = drop_keys(d)
+                .into_iter()
+                .find(|(k, _, _)| *k == t)
+            {
+                flow.attempt.drops.push(MatchedDrop {
+                    drop: d.clone(),
+                    direction: dir,
+                    via_vxlan: vx,
+                });
+                self.stats.drops_matched += 1;
+            }
+        }
+    }
+
+    /// A drop. Returns whether it was matched to an attempt in flight now (it may still be
+    /// matched later, when an attempt learns its source port).
+    pub fn drop(&mut self, d: DropRecord) -> bool {
+        self.stats.drops_seen += 1;
+        let mut matched = false;
+        for (key, dir, vx) in drop_keys(&d) {
+            let Some(sock) = self.by_tuple.get(&key) else {
+                continue;
+            };
+            if let Some(flow) = self.flows.get_mut(sock)
+                && d.ts_ns >= flow.attempt.start_ns
+            {
+                flow.attempt.drops.push(MatchedDrop {
+                    drop: d.clone(),
+                    direction: dir,
+                    via_vxlan: vx,
+                });
+                self.stats.drops_matched += 1;
+                matched = true;
+                break;
+            }
+        }
+        if !matched && !drop_keys(&d).is_empty() {
+            self.remember(d);
+        }
+        matched
+    }
+
+    fn remember(&mut self, d: DropRecord) {
+        while let Some(front) = self.recent.front() {
+            let too_old = d.ts_ns.saturating_sub(front.ts_ns) > self.cfg.recent_drop_ns;
+            if too_old || self.recent.len() >= self.cfg.max_recent_drops {
+                if !too_old {
+                    self.stats.drops_forgotten += 1;
+                }
+                self.recent.pop_front();
+            } else {
+                break;
+            }
+        }
+        self.recent.push_back(d);
+    }
+
+    /// Move time forward: attempts older than `max_age_ns` whose end was never seen are dropped.
+    pub fn advance(&mut self, now_ns: u64) {
+        let max_age = self.cfg.max_age_ns;
+        let stale: Vec<SockKey> = self
+            .flows
+            .iter()
+            .filter(|(_, f)| now_ns.saturating_sub(f.attempt.start_ns) > max_age)
+            .map(|(k, _)| *k)
+            .collect();
+        for k in stale {
+            if let Some(f) = self.flows.remove(&k)
+                && let Some(t) = f.tuple
+            {
+                self.by_tuple.remove(&t);
+            }
+            self.stats.expired += 1;
+        }
+        while self.order.len() > 2 * self.flows.len() + 64 {
+            // Compact the lazily-deleted eviction queue so it cannot grow without bound.
+            let flows = &self.flows;
+            self.order
+                .retain(|(k, s)| flows.get(k).is_some_and(|f| f.attempt.start_ns == *s));
+        }
+    }
+
+    /// Attempts still in SYN_SENT at `now_ns`, as `Pending`, oldest first; the tracker keeps them.
+    pub fn pending(&self, now_ns: u64) -> Vec<Attempt> {
+        let mut v: Vec<Attempt> = self
+            .flows
+            .values()
+            .map(|f| {
+                let mut a = f.attempt.clone();
+                a.end_ns = now_ns.max(a.start_ns);
+                a
+            })
+            .collect();
+        v.sort_by_key(|a| (a.start_ns, a.sock));
+        v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::packet::{Packet, TcpFlags};
+
+    const S: u64 = 1_000_000_000;
+
+    fn key(n: u64) -> SockKey {
+        SockKey {
+            netns: 1,
+            skaddr: n,
+        }
+    }
+
+    fn st(ts: u64, sk: u64, old: TcpState, new: TcpState, sport: u16) -> SockState {
+        SockState {
+            ts_ns: ts,
+            cpu: 0,
+            sock: key(sk),
+            tgid: 10,
+            comm: "client".into(),
+            old,
+            new,
+            src: SocketAddr::new("10.0.0.1".parse().unwrap(), sport),
+            dst: "10.0.0.2:8080".parse().unwrap(),
+        }
+    }
+
+    fn rt(ts: u64, sk: u64, sport: u16) -> Retransmit {
+        Retransmit {
+            ts_ns: ts,
+            cpu: 0,
+            sock: key(sk),
+            state: TcpState::SYN_SENT,
+            src: SocketAddr::new("10.0.0.1".parse().unwrap(), sport),
+            dst: "10.0.0.2:8080".parse().unwrap(),
+        }
+    }
+
+    fn syn_drop(ts: u64, sport: u16, reason: &str) -> DropRecord {
+        DropRecord {
+            ts_ns: ts,
+            cpu: 1,
+            netns: 2,
+            ifindex: 2,
+            reason: reason.into(),
+            location: "nft_do_chain+0x46f".into(),
+            len: 60,
+            packet: Some(Packet {
+                tuple: FiveTuple {
+                    proto: 6,
+                    src: SocketAddr::new("10.0.0.1".parse().unwrap(), sport),
+                    dst: "10.0.0.2:8080".parse().unwrap(),
+                },
+                tcp_flags: Some(TcpFlags(0x02)),
+                udp_checksum: None,
+                vxlan: None,
+            }),
+        }
+    }
+
+    #[test]
+    fn first_syn_drop_before_port_is_known_is_matched() {
+        let mut t = Tracker::new(TrackerConfig::default());
+        t.sock_state(&st(10 * S, 1, TcpState::CLOSE, TcpState::SYN_SENT, 0));
+        // The drop arrives before any event told us the source port.
+        assert!(!t.drop(syn_drop(10 * S + 1_000_000, 40000, "NETFILTER_DROP")));
+        t.retransmit(&rt(11 * S, 1, 40000));
+        let a = t
+            .sock_state(&st(11 * S + 500, 1, TcpState::SYN_SENT, TcpState::ESTABLISHED, 40000))
+            .unwrap();
+        assert_eq!(a.outcome, Outcome::Established);
+        assert_eq!(a.retransmits.len(), 1);
+        assert_eq!(a.drops.len(), 1);
+        assert_eq!(a.drops[0].drop.reason, "NETFILTER_DROP");
+        assert_eq!(a.drops[0].direction, Direction::Forward);
+        assert!((ns_to_ms(a.duration_ns()) - 1000.0005).abs() < 1e-6);
+        assert_eq!(t.in_flight(), 0);
+    }
+
+    #[test]
+    fn drops_of_other_flows_and_earlier_times_do_not_match() {
+        let mut t = Tracker::new(TrackerConfig::default());
+        // A drop with the same tuple but from before this attempt started.
+        t.drop(syn_drop(5 * S, 40000, "NETFILTER_DROP"));
+        t.sock_state(&st(10 * S, 1, TcpState::CLOSE, TcpState::SYN_SENT, 0));
+        t.drop(syn_drop(10 * S + 1, 40001, "NETFILTER_DROP"));
+        let a = t
+            .sock_state(&st(10 * S + 2, 1, TcpState::SYN_SENT, TcpState::ESTABLISHED, 40000))
+            .unwrap();
+        assert!(a.drops.is_empty());
+    }
+
+    #[test]
+    fn drop_after_port_known_matches_directly_and_reply_direction() {
+        let mut t = Tracker::new(TrackerConfig::default());
+        t.sock_state(&st(S, 1, TcpState::CLOSE, TcpState::SYN_SENT, 0));
+        t.retransmit(&rt(2 * S, 1, 5000));
+        let mut d = syn_drop(2 * S + 5, 5000, "TCP_CSUM");
+        let p = d.packet.as_mut().unwrap();
+        p.tuple = p.tuple.reversed();
+        assert!(t.drop(d));
+        let a = t
+            .sock_state(&st(3 * S, 1, TcpState::SYN_SENT, TcpState::CLOSE, 5000))
+            .unwrap();
+        assert_eq!(a.outcome, Outcome::Timeout);
+        assert_eq!(a.drops[0].direction, Direction::Reply);
+    }
+
+    #[test]
+    fn outcomes() {
+        let mut t = Tracker::new(TrackerConfig::default());
+        t.sock_state(&st(S, 1, TcpState::CLOSE, TcpState::SYN_SENT, 0));
+        let a = t
+            .sock_state(&st(S + 10, 1, TcpState::SYN_SENT, TcpState::CLOSE, 7))
+            .unwrap();
+        assert_eq!(a.outcome, Outcome::Failed);
+        // Unknown sockets are counted, not invented.
+        t.retransmit(&rt(S, 99, 1));
+        assert!(
+            t.sock_state(&st(S, 98, TcpState::SYN_SENT, TcpState::ESTABLISHED, 1))
+                .is_none()
+        );
+        assert_eq!(t.stats().unknown_socket, 2);
+    }
+
+    #[test]
+    fn bounded_flows_and_ageing() {
+        let mut t = Tracker::new(TrackerConfig {
+            max_flows: 3,
+            max_age_ns: 10 * S,
+            ..TrackerConfig::default()
+        });
+        for i in 0..5 {
+            t.sock_state(&st(i * S, i, TcpState::CLOSE, TcpState::SYN_SENT, 0));
+        }
+        assert_eq!(t.in_flight(), 3);
+        assert_eq!(t.stats().evicted, 2);
+        let pending = t.pending(5 * S);
+        assert_eq!(pending.len(), 3);
+        assert_eq!(pending[0].sock, key(2));
+        assert_eq!(pending[0].outcome, Outcome::Pending);
+        t.advance(13 * S);
+        assert_eq!(t.in_flight(), 1);
+        assert_eq!(t.stats().expired, 2);
+    }
+
+    #[test]
+    fn remembered_drops_are_bounded() {
+        let mut t = Tracker::new(TrackerConfig {
+            max_recent_drops: 2,
+            ..TrackerConfig::default()
+        });
+        for i in 0..5 {
+            t.drop(syn_drop(i, 1000 + i as u16, "NETFILTER_DROP"));
+        }
+        assert_eq!(t.stats().drops_forgotten, 3);
+        assert_eq!(t.stats().drops_seen, 5);
+    }
+}

@@ -1,0 +1,310 @@
+//! The I/O shell that prepares and loads the eBPF programs: privileges, tracefs formats, BTF
+//! offsets, kernel names, `CONFIG`, load and attach. Each evidence source that cannot work on
+//! this kernel is reported as a missing [`Hook`]; only the connect tracepoint is essential.
+
+use std::fs;
+
+use aya::{Ebpf, EbpfLoader, maps::PerCpuArray, programs::TracePoint};
+use netlat_ebpf::{Config, kind};
+
+use crate::{
+    btf::KernelBtf,
+    output::Hook,
+    symbols::{Kallsyms, Names},
+    tracefs::{self, Tracefs},
+};
+
+/// The eBPF object built by build.rs (empty when built with AYA_BUILD_SKIP=1).
+static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/netlat"));
+
+/// Drop reasons that are ordinary frees, not evidence of a lost connect; filtered in the kernel.
+pub const IGNORED_REASONS: &[&str] = &[
+    "NOT_SPECIFIED",
+    "CONSUMED",
+    "NO_SOCKET",
+    "SOCKET_CLOSE",
+    "UNIX_DISCONNECT",
+    "UNIX_SKIP_OOB",
+    "PKT_TOO_SMALL",
+    "TCP_OLD_DATA",
+    "TCP_OLD_ACK",
+    "TCP_OLD_SEQUENCE",
+    "TCP_OFO_DROP",
+    "TCP_OFO_QUEUE_PRUNE",
+    "TCP_CLOSE",
+    "TCP_FLAGS",
+];
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error(
+        "netlat needs root (or CAP_BPF and CAP_PERFMON, or CAP_SYS_ADMIN) to load its eBPF \
+         programs; missing: {missing}. Run it with sudo"
+    )]
+    Privileges { missing: String },
+    #[error(
+        "this netlat binary was built without its eBPF programs (AYA_BUILD_SKIP); rebuild \
+         with `cargo build --release` after `cargo xtask setup`"
+    )]
+    NoObject,
+    #[error(transparent)]
+    Tracefs(#[from] tracefs::TracefsError),
+    #[error("the connect tracepoint sock:inet_sock_set_state cannot be used: {0}")]
+    Essential(String),
+    #[error("loading the eBPF programs failed: {0}")]
+    Load(#[source] aya::EbpfError),
+}
+
+/// Everything `watch` needs after a successful load.
+pub struct Loaded {
+    pub ebpf: Ebpf,
+    pub hooks: Vec<Hook>,
+    pub names: Names,
+    pub has_reasons: bool,
+}
+
+/// Capability bits of /proc/self/status `CapEff`.
+const CAP_SYS_ADMIN: u32 = 21;
+const CAP_PERFMON: u32 = 38;
+const CAP_BPF: u32 = 39;
+
+/// Parse the effective capability mask from /proc/self/status text.
+pub fn cap_eff(status: &str) -> Option<u64> {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+}
+
+/// The capabilities missing for loading and attaching tracepoint programs, empty when fine.
+pub fn missing_caps(cap_eff: u64) -> Vec<&'static str> {
+    let has = |c: u32| cap_eff & (1u64 << c) != 0;
+    if has(CAP_SYS_ADMIN) || (has(CAP_BPF) && has(CAP_PERFMON)) {
+        return Vec::new();
+    }
+    let mut v = Vec::new();
+    if !has(CAP_BPF) {
+        v.push("CAP_BPF");
+    }
+    if !has(CAP_PERFMON) {
+        v.push("CAP_PERFMON");
+    }
+    v
+}
+
+fn check_privileges() -> Result<(), LoadError> {
+    let status = fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let missing = match cap_eff(&status) {
+        Some(c) => missing_caps(c),
+        None => vec!["CAP_BPF", "CAP_PERFMON"],
+    };
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(LoadError::Privileges {
+            missing: missing.join(", "),
+        })
+    }
+}
+
+/// One tracepoint program to attach.
+struct Tp {
+    program: &'static str,
+    category: &'static str,
+    name: &'static str,
+    evidence: &'static str,
+}
+
+const TRACEPOINTS: [Tp; 3] = [
+    Tp {
+        program: "inet_sock_set_state",
+        category: "sock",
+        name: "inet_sock_set_state",
+        evidence: "connect attempts",
+    },
+    Tp {
+        program: "tcp_retransmit_skb",
+        category: "tcp",
+        name: "tcp_retransmit_skb",
+        evidence: "SYN retransmits",
+    },
+    Tp {
+        program: "kfree_skb",
+        category: "skb",
+        name: "kfree_skb",
+        evidence: "packet drops",
+    },
+];
+
+/// Prepare, load and attach. `verbose` turns on the programs' aya-log diagnostics.
+pub fn load(verbose: bool) -> Result<Loaded, LoadError> {
+    check_privileges()?;
+    if EBPF_OBJECT.is_empty() {
+        return Err(LoadError::NoObject);
+    }
+    let tracefs = Tracefs::locate_or_mount()?;
+    let mut config = Config {
+        tcp_syn_sent: 2,
+        verbose: u32::from(verbose),
+        ..Config::default()
+    };
+    // Per tracepoint: its layout, or why it cannot be used.
+    let mut usable = [None::<String>, None, None];
+
+    match tracefs
+        .read_format("sock", "inet_sock_set_state")
+        .map_err(|e| e.to_string())
+        .and_then(|f| tracefs::sock_state_layout(&f).map_err(|e| e.to_string()))
+    {
+        Ok(l) => config.sock_state = l,
+        Err(e) => return Err(LoadError::Essential(e)),
+    }
+    match tracefs
+        .read_format("tcp", "tcp_retransmit_skb")
+        .map_err(|e| e.to_string())
+        .and_then(|f| tracefs::retransmit_layout(&f).map_err(|e| e.to_string()))
+    {
+        Ok(l) => config.retransmit = l,
+        Err(e) => usable[1] = Some(e),
+    }
+    let mut names = Names::default();
+    let mut has_reasons = false;
+    let mut kfree_detail = String::new();
+    match tracefs.read_format("skb", "kfree_skb") {
+        Ok(f) => match tracefs::kfree_layout(&f) {
+            Ok(l) => {
+                config.kfree = l;
+                has_reasons = l.reason != netlat_ebpf::ABSENT;
+                if let Some(syms) = f.symbols("reason") {
+                    names.reasons = syms;
+                }
+                if !has_reasons {
+                    kfree_detail = "kernel < 5.17: no drop reasons; drops are told apart by \
+                                    location only"
+                        .into();
+                }
+            }
+            Err(e) => usable[2] = Some(e.to_string()),
+        },
+        Err(e) => usable[2] = Some(e.to_string()),
+    }
+    for r in IGNORED_REASONS {
+        if let Some(n) = names.reason_number(r) {
+            config.ignore_reason(n);
+        }
+    }
+
+    let mut btf_notes = Vec::new();
+    match KernelBtf::from_sys() {
+        Ok(btf) => {
+            let (layout, missing) = btf.kernel_layout();
+            config.kernel = layout;
+            btf_notes = missing;
+        }
+        Err(e) => btf_notes.push(format!(
+            "no kernel BTF ({e}): netns and packet headers of drops are unknown"
+        )),
+    }
+    names.kallsyms = Kallsyms::parse(&fs::read_to_string("/proc/kallsyms").unwrap_or_default());
+
+    // aya-log is quiet unless asked: level 0 disables every log statement in the programs.
+    let log_level: u8 = if verbose { 0xff } else { 0 };
+    let mut ebpf = EbpfLoader::new()
+        .override_global("CONFIG", &config, true)
+        .override_global("AYA_LOG_LEVEL", &log_level, false)
+        .load(EBPF_OBJECT)
+        .map_err(LoadError::Load)?;
+
+    let mut hooks = Vec::new();
+    for (i, tp) in TRACEPOINTS.iter().enumerate() {
+        let hook = format!("tracepoint {}:{}", tp.category, tp.name);
+        let result = match &usable[i] {
+            Some(why) => Err(why.clone()),
+            None => attach(&mut ebpf, tp),
+        };
+        match result {
+            Ok(()) => {
+                let mut detail = if i == 2 {
+                    kfree_detail.clone()
+                } else {
+                    String::new()
+                };
+                if !btf_notes.is_empty() {
+                    detail = [detail, btf_notes.join("; ")]
+                        .into_iter()
+                        .filter(|s| !s.is_empty())
+                        .collect::<Vec<_>>()
+                        .join("; ");
+                }
+                hooks.push(Hook {
+                    evidence: tp.evidence.into(),
+                    hook,
+                    active: true,
+                    detail,
+                })
+            }
+            Err(why) if i == 0 => return Err(LoadError::Essential(why)),
+            Err(why) => hooks.push(Hook {
+                evidence: tp.evidence.into(),
+                hook,
+                active: false,
+                detail: why,
+            }),
+        }
+    }
+    Ok(Loaded {
+        ebpf,
+        hooks,
+        names,
+        has_reasons,
+    })
+}
+
+fn attach(ebpf: &mut Ebpf, tp: &Tp) -> Result<(), String> {
+    let prog: &mut TracePoint = ebpf
+        .program_mut(tp.program)
+        .ok_or_else(|| format!("program {} missing from the eBPF object", tp.program))?
+        .try_into()
+        .map_err(|e| format!("{e}"))?;
+    prog.load().map_err(|e| format!("verifier refused it: {e}"))?;
+    prog.attach(tp.category, tp.name)
+        .map_err(|e| format!("attach failed: {e}"))?;
+    Ok(())
+}
+
+/// Events the kernel could not reserve in the ring buffer, summed over CPUs, per kind name.
+pub fn lost_events(ebpf: &Ebpf) -> Vec<(&'static str, u64)> {
+    let Some(map) = ebpf.map("LOST") else {
+        return Vec::new();
+    };
+    let Ok(arr) = PerCpuArray::<_, u64>::try_from(map) else {
+        return Vec::new();
+    };
+    [
+        ("connect", kind::SOCK_STATE),
+        ("retransmit", kind::RETRANSMIT),
+        ("drop", kind::DROP),
+    ]
+    .into_iter()
+    .map(|(name, k)| {
+        let n = arr.get(&k, 0).map(|v| v.iter().sum()).unwrap_or(0);
+        (name, n)
+    })
+    .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn capability_parsing() {
+        let status = "Name:\tnetlat\nCapEff:\t000001fffeffffff\n";
+        let caps = cap_eff(status).unwrap();
+        assert!(missing_caps(caps).is_empty());
+        assert_eq!(missing_caps(0), vec!["CAP_BPF", "CAP_PERFMON"]);
+        assert_eq!(missing_caps(1 << CAP_BPF), vec!["CAP_PERFMON"]);
+        assert!(missing_caps((1 << CAP_BPF) | (1 << CAP_PERFMON)).is_empty());
+        assert_eq!(cap_eff("nothing"), None);
+    }
+}

@@ -1,0 +1,149 @@
+//! Lookup tables built once at start-up and only read per event (the pwru model): drop-reason
+//! names from the tracefs format file and kernel text symbols from /proc/kallsyms. With them a
+//! raw [`event::Drop`] becomes a [`DropRecord`] the tracker and the printers understand.
+
+use std::collections::BTreeMap;
+
+use crate::{
+    event,
+    packet::{self, Packet},
+};
+
+/// VXLAN UDP ports whose payload is decoded to the inner flow (IANA 4789, Linux/flannel 8472).
+pub const VXLAN_PORTS: &[u16] = &[4789, 8472];
+
+/// Kernel text symbols, sorted by address.
+#[derive(Debug, Clone, Default)]
+pub struct Kallsyms {
+    syms: Vec<(u64, String)>,
+}
+
+impl Kallsyms {
+    /// Parse /proc/kallsyms text. Only text symbols (`t`/`T`) are kept; module suffixes
+    /// (`[nf_conntrack]`) are dropped. Lines that do not parse are skipped: the file is large and
+    /// a partial table still resolves most locations.
+    pub fn parse(text: &str) -> Kallsyms {
+        let mut syms: Vec<(u64, String)> = text
+            .lines()
+            .filter_map(|l| {
+                let mut it = l.split_whitespace();
+                let addr = u64::from_str_radix(it.next()?, 16).ok()?;
+                let ty = it.next()?;
+                let name = it.next()?;
+                (addr != 0 && matches!(ty, "t" | "T")).then(|| (addr, name.to_string()))
+            })
+            .collect();
+        syms.sort_unstable();
+        Kallsyms { syms }
+    }
+
+    /// Whether any addresses are known (kptr_restrict hides them from non-root).
+    pub fn is_empty(&self) -> bool {
+        self.syms.is_empty()
+    }
+
+    /// `name+0xoff` for a kernel text address, or the bare hex address when unknown.
+    pub fn resolve(&self, addr: u64) -> String {
+        let idx = self.syms.partition_point(|(a, _)| *a <= addr);
+        match idx.checked_sub(1).and_then(|i| self.syms.get(i)) {
+            Some((base, name)) if addr - base < 1 << 20 => format!("{name}+{:#x}", addr - base),
+            _ => format!("{addr:#x}"),
+        }
+    }
+}
+
+/// Names for the numbers the kernel reports.
+#[derive(Debug, Clone, Default)]
+pub struct Names {
+    /// Drop reason number → name (without the `SKB_DROP_REASON_` prefix), from the format file.
+    pub reasons: BTreeMap<u64, String>,
+    pub kallsyms: Kallsyms,
+}
+
+impl Names {
+    pub fn reason(&self, r: u32, has_reasons: bool) -> String {
+        if !has_reasons {
+            return "UNKNOWN (kernel has no drop reasons)".to_string();
+        }
+        self.reasons
+            .get(&u64::from(r))
+            .cloned()
+            .unwrap_or_else(|| format!("REASON_{r}"))
+    }
+
+    /// Number of a reason by name, if this kernel has it.
+    pub fn reason_number(&self, name: &str) -> Option<u32> {
+        self.reasons
+            .iter()
+            .find(|(_, n)| n.as_str() == name)
+            .and_then(|(v, _)| u32::try_from(*v).ok())
+    }
+}
+
+/// A drop with its names resolved and its packet decoded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DropRecord {
+    pub ts_ns: u64,
+    pub cpu: u32,
+    pub netns: u32,
+    pub ifindex: u32,
+    pub reason: String,
+    /// `function+0xoff` of the code that freed the skb.
+    pub location: String,
+    pub len: u32,
+    /// Decoded headers; `None` when the capture did not decode (kept for counting).
+    pub packet: Option<Packet>,
+}
+
+impl DropRecord {
+    /// Function part of `location` (`nft_do_chain+0x46f` → `nft_do_chain`).
+    pub fn function(&self) -> &str {
+        self.location.split('+').next().unwrap_or(&self.location)
+    }
+}
+
+/// Resolve names and decode the packet of a raw drop.
+pub fn enrich(d: &event::Drop, names: &Names, has_reasons: bool) -> DropRecord {
+    DropRecord {
+        ts_ns: d.ts_ns,
+        cpu: d.cpu,
+        netns: d.netns,
+        ifindex: d.ifindex,
+        reason: names.reason(d.reason, has_reasons),
+        location: names.kallsyms.resolve(d.location),
+        len: d.len,
+        packet: packet::decode(d.protocol, &d.data, VXLAN_PORTS).ok(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KALLSYMS: &str = "\
+ffffffff81000000 T _text
+ffffffff81a00000 T nf_hook_slow
+ffffffff81a00100 t nft_do_chain\t[nf_tables]
+ffffffff81a00500 d some_data
+0000000000000000 T hidden
+garbage line
+";
+
+    #[test]
+    fn resolves_function_and_offset() {
+        let k = Kallsyms::parse(KALLSYMS);
+        assert_eq!(k.resolve(0xffffffff81a0007d), "nf_hook_slow+0x7d");
+        assert_eq!(k.resolve(0xffffffff81a0056f), "nft_do_chain+0x46f");
+        assert_eq!(k.resolve(0x1000), "0x1000");
+    }
+
+    #[test]
+    fn reason_names() {
+        let mut n = Names::default();
+        n.reasons.insert(12, "NETFILTER_DROP".into());
+        assert_eq!(n.reason(12, true), "NETFILTER_DROP");
+        assert_eq!(n.reason(99, true), "REASON_99");
+        assert_eq!(n.reason_number("NETFILTER_DROP"), Some(12));
+        assert!(n.reason(12, false).starts_with("UNKNOWN"));
+    }
+}

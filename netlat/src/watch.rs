@@ -1,0 +1,216 @@
+//! `netlat watch`: the live shell around the [`Engine`]. Loads the programs, polls the ring
+//! buffer, ticks the tracker, stops on SIGINT/SIGTERM/`--duration`/a closed stdout, and prints
+//! the summary with the kernel's lost-event counts.
+
+use std::{
+    future::Future,
+    io::{self, Write},
+    process::ExitCode,
+    time::Duration,
+};
+
+use anyhow::Context as _;
+use aya::maps::{MapData, RingBuf};
+use tokio::{
+    io::{Interest, unix::AsyncFd},
+    signal::unix::SignalKind,
+};
+
+use crate::{
+    cli::{OutputFormat, WatchArgs},
+    engine::{Engine, EngineConfig},
+    flow::TrackerConfig,
+    loader,
+    output::{HumanSink, JsonSink, Sink, WallClock},
+};
+
+fn clock_ns(id: libc::clockid_t) -> i128 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: ts is a valid out-pointer; clock_gettime cannot fail for these clock ids.
+    unsafe { libc::clock_gettime(id, &mut ts) };
+    i128::from(ts.tv_sec) * 1_000_000_000 + i128::from(ts.tv_nsec)
+}
+
+/// Kernel monotonic time, the clock of `bpf_ktime_get_ns`.
+pub fn monotonic_ns() -> u64 {
+    u64::try_from(clock_ns(libc::CLOCK_MONOTONIC)).unwrap_or(0)
+}
+
+fn wall_clock() -> WallClock {
+    WallClock {
+        offset_ns: clock_ns(libc::CLOCK_REALTIME) - clock_ns(libc::CLOCK_MONOTONIC),
+    }
+}
+
+/// Entry point of the subcommand.
+pub fn main(args: WatchArgs) -> anyhow::Result<ExitCode> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    rt.block_on(async {
+        let shutdown = async {
+            // If a handler cannot be installed, the other signals and --duration still work.
+            let mut term = tokio::signal::unix::signal(SignalKind::terminate()).ok();
+            let mut int = tokio::signal::unix::signal(SignalKind::interrupt()).ok();
+            tokio::select! {
+                _ = async { match term.as_mut() { Some(s) => { s.recv().await; } None => std::future::pending().await } } => {},
+                _ = async { match int.as_mut() { Some(s) => { s.recv().await; } None => std::future::pending().await } } => {},
+            }
+        };
+        let stdout = io::stdout();
+        let stderr = io::stderr();
+        let mut sink: Box<dyn Sink> = match args.output {
+            OutputFormat::Json => Box::new(JsonSink::new(stdout.lock())),
+            OutputFormat::Human => Box::new(HumanSink::new(stdout.lock(), stderr.lock())),
+        };
+        run(&args, sink.as_mut(), shutdown).await
+    })
+}
+
+/// Whether an output error means "the reader went away" (a clean end, not a failure).
+fn is_broken_pipe(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::BrokenPipe
+}
+
+/// Load, attach and stream until `shutdown` completes or `--duration` passes.
+pub async fn run(
+    args: &WatchArgs,
+    sink: &mut dyn Sink,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<ExitCode> {
+    let loaded = loader::load(args.verbose)?;
+    let mut ebpf = loaded.ebpf;
+    // Keep the logger alive (its map) only when asked for diagnostics.
+    let mut logger = if args.verbose {
+        match aya_log::EbpfLogger::init(&mut ebpf) {
+            // SAFETY: the logger owns its ring-buffer fd for as long as the AsyncFd lives.
+            Ok(l) => Some(
+                unsafe { AsyncFd::register_with_interest(l, Interest::READABLE) }
+                    .map_err(io::Error::from)
+                    .context("polling the aya-log ring buffer")?,
+            ),
+            Err(e) => {
+                tracing::warn!("eBPF diagnostics unavailable: {e}");
+                None
+            }
+        }
+    } else {
+        None
+    };
+    let ring: RingBuf<MapData> = ebpf
+        .take_map("EVENTS")
+        .context("the eBPF object has no EVENTS ring buffer")?
+        .try_into()
+        .context("EVENTS is not a ring buffer")?;
+    // SAFETY: the RingBuf owns its map fd for as long as the AsyncFd lives.
+    let mut ring = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
+        .map_err(io::Error::from)
+        .context("polling the ring buffer")?;
+
+    let mut engine = Engine::new(
+        EngineConfig {
+            threshold_ns: (args.threshold * 1e6) as u64,
+            clock: wall_clock(),
+            has_reasons: loaded.has_reasons,
+            tracker: TrackerConfig::default(),
+        },
+        loaded.names,
+    );
+    if let Err(e) = sink.hooks(&loaded.hooks) {
+        return finish_on_output_error(e);
+    }
+
+    let deadline = args.duration.map(|d| tokio::time::Instant::now() + d);
+    let until_deadline = async {
+        match deadline {
+            Some(d) => tokio::time::sleep_until(d).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(until_deadline);
+    tokio::pin!(shutdown);
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut pipe_closed = false;
+
+    'main: loop {
+        tokio::select! {
+            guard = ring.readable_mut() => {
+                let mut guard = guard.context("waiting for the ring buffer")?;
+                let rb = guard.get_inner_mut();
+                while let Some(item) = rb.next() {
+                    if let Err(e) = engine.handle_bytes(&item, sink) {
+                        if is_broken_pipe(&e) { pipe_closed = true; break 'main; }
+                        return Err(e).context("writing output");
+                    }
+                }
+                guard.clear_ready();
+            }
+            guard = async { match logger.as_mut() { Some(l) => l.readable_mut().await, None => std::future::pending().await } } => {
+                if let Ok(mut g) = guard {
+                    g.get_inner_mut().flush();
+                    g.clear_ready();
+                }
+            }
+            _ = tick.tick() => engine.tick(monotonic_ns()),
+            _ = &mut shutdown => break,
+            _ = &mut until_deadline => break,
+        }
+    }
+
+    // Drain what the kernel already produced so nothing seen is lost at exit.
+    if !pipe_closed {
+        let rb = ring.get_mut();
+        while let Some(item) = rb.next() {
+            if let Err(e) = engine.handle_bytes(&item, sink) {
+                if is_broken_pipe(&e) {
+                    pipe_closed = true;
+                    break;
+                }
+                return Err(e).context("writing output");
+            }
+        }
+    }
+    let now = monotonic_ns();
+    let mut summary = if pipe_closed {
+        engine.finish(now, &mut NullSink)?
+    } else {
+        match engine.finish(now, sink) {
+            Ok(s) => s,
+            Err(e) => return finish_on_output_error(e),
+        }
+    };
+    for (name, n) in loader::lost_events(&ebpf) {
+        summary.lost_events.insert(name.to_string(), n);
+    }
+    if !pipe_closed && let Err(e) = sink.summary(&summary) {
+        return finish_on_output_error(e);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn finish_on_output_error(e: io::Error) -> anyhow::Result<ExitCode> {
+    if is_broken_pipe(&e) {
+        Ok(ExitCode::SUCCESS)
+    } else {
+        Err(e).context("writing output")
+    }
+}
+
+/// Discards everything (used once stdout is gone).
+struct NullSink;
+
+impl Sink for NullSink {
+    fn hooks(&mut self, _: &[crate::output::Hook]) -> io::Result<()> {
+        Ok(())
+    }
+    fn connect(&mut self, _: &crate::output::ConnectJson) -> io::Result<()> {
+        Ok(())
+    }
+    fn summary(&mut self, _: &crate::output::Summary) -> io::Result<()> {
+        io::sink().flush()
+    }
+}

@@ -1,0 +1,77 @@
+//! `cargo xtask test`: the project's whole test command, the one CI runs (as root).
+//!
+//! setup → `cargo fmt --check` → `cargo build --release` (which builds the eBPF object through
+//! netlat/build.rs) → `cargo clippy -D warnings` → `cargo test --workspace --release`, the lab
+//! tests running the binary just built (`NETLAT_BIN`). Each step prints one line with its wall
+//! time; the first failure stops the run.
+
+use std::time::Instant;
+
+use anyhow::{Context as _, Result, bail};
+use clap::Args;
+
+use crate::{command, exec, human, is_root, setup, target_dir, workspace_root};
+
+#[derive(Args)]
+pub struct Options {
+    /// Extra arguments for `cargo test`, e.g. `cargo xtask test -- lab_ -- --nocapture`.
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    pub args: Vec<String>,
+}
+
+pub fn test(opts: Options) -> Result<()> {
+    if !is_root() {
+        bail!(
+            "the lab tests need root (they create network namespaces and load eBPF programs): \
+             run `cargo xtask test` as root"
+        );
+    }
+    let root = workspace_root();
+    let netlat = target_dir(&root).join("release/netlat");
+
+    let cargo = |args: &[&str]| {
+        let mut cmd = command("cargo");
+        cmd.args(args).current_dir(&root);
+        cmd
+    };
+    let mut cargo_test = cargo(&["test", "--workspace", "--release"]);
+    cargo_test.args(&opts.args).env("NETLAT_BIN", &netlat);
+
+    let mut steps = [
+        ("fmt", cargo(&["fmt", "--all", "--", "--check"])),
+        ("build", cargo(&["build", "--release"])),
+        (
+            "clippy",
+            cargo(&[
+                "clippy",
+                "--workspace",
+                "--all-targets",
+                "--",
+                "-D",
+                "warnings",
+            ]),
+        ),
+        ("test", cargo_test),
+    ];
+    let total = steps.len() + 1;
+
+    let start = Instant::now();
+    println!("test: [1/{total}] setup");
+    let result = setup::setup();
+    report("setup", start, &result);
+    result.context("setup failed")?;
+
+    for (i, (name, cmd)) in steps.iter_mut().enumerate() {
+        println!("test: [{}/{total}] {}", i + 2, crate::display(cmd));
+        let start = Instant::now();
+        let result = exec(cmd);
+        report(name, start, &result);
+        result?;
+    }
+    Ok(())
+}
+
+fn report(name: &str, start: Instant, result: &Result<()>) {
+    let verdict = if result.is_ok() { "ok" } else { "FAILED" };
+    println!("test: {name} {verdict} in {}", human(start.elapsed()));
+}
