@@ -50,7 +50,9 @@ fn parse_threshold(s: &str) -> Result<f64, String> {
     if v.is_finite() && v >= 0.0 {
         Ok(v)
     } else {
-        Err(format!("`{s}` must be a non-negative number of milliseconds"))
+        Err(format!(
+            "`{s}` must be a non-negative number of milliseconds"
+        ))
     }
 }
 
@@ -72,7 +74,14 @@ mod tests {
     #[test]
     fn parses_watch_flags() {
         let c = Cli::try_parse_from([
-            "netlat", "watch", "--threshold", "500", "--output", "json", "--duration", "2.5",
+            "netlat",
+            "watch",
+            "--threshold",
+            "500",
+            "--output",
+            "json",
+            "--duration",
+            "2.5",
         ])
         .unwrap();
         let Command::Watch(w) = c.command;

@@ -305,10 +305,7 @@ impl Tracker {
         self.by_tuple.insert(t, flow.attempt.sock);
         let start = flow.attempt.start_ns;
         for d in self.recent.iter().filter(|d| d.ts_ns >= start) {
-            if let Some((_, dir, vx)) = drop_keys(d)
-                .into_iter()
-                .find(|(k, _, _)| *k == t)
-            {
+            if let Some((_, dir, vx)) = drop_keys(d).into_iter().find(|(k, _, _)| *k == t) {
                 flow.attempt.drops.push(MatchedDrop {
                     drop: d.clone(),
                     direction: dir,
@@ -472,7 +469,13 @@ mod tests {
         assert!(!t.drop(syn_drop(10 * S + 1_000_000, 40000, "NETFILTER_DROP")));
         t.retransmit(&rt(11 * S, 1, 40000));
         let a = t
-            .sock_state(&st(11 * S + 500, 1, TcpState::SYN_SENT, TcpState::ESTABLISHED, 40000))
+            .sock_state(&st(
+                11 * S + 500,
+                1,
+                TcpState::SYN_SENT,
+                TcpState::ESTABLISHED,
+                40000,
+            ))
             .unwrap();
         assert_eq!(a.outcome, Outcome::Established);
         assert_eq!(a.retransmits.len(), 1);
@@ -491,7 +494,13 @@ mod tests {
         t.sock_state(&st(10 * S, 1, TcpState::CLOSE, TcpState::SYN_SENT, 0));
         t.drop(syn_drop(10 * S + 1, 40001, "NETFILTER_DROP"));
         let a = t
-            .sock_state(&st(10 * S + 2, 1, TcpState::SYN_SENT, TcpState::ESTABLISHED, 40000))
+            .sock_state(&st(
+                10 * S + 2,
+                1,
+                TcpState::SYN_SENT,
+                TcpState::ESTABLISHED,
+                40000,
+            ))
             .unwrap();
         assert!(a.drops.is_empty());
     }
@@ -545,7 +554,7 @@ mod tests {
         assert_eq!(pending.len(), 3);
         assert_eq!(pending[0].sock, key(2));
         assert_eq!(pending[0].outcome, Outcome::Pending);
-        t.advance(13 * S);
+        t.advance(13 * S + 1);
         assert_eq!(t.in_flight(), 1);
         assert_eq!(t.stats().expired, 2);
     }

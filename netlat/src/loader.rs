@@ -142,7 +142,11 @@ pub fn load(verbose: bool) -> Result<Loaded, LoadError> {
     if EBPF_OBJECT.is_empty() {
         return Err(LoadError::NoObject);
     }
-    let tracefs = Tracefs::locate_or_mount()?;
+    // NETLAT_TRACEFS points at a tracefs mounted elsewhere (e.g. a container's host mount).
+    let tracefs = match std::env::var_os("NETLAT_TRACEFS") {
+        Some(dir) => Tracefs::at(dir),
+        None => Tracefs::locate_or_mount()?,
+    };
     let mut config = Config {
         tcp_syn_sent: 2,
         verbose: u32::from(verbose),
@@ -266,7 +270,8 @@ fn attach(ebpf: &mut Ebpf, tp: &Tp) -> Result<(), String> {
         .ok_or_else(|| format!("program {} missing from the eBPF object", tp.program))?
         .try_into()
         .map_err(|e| format!("{e}"))?;
-    prog.load().map_err(|e| format!("verifier refused it: {e}"))?;
+    prog.load()
+        .map_err(|e| format!("verifier refused it: {e}"))?;
     prog.attach(tp.category, tp.name)
         .map_err(|e| format!("attach failed: {e}"))?;
     Ok(())

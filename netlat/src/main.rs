@@ -17,7 +17,10 @@ fn main() -> ExitCode {
             // One line: clap's first line is the error itself; the rest is usage text.
             let text = e.render().to_string();
             let first = text.lines().next().unwrap_or("invalid arguments");
-            eprintln!("netlat: {} (see `netlat --help`)", first.trim_start_matches("error: "));
+            eprintln!(
+                "netlat: {} (see `netlat --help`)",
+                first.trim_start_matches("error: ")
+            );
             return ExitCode::from(2);
         }
     };

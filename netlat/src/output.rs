@@ -106,11 +106,9 @@ impl ConnectJson {
                     ifindex: d.drop.ifindex,
                     direction: d.direction,
                     via_vxlan: d.via_vxlan,
-                    packet: d.drop.packet.as_ref().map(|p| {
-                        match p.tcp_flags {
-                            Some(f) => format!("{} [{f}]", p.tuple),
-                            None => p.tuple.to_string(),
-                        }
+                    packet: d.drop.packet.as_ref().map(|p| match p.tcp_flags {
+                        Some(f) => format!("{} [{f}]", p.tuple),
+                        None => p.tuple.to_string(),
                     }),
                 })
                 .collect(),
@@ -245,7 +243,11 @@ impl<W: Write, E: Write> Sink for HumanSink<W, E> {
                 d.location,
                 d.at_ms,
                 d.netns,
-                if d.via_vxlan { ", inner VXLAN flow" } else { "" },
+                if d.via_vxlan {
+                    ", inner VXLAN flow"
+                } else {
+                    ""
+                },
                 d.packet
                     .as_ref()
                     .map(|p| format!(", {p}"))

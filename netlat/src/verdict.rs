@@ -112,7 +112,11 @@ impl Judge<'_> {
             d.drop.location,
             d.drop.netns,
             at,
-            if d.via_vxlan { " (inner VXLAN flow)" } else { "" }
+            if d.via_vxlan {
+                " (inner VXLAN flow)"
+            } else {
+                ""
+            }
         )
     }
 
@@ -244,11 +248,7 @@ mod tests {
                         location: "nft_do_chain+0x46f".into(),
                         len: 60,
                         packet: Some(Packet {
-                            tuple: FiveTuple {
-                                proto: 6,
-                                src,
-                                dst,
-                            },
+                            tuple: FiveTuple { proto: 6, src, dst },
                             tcp_flags: Some(TcpFlags(2)),
                             udp_checksum: None,
                             vxlan: None,

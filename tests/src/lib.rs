@@ -1,0 +1,291 @@
+//! Lab helpers for netlat's integration tests: network namespaces and processes that are removed
+//! on drop (also when a test panics), and a handle on a running `netlat watch`.
+//!
+//! Traffic stays inside namespaces the tests create. Processes are killed by the PID we started.
+
+use std::{
+    io::{BufRead, BufReader},
+    path::PathBuf,
+    process::{Child, Command, Output, Stdio},
+    sync::mpsc,
+    thread,
+    time::{Duration, Instant},
+};
+
+/// Path of the netlat binary under test: `NETLAT_BIN` (set by `cargo xtask test`), else the
+/// workspace's release or debug build.
+pub fn netlat_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("NETLAT_BIN") {
+        return PathBuf::from(p);
+    }
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    for profile in ["release", "debug"] {
+        let p = root.join("target").join(profile).join("netlat");
+        if p.exists() {
+            return p;
+        }
+    }
+    panic!("no netlat binary: run `cargo xtask test` (or `cargo build --release` first)");
+}
+
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// Run a command, panicking with its output if it fails.
+pub fn sh(args: &[&str]) -> Output {
+    let out = Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {args:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{args:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// Run a command with stdin text, panicking if it fails.
+pub fn sh_stdin(args: &[&str], stdin: &str) {
+    use std::io::Write;
+    let mut c = Command::new(args[0])
+        .args(&args[1..])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {args:?}: {e}"));
+    c.stdin
+        .take()
+        .expect("stdin")
+        .write_all(stdin.as_bytes())
+        .expect("write stdin");
+    let out = c.wait_with_output().expect("wait");
+    assert!(
+        out.status.success(),
+        "{args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A network namespace, deleted on drop.
+pub struct Netns {
+    pub name: String,
+}
+
+impl Netns {
+    /// `tag` must be short; the PID keeps parallel test runs apart.
+    pub fn new(tag: &str) -> Netns {
+        let name = format!("nl{}-{tag}", std::process::id());
+        let _ = Command::new("ip").args(["netns", "del", &name]).output();
+        sh(&["ip", "netns", "add", &name]);
+        let ns = Netns { name };
+        ns.ip(&["link", "set", "lo", "up"]);
+        ns
+    }
+
+    /// `ip -n <ns> ...`
+    pub fn ip(&self, args: &[&str]) {
+        let mut v = vec!["ip", "-n", &self.name];
+        v.extend_from_slice(args);
+        sh(&v);
+    }
+
+    /// A command inside the namespace (`ip netns exec`).
+    pub fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.name]).args(args);
+        c
+    }
+
+    pub fn run(&self, args: &[&str]) -> Output {
+        let mut v = vec!["ip", "netns", "exec", &self.name];
+        v.extend_from_slice(args);
+        sh(&v)
+    }
+
+    pub fn nft(&self, ruleset: &str) {
+        sh_stdin(
+            &["ip", "netns", "exec", &self.name, "nft", "-f", "-"],
+            ruleset,
+        );
+    }
+
+    /// Inode number of the namespace (what netlat reports as `netns`).
+    pub fn inode(&self) -> u64 {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(format!("/run/netns/{}", self.name))
+            .map(|m| m.ino())
+            .unwrap_or(0)
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .output();
+    }
+}
+
+/// Join two namespaces with a veth pair and give each end an address (`a_ip`/`b_ip` with prefix).
+pub fn veth(a: &Netns, a_if: &str, a_ip: &str, b: &Netns, b_if: &str, b_ip: &str) {
+    sh(&[
+        "ip", "link", "add", a_if, "netns", &a.name, "type", "veth", "peer", "name", b_if, "netns",
+        &b.name,
+    ]);
+    a.ip(&["addr", "add", a_ip, "dev", a_if]);
+    b.ip(&["addr", "add", b_ip, "dev", b_if]);
+    a.ip(&["link", "set", a_if, "up"]);
+    b.ip(&["link", "set", b_if, "up"]);
+}
+
+/// A child process killed (by its PID) and reaped on drop.
+pub struct ChildGuard(pub Child);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A TCP server in `ns` that accepts and closes on each port, until killed.
+pub fn tcp_server(ns: &Netns, ports: &[u16]) -> ChildGuard {
+    let ports: Vec<String> = ports.iter().map(u16::to_string).collect();
+    let script = format!(
+        "import socket,select\n\
+         ls=[]\n\
+         for p in [{}]:\n\
+         \x20 s=socket.socket(); s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\n\
+         \x20 s.bind(('0.0.0.0',p)); s.listen(256); ls.append(s)\n\
+         print('ready',flush=True)\n\
+         while True:\n\
+         \x20 r,_,_=select.select(ls,[],[])\n\
+         \x20 for x in r:\n\
+         \x20   c,_=x.accept(); c.close()\n",
+        ports.join(",")
+    );
+    let mut child = ns
+        .cmd(&["python3", "-c", &script])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start server");
+    let mut line = String::new();
+    let stdout = child.stdout.take().expect("stdout");
+    BufReader::new(stdout).read_line(&mut line).expect("server");
+    assert_eq!(line.trim(), "ready", "server did not start");
+    ChildGuard(child)
+}
+
+/// Connect from `ns` to each `ip:port` in turn; returns each connect time in seconds
+/// (`None` when it failed).
+pub fn connect_times(ns: &Netns, targets: &[(&str, u16)], timeout_s: f64) -> Vec<Option<f64>> {
+    let list: Vec<String> = targets
+        .iter()
+        .map(|(ip, p)| format!("('{ip}',{p})"))
+        .collect();
+    let script = format!(
+        "import socket,time\n\
+         for t in [{}]:\n\
+         \x20 s0=time.time()\n\
+         \x20 try:\n\
+         \x20   s=socket.create_connection(t,timeout={timeout_s}); print('%.4f'%(time.time()-s0)); s.close()\n\
+         \x20 except Exception as e: print('fail')\n\
+         \x20 time.sleep(0.05)\n",
+        list.join(",")
+    );
+    let out = ns.run(&["python3", "-c", &script]);
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| l.trim().parse().ok())
+        .collect()
+}
+
+/// A running `netlat watch --output json`.
+pub struct Watch {
+    child: ChildGuard,
+    lines: mpsc::Receiver<String>,
+    seen: Vec<serde_json::Value>,
+}
+
+impl Watch {
+    /// Start netlat and wait for its capabilities line (hooks attached).
+    pub fn start(extra: &[&str]) -> Watch {
+        let mut child = Command::new(netlat_bin())
+            .args(["watch", "--output", "json"])
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start netlat");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = mpsc::channel();
+        thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut w = Watch {
+            child: ChildGuard(child),
+            lines: rx,
+            seen: Vec::new(),
+        };
+        let caps = w.wait_for(|v| v["type"] == "capabilities", Duration::from_secs(30));
+        assert!(caps.is_some(), "netlat did not report its hooks");
+        w
+    }
+
+    /// Wait until a line satisfies `pred`; every line read is kept.
+    pub fn wait_for(
+        &mut self,
+        pred: impl Fn(&serde_json::Value) -> bool,
+        timeout: Duration,
+    ) -> Option<serde_json::Value> {
+        if let Some(v) = self.seen.iter().find(|v| pred(v)) {
+            return Some(v.clone());
+        }
+        let end = Instant::now() + timeout;
+        while let Some(left) = end.checked_duration_since(Instant::now()) {
+            match self.lines.recv_timeout(left) {
+                Ok(l) => {
+                    let v: serde_json::Value = serde_json::from_str(&l)
+                        .unwrap_or_else(|e| panic!("netlat printed a non-JSON line {l:?}: {e}"));
+                    self.seen.push(v.clone());
+                    if pred(&v) {
+                        return Some(v);
+                    }
+                }
+                Err(_) => return None,
+            }
+        }
+        None
+    }
+
+    /// SIGINT, wait for exit; returns (exit success, every line printed).
+    pub fn stop(mut self) -> (bool, Vec<serde_json::Value>) {
+        let pid = self.child.0.id() as libc::pid_t;
+        // SAFETY: signalling the child we started, by its PID.
+        unsafe { libc::kill(pid, libc::SIGINT) };
+        let status = self.child.0.wait().expect("wait netlat");
+        while let Ok(l) = self.lines.recv_timeout(Duration::from_secs(5)) {
+            if let Ok(v) = serde_json::from_str(&l) {
+                self.seen.push(v);
+            }
+        }
+        (status.success(), std::mem::take(&mut self.seen))
+    }
+}
+
+/// Connect lines of `lines` whose destination is `dst`.
+pub fn connects_to<'a>(lines: &'a [serde_json::Value], dst: &str) -> Vec<&'a serde_json::Value> {
+    lines
+        .iter()
+        .filter(|v| v["type"] == "connect" && v["dst"] == dst)
+        .collect()
+}

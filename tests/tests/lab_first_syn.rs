@@ -1,0 +1,104 @@
+//! Foundation lab: an nftables rule in the server's namespace drops the first SYN of every new
+//! flow to port 8080; port 8081 is the control. netlat must report each 8080 connect as ~1 s,
+//! one SYN retransmit, a NETFILTER_DROP matched to it, and nothing for 8081.
+
+use std::time::Duration;
+
+use netlat_tests::{Netns, Watch, connect_times, connects_to, is_root, tcp_server, veth};
+
+const FIRST_SYN_DROP: &str = r#"
+table inet labsyn {
+  set seen { type ipv4_addr . inet_service; flags dynamic,timeout; timeout 60s; }
+  chain in {
+    type filter hook input priority 0; policy accept;
+    tcp dport 8080 tcp flags & (syn|ack) == syn ip saddr . tcp sport @seen accept
+    tcp dport 8080 tcp flags & (syn|ack) == syn add @seen { ip saddr . tcp sport } drop
+  }
+}
+"#;
+
+#[test]
+fn lab_first_syn_drop_is_a_one_second_netfilter_drop() {
+    assert!(is_root(), "the lab tests need root");
+    let client = Netns::new("a");
+    let server = Netns::new("b");
+    veth(
+        &client,
+        "nl-va",
+        "10.231.0.1/24",
+        &server,
+        "nl-vb",
+        "10.231.0.2/24",
+    );
+    server.nft(FIRST_SYN_DROP);
+    let _srv = tcp_server(&server, &[8080, 8081]);
+
+    let watch = Watch::start(&[]);
+    let times = connect_times(
+        &client,
+        &[
+            ("10.231.0.2", 8080),
+            ("10.231.0.2", 8081),
+            ("10.231.0.2", 8080),
+            ("10.231.0.2", 8081),
+            ("10.231.0.2", 8080),
+        ],
+        10.0,
+    );
+    assert_eq!(times.len(), 5, "client output: {times:?}");
+    for (i, t) in times.iter().enumerate() {
+        let t = t.unwrap_or_else(|| panic!("connect {i} failed"));
+        if i % 2 == 0 {
+            assert!((0.9..1.5).contains(&t), "8080 connect took {t} s");
+        } else {
+            assert!(t < 0.2, "control connect took {t} s");
+        }
+    }
+    // Stopping drains the ring buffer, so every line of the connects above is printed.
+    std::thread::sleep(Duration::from_millis(200));
+    let (ok, lines) = watch.stop();
+    assert!(ok, "netlat did not exit cleanly on SIGINT");
+
+    let slow = connects_to(&lines, "10.231.0.2:8080");
+    assert_eq!(
+        slow.len(),
+        3,
+        "expected 3 slow 8080 connects, got {lines:#?}"
+    );
+    for l in &slow {
+        let ms = l["connect_ms"].as_f64().expect("connect_ms");
+        assert!((900.0..1500.0).contains(&ms), "connect_ms {ms}");
+        assert_eq!(l["outcome"], "established");
+        assert_eq!(l["syn_retransmits"], 1);
+        assert_eq!(l["retransmit_at_ms"].as_array().map(Vec::len), Some(1));
+        assert_eq!(l["netns"].as_u64(), Some(client.inode()));
+        assert_eq!(l["comm"], "python3");
+        let drops = l["drops"].as_array().expect("drops");
+        assert_eq!(drops.len(), 1, "{l}");
+        assert_eq!(drops[0]["reason"], "NETFILTER_DROP");
+        assert!(
+            drops[0]["location"]
+                .as_str()
+                .is_some_and(|s| s.starts_with("nft_do_chain")),
+            "{l}"
+        );
+        assert_eq!(drops[0]["netns"].as_u64(), Some(server.inode()));
+        let at = drops[0]["at_ms"].as_f64().expect("at_ms");
+        let retx = l["retransmit_at_ms"][0].as_f64().expect("retransmit");
+        assert!(at < retx, "the drop must precede the retransmit: {l}");
+        assert_eq!(l["verdict"]["issue"], "netfilter-drop");
+        assert_eq!(l["verdict"]["confidence"], "high");
+        assert!(l["ts"].as_str().is_some_and(|s| s.ends_with('Z')));
+    }
+    assert!(
+        connects_to(&lines, "10.231.0.2:8081").is_empty(),
+        "the control port must not be reported"
+    );
+    let summary = lines
+        .iter()
+        .find(|v| v["type"] == "summary")
+        .expect("summary line");
+    assert!(summary["attempts"].as_u64().unwrap_or(0) >= 5);
+    assert!(summary["slow"].as_u64().unwrap_or(0) >= 3);
+    assert!(summary["lost_events"].is_object());
+}
