@@ -25,6 +25,12 @@ pub const ABSENT: u32 = u32::MAX;
 /// header, UDP, VXLAN, inner Ethernet, inner IPv6 and a TCP header (40+8+8+14+40+20 = 130).
 pub const DROP_CAPTURE: usize = 160;
 
+/// Bytes captured of each conntrack tuple (`struct nf_conntrack_tuple`, 40 bytes since 2.6).
+pub const CT_TUPLE_CAPTURE: usize = 40;
+
+/// `DropEvent::ct_flags`: the skb had a conntrack entry and its tuples were read.
+pub const CT_PRESENT: u32 = 1;
+
 /// Number of drop reasons the in-kernel filter bitmap covers; reasons above ship unfiltered.
 pub const REASON_BITMAP_WORDS: usize = 4;
 
@@ -118,8 +124,16 @@ pub struct DropEvent {
     pub protocol: u16,
     /// Valid bytes in `data`.
     pub cap_len: u16,
+    /// [`CT_PRESENT`] when the conntrack fields below are valid.
+    pub ct_flags: u32,
+    /// `nf_conn.status` (IPS_* bits: SRC_NAT 0x10, CONFIRMED 0x8, …), low 32 bits.
+    pub ct_status: u32,
     /// Explicit padding; always 0.
     pub _pad: u32,
+    /// The conntrack entry's ORIGINAL-direction tuple (pre-NAT addresses), raw.
+    pub ct_orig: [u8; CT_TUPLE_CAPTURE],
+    /// The REPLY-direction tuple (its destination is the NAT source), raw.
+    pub ct_reply: [u8; CT_TUPLE_CAPTURE],
     /// Bytes from the network header on.
     pub data: [u8; DROP_CAPTURE],
 }
@@ -136,7 +150,11 @@ impl Default for DropEvent {
             len: 0,
             protocol: 0,
             cap_len: 0,
+            ct_flags: 0,
+            ct_status: 0,
             _pad: 0,
+            ct_orig: [0; CT_TUPLE_CAPTURE],
+            ct_reply: [0; CT_TUPLE_CAPTURE],
             data: [0; DROP_CAPTURE],
         }
     }
@@ -207,6 +225,14 @@ pub struct KernelLayout {
     pub dev_net: u32,
     /// `net_device.ifindex`.
     pub dev_ifindex: u32,
+    /// `sk_buff._nfct` (conntrack pointer | ctinfo in the low 3 bits).
+    pub skb_nfct: u32,
+    /// `nf_conn.tuplehash[IP_CT_DIR_ORIGINAL].tuple`.
+    pub ct_tuple_orig: u32,
+    /// `nf_conn.tuplehash[IP_CT_DIR_REPLY].tuple`.
+    pub ct_tuple_reply: u32,
+    /// `nf_conn.status`.
+    pub ct_status: u32,
     /// Explicit padding; always 0.
     pub _pad: u32,
 }
@@ -223,6 +249,10 @@ impl Default for KernelLayout {
             skb_len: ABSENT,
             dev_net: ABSENT,
             dev_ifindex: ABSENT,
+            skb_nfct: ABSENT,
+            ct_tuple_orig: ABSENT,
+            ct_tuple_reply: ABSENT,
+            ct_status: ABSENT,
             _pad: 0,
         }
     }
@@ -269,9 +299,9 @@ const _: () = assert!(core::mem::size_of::<EventHeader>() == 16);
 const _: () = assert!(core::mem::size_of::<Addrs>() == 40);
 const _: () = assert!(core::mem::size_of::<SockStateEvent>() == 96);
 const _: () = assert!(core::mem::size_of::<RetransmitEvent>() == 72);
-const _: () = assert!(core::mem::size_of::<DropEvent>() == 216);
-const _: () = assert!(core::mem::size_of::<KernelLayout>() == 40);
-const _: () = assert!(core::mem::size_of::<Config>() == 44 + 36 + 16 + 40 + 32 + 8);
+const _: () = assert!(core::mem::size_of::<DropEvent>() == 304);
+const _: () = assert!(core::mem::size_of::<KernelLayout>() == 56);
+const _: () = assert!(core::mem::size_of::<Config>() == 44 + 36 + 16 + 56 + 32 + 8);
 
 #[cfg(feature = "user")]
 mod pod {

@@ -59,6 +59,10 @@ static CONFIG: Config = Config {
         skb_len: ABSENT,
         dev_net: ABSENT,
         dev_ifindex: ABSENT,
+        skb_nfct: ABSENT,
+        ct_tuple_orig: ABSENT,
+        ct_tuple_reply: ABSENT,
+        ct_status: ABSENT,
         _pad: 0,
     },
     ignore_reasons: [0; netlat_ebpf::REASON_BITMAP_WORDS],
@@ -318,6 +322,27 @@ fn try_kfree(ctx: &TracePointContext) -> Result<(), i32> {
             sock_netns(sk)
         };
         (*ev).cap_len = 0;
+        (*ev).ct_flags = 0;
+        (*ev).ct_status = 0;
+        // The conntrack entry tells the pre-NAT tuple of a NATed packet and whether it was
+        // confirmed: the evidence that separates an SNAT clash from a rule drop.
+        let nfct: u64 = kread::<u64>(skb, cfg!(kernel.skb_nfct)).unwrap_or(0) & !7u64;
+        let orig_off = cfg!(kernel.ct_tuple_orig);
+        let reply_off = cfg!(kernel.ct_tuple_reply);
+        if nfct != 0 && orig_off != ABSENT && reply_off != ABSENT {
+            let ok_orig =
+                bpf_probe_read_kernel_buf((nfct + orig_off as u64) as *const u8, &mut (*ev).ct_orig)
+                    .is_ok();
+            let ok_reply = bpf_probe_read_kernel_buf(
+                (nfct + reply_off as u64) as *const u8,
+                &mut (*ev).ct_reply,
+            )
+            .is_ok();
+            if ok_orig && ok_reply {
+                (*ev).ct_flags = netlat_ebpf::CT_PRESENT;
+                (*ev).ct_status = kread::<u64>(nfct, cfg!(kernel.ct_status)).unwrap_or(0) as u32;
+            }
+        }
         let head: u64 = kread(skb, cfg!(kernel.skb_head)).unwrap_or(0);
         let nh: u16 = kread(skb, cfg!(kernel.skb_network_header)).unwrap_or(0xffff);
         if head != 0 && nh != 0xffff {

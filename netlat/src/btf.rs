@@ -23,6 +23,17 @@ pub const SYS_BTF_PATH: &str = "/sys/kernel/btf/vmlinux";
 /// Guards against malformed BTF with reference cycles; real kernels nest only a few levels.
 const MAX_DEPTH: usize = 32;
 
+/// Byte offsets inside a captured `struct nf_conntrack_tuple`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CtTupleLayout {
+    pub src_addr: u32,
+    pub src_port: u32,
+    pub src_l3num: u32,
+    pub dst_addr: u32,
+    pub dst_port: u32,
+    pub dst_protonum: u32,
+}
+
 /// Why a BTF file could not be read or a member offset could not be resolved.
 #[derive(Debug, thiserror::Error)]
 pub enum BtfError {
@@ -105,6 +116,57 @@ impl KernelBtf {
     /// Parse the running kernel's BTF from [`SYS_BTF_PATH`].
     pub fn from_sys() -> Result<Self, BtfError> {
         Self::from_file(SYS_BTF_PATH)
+    }
+
+    /// The split BTF of a kernel module (`/sys/kernel/btf/<module>`) on top of this base, for
+    /// structs defined in modules (e.g. `nf_conn` when nf_conntrack is a module, as on Debian).
+    pub fn module(&self, module: &str) -> Result<Self, BtfError> {
+        let path = Path::new("/sys/kernel/btf").join(module);
+        match Btf::from_split_file(&path, &self.btf) {
+            Ok(btf) => Ok(Self { btf }),
+            Err(btf_rs::Error::IO(e)) if e.kind() == io::ErrorKind::NotFound => {
+                Err(BtfError::NoBtf { path })
+            }
+            Err(source) => Err(BtfError::Read { path, source }),
+        }
+    }
+
+    /// Size in bytes of `struct name`.
+    pub fn struct_size(&self, name: &str) -> Result<u32, BtfError> {
+        let s = self.find_struct(name)?;
+        u32::try_from(s.size()).map_err(|_| BtfError::Malformed {
+            what: name.to_string(),
+            detail: "size overflows".to_string(),
+        })
+    }
+
+    /// Conntrack offsets: `(skb_nfct, ct_tuple_orig, ct_tuple_reply, ct_status)` and the layout of
+    /// a tuple. `nf_conn` is looked up here, then in the nf_conntrack module's BTF.
+    pub fn conntrack_layout(&self) -> Result<([u32; 4], CtTupleLayout), BtfError> {
+        let nfct = self.member_offset("sk_buff", "_nfct")?;
+        let local = self.find_struct("nf_conn").map(|_| ());
+        let module;
+        let ct: &KernelBtf = match local {
+            Ok(()) => self,
+            Err(_) => {
+                module = self.module("nf_conntrack")?;
+                &module
+            }
+        };
+        let tuplehash = ct.member_offset("nf_conn", "tuplehash")?;
+        let tuple_in_hash = ct.member_offset("nf_conntrack_tuple_hash", "tuple")?;
+        let hash_size = ct.struct_size("nf_conntrack_tuple_hash")?;
+        let status = ct.member_offset("nf_conn", "status")?;
+        let orig = tuplehash + tuple_in_hash;
+        let tuple = CtTupleLayout {
+            src_addr: ct.member_offset("nf_conntrack_tuple", "src.u3")?,
+            src_port: ct.member_offset("nf_conntrack_tuple", "src.u.all")?,
+            src_l3num: ct.member_offset("nf_conntrack_tuple", "src.l3num")?,
+            dst_addr: ct.member_offset("nf_conntrack_tuple", "dst.u3")?,
+            dst_port: ct.member_offset("nf_conntrack_tuple", "dst.u.all")?,
+            dst_protonum: ct.member_offset("nf_conntrack_tuple", "dst.protonum")?,
+        };
+        Ok(([nfct, orig, orig + hash_size, status], tuple))
     }
 
     /// Byte offset of the dotted member `path` inside `struct strukt`, e.g.
@@ -234,6 +296,17 @@ impl KernelBtf {
                 Ok(_) => missing.push(format!("{cost}: {strukt}.{path} offset out of range")),
                 Err(e) => missing.push(format!("{cost}: {e}")),
             }
+        }
+        match self.conntrack_layout() {
+            Ok(([nfct, orig, reply, status], _)) => {
+                layout.skb_nfct = nfct;
+                layout.ct_tuple_orig = orig;
+                layout.ct_tuple_reply = reply;
+                layout.ct_status = status;
+            }
+            Err(e) => missing.push(format!(
+                "conntrack entries of dropped packets unknown (no pre-NAT tuple): {e}"
+            )),
         }
         (layout, missing)
     }
@@ -729,7 +802,7 @@ mod tests {
     fn synthetic_layout_reports_every_missing_field() {
         let (layout, missing) = synthetic().kernel_layout();
         assert_eq!(layout, KernelLayout::default());
-        assert_eq!(missing.len(), 9, "{missing:#?}");
+        assert_eq!(missing.len(), 10, "{missing:#?}");
         assert!(
             missing
                 .iter()

@@ -101,6 +101,17 @@ pub struct Drop {
     pub protocol: u16,
     /// Captured bytes from the network header on.
     pub data: Bytes,
+    /// The skb's conntrack entry, when it had one.
+    pub ct: Option<RawCt>,
+}
+
+/// A conntrack entry as captured by the kernel: raw tuples, decoded with BTF offsets later.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RawCt {
+    /// `nf_conn.status` IPS_* bits.
+    pub status: u32,
+    pub orig: [u8; netlat_ebpf::CT_TUPLE_CAPTURE],
+    pub reply: [u8; netlat_ebpf::CT_TUPLE_CAPTURE],
 }
 
 /// One decoded ring-buffer item.
@@ -211,6 +222,11 @@ pub fn decode(bytes: &[u8]) -> Result<Event, EventError> {
                 len: e.len,
                 protocol: e.protocol,
                 data: Bytes::copy_from_slice(&e.data[..cap]),
+                ct: (e.ct_flags & netlat_ebpf::CT_PRESENT != 0).then_some(RawCt {
+                    status: e.ct_status,
+                    orig: e.ct_orig,
+                    reply: e.ct_reply,
+                }),
             }))
         }
         other => Err(EventError::UnknownKind { kind: other }),

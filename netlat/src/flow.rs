@@ -49,6 +49,8 @@ pub struct MatchedDrop {
     pub direction: Direction,
     /// Matched through the inner headers of a VXLAN packet.
     pub via_vxlan: bool,
+    /// Matched through the packet's conntrack entry: the packet had already been NATed.
+    pub via_nat: bool,
 }
 
 /// A finished (or abandoned) connection attempt.
@@ -158,18 +160,45 @@ fn tcp_tuple(src: SocketAddr, dst: SocketAddr) -> FiveTuple {
 
 /// The tuples of a drop that could identify a connect: the packet itself, and for VXLAN the
 /// inner packet; each either way round.
-fn drop_keys(d: &DropRecord) -> Vec<(FiveTuple, Direction, bool)> {
-    let mut keys = Vec::with_capacity(4);
-    if let Some(p) = &d.packet {
-        if p.tuple.proto == IPPROTO_TCP {
-            keys.push((p.tuple, Direction::Forward, false));
-            keys.push((p.tuple.reversed(), Direction::Reply, false));
+/// How a drop was tied to a flow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Via {
+    dir: Direction,
+    vxlan: bool,
+    nat: bool,
+}
+
+/// The tuples of a drop that could identify a connect: the packet itself, the pre-NAT tuple of
+/// its conntrack entry, and for VXLAN the inner packet; each either way round.
+fn drop_keys(d: &DropRecord) -> Vec<(FiveTuple, Via)> {
+    let mut keys = Vec::with_capacity(6);
+    let mut add = |t: FiveTuple, vxlan: bool, nat: bool| {
+        if t.proto == IPPROTO_TCP {
+            let fwd = Via {
+                dir: Direction::Forward,
+                vxlan,
+                nat,
+            };
+            keys.push((t, fwd));
+            keys.push((
+                t.reversed(),
+                Via {
+                    dir: Direction::Reply,
+                    ..fwd
+                },
+            ));
         }
-        if let Some(inner) = p.vxlan.as_ref().and_then(|v| v.inner.as_deref())
-            && inner.tuple.proto == IPPROTO_TCP
+    };
+    if let Some(p) = &d.packet {
+        add(p.tuple, false, false);
+        if let Some(ct) = &d.ct
+            && ct.orig != p.tuple
+            && ct.orig != p.tuple.reversed()
         {
-            keys.push((inner.tuple, Direction::Forward, true));
-            keys.push((inner.tuple.reversed(), Direction::Reply, true));
+            add(ct.orig, false, true);
+        }
+        if let Some(inner) = p.vxlan.as_ref().and_then(|v| v.inner.as_deref()) {
+            add(inner.tuple, true, false);
         }
     }
     keys
@@ -305,11 +334,12 @@ impl Tracker {
         self.by_tuple.insert(t, flow.attempt.sock);
         let start = flow.attempt.start_ns;
         for d in self.recent.iter().filter(|d| d.ts_ns >= start) {
-            if let Some((_, dir, vx)) = drop_keys(d).into_iter().find(|(k, _, _)| *k == t) {
+            if let Some((_, via)) = drop_keys(d).into_iter().find(|(k, _)| *k == t) {
                 flow.attempt.drops.push(MatchedDrop {
                     drop: d.clone(),
-                    direction: dir,
-                    via_vxlan: vx,
+                    direction: via.dir,
+                    via_vxlan: via.vxlan,
+                    via_nat: via.nat,
                 });
                 self.stats.drops_matched += 1;
             }
@@ -321,7 +351,7 @@ impl Tracker {
     pub fn drop(&mut self, d: DropRecord) -> bool {
         self.stats.drops_seen += 1;
         let mut matched = false;
-        for (key, dir, vx) in drop_keys(&d) {
+        for (key, via) in drop_keys(&d) {
             let Some(sock) = self.by_tuple.get(&key) else {
                 continue;
             };
@@ -330,8 +360,9 @@ impl Tracker {
             {
                 flow.attempt.drops.push(MatchedDrop {
                     drop: d.clone(),
-                    direction: dir,
-                    via_vxlan: vx,
+                    direction: via.dir,
+                    via_vxlan: via.vxlan,
+                    via_nat: via.nat,
                 });
                 self.stats.drops_matched += 1;
                 matched = true;
@@ -458,6 +489,7 @@ mod tests {
                 udp_checksum: None,
                 vxlan: None,
             }),
+            ct: None,
         }
     }
 

@@ -204,6 +204,7 @@ pub fn load(verbose: bool) -> Result<Loaded, LoadError> {
             let (layout, missing) = btf.kernel_layout();
             config.kernel = layout;
             btf_notes = missing;
+            names.ct_tuple = btf.conntrack_layout().ok().map(|(_, t)| t);
         }
         Err(e) => btf_notes.push(format!(
             "no kernel BTF ({e}): netns and packet headers of drops are unknown"

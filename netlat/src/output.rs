@@ -54,7 +54,19 @@ pub struct DropJson {
     pub ifindex: u32,
     pub direction: crate::flow::Direction,
     pub via_vxlan: bool,
+    /// Matched through conntrack: the dropped packet had been NATed from the connect's tuple.
+    pub via_nat: bool,
     pub packet: Option<String>,
+    /// The dropped packet's conntrack entry: pre-NAT tuple, NAT source, status.
+    pub conntrack: Option<CtJson>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct CtJson {
+    pub original: String,
+    pub nat_source: String,
+    pub confirmed: bool,
+    pub src_nat: bool,
 }
 
 /// The JSON line of a connection attempt (field names are a public contract).
@@ -106,6 +118,13 @@ impl ConnectJson {
                     ifindex: d.drop.ifindex,
                     direction: d.direction,
                     via_vxlan: d.via_vxlan,
+                    via_nat: d.via_nat,
+                    conntrack: d.drop.ct.map(|ct| CtJson {
+                        original: ct.orig.to_string(),
+                        nat_source: ct.nat_source().to_string(),
+                        confirmed: ct.confirmed(),
+                        src_nat: ct.src_nat(),
+                    }),
                     packet: d.drop.packet.as_ref().map(|p| match p.tcp_flags {
                         Some(f) => format!("{} [{f}]", p.tuple),
                         None => p.tuple.to_string(),

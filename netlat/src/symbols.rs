@@ -4,9 +4,12 @@
 
 use std::collections::BTreeMap;
 
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
 use crate::{
+    btf::CtTupleLayout,
     event,
-    packet::{self, Packet},
+    packet::{self, FiveTuple, Packet},
 };
 
 /// VXLAN UDP ports whose payload is decoded to the inner flow (IANA 4789, Linux/flannel 8472).
@@ -58,6 +61,57 @@ pub struct Names {
     /// Drop reason number → name (without the `SKB_DROP_REASON_` prefix), from the format file.
     pub reasons: BTreeMap<u64, String>,
     pub kallsyms: Kallsyms,
+    /// Layout of a conntrack tuple, when BTF gave it.
+    pub ct_tuple: Option<CtTupleLayout>,
+}
+
+/// conntrack status bits (include/uapi/linux/netfilter/nf_conntrack_common.h, stable ABI).
+pub const IPS_CONFIRMED: u32 = 1 << 3;
+pub const IPS_SRC_NAT: u32 = 1 << 4;
+pub const IPS_DST_NAT: u32 = 1 << 5;
+
+/// The conntrack entry of a dropped packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CtInfo {
+    pub status: u32,
+    /// ORIGINAL direction: the tuple as the client sent it, before NAT.
+    pub orig: FiveTuple,
+    /// REPLY direction: its destination is the address the packet was NATed to.
+    pub reply: FiveTuple,
+}
+
+impl CtInfo {
+    pub fn confirmed(&self) -> bool {
+        self.status & IPS_CONFIRMED != 0
+    }
+    pub fn src_nat(&self) -> bool {
+        self.status & IPS_SRC_NAT != 0
+    }
+    /// The source the packet leaves with after SNAT (the reply tuple's destination).
+    pub fn nat_source(&self) -> SocketAddr {
+        self.reply.dst
+    }
+}
+
+/// Decode one captured `nf_conntrack_tuple`; `None` when an offset falls outside the capture
+/// or the family is unknown.
+pub fn decode_ct_tuple(raw: &[u8], l: &CtTupleLayout) -> Option<FiveTuple> {
+    let at = |off: u32, n: usize| raw.get(off as usize..off as usize + n);
+    let l3 = u16::from_ne_bytes(at(l.src_l3num, 2)?.try_into().ok()?);
+    let ip = |off: u32| -> Option<IpAddr> {
+        let b = at(off, 16)?;
+        match l3 {
+            2 => Some(IpAddr::V4(Ipv4Addr::new(b[0], b[1], b[2], b[3]))),
+            10 => Some(IpAddr::V6(Ipv6Addr::from(<[u8; 16]>::try_from(b).ok()?))),
+            _ => None,
+        }
+    };
+    let port = |off: u32| -> Option<u16> { Some(u16::from_be_bytes(at(off, 2)?.try_into().ok()?)) };
+    Some(FiveTuple {
+        proto: *at(l.dst_protonum, 1)?.first()?,
+        src: SocketAddr::new(ip(l.src_addr)?, port(l.src_port)?),
+        dst: SocketAddr::new(ip(l.dst_addr)?, port(l.dst_port)?),
+    })
 }
 
 impl Names {
@@ -93,6 +147,8 @@ pub struct DropRecord {
     pub len: u32,
     /// Decoded headers; `None` when the capture did not decode (kept for counting).
     pub packet: Option<Packet>,
+    /// The packet's conntrack entry, when it had one and BTF told how to read it.
+    pub ct: Option<CtInfo>,
 }
 
 impl DropRecord {
@@ -113,6 +169,16 @@ pub fn enrich(d: &event::Drop, names: &Names, has_reasons: bool) -> DropRecord {
         location: names.kallsyms.resolve(d.location),
         len: d.len,
         packet: packet::decode(d.protocol, &d.data, VXLAN_PORTS).ok(),
+        ct: match (&d.ct, &names.ct_tuple) {
+            (Some(raw), Some(l)) => decode_ct_tuple(&raw.orig, l)
+                .zip(decode_ct_tuple(&raw.reply, l))
+                .map(|(orig, reply)| CtInfo {
+                    status: raw.status,
+                    orig,
+                    reply,
+                }),
+            _ => None,
+        },
     }
 }
 
@@ -135,6 +201,31 @@ garbage line
         assert_eq!(k.resolve(0xffffffff81a0007d), "nf_hook_slow+0x7d");
         assert_eq!(k.resolve(0xffffffff81a0056f), "nft_do_chain+0x46f");
         assert_eq!(k.resolve(0x1000), "0x1000");
+    }
+
+    #[test]
+    fn conntrack_tuple_decoding() {
+        // The x86-64 layout of struct nf_conntrack_tuple (pahole on 6.18).
+        let l = CtTupleLayout {
+            src_addr: 0,
+            src_port: 16,
+            src_l3num: 18,
+            dst_addr: 20,
+            dst_port: 36,
+            dst_protonum: 38,
+        };
+        let mut raw = [0u8; 40];
+        raw[..4].copy_from_slice(&[10, 244, 0, 11]);
+        raw[16..18].copy_from_slice(&20000u16.to_be_bytes());
+        raw[18..20].copy_from_slice(&2u16.to_ne_bytes());
+        raw[20..24].copy_from_slice(&[172, 16, 0, 2]);
+        raw[36..38].copy_from_slice(&8080u16.to_be_bytes());
+        raw[38] = 6;
+        let t = decode_ct_tuple(&raw, &l).unwrap();
+        assert_eq!(t.to_string(), "tcp 10.244.0.11:20000 -> 172.16.0.2:8080");
+        raw[18] = 99;
+        assert_eq!(decode_ct_tuple(&raw, &l), None);
+        assert_eq!(decode_ct_tuple(&raw[..30], &l), None);
     }
 
     #[test]

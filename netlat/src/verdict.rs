@@ -253,9 +253,11 @@ mod tests {
                             udp_checksum: None,
                             vxlan: None,
                         }),
+                        ct: None,
                     },
                     direction: *dir,
                     via_vxlan: false,
+                    via_nat: false,
                 })
                 .collect(),
             cpu: 0,
