@@ -12,7 +12,7 @@ use crate::{
     flow::{Attempt, Outcome, Tracker, TrackerConfig},
     output::{ConnectJson, Sink, Summary, WallClock},
     symbols::{self, Names},
-    verdict::Judge,
+    verdict::{Judge, NoFacts},
 };
 
 /// What the engine needs to know about the kernel and the user's wishes.
@@ -87,7 +87,11 @@ impl Engine {
             return Ok(());
         }
         self.summary.slow += 1;
-        let verdict = Judge { attempt: a }.verdict();
+        let verdict = Judge {
+            attempt: a,
+            node: &NoFacts,
+        }
+        .verdict();
         let id = verdict.as_ref().map_or("none", |v| v.issue);
         *self.summary.by_issue.entry(id.to_string()).or_default() += 1;
         sink.connect(&ConnectJson::new(a, verdict.as_ref(), &self.cfg.clock))
@@ -245,12 +249,12 @@ mod tests {
         assert_eq!(l["drops"][0]["reason"], "NETFILTER_DROP");
         assert_eq!(l["drops"][0]["location"], "nft_do_chain+0x46f");
         assert_eq!(l["drops"][0]["at_ms"], 0.3);
-        assert_eq!(l["verdict"]["issue"], "netfilter-drop");
+        assert_eq!(l["verdict"]["issue"], "netfilter-rule-drop");
         assert_eq!(l["verdict"]["confidence"], "high");
         assert_eq!(l["comm"], "python3");
         assert_eq!(s.attempts, 1);
         assert_eq!(s.slow, 1);
-        assert_eq!(s.by_issue["netfilter-drop"], 1);
+        assert_eq!(s.by_issue["netfilter-rule-drop"], 1);
     }
 
     #[test]

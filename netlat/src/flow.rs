@@ -490,6 +490,7 @@ mod tests {
                 vxlan: None,
             }),
             ct: None,
+            counters: None,
         }
     }
 

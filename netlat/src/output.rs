@@ -380,7 +380,11 @@ mod tests {
         let mut out = Vec::new();
         let mut err = Vec::new();
         let a = attempt();
-        let v = crate::verdict::Judge { attempt: &a }.verdict();
+        let v = crate::verdict::Judge {
+            attempt: &a,
+            node: &crate::verdict::NoFacts,
+        }
+        .verdict();
         HumanSink::new(&mut out, &mut err)
             .connect(&ConnectJson::new(&a, v.as_ref(), &clock))
             .unwrap();

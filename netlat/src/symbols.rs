@@ -149,6 +149,16 @@ pub struct DropRecord {
     pub packet: Option<Packet>,
     /// The packet's conntrack entry, when it had one and BTF told how to read it.
     pub ct: Option<CtInfo>,
+    /// How the conntrack counters of the drop's netns and CPU moved around it (filled by the
+    /// shell, which can read them, for drops where they matter).
+    pub counters: Option<CounterEvidence>,
+}
+
+/// Increase of the per-CPU conntrack counters attributed to one drop.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CounterEvidence {
+    pub insert_failed: u64,
+    pub drop: u64,
 }
 
 impl DropRecord {
@@ -179,6 +189,7 @@ pub fn enrich(d: &event::Drop, names: &Names, has_reasons: bool) -> DropRecord {
                 }),
             _ => None,
         },
+        counters: None,
     }
 }
 

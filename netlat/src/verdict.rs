@@ -1,13 +1,21 @@
 //! Attribution: the known-issue catalog as data, and the engine that matches a finished
-//! connection attempt against it.
+//! connection attempt (or a lone drop) against it.
 //!
-//! Each catalog entry lists the signals it *requires* (all must be present to name it) and the
-//! signals that *support* it (they raise confidence; absent ones are reported as missing). The
-//! first entry whose requirements hold wins, so specific entries come before generic ones.
+//! Each catalog entry lists the signals it *requires* (all must hold to name it) and the signals
+//! that *support* it (each one held raises confidence; absent ones are reported as missing).
+//! Confidence is `high` only when every supporting signal — kernel evidence and node facts —
+//! holds, and never above the entry's `max` (an entry that can only be inferred from one side
+//! says so). The first entry whose requirements hold wins, so specific entries come first and
+//! the generic ones (`netfilter-drop`, `unanswered-syn`) close the list.
 
 use serde::Serialize;
 
-use crate::flow::{Attempt, Direction, MatchedDrop, ns_to_ms};
+use crate::{
+    flow::{Attempt, Direction, MatchedDrop, ns_to_ms},
+    symbols::DropRecord,
+};
+
+pub use crate::symbols::CounterEvidence;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -17,7 +25,7 @@ pub enum Confidence {
     High,
 }
 
-/// The attribution of one slow attempt.
+/// The attribution of one slow attempt or one drop.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Verdict {
     pub issue: &'static str,
@@ -30,21 +38,89 @@ pub struct Verdict {
     pub remedy: &'static str,
 }
 
+/// Node facts the catalog uses, per network namespace (the shell gathers them over netlink and
+/// procfs; tests fake them). `None` means "not known", which is not the same as "no".
+pub trait NodeView {
+    /// MASQUERADE/SNAT rules in `netns`: `(rules, of which without fully-random)`.
+    fn masquerade(&self, netns: u32) -> Option<(usize, usize)>;
+    /// VXLAN devices in `netns` with a checksummed outer UDP header and tx checksum offload on.
+    fn vxlan_offloaded(&self, netns: u32) -> Option<Vec<String>>;
+    /// `net.netfilter.nf_conntrack_udp_timeout` in `netns`, seconds.
+    fn udp_timeout_s(&self, netns: u32) -> Option<u64>;
+}
+
+/// A view that knows nothing (replays without facts, and tests).
+pub struct NoFacts;
+
+impl NodeView for NoFacts {
+    fn masquerade(&self, _: u32) -> Option<(usize, usize)> {
+        None
+    }
+    fn vxlan_offloaded(&self, _: u32) -> Option<Vec<String>> {
+        None
+    }
+    fn udp_timeout_s(&self, _: u32) -> Option<u64> {
+        None
+    }
+}
+
+/// Functions that evaluate firewall rules: a drop there is a rule's DROP verdict.
+const RULE_TABLES: &[&str] = &[
+    "nft_do_chain",
+    "ipt_do_table",
+    "ip6t_do_table",
+    "arpt_do_table",
+    "ebt_do_table",
+];
+/// The generic netfilter hook runner: a drop there came from a hook's NF_DROP return value
+/// (conntrack confirm, IPVS, ...), not from a rule table.
+const HOOK_RUNNER: &[&str] = &["nf_hook_slow"];
+/// Default `nf_conntrack_udp_timeout` (unreplied UDP entries), seconds.
+const DEFAULT_UDP_TIMEOUT_S: u64 = 30;
+
 /// One observable fact an entry can ask for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Signal {
     /// At least one SYN was retransmitted.
     SynRetransmitted,
-    /// No SYN was retransmitted (the delay is elsewhere in the handshake).
+    /// No SYN was retransmitted.
     NoSynRetransmit,
-    /// A drop of this attempt's packets on this node, with one of these reasons.
-    DropReason(&'static [&'static str]),
-    /// No drop of this attempt's packets was seen on this node.
-    NoLocalDrop,
-    /// Every SYN retransmit is preceded by a matched drop of the SYN.
-    EveryRetryHasDrop,
     /// The handshake completed.
     Established,
+    /// The attempt completed right after its first retransmit (one RTO).
+    OneRto,
+    /// A drop of the SYN with one of these reasons.
+    DropReason(&'static [&'static str]),
+    /// A NETFILTER_DROP of the SYN inside one of these kernel functions.
+    NfDropIn(&'static [&'static str]),
+    /// No drop of this attempt's packets was seen on this node.
+    NoLocalDrop,
+    /// Every SYN retransmit is matched by a dropped SYN.
+    EveryRetryHasDrop,
+    /// A NETFILTER_DROP of the SYN by the hook runner (not a rule table) whose conntrack entry
+    /// was source-NATed and not yet confirmed: it lost the race in `__nf_conntrack_confirm`.
+    SnatConfirmDrop,
+    /// A NETFILTER_DROP of the SYN by the hook runner with no conntrack entry at all.
+    UntrackedNfDrop,
+    /// conntrack `insert_failed` rose on that drop's CPU and netns.
+    InsertFailedRose,
+    /// conntrack `drop` rose there while `insert_failed` did not.
+    CtDropRoseWithoutInsertFailed,
+    /// The NATing netns has a MASQUERADE/SNAT rule without full port randomisation.
+    MasqueradeNotFullyRandom,
+    /// A VXLAN packet carrying the SYN was dropped for a bad outer UDP checksum.
+    VxlanCsumDrop,
+    /// The client's netns has a VXLAN device with udpcsum and tx checksum offload on.
+    VxlanTxOffload,
+    /// The client's netns has a masquerade rule that can re-NAT the outer tunnel packet.
+    ClientMasquerade,
+    /// The delay fits the VXLAN escape rule: one RTO (new outer port after the tx hash is
+    /// re-randomised) or the first retransmit after a gap longer than the UDP conntrack timeout.
+    VxlanEscapeTiming,
+    /// IPVS's hook returned NF_DROP for the SYN (fexit/kretprobe evidence).
+    IpvsDrop,
+    /// The drop is of a UDP packet to or from port 53.
+    DnsPacket,
 }
 
 /// A catalog entry.
@@ -52,22 +128,178 @@ pub enum Signal {
 pub struct Entry {
     pub id: &'static str,
     pub title: &'static str,
+    /// Facts from the seed table and the research (affected versions), as (what, when).
+    pub facts: &'static [(&'static str, &'static str)],
     pub requires: &'static [Signal],
     pub supports: &'static [Signal],
+    /// Highest confidence this entry can give.
+    pub max: Confidence,
     pub remedy: &'static str,
     pub references: &'static [&'static str],
 }
 
+const REF_K8S_93297: &str = "https://github.com/kubernetes/kubernetes/issues/93297";
+const REF_CALICO_3145: &str = "https://github.com/projectcalico/calico/issues/3145";
+
 /// The catalog, most specific first.
 pub static CATALOG: &[Entry] = &[
     Entry {
+        id: "vxlan-csum-offload",
+        title: "the outer UDP checksum of a VXLAN packet broke when the tunnel packet was \
+                NATed a second time with tx checksum offload on; the receiver dropped it",
+        facts: &[
+            (
+                "Calico < v3.20",
+                "no handling; kernels < 5.7 show a 63 s delay",
+            ),
+            (
+                "Calico v3.20–v3.27",
+                "offload off by default (low throughput)",
+            ),
+            (
+                "Calico v3.28.0 / v3.28.2+",
+                "offload on for kernel > 5.7; v3.28.2 orders MASQ after kube-proxy",
+            ),
+            (
+                "kernel",
+                "zero-checksum variant fixed by ea64d8d6c675 (5.7, 4.19.123, 5.4.41); the \
+                 udpcsum variant is not fixed up to 6.18",
+            ),
+            (
+                "delay",
+                "~1 s when the tx hash is re-randomised (txrehash=1); 63 s before 6.5 and \
+                 ~67 s from 6.5 when the outer port is stable",
+            ),
+        ],
+        requires: &[Signal::SynRetransmitted, Signal::VxlanCsumDrop],
+        supports: &[Signal::VxlanTxOffload, Signal::VxlanEscapeTiming],
+        max: Confidence::High,
+        remedy: "turn tunnel tx checksum offload off (`ethtool -K vxlan.calico tx off`, or \
+                 Felix `featureDetectOverride: ChecksumOffloadBroken=true`), or upgrade \
+                 kube-proxy (MARK xor 0x4000 before masquerade, k8s #92035) / Calico ≥ 3.28.2",
+        references: &[
+            REF_CALICO_3145,
+            "https://github.com/projectcalico/felix/pull/2811",
+            "https://github.com/kubernetes/kubernetes/pull/92035",
+        ],
+    },
+    Entry {
+        // The sender's own view: no receiver drop seen here, but the node is set up for it.
+        id: "vxlan-csum-offload",
+        title: "SYN retries to a VXLAN peer on a node whose tunnel has tx checksum offload and \
+                a masquerade rule that can re-NAT the tunnel packet",
+        facts: &[],
+        requires: &[
+            Signal::SynRetransmitted,
+            Signal::NoLocalDrop,
+            Signal::VxlanTxOffload,
+            Signal::ClientMasquerade,
+        ],
+        supports: &[Signal::VxlanEscapeTiming],
+        max: Confidence::Medium,
+        remedy: "confirm on the receiving node (netlat there shows UDP_CSUM drops of the \
+                 tunnel packets); then turn tunnel tx checksum offload off",
+        references: &[REF_CALICO_3145],
+    },
+    Entry {
+        id: "ipvs-conn-reuse",
+        title: "IPVS dropped the first SYN of a reused client port (conn_reuse_mode=1) so its \
+                old conntrack could expire; the retry after 1 s went through",
+        facts: &[
+            (
+                "kube-proxy ≤ 1.17",
+                "sets conn_reuse_mode=0 (rolling-update failures instead)",
+            ),
+            (
+                "kube-proxy ≥ 1.22",
+                "leaves conn_reuse_mode alone on kernels ≥ 5.9 (fixed there and in 4.19.140)",
+            ),
+            (
+                "kernel",
+                "fixed by f0a5e4d7a594 (5.9, 4.19.140); CentOS 7 3.10 affected",
+            ),
+        ],
+        requires: &[Signal::SynRetransmitted, Signal::IpvsDrop],
+        supports: &[Signal::OneRto],
+        max: Confidence::High,
+        remedy: "use a kernel ≥ 5.9 (or 4.19.140+) with conn_reuse_mode=1, or avoid IPVS mode \
+                 on older kernels",
+        references: &[REF_K8S_93297],
+    },
+    Entry {
+        id: "snat-port-clash",
+        title: "two SNATed connects picked the same source port; the one confirmed second was \
+                dropped by conntrack (insert_failed) and retried after 1 s",
+        facts: &[
+            ("kernel < 3.14", "no NF_NAT_RANGE_PROTO_RANDOM_FULLY"),
+            (
+                "iptables < 1.6.2",
+                "no --random-fully for MASQUERADE (1.6.0 for SNAT)",
+            ),
+            ("kube-proxy < 1.16", "masquerades without --random-fully"),
+            (
+                "kernel 6.x",
+                "TCP clashes are still dropped, never resolved",
+            ),
+        ],
+        requires: &[Signal::SynRetransmitted, Signal::SnatConfirmDrop],
+        supports: &[Signal::InsertFailedRose, Signal::MasqueradeNotFullyRandom],
+        max: Confidence::High,
+        remedy: "masquerade with full port randomisation: iptables `-j MASQUERADE \
+                 --random-fully` (iptables ≥ 1.6.2, kernel ≥ 3.14), nftables `masquerade \
+                 fully-random`; kube-proxy ≥ 1.16 does it when available",
+        references: &[
+            "https://github.com/kubernetes/kubernetes/pull/78547",
+            "https://tech.xing.com/a-reason-for-unexplained-connection-timeouts-on-kubernetes-docker-abd041cf7e02",
+        ],
+    },
+    Entry {
+        id: "netfilter-rule-drop",
+        title: "a firewall rule dropped the SYN",
+        facts: &[],
+        requires: &[Signal::SynRetransmitted, Signal::NfDropIn(RULE_TABLES)],
+        supports: &[Signal::EveryRetryHasDrop],
+        max: Confidence::High,
+        remedy: "find the rule: `nft list ruleset` / `iptables-save` in the netns of the drop \
+                 (rule counters show which one); a rule that drops only new flows' first SYN \
+                 looks exactly like a 1 s kernel bug",
+        references: &[],
+    },
+    Entry {
+        id: "listen-overflow",
+        title: "the server's listen queue was full and the SYN (or handshake) was dropped",
+        facts: &[],
+        requires: &[
+            Signal::SynRetransmitted,
+            Signal::DropReason(&["TCP_LISTEN_OVERFLOW", "TCP_REQQFULLDROP"]),
+        ],
+        supports: &[],
+        max: Confidence::High,
+        remedy: "raise the server's backlog (listen(2), net.core.somaxconn, \
+                 tcp_max_syn_backlog) or accept faster",
+        references: &[],
+    },
+    Entry {
+        id: "conntrack-table-full",
+        title: "conntrack could not track the SYN (table full) and dropped it",
+        facts: &[],
+        requires: &[Signal::SynRetransmitted, Signal::UntrackedNfDrop],
+        supports: &[Signal::CtDropRoseWithoutInsertFailed],
+        max: Confidence::High,
+        remedy: "raise net.netfilter.nf_conntrack_max (and the hash size) or shorten \
+                 conntrack timeouts; check `conntrack -S` early_drop/drop",
+        references: &[],
+    },
+    Entry {
         id: "netfilter-drop",
         title: "a netfilter hook on this node dropped the SYN; the client re-sent it after its RTO",
+        facts: &[],
         requires: &[
             Signal::SynRetransmitted,
             Signal::DropReason(&["NETFILTER_DROP"]),
         ],
         supports: &[Signal::EveryRetryHasDrop],
+        max: Confidence::Medium,
         remedy: "find the hook that returned NF_DROP: a firewall rule (nft list ruleset / \
                  iptables-save), a conntrack insert failure (conntrack -S: insert_failed), or IPVS",
         references: &[],
@@ -75,8 +307,10 @@ pub static CATALOG: &[Entry] = &[
     Entry {
         id: "unanswered-syn",
         title: "the SYN was retransmitted and no drop was seen on this node",
+        facts: &[],
         requires: &[Signal::SynRetransmitted, Signal::NoLocalDrop],
         supports: &[],
+        max: Confidence::Low,
         remedy: "the SYN or SYN-ACK was lost beyond this node: check the peer node (run netlat \
                  there), the path, and the server's listen backlog",
         references: &[],
@@ -84,16 +318,98 @@ pub static CATALOG: &[Entry] = &[
     Entry {
         id: "slow-handshake",
         title: "the SYN-ACK came late without any SYN retransmit",
+        facts: &[],
         requires: &[Signal::NoSynRetransmit, Signal::Established],
         supports: &[],
+        max: Confidence::Low,
         remedy: "the peer answered slowly: check server load and the network RTT",
         references: &[],
     },
 ];
 
-/// The context an attempt is judged in.
+/// Entries that judge a drop on its own (no connect of this node matched it).
+pub static DROP_CATALOG: &[Entry] = &[
+    Entry {
+        id: "vxlan-csum-offload",
+        title: "a VXLAN packet was dropped for a bad outer UDP checksum (the sender re-NATed \
+                the tunnel packet with tx checksum offload on)",
+        facts: &[],
+        requires: &[Signal::VxlanCsumDrop],
+        supports: &[],
+        max: Confidence::Medium,
+        remedy: "on the sending node: turn tunnel tx checksum offload off (`ethtool -K \
+                 vxlan.calico tx off`) or stop the second masquerade of the tunnel packet",
+        references: &[REF_CALICO_3145],
+    },
+    Entry {
+        id: "dns-timeout",
+        title: "a DNS packet (UDP/53) was dropped; the resolver retries after its timeout (5 s)",
+        facts: &[],
+        requires: &[Signal::DnsPacket],
+        supports: &[],
+        max: Confidence::Low,
+        remedy: "check conntrack clash_resolve/insert_failed for UDP/53 and the DNS path \
+                 (NodeLocal DNSCache, `options single-request-reopen`)",
+        references: &[],
+    },
+];
+
+/// The context one attempt is judged in.
 pub struct Judge<'a> {
     pub attempt: &'a Attempt,
+    pub node: &'a dyn NodeView,
+}
+
+fn is_syn(d: &DropRecord) -> bool {
+    let pkt = d.packet.as_ref();
+    let inner = pkt
+        .and_then(|p| p.vxlan.as_ref())
+        .and_then(|v| v.inner.as_deref());
+    [pkt, inner]
+        .into_iter()
+        .flatten()
+        .any(|p| p.tcp_flags.is_some_and(|f| f.syn() && !f.ack()))
+}
+
+fn is_vxlan_csum_drop(d: &DropRecord) -> bool {
+    d.reason == "UDP_CSUM"
+        && d.packet
+            .as_ref()
+            .and_then(|p| p.vxlan.as_ref())
+            .is_some_and(|v| v.inner.is_some())
+}
+
+fn describe(d: &DropRecord, since_ns: u64) -> String {
+    let mut s = format!(
+        "{} drop at {} in netns {} (+{:.1} ms)",
+        d.reason,
+        d.location,
+        d.netns,
+        ns_to_ms(d.ts_ns.saturating_sub(since_ns))
+    );
+    if let Some(ct) = &d.ct {
+        s.push_str(&format!(
+            "; conntrack {} {}{}",
+            ct.orig,
+            if ct.src_nat() {
+                format!("SNAT to {}", ct.nat_source())
+            } else {
+                "not NATed".to_string()
+            },
+            if ct.confirmed() {
+                ", confirmed"
+            } else {
+                ", unconfirmed"
+            }
+        ));
+    }
+    if let Some(c) = d.counters {
+        s.push_str(&format!(
+            "; cpu {} insert_failed +{} drop +{}",
+            d.cpu, c.insert_failed, c.drop
+        ));
+    }
+    s
 }
 
 impl Judge<'_> {
@@ -104,25 +420,23 @@ impl Judge<'_> {
             .filter(|d| d.direction == Direction::Forward)
     }
 
-    fn describe_drop(&self, d: &MatchedDrop) -> String {
-        let at = ns_to_ms(d.drop.ts_ns.saturating_sub(self.attempt.start_ns));
-        format!(
-            "{} drop at {} in netns {} {:.1} ms after connect{}",
-            d.drop.reason,
-            d.drop.location,
-            d.drop.netns,
-            at,
-            if d.via_vxlan {
-                " (inner VXLAN flow)"
-            } else {
-                ""
-            }
-        )
+    fn syn_drop(&self, pred: impl Fn(&DropRecord) -> bool) -> Option<&MatchedDrop> {
+        self.forward_drops()
+            .find(|d| is_syn(&d.drop) && pred(&d.drop))
+    }
+
+    fn snat_confirm_drop(&self) -> Option<&MatchedDrop> {
+        self.syn_drop(|d| {
+            d.reason == "NETFILTER_DROP"
+                && HOOK_RUNNER.contains(&d.function())
+                && d.ct.is_some_and(|c| c.src_nat() && !c.confirmed())
+        })
     }
 
     /// Whether `s` holds, with a sentence saying what was seen (or what is missing).
     fn eval(&self, s: Signal) -> (bool, String) {
         let a = self.attempt;
+        let netns = a.sock.netns;
         match s {
             Signal::SynRetransmitted => (
                 !a.retransmits.is_empty(),
@@ -136,22 +450,31 @@ impl Judge<'_> {
                 ),
             ),
             Signal::NoSynRetransmit => (a.retransmits.is_empty(), "no SYN retransmit".into()),
-            Signal::DropReason(reasons) => {
-                match self
-                    .forward_drops()
-                    .find(|d| reasons.contains(&d.drop.reason.as_str()))
-                {
-                    Some(d) => (true, self.describe_drop(d)),
-                    None => (false, format!("a {} drop of the SYN", reasons.join("/"))),
-                }
-            }
             Signal::Established => (
                 a.outcome == crate::flow::Outcome::Established,
                 "the handshake completed".into(),
             ),
+            Signal::OneRto => (
+                a.retransmits.len() == 1 && a.outcome == crate::flow::Outcome::Established,
+                "established right after the first retransmit (one RTO)".into(),
+            ),
+            Signal::DropReason(reasons) => {
+                match self.syn_drop(|d| reasons.contains(&d.reason.as_str())) {
+                    Some(d) => (true, describe(&d.drop, a.start_ns)),
+                    None => (false, format!("a {} drop of the SYN", reasons.join("/"))),
+                }
+            }
+            Signal::NfDropIn(funcs) => {
+                match self
+                    .syn_drop(|d| d.reason == "NETFILTER_DROP" && funcs.contains(&d.function()))
+                {
+                    Some(d) => (true, describe(&d.drop, a.start_ns)),
+                    None => (false, format!("a NETFILTER_DROP in {}", funcs.join("/"))),
+                }
+            }
             Signal::NoLocalDrop => (a.drops.is_empty(), "no drop seen on this node".into()),
             Signal::EveryRetryHasDrop => {
-                let n = self.forward_drops().count();
+                let n = self.forward_drops().filter(|d| is_syn(&d.drop)).count();
                 (
                     n >= a.retransmits.len() && n > 0,
                     format!(
@@ -160,151 +483,235 @@ impl Judge<'_> {
                     ),
                 )
             }
+            Signal::SnatConfirmDrop => match self.snat_confirm_drop() {
+                Some(d) => (true, describe(&d.drop, a.start_ns)),
+                None => (
+                    false,
+                    "a conntrack-confirm drop (nf_hook_slow) of the SNATed, unconfirmed SYN".into(),
+                ),
+            },
+            Signal::UntrackedNfDrop => match self.syn_drop(|d| {
+                d.reason == "NETFILTER_DROP"
+                    && HOOK_RUNNER.contains(&d.function())
+                    && d.ct.is_none()
+            }) {
+                Some(d) => (
+                    true,
+                    format!(
+                        "{}; the SYN had no conntrack entry",
+                        describe(&d.drop, a.start_ns)
+                    ),
+                ),
+                None => (false, "a hook drop of an untracked SYN".into()),
+            },
+            Signal::InsertFailedRose => {
+                let d = self.snat_confirm_drop();
+                match d.and_then(|d| d.drop.counters.map(|c| (d, c))) {
+                    Some((d, c)) if c.insert_failed > 0 => (
+                        true,
+                        format!(
+                            "conntrack insert_failed +{} on cpu {} in netns {}",
+                            c.insert_failed, d.drop.cpu, d.drop.netns
+                        ),
+                    ),
+                    Some(_) => (
+                        false,
+                        "insert_failed rising with the drop (it did not)".into(),
+                    ),
+                    None => (
+                        false,
+                        "insert_failed counters of the drop's netns (not readable)".into(),
+                    ),
+                }
+            }
+            Signal::CtDropRoseWithoutInsertFailed => {
+                match self.forward_drops().find_map(|d| d.drop.counters) {
+                    Some(c) if c.drop > 0 && c.insert_failed == 0 => (
+                        true,
+                        format!("conntrack drop +{} without insert_failed", c.drop),
+                    ),
+                    _ => (
+                        false,
+                        "conntrack drop counter rising without insert_failed".into(),
+                    ),
+                }
+            }
+            Signal::MasqueradeNotFullyRandom => {
+                let ns = self.snat_confirm_drop().map_or(netns, |d| d.drop.netns);
+                match self.node.masquerade(ns) {
+                    Some((_, n)) if n > 0 => (
+                        true,
+                        format!("{n} MASQUERADE/SNAT rule(s) without fully-random in netns {ns}"),
+                    ),
+                    Some(_) => (
+                        false,
+                        format!(
+                            "a masquerade rule without fully-random in netns {ns} (all are fully random)"
+                        ),
+                    ),
+                    None => (false, format!("the NAT rules of netns {ns} (unknown)")),
+                }
+            }
+            Signal::VxlanCsumDrop => match self
+                .forward_drops()
+                .find(|d| d.via_vxlan && is_vxlan_csum_drop(&d.drop))
+            {
+                Some(d) => (
+                    true,
+                    format!(
+                        "{} carrying this SYN; outer {}",
+                        describe(&d.drop, a.start_ns),
+                        d.drop
+                            .packet
+                            .as_ref()
+                            .map(|p| p.tuple.to_string())
+                            .unwrap_or_default()
+                    ),
+                ),
+                None => (
+                    false,
+                    "a UDP_CSUM drop of a VXLAN packet carrying the SYN".into(),
+                ),
+            },
+            Signal::VxlanTxOffload => match self.node.vxlan_offloaded(netns) {
+                Some(devs) if !devs.is_empty() => (
+                    true,
+                    format!(
+                        "VXLAN {} in netns {netns} with udpcsum and tx checksum offload on",
+                        devs.join(", ")
+                    ),
+                ),
+                Some(_) => (
+                    false,
+                    format!("a VXLAN device with tx checksum offload on in netns {netns} (none)"),
+                ),
+                None => (
+                    false,
+                    format!("the VXLAN devices of netns {netns} (unknown)"),
+                ),
+            },
+            Signal::ClientMasquerade => match self.node.masquerade(netns) {
+                Some((n, _)) if n > 0 => (
+                    true,
+                    format!("{n} masquerade/SNAT rule(s) in netns {netns}"),
+                ),
+                _ => (false, format!("a masquerade rule in netns {netns}")),
+            },
+            Signal::VxlanEscapeTiming => {
+                let timeout = self
+                    .node
+                    .udp_timeout_s(netns)
+                    .unwrap_or(DEFAULT_UDP_TIMEOUT_S);
+                let fits = escape_fits(a, timeout);
+                (
+                    fits,
+                    format!(
+                        "delay fits the escape rule (one RTO, or the first retry after a gap > \
+                         nf_conntrack_udp_timeout {timeout} s)"
+                    ),
+                )
+            }
+            Signal::IpvsDrop => (
+                false,
+                "IPVS hook NF_DROP of the SYN (needs fexit/kretprobe on ip_vs_*)".into(),
+            ),
+            Signal::DnsPacket => (false, "a UDP/53 packet".into()),
         }
     }
 
     /// Match the attempt against the catalog.
     pub fn verdict(&self) -> Option<Verdict> {
-        CATALOG.iter().find_map(|e| self.try_entry(e))
+        CATALOG.iter().find_map(|e| try_entry(e, |s| self.eval(s)))
     }
+}
 
-    fn try_entry(&self, e: &Entry) -> Option<Verdict> {
-        let mut evidence = Vec::new();
-        for s in e.requires {
-            let (ok, text) = self.eval(*s);
-            if !ok {
-                return None;
-            }
-            evidence.push(text);
-        }
-        let mut missing = Vec::new();
-        let mut held = 0;
-        for s in e.supports {
-            let (ok, text) = self.eval(*s);
-            if ok {
-                held += 1;
-                evidence.push(text);
-            } else {
-                missing.push(text);
-            }
-        }
-        let confidence = if e.supports.is_empty() {
-            Confidence::Low
-        } else if held == e.supports.len() {
-            Confidence::High
-        } else {
-            Confidence::Medium
-        };
-        Some(Verdict {
-            issue: e.id,
-            title: e.title,
-            confidence,
-            evidence,
-            missing,
-            remedy: e.remedy,
-        })
+/// The connect escaped on a retransmit that is either the first one or the first after a gap
+/// longer than the UDP conntrack timeout (the broken outer conntrack entry had expired).
+fn escape_fits(a: &Attempt, udp_timeout_s: u64) -> bool {
+    if a.outcome != crate::flow::Outcome::Established || a.retransmits.is_empty() {
+        return false;
     }
+    let mut prev = a.start_ns;
+    let mut times = Vec::with_capacity(a.retransmits.len());
+    for &t in &a.retransmits {
+        times.push(t.saturating_sub(prev));
+        prev = t;
+    }
+    let n = times.len();
+    if n == 1 {
+        return true;
+    }
+    let limit = udp_timeout_s * 1_000_000_000;
+    // The last gap crossed the timeout and none before it did.
+    times[n - 1] > limit && times[..n - 1].iter().all(|g| *g <= limit)
+}
+
+/// Judge a drop that no connect on this node claimed.
+pub fn drop_verdict(d: &DropRecord) -> Option<Verdict> {
+    DROP_CATALOG.iter().find_map(|e| {
+        try_entry(e, |s| match s {
+            Signal::VxlanCsumDrop => (
+                is_vxlan_csum_drop(d),
+                format!(
+                    "{}; inner {}",
+                    describe(d, d.ts_ns),
+                    d.packet
+                        .as_ref()
+                        .and_then(|p| p.vxlan.as_ref())
+                        .and_then(|v| v.inner.as_deref())
+                        .map(|p| match p.tcp_flags {
+                            Some(f) => format!("{} [{f}]", p.tuple),
+                            None => p.tuple.to_string(),
+                        })
+                        .unwrap_or_default()
+                ),
+            ),
+            Signal::DnsPacket => (
+                d.packet.as_ref().is_some_and(|p| {
+                    p.tuple.proto == 17 && (p.tuple.dst.port() == 53 || p.tuple.src.port() == 53)
+                }),
+                describe(d, d.ts_ns),
+            ),
+            _ => (false, String::new()),
+        })
+    })
+}
+
+fn try_entry(e: &Entry, eval: impl Fn(Signal) -> (bool, String)) -> Option<Verdict> {
+    let mut evidence = Vec::new();
+    for s in e.requires {
+        let (ok, text) = eval(*s);
+        if !ok {
+            return None;
+        }
+        evidence.push(text);
+    }
+    let mut missing = Vec::new();
+    let mut held = 0;
+    for s in e.supports {
+        let (ok, text) = eval(*s);
+        if ok {
+            held += 1;
+            evidence.push(text);
+        } else {
+            missing.push(text);
+        }
+    }
+    // One missing piece of support costs one level; more than one, two.
+    let confidence = match e.supports.len() - held {
+        0 => Confidence::High,
+        1 => Confidence::Medium,
+        _ => Confidence::Low,
+    };
+    Some(Verdict {
+        issue: e.id,
+        title: e.title,
+        confidence: confidence.min(e.max),
+        evidence,
+        missing,
+        remedy: e.remedy,
+    })
 }
 
 #[cfg(test)]
-mod tests {
-    use std::net::SocketAddr;
-
-    use super::*;
-    use crate::{
-        event::SockKey,
-        flow::Outcome,
-        packet::{FiveTuple, Packet, TcpFlags},
-        symbols::DropRecord,
-    };
-
-    const S: u64 = 1_000_000_000;
-
-    fn attempt(retx: &[u64], drops: &[(&str, Direction)]) -> Attempt {
-        let src: SocketAddr = "10.0.0.1:40000".parse().unwrap();
-        let dst: SocketAddr = "10.0.0.2:80".parse().unwrap();
-        Attempt {
-            sock: SockKey {
-                netns: 1,
-                skaddr: 1,
-            },
-            tgid: 1,
-            comm: "c".into(),
-            src,
-            dst,
-            start_ns: 0,
-            end_ns: retx.last().copied().unwrap_or(S / 2) + 1000,
-            outcome: Outcome::Established,
-            retransmits: retx.to_vec(),
-            drops: drops
-                .iter()
-                .map(|(r, dir)| MatchedDrop {
-                    drop: DropRecord {
-                        ts_ns: 1000,
-                        cpu: 0,
-                        netns: 2,
-                        ifindex: 2,
-                        reason: r.to_string(),
-                        location: "nft_do_chain+0x46f".into(),
-                        len: 60,
-                        packet: Some(Packet {
-                            tuple: FiveTuple { proto: 6, src, dst },
-                            tcp_flags: Some(TcpFlags(2)),
-                            udp_checksum: None,
-                            vxlan: None,
-                        }),
-                        ct: None,
-                    },
-                    direction: *dir,
-                    via_vxlan: false,
-                    via_nat: false,
-                })
-                .collect(),
-            cpu: 0,
-        }
-    }
-
-    #[test]
-    fn netfilter_drop_with_one_drop_per_retry_is_high() {
-        let a = attempt(&[S], &[("NETFILTER_DROP", Direction::Forward)]);
-        let v = Judge { attempt: &a }.verdict().unwrap();
-        assert_eq!(v.issue, "netfilter-drop");
-        assert_eq!(v.confidence, Confidence::High);
-        assert!(v.evidence.iter().any(|e| e.contains("nft_do_chain")));
-    }
-
-    #[test]
-    fn netfilter_drop_explaining_only_some_retries_is_medium() {
-        let a = attempt(&[S, 3 * S], &[("NETFILTER_DROP", Direction::Forward)]);
-        let v = Judge { attempt: &a }.verdict().unwrap();
-        assert_eq!(v.issue, "netfilter-drop");
-        assert_eq!(v.confidence, Confidence::Medium);
-        assert_eq!(v.missing.len(), 1);
-    }
-
-    #[test]
-    fn retries_without_drops_are_unanswered() {
-        let a = attempt(&[S], &[]);
-        let v = Judge { attempt: &a }.verdict().unwrap();
-        assert_eq!(v.issue, "unanswered-syn");
-        assert_eq!(v.confidence, Confidence::Low);
-    }
-
-    #[test]
-    fn other_drop_reasons_are_not_netfilter() {
-        // A reply-direction or other-reason drop is neither netfilter-drop nor "no drop".
-        let a = attempt(&[S], &[("TCP_CSUM", Direction::Forward)]);
-        assert_eq!(Judge { attempt: &a }.verdict(), None);
-        let a = attempt(&[S], &[("NETFILTER_DROP", Direction::Reply)]);
-        assert_eq!(Judge { attempt: &a }.verdict(), None);
-    }
-
-    #[test]
-    fn slow_without_retry() {
-        let a = attempt(&[], &[]);
-        assert_eq!(
-            Judge { attempt: &a }.verdict().unwrap().issue,
-            "slow-handshake"
-        );
-    }
-}
+mod tests;

@@ -1,6 +1,7 @@
 //! Foundation lab: an nftables rule in the server's namespace drops the first SYN of every new
 //! flow to port 8080; port 8081 is the control. netlat must report each 8080 connect as ~1 s,
-//! one SYN retransmit, a NETFILTER_DROP matched to it, and nothing for 8081.
+//! one SYN retransmit, a NETFILTER_DROP matched to it, and nothing for 8081. The verdict is the
+//! look-alike `netfilter-rule-drop` (a rule in a table dropped it), never `snat-port-clash`.
 
 use std::time::Duration;
 
@@ -86,7 +87,7 @@ fn lab_first_syn_drop_is_a_one_second_netfilter_drop() {
         let at = drops[0]["at_ms"].as_f64().expect("at_ms");
         let retx = l["retransmit_at_ms"][0].as_f64().expect("retransmit");
         assert!(at < retx, "the drop must precede the retransmit: {l}");
-        assert_eq!(l["verdict"]["issue"], "netfilter-drop");
+        assert_eq!(l["verdict"]["issue"], "netfilter-rule-drop");
         assert_eq!(l["verdict"]["confidence"], "high");
         assert!(l["ts"].as_str().is_some_and(|s| s.ends_with('Z')));
     }

@@ -1,0 +1,418 @@
+//! Synthetic attempts for every catalog entry and every look-alike: the evidence that names an
+//! issue, and the near-misses that must not.
+
+use std::net::SocketAddr;
+
+use super::*;
+use crate::{
+    event::SockKey,
+    flow::{Direction, MatchedDrop, Outcome},
+    packet::{FiveTuple, Packet, TcpFlags, Vxlan},
+    symbols::{CounterEvidence, CtInfo, DropRecord, IPS_CONFIRMED, IPS_SRC_NAT},
+};
+
+const S: u64 = 1_000_000_000;
+const CLIENT_NS: u32 = 100;
+const ROUTER_NS: u32 = 200;
+
+fn client() -> SocketAddr {
+    "10.244.0.11:20000".parse().unwrap()
+}
+fn server() -> SocketAddr {
+    "172.16.0.2:8080".parse().unwrap()
+}
+fn tcp(src: SocketAddr, dst: SocketAddr) -> FiveTuple {
+    FiveTuple { proto: 6, src, dst }
+}
+fn syn(t: FiveTuple) -> Packet {
+    Packet {
+        tuple: t,
+        tcp_flags: Some(TcpFlags(TcpFlags::SYN)),
+        udp_checksum: None,
+        vxlan: None,
+    }
+}
+
+/// An attempt established after SYN retransmits at `retx` seconds.
+fn attempt(retx: &[f64], drops: Vec<MatchedDrop>) -> Attempt {
+    let retransmits: Vec<u64> = retx.iter().map(|s| (s * 1e9) as u64).collect();
+    Attempt {
+        sock: SockKey {
+            netns: CLIENT_NS,
+            skaddr: 1,
+        },
+        tgid: 1,
+        comm: "app".into(),
+        src: client(),
+        dst: server(),
+        start_ns: 0,
+        end_ns: retransmits.last().copied().unwrap_or(S / 2) + 2_000_000,
+        outcome: Outcome::Established,
+        retransmits,
+        drops,
+        cpu: 0,
+    }
+}
+
+fn drop_rec(reason: &str, location: &str, netns: u32, packet: Packet) -> DropRecord {
+    DropRecord {
+        ts_ns: 300_000,
+        cpu: 1,
+        netns,
+        ifindex: 4,
+        reason: reason.into(),
+        location: location.into(),
+        len: 60,
+        packet: Some(packet),
+        ct: None,
+        counters: None,
+    }
+}
+
+fn matched(drop: DropRecord, via_vxlan: bool, via_nat: bool) -> MatchedDrop {
+    MatchedDrop {
+        drop,
+        direction: Direction::Forward,
+        via_vxlan,
+        via_nat,
+    }
+}
+
+/// The B signature: the SYN, SNATed to the router's address with the same port, dropped at
+/// conntrack confirm, with its unconfirmed entry.
+fn snat_clash_drop(counters: Option<CounterEvidence>) -> MatchedDrop {
+    let nat_src: SocketAddr = "172.16.0.1:20000".parse().unwrap();
+    let mut d = drop_rec(
+        "NETFILTER_DROP",
+        "nf_hook_slow+0x7d",
+        ROUTER_NS,
+        syn(tcp(nat_src, server())),
+    );
+    d.ct = Some(CtInfo {
+        status: IPS_SRC_NAT,
+        orig: tcp(client(), server()),
+        reply: tcp(server(), nat_src),
+    });
+    d.counters = counters;
+    matched(d, false, true)
+}
+
+fn vxlan_csum_drop() -> MatchedDrop {
+    let outer = FiveTuple {
+        proto: 17,
+        src: "10.0.0.1:53248".parse().unwrap(),
+        dst: "10.0.0.2:4789".parse().unwrap(),
+    };
+    let p = Packet {
+        tuple: outer,
+        tcp_flags: None,
+        udp_checksum: Some(0xffff),
+        vxlan: Some(Vxlan {
+            vni: 42,
+            inner: Some(Box::new(syn(tcp(client(), server())))),
+        }),
+    };
+    matched(
+        drop_rec("UDP_CSUM", "udp_queue_rcv_one_skb+0x153", 300, p),
+        true,
+        false,
+    )
+}
+
+/// Node facts as a table.
+#[derive(Default)]
+struct Facts {
+    masq: Option<(usize, usize)>,
+    vxlan: Option<Vec<String>>,
+    udp_timeout: Option<u64>,
+}
+
+impl NodeView for Facts {
+    fn masquerade(&self, _: u32) -> Option<(usize, usize)> {
+        self.masq
+    }
+    fn vxlan_offloaded(&self, _: u32) -> Option<Vec<String>> {
+        self.vxlan.clone()
+    }
+    fn udp_timeout_s(&self, _: u32) -> Option<u64> {
+        self.udp_timeout
+    }
+}
+
+fn judge(a: &Attempt, facts: &Facts) -> Verdict {
+    Judge {
+        attempt: a,
+        node: facts,
+    }
+    .verdict()
+    .expect("some verdict")
+}
+
+fn offload_facts() -> Facts {
+    Facts {
+        masq: Some((1, 0)),
+        vxlan: Some(vec!["vxlan.calico".into()]),
+        udp_timeout: Some(30),
+    }
+}
+
+#[test]
+fn snat_clash_with_counters_and_plain_masquerade_is_high() {
+    let a = attempt(
+        &[1.02],
+        vec![snat_clash_drop(Some(CounterEvidence {
+            insert_failed: 1,
+            drop: 1,
+        }))],
+    );
+    let v = judge(
+        &a,
+        &Facts {
+            masq: Some((1, 1)),
+            ..Facts::default()
+        },
+    );
+    assert_eq!(v.issue, "snat-port-clash");
+    assert_eq!(v.confidence, Confidence::High, "{v:#?}");
+    assert!(
+        v.evidence
+            .iter()
+            .any(|e| e.contains("SNAT to 172.16.0.1:20000"))
+    );
+    assert!(v.evidence.iter().any(|e| e.contains("insert_failed +1")));
+    assert!(v.missing.is_empty());
+}
+
+#[test]
+fn snat_clash_without_counters_or_facts_is_lower_and_says_what_is_missing() {
+    let a = attempt(&[1.02], vec![snat_clash_drop(None)]);
+    let v = judge(&a, &Facts::default());
+    assert_eq!(v.issue, "snat-port-clash");
+    assert_eq!(v.confidence, Confidence::Low);
+    assert_eq!(v.missing.len(), 2, "{v:#?}");
+    // Only fully-random rules: the clash is still named, but the node fact does not fit.
+    let a = attempt(
+        &[1.02],
+        vec![snat_clash_drop(Some(CounterEvidence {
+            insert_failed: 1,
+            drop: 1,
+        }))],
+    );
+    let v = judge(
+        &a,
+        &Facts {
+            masq: Some((1, 0)),
+            ..Facts::default()
+        },
+    );
+    assert_eq!(v.confidence, Confidence::Medium);
+}
+
+#[test]
+fn a_confirmed_or_un_natted_hook_drop_is_not_a_clash() {
+    let mut d = snat_clash_drop(None);
+    if let Some(ct) = d.drop.ct.as_mut() {
+        ct.status |= IPS_CONFIRMED;
+    }
+    let v = judge(&attempt(&[1.0], vec![d]), &Facts::default());
+    assert_eq!(v.issue, "netfilter-drop");
+    let mut d = snat_clash_drop(None);
+    d.drop.ct = None;
+    let v = judge(&attempt(&[1.0], vec![d]), &Facts::default());
+    assert_eq!(v.issue, "conntrack-table-full");
+}
+
+#[test]
+fn first_syn_rule_drop_is_a_rule_not_a_clash() {
+    // Look-alike of B: 1 s, NETFILTER_DROP, but from the rule table.
+    let mut d = drop_rec(
+        "NETFILTER_DROP",
+        "nft_do_chain+0x3e8",
+        ROUTER_NS,
+        syn(tcp(client(), server())),
+    );
+    d.ct = Some(CtInfo {
+        status: 0,
+        orig: tcp(client(), server()),
+        reply: tcp(server(), client()),
+    });
+    let v = judge(
+        &attempt(&[1.03], vec![matched(d, false, false)]),
+        &Facts {
+            masq: Some((1, 1)),
+            ..Facts::default()
+        },
+    );
+    assert_eq!(v.issue, "netfilter-rule-drop");
+    assert_eq!(v.confidence, Confidence::High);
+    let d = drop_rec(
+        "NETFILTER_DROP",
+        "ipt_do_table+0x2a1",
+        ROUTER_NS,
+        syn(tcp(client(), server())),
+    );
+    let v = judge(
+        &attempt(&[1.0, 3.0], vec![matched(d, false, false)]),
+        &Facts::default(),
+    );
+    assert_eq!(v.issue, "netfilter-rule-drop");
+    assert_eq!(v.confidence, Confidence::Medium, "one drop for two retries");
+}
+
+#[test]
+fn vxlan_receiver_drop_with_offload_and_one_rto_is_high() {
+    let v = judge(&attempt(&[1.03], vec![vxlan_csum_drop()]), &offload_facts());
+    assert_eq!(v.issue, "vxlan-csum-offload");
+    assert_eq!(v.confidence, Confidence::High, "{v:#?}");
+    assert!(
+        v.evidence
+            .iter()
+            .any(|e| e.contains("udp 10.0.0.1:53248 -> 10.0.0.2:4789"))
+    );
+}
+
+#[test]
+fn vxlan_63_s_ladder_before_6_5_and_67_s_after() {
+    // < 6.5: 1, 3, 7, 15, 31, 63 — gaps 1, 2, 4, 8, 16, 32: the first gap > 30 s escapes.
+    let old = attempt(&[1.0, 3.0, 7.0, 15.0, 31.0, 63.0], vec![vxlan_csum_drop()]);
+    let v = judge(&old, &offload_facts());
+    assert_eq!(v.issue, "vxlan-csum-offload");
+    assert_eq!(v.confidence, Confidence::High, "{v:#?}");
+    // ≥ 6.5: 1, 2, 3, 4, 5, 7, 11, 19, 35, 67 — the 35→67 gap is the first above 30 s.
+    let new = attempt(
+        &[1.0, 2.0, 3.0, 4.0, 5.0, 7.0, 11.0, 19.0, 35.0, 67.0],
+        vec![vxlan_csum_drop()],
+    );
+    assert_eq!(judge(&new, &offload_facts()).confidence, Confidence::High);
+    // Escaping on a retransmit that does not fit the rule lowers confidence.
+    let odd = attempt(&[1.0, 3.0, 7.0], vec![vxlan_csum_drop()]);
+    let v = judge(&odd, &offload_facts());
+    assert_eq!(v.issue, "vxlan-csum-offload");
+    assert_eq!(v.confidence, Confidence::Medium);
+    // A longer UDP timeout moves the escape point.
+    let f = Facts {
+        udp_timeout: Some(40),
+        ..offload_facts()
+    };
+    assert_eq!(judge(&old, &f).confidence, Confidence::Medium);
+}
+
+#[test]
+fn vxlan_sender_side_only_is_at_most_medium() {
+    let v = judge(&attempt(&[1.03], vec![]), &offload_facts());
+    assert_eq!(v.issue, "vxlan-csum-offload");
+    assert_eq!(v.confidence, Confidence::Medium);
+    // Offload off: just an unanswered SYN.
+    let f = Facts {
+        vxlan: Some(vec![]),
+        ..offload_facts()
+    };
+    assert_eq!(judge(&attempt(&[1.03], vec![]), &f).issue, "unanswered-syn");
+}
+
+#[test]
+fn plain_loss_and_other_look_alikes() {
+    // Unanswered SYN, with nothing known about the node.
+    let v = judge(&attempt(&[1.0], vec![]), &Facts::default());
+    assert_eq!(v.issue, "unanswered-syn");
+    assert_eq!(v.confidence, Confidence::Low);
+    // A UDP_CSUM drop that is not VXLAN is not C.
+    let mut d = vxlan_csum_drop();
+    if let Some(p) = d.drop.packet.as_mut() {
+        p.vxlan = None;
+    }
+    assert!(
+        Judge {
+            attempt: &attempt(&[1.0], vec![d]),
+            node: &offload_facts()
+        }
+        .verdict()
+        .is_none()
+    );
+    // Listen overflow.
+    let d = drop_rec(
+        "TCP_LISTEN_OVERFLOW",
+        "tcp_conn_request+0x12",
+        300,
+        syn(tcp(client(), server())),
+    );
+    let v = judge(
+        &attempt(&[1.0], vec![matched(d, false, false)]),
+        &Facts::default(),
+    );
+    assert_eq!(v.issue, "listen-overflow");
+    // Conntrack table full: untracked hook drop, drop counter up, insert_failed flat.
+    let mut d = drop_rec(
+        "NETFILTER_DROP",
+        "nf_hook_slow+0x7d",
+        ROUTER_NS,
+        syn(tcp(client(), server())),
+    );
+    d.counters = Some(CounterEvidence {
+        insert_failed: 0,
+        drop: 1,
+    });
+    let v = judge(
+        &attempt(&[1.0], vec![matched(d, false, false)]),
+        &Facts::default(),
+    );
+    assert_eq!(v.issue, "conntrack-table-full");
+    assert_eq!(v.confidence, Confidence::High);
+}
+
+#[test]
+fn ipvs_entries_need_ipvs_evidence() {
+    // Without IPVS hook evidence (this kernel has none), a 1 s hook drop is never called A.
+    let d = snat_clash_drop(None);
+    let v = judge(&attempt(&[1.0], vec![d]), &Facts::default());
+    assert_ne!(v.issue, "ipvs-conn-reuse");
+    assert!(CATALOG.iter().any(|e| e.id == "ipvs-conn-reuse"));
+}
+
+#[test]
+fn drop_lines() {
+    let v = drop_verdict(&vxlan_csum_drop().drop).expect("receiver verdict");
+    assert_eq!(v.issue, "vxlan-csum-offload");
+    assert!(v.evidence[0].contains("inner tcp 10.244.0.11:20000 -> 172.16.0.2:8080 [SYN]"));
+    let dns = drop_rec(
+        "NETFILTER_DROP",
+        "nf_hook_slow+0x7d",
+        1,
+        Packet {
+            tuple: FiveTuple {
+                proto: 17,
+                src: "10.244.0.11:40000".parse().unwrap(),
+                dst: "10.96.0.10:53".parse().unwrap(),
+            },
+            tcp_flags: None,
+            udp_checksum: Some(1),
+            vxlan: None,
+        },
+    );
+    assert_eq!(drop_verdict(&dns).map(|v| v.issue), Some("dns-timeout"));
+    let plain = drop_rec(
+        "NETFILTER_DROP",
+        "nft_do_chain+1",
+        1,
+        syn(tcp(client(), server())),
+    );
+    assert_eq!(drop_verdict(&plain), None);
+}
+
+#[test]
+fn catalog_ids_are_the_documented_ones() {
+    let ids: std::collections::BTreeSet<&str> =
+        CATALOG.iter().chain(DROP_CATALOG).map(|e| e.id).collect();
+    for id in [
+        "ipvs-conn-reuse",
+        "snat-port-clash",
+        "vxlan-csum-offload",
+        "netfilter-rule-drop",
+        "listen-overflow",
+        "conntrack-table-full",
+        "unanswered-syn",
+        "dns-timeout",
+    ] {
+        assert!(ids.contains(id), "{id} missing from the catalog");
+    }
+}
