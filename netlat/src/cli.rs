@@ -17,6 +17,21 @@ pub enum Command {
     /// Stream one line per slow connection attempt on this node, with the SYN retry ladder,
     /// the matching drops and the known issue behind it (needs root).
     Watch(WatchArgs),
+    /// Print this node's facts (kernel, sysctls, kube-proxy mode, NAT rules, VXLAN offloads,
+    /// conntrack counters) and, per known issue, whether the node is exposed and the fix.
+    /// Needs no eBPF.
+    Doctor(DoctorArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct DoctorArgs {
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = OutputFormat::Human)]
+    pub output: OutputFormat,
+    /// Inspect another network namespace: a name under /run/netns or a path such as
+    /// /proc/PID/ns/net.
+    #[arg(long)]
+    pub netns: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -84,7 +99,9 @@ mod tests {
             "2.5",
         ])
         .unwrap();
-        let Command::Watch(w) = c.command;
+        let Command::Watch(w) = c.command else {
+            panic!("not watch")
+        };
         assert_eq!(w.threshold, 500.0);
         assert_eq!(w.output, OutputFormat::Json);
         assert_eq!(w.duration, Some(Duration::from_millis(2500)));
@@ -99,6 +116,7 @@ mod tests {
             vec!["netlat", "watch", "--output", "xml"],
             vec!["netlat", "watch", "--bogus"],
             vec!["netlat"],
+            vec!["netlat", "doctor", "--output", "yaml"],
         ] {
             assert!(Cli::try_parse_from(&args).is_err(), "{args:?}");
         }

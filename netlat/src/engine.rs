@@ -9,11 +9,49 @@ use std::io;
 
 use crate::{
     event::{self, Event},
+    packet::FiveTuple,
     flow::{Attempt, Outcome, Tracker, TrackerConfig},
-    output::{ConnectJson, Sink, Summary, WallClock},
-    symbols::{self, Names},
-    verdict::{Judge, NoFacts},
+    output::{ConnectJson, DropLineJson, Sink, Summary, WallClock},
+    symbols::{self, CounterEvidence, DropRecord, Names},
+    verdict::{Judge, NodeView, drop_verdict},
 };
+
+/// Conntrack counters around a drop, read by the shell at the moment the drop arrives.
+pub trait Counters {
+    /// How much `insert_failed`/`drop` rose on `cpu` in `netns` that no earlier drop claimed.
+    fn claim(&mut self, netns: u32, cpu: u32) -> Option<CounterEvidence>;
+    /// Periodic housekeeping (e.g. baseline namespaces created since the start).
+    fn tick(&mut self) {}
+}
+
+/// No counters (replays, tests, kernels without conntrack).
+pub struct NoCounters;
+
+impl Counters for NoCounters {
+    fn claim(&mut self, _: u32, _: u32) -> Option<CounterEvidence> {
+        None
+    }
+}
+
+/// Conntrack lookups in the client's netns: the tuple a connect's packets carry after NAT.
+pub trait NatLookup {
+    /// The on-the-wire tuple of `tuple` (sent from `netns`) after NAT, when it differs.
+    fn wire_tuple(&mut self, netns: u32, tuple: FiveTuple) -> Option<FiveTuple>;
+}
+
+/// No lookups (replays, tests).
+pub struct NoNatLookup;
+
+impl NatLookup for NoNatLookup {
+    fn wire_tuple(&mut self, _: u32, _: FiveTuple) -> Option<FiveTuple> {
+        None
+    }
+}
+
+/// Drops whose counters are worth reading: a hook (not a rule table) returned NF_DROP.
+fn wants_counters(d: &DropRecord) -> bool {
+    d.reason == "NETFILTER_DROP" && d.function() == "nf_hook_slow"
+}
 
 /// What the engine needs to know about the kernel and the user's wishes.
 #[derive(Debug, Clone)]
@@ -29,6 +67,9 @@ pub struct EngineConfig {
 pub struct Engine {
     cfg: EngineConfig,
     names: Names,
+    node: Box<dyn NodeView>,
+    counters: Box<dyn Counters>,
+    nat: Box<dyn NatLookup>,
     tracker: Tracker,
     summary: Summary,
     first_ts: Option<u64>,
@@ -36,11 +77,20 @@ pub struct Engine {
 }
 
 impl Engine {
-    pub fn new(cfg: EngineConfig, names: Names) -> Self {
+    pub fn new(
+        cfg: EngineConfig,
+        names: Names,
+        node: Box<dyn NodeView>,
+        counters: Box<dyn Counters>,
+        nat: Box<dyn NatLookup>,
+    ) -> Self {
         Self {
             tracker: Tracker::new(cfg.tracker.clone()),
             cfg,
             names,
+            node,
+            counters,
+            nat,
             summary: Summary {
                 kind: "summary",
                 ..Summary::default()
@@ -73,9 +123,32 @@ impl Engine {
                     self.report(&a, sink)?;
                 }
             }
-            Event::Retransmit(r) => self.tracker.retransmit(&r),
+            Event::Retransmit(r) => {
+                self.tracker.retransmit(&r);
+                // The first retry is the moment to ask conntrack how the SYN leaves the node:
+                // drops elsewhere (a VXLAN receiver) show the NATed tuple, not the socket's.
+                if self.tracker.first_retransmit(&r.sock)
+                    && let Some(t) = self.tracker.tuple_of(&r.sock)
+                    && let Some(wire) = self.nat.wire_tuple(r.sock.netns, t)
+                {
+                    self.tracker.alias(&r.sock, wire);
+                }
+            }
             Event::Drop(d) => {
-                let rec = symbols::enrich(&d, &self.names, self.cfg.has_reasons);
+                let mut rec = symbols::enrich(&d, &self.names, self.cfg.has_reasons);
+                if wants_counters(&rec) {
+                    rec.counters = self.counters.claim(rec.netns, rec.cpu);
+                }
+                // A drop that fits a drop-level entry is reported at once: on a receiving
+                // node no connect of ours will ever claim it.
+                if let Some(v) = drop_verdict(&rec) {
+                    *self
+                        .summary
+                        .drops_by_issue
+                        .entry(v.issue.to_string())
+                        .or_default() += 1;
+                    sink.drop_line(&DropLineJson::new(&rec, &v, &self.cfg.clock))?;
+                }
                 self.tracker.drop(rec);
             }
         }
@@ -89,7 +162,7 @@ impl Engine {
         self.summary.slow += 1;
         let verdict = Judge {
             attempt: a,
-            node: &NoFacts,
+            node: self.node.as_ref(),
         }
         .verdict();
         let id = verdict.as_ref().map_or("none", |v| v.issue);
@@ -100,6 +173,7 @@ impl Engine {
     /// Periodic housekeeping at monotonic time `now_ns`.
     pub fn tick(&mut self, now_ns: u64) {
         self.tracker.advance(now_ns);
+        self.counters.tick();
     }
 
     /// End of run at `now_ns`: report attempts still waiting that are already slow, and return
@@ -214,6 +288,9 @@ mod tests {
                 tracker: TrackerConfig::default(),
             },
             names,
+            Box::new(crate::verdict::NoFacts),
+            Box::new(NoCounters),
+            Box::new(NoNatLookup),
         )
     }
 

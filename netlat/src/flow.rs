@@ -136,6 +136,14 @@ struct Flow {
     attempt: Attempt,
     /// The 5-tuple once the source port is known.
     tuple: Option<FiveTuple>,
+    /// Other tuples the flow's packets carry on the wire after NAT (from conntrack).
+    aliases: Vec<FiveTuple>,
+}
+
+impl Flow {
+    fn keys(&self) -> impl Iterator<Item = &FiveTuple> {
+        self.tuple.iter().chain(&self.aliases)
+    }
 }
 
 /// The connection-attempt tracker.
@@ -224,6 +232,15 @@ impl Tracker {
         self.flows.len()
     }
 
+    /// Drop the tuple index entries of a flow that is leaving the tracker.
+    fn forget(&mut self, flow: &Flow) {
+        for t in flow.keys() {
+            if self.by_tuple.get(t) == Some(&flow.attempt.sock) {
+                self.by_tuple.remove(t);
+            }
+        }
+    }
+
     /// A socket state change. Returns the attempt when it ended.
     pub fn sock_state(&mut self, e: &SockState) -> Option<Attempt> {
         if e.new == TcpState::SYN_SENT {
@@ -239,9 +256,7 @@ impl Tracker {
         };
         // The end event carries the full tuple; late drops can still be matched to it.
         self.learn_tuple(&mut flow, e.src, e.dst);
-        if let Some(t) = flow.tuple {
-            self.by_tuple.remove(&t);
-        }
+        self.forget(&flow);
         let a = &mut flow.attempt;
         a.end_ns = e.ts_ns;
         a.outcome = if e.new == TcpState::ESTABLISHED {
@@ -257,10 +272,8 @@ impl Tracker {
 
     fn start(&mut self, e: &SockState) {
         // A socket address can be reused by a new connect; the old attempt is abandoned.
-        if let Some(old) = self.flows.remove(&e.sock)
-            && let Some(t) = old.tuple
-        {
-            self.by_tuple.remove(&t);
+        if let Some(old) = self.flows.remove(&e.sock) {
+            self.forget(&old);
         }
         while self.flows.len() >= self.cfg.max_flows {
             if !self.evict_oldest() {
@@ -283,6 +296,7 @@ impl Tracker {
                 cpu: e.cpu,
             },
             tuple: None,
+            aliases: Vec::new(),
         };
         if e.src.port() != 0 {
             self.learn_tuple(&mut flow, e.src, e.dst);
@@ -298,10 +312,8 @@ impl Tracker {
                 .get(&key)
                 .is_some_and(|f| f.attempt.start_ns == start)
             {
-                if let Some(f) = self.flows.remove(&key)
-                    && let Some(t) = f.tuple
-                {
-                    self.by_tuple.remove(&t);
+                if let Some(f) = self.flows.remove(&key) {
+                    self.forget(&f);
                 }
                 self.stats.evicted += 1;
                 return true;
@@ -331,6 +343,11 @@ impl Tracker {
         let t = tcp_tuple(src, dst);
         flow.tuple = Some(t);
         flow.attempt.src = src;
+        self.index_key(flow, t, false);
+    }
+
+    /// Index `t` for `flow` and claim remembered drops that carry it.
+    fn index_key(&mut self, flow: &mut Flow, t: FiveTuple, nat: bool) {
         self.by_tuple.insert(t, flow.attempt.sock);
         let start = flow.attempt.start_ns;
         for d in self.recent.iter().filter(|d| d.ts_ns >= start) {
@@ -339,11 +356,35 @@ impl Tracker {
                     drop: d.clone(),
                     direction: via.dir,
                     via_vxlan: via.vxlan,
-                    via_nat: via.nat,
+                    via_nat: via.nat || nat,
                 });
                 self.stats.drops_matched += 1;
             }
         }
+    }
+
+    /// The source-port-known tuple of an attempt in flight (for a conntrack lookup).
+    pub fn tuple_of(&self, sock: &SockKey) -> Option<FiveTuple> {
+        self.flows.get(sock).and_then(|f| f.tuple)
+    }
+
+    /// Whether the attempt has exactly one SYN retransmit so far (its first).
+    pub fn first_retransmit(&self, sock: &SockKey) -> bool {
+        self.flows
+            .get(sock)
+            .is_some_and(|f| f.attempt.retransmits.len() == 1)
+    }
+
+    /// The flow's packets leave with tuple `wire` after NAT: match drops of that tuple too.
+    pub fn alias(&mut self, sock: &SockKey, wire: FiveTuple) {
+        let Some(mut flow) = self.flows.remove(sock) else {
+            return;
+        };
+        if !flow.keys().any(|k| *k == wire) {
+            flow.aliases.push(wire);
+            self.index_key(&mut flow, wire, true);
+        }
+        self.flows.insert(*sock, flow);
     }
 
     /// A drop. Returns whether it was matched to an attempt in flight now (it may still be
@@ -358,11 +399,12 @@ impl Tracker {
             if let Some(flow) = self.flows.get_mut(sock)
                 && d.ts_ns >= flow.attempt.start_ns
             {
+                let through_alias = flow.aliases.contains(&key) || flow.aliases.contains(&key.reversed());
                 flow.attempt.drops.push(MatchedDrop {
                     drop: d.clone(),
                     direction: via.dir,
                     via_vxlan: via.vxlan,
-                    via_nat: via.nat,
+                    via_nat: via.nat || through_alias,
                 });
                 self.stats.drops_matched += 1;
                 matched = true;
@@ -400,10 +442,8 @@ impl Tracker {
             .map(|(k, _)| *k)
             .collect();
         for k in stale {
-            if let Some(f) = self.flows.remove(&k)
-                && let Some(t) = f.tuple
-            {
-                self.by_tuple.remove(&t);
+            if let Some(f) = self.flows.remove(&k) {
+                self.forget(&f);
             }
             self.stats.expired += 1;
         }
@@ -569,6 +609,34 @@ mod tests {
                 .is_none()
         );
         assert_eq!(t.stats().unknown_socket, 2);
+    }
+
+    #[test]
+    fn drops_of_the_natted_wire_tuple_match_through_an_alias() {
+        let mut t = Tracker::new(TrackerConfig::default());
+        t.sock_state(&st(S, 1, TcpState::CLOSE, TcpState::SYN_SENT, 0));
+        // The SYN left NATed to port 60785 and was dropped before we knew either port.
+        let mut d = syn_drop(S + 100, 60785, "UDP_CSUM");
+        d.packet.as_mut().unwrap().tuple.src = "10.9.0.1:60785".parse().unwrap();
+        assert!(!t.drop(d));
+        t.retransmit(&rt(2 * S, 1, 42764));
+        assert!(t.first_retransmit(&key(1)));
+        let own = t.tuple_of(&key(1)).unwrap();
+        assert_eq!(own.src.port(), 42764);
+        t.alias(
+            &key(1),
+            FiveTuple {
+                proto: 6,
+                src: "10.9.0.1:60785".parse().unwrap(),
+                dst: own.dst,
+            },
+        );
+        let a = t
+            .sock_state(&st(2 * S + 5, 1, TcpState::SYN_SENT, TcpState::ESTABLISHED, 42764))
+            .unwrap();
+        assert_eq!(a.drops.len(), 1);
+        assert!(a.drops[0].via_nat);
+        assert!(t.by_tuple.is_empty(), "aliases are forgotten with the flow");
     }
 
     #[test]

@@ -7,10 +7,14 @@
 
 pub mod btf;
 pub mod cli;
+pub mod doctor;
 pub mod engine;
 pub mod event;
+pub mod facts;
 pub mod flow;
 pub mod loader;
+pub mod netns;
+pub mod node;
 pub mod output;
 pub mod packet;
 pub mod symbols;

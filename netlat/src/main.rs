@@ -26,10 +26,12 @@ fn main() -> ExitCode {
     };
     let verbose = match &cli.command {
         Command::Watch(w) => w.verbose,
+        Command::Doctor(_) => false,
     };
     init_logging(verbose);
     let result = match cli.command {
         Command::Watch(args) => netlat::watch::main(args),
+        Command::Doctor(args) => netlat::doctor::main(args),
     };
     match result {
         Ok(code) => code,

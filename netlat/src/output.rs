@@ -136,6 +136,61 @@ impl ConnectJson {
     }
 }
 
+/// The JSON line of a drop judged on its own (e.g. the receiving node of a VXLAN flow).
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct DropLineJson {
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub ts: String,
+    pub netns: u32,
+    pub ifindex: u32,
+    pub cpu: u32,
+    pub reason: String,
+    pub location: String,
+    pub packet: Option<String>,
+    /// The inner flow of a VXLAN packet.
+    pub inner: Option<String>,
+    pub vni: Option<u32>,
+    pub conntrack: Option<CtJson>,
+    pub verdict: Verdict,
+}
+
+fn packet_text(p: &crate::packet::Packet) -> String {
+    match p.tcp_flags {
+        Some(f) => format!("{} [{f}]", p.tuple),
+        None => p.tuple.to_string(),
+    }
+}
+
+fn ct_json(ct: &crate::symbols::CtInfo) -> CtJson {
+    CtJson {
+        original: ct.orig.to_string(),
+        nat_source: ct.nat_source().to_string(),
+        confirmed: ct.confirmed(),
+        src_nat: ct.src_nat(),
+    }
+}
+
+impl DropLineJson {
+    pub fn new(d: &crate::symbols::DropRecord, v: &Verdict, clock: &WallClock) -> Self {
+        let vx = d.packet.as_ref().and_then(|p| p.vxlan.as_ref());
+        DropLineJson {
+            kind: "drop",
+            ts: clock.rfc3339(d.ts_ns),
+            netns: d.netns,
+            ifindex: d.ifindex,
+            cpu: d.cpu,
+            reason: d.reason.clone(),
+            location: d.location.clone(),
+            packet: d.packet.as_ref().map(packet_text),
+            inner: vx.and_then(|v| v.inner.as_deref()).map(packet_text),
+            vni: vx.map(|v| v.vni),
+            conntrack: d.ct.as_ref().map(ct_json),
+            verdict: v.clone(),
+        }
+    }
+}
+
 /// End-of-run (or periodic) totals.
 #[derive(Debug, Clone, Default, Serialize, PartialEq)]
 pub struct Summary {
@@ -146,6 +201,8 @@ pub struct Summary {
     pub slow: u64,
     /// Slow attempts per verdict id ("none" when nothing fit).
     pub by_issue: BTreeMap<String, u64>,
+    /// Drops reported on their own, per verdict id.
+    pub drops_by_issue: BTreeMap<String, u64>,
     /// Events the kernel could not put in the ring buffer, per event kind.
     pub lost_events: BTreeMap<String, u64>,
     /// Ring-buffer items that did not decode.
@@ -165,6 +222,7 @@ impl Summary {
 pub trait Sink {
     fn hooks(&mut self, hooks: &[Hook]) -> io::Result<()>;
     fn connect(&mut self, line: &ConnectJson) -> io::Result<()>;
+    fn drop_line(&mut self, line: &DropLineJson) -> io::Result<()>;
     fn summary(&mut self, s: &Summary) -> io::Result<()>;
 }
 
@@ -200,6 +258,10 @@ impl<W: Write> Sink for JsonSink<W> {
     }
 
     fn connect(&mut self, line: &ConnectJson) -> io::Result<()> {
+        self.line(line)
+    }
+
+    fn drop_line(&mut self, line: &DropLineJson) -> io::Result<()> {
         self.line(line)
     }
 
@@ -293,6 +355,30 @@ impl<W: Write, E: Write> Sink for HumanSink<W, E> {
         self.out.flush()
     }
 
+    fn drop_line(&mut self, d: &DropLineJson) -> io::Result<()> {
+        writeln!(
+            self.out,
+            "{} DROP {} at {} netns {} {}{}",
+            d.ts,
+            d.reason,
+            d.location,
+            d.netns,
+            d.packet.as_deref().unwrap_or("(undecoded)"),
+            d.inner
+                .as_ref()
+                .map(|i| format!(" carrying {i}"))
+                .unwrap_or_default()
+        )?;
+        let v = &d.verdict;
+        writeln!(
+            self.out,
+            "    => {} ({:?} confidence): {}",
+            v.issue, v.confidence, v.title
+        )?;
+        writeln!(self.out, "       fix: {}", v.remedy)?;
+        self.out.flush()
+    }
+
     fn summary(&mut self, s: &Summary) -> io::Result<()> {
         writeln!(
             self.err,
@@ -301,6 +387,9 @@ impl<W: Write, E: Write> Sink for HumanSink<W, E> {
         )?;
         for (issue, n) in &s.by_issue {
             writeln!(self.err, "netlat:   {n:>6} {issue}")?;
+        }
+        for (issue, n) in &s.drops_by_issue {
+            writeln!(self.err, "netlat:   {n:>6} drops: {issue}")?;
         }
         let lost = s.lost_total();
         if lost > 0 || s.bad_events > 0 {

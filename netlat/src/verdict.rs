@@ -119,6 +119,10 @@ pub enum Signal {
     VxlanEscapeTiming,
     /// IPVS's hook returned NF_DROP for the SYN (fexit/kretprobe evidence).
     IpvsDrop,
+    /// IPVS expired a connection whose real server has weight 0 or was removed.
+    IpvsNoDestExpire,
+    /// IPVS scheduled the reused port to a real server that is no longer available.
+    IpvsStaleDestination,
     /// The drop is of a UDP packet to or from port 53.
     DnsPacket,
 }
@@ -225,6 +229,40 @@ pub static CATALOG: &[Entry] = &[
         remedy: "use a kernel ≥ 5.9 (or 4.19.140+) with conn_reuse_mode=1, or avoid IPVS mode \
                  on older kernels",
         references: &[REF_K8S_93297],
+    },
+    Entry {
+        id: "ipvs-weight-zero",
+        title: "during a rolling update IPVS expired the connection of a weight-0/removed real \
+                server (expire_nodest_conn=1) and dropped the SYN; the retry after 1 s went \
+                elsewhere",
+        facts: &[
+            ("kernel ≥ 5.9", "still drops when the old conntrack is confirmed (ESTABLISHED)"),
+            ("kube-proxy", "sets expire_nodest_conn=1 and graceful termination (weight 0)"),
+        ],
+        requires: &[
+            Signal::SynRetransmitted,
+            Signal::IpvsDrop,
+            Signal::IpvsNoDestExpire,
+        ],
+        supports: &[Signal::OneRto],
+        max: Confidence::High,
+        remedy: "expected during endpoint removal; shorten client connection reuse or keep \
+                 terminating pods serving until clients moved",
+        references: &[REF_K8S_93297],
+    },
+    Entry {
+        id: "ipvs-stale-realserver",
+        title: "conn_reuse_mode=0: a reused client port kept going to a removed real server",
+        facts: &[
+            ("kube-proxy ≤ 1.17 / 1.19–1.21", "sets conn_reuse_mode=0 on kernels > 4.1"),
+            ("kernel", "c95c07836fa4 (5.16) applies expire_nodest_conn with mode 0"),
+        ],
+        requires: &[Signal::IpvsStaleDestination],
+        supports: &[],
+        max: Confidence::High,
+        remedy: "kernel ≥ 5.16 (or backport of c95c07836fa4) with expire_nodest_conn=1, or \
+                 kube-proxy ≥ 1.22 on kernels ≥ 5.9 (leaves conn_reuse_mode=1)",
+        references: &["https://github.com/kubernetes/kubernetes/issues/81775"],
     },
     Entry {
         id: "snat-port-clash",
@@ -611,9 +649,19 @@ impl Judge<'_> {
                     ),
                 )
             }
+            // IPVS evidence needs fexit/kretprobe on ip_vs_* (the kernel-reach hooks); on
+            // kernels with tracepoints only it is never seen, so A is never guessed.
             Signal::IpvsDrop => (
                 false,
                 "IPVS hook NF_DROP of the SYN (needs fexit/kretprobe on ip_vs_*)".into(),
+            ),
+            Signal::IpvsNoDestExpire => (
+                false,
+                "ip_vs_conn_expire_now for a weight-0/removed real server".into(),
+            ),
+            Signal::IpvsStaleDestination => (
+                false,
+                "IPVS scheduling a reused port to an unavailable real server".into(),
             ),
             Signal::DnsPacket => (false, "a UDP/53 packet".into()),
         }

@@ -119,6 +119,9 @@ pub async fn run(
             tracker: TrackerConfig::default(),
         },
         loaded.names,
+        Box::new(crate::facts::LiveFacts::default()),
+        Box::new(crate::netns::ProcCounters::new()),
+        Box::new(crate::engine::NoNatLookup),
     );
     if let Err(e) = sink.hooks(&loaded.hooks) {
         return finish_on_output_error(e);
@@ -208,6 +211,9 @@ impl Sink for NullSink {
         Ok(())
     }
     fn connect(&mut self, _: &crate::output::ConnectJson) -> io::Result<()> {
+        Ok(())
+    }
+    fn drop_line(&mut self, _: &crate::output::DropLineJson) -> io::Result<()> {
         Ok(())
     }
     fn summary(&mut self, _: &crate::output::Summary) -> io::Result<()> {

@@ -289,3 +289,13 @@ pub fn connects_to<'a>(lines: &'a [serde_json::Value], dst: &str) -> Vec<&'a ser
         .filter(|v| v["type"] == "connect" && v["dst"] == dst)
         .collect()
 }
+
+/// Connect lines of `lines` made in network namespace `netns` (inode, see [`Netns::inode`]).
+pub fn connects_in(lines: &[serde_json::Value], netns: u64) -> Vec<&serde_json::Value> {
+    lines
+        .iter()
+        .filter(|v| v["type"] == "connect" && v["netns"].as_u64() == Some(netns))
+        .collect()
+}
+
+pub mod lab;

@@ -405,6 +405,8 @@ fn catalog_ids_are_the_documented_ones() {
         CATALOG.iter().chain(DROP_CATALOG).map(|e| e.id).collect();
     for id in [
         "ipvs-conn-reuse",
+        "ipvs-weight-zero",
+        "ipvs-stale-realserver",
         "snat-port-clash",
         "vxlan-csum-offload",
         "netfilter-rule-drop",

@@ -1,0 +1,171 @@
+//! `netlat doctor`: the node fingerprint and its exposure to each known issue. Reads netlink
+//! and procfs only; needs no eBPF (but reading other namespaces and some netlink dumps needs
+//! root).
+
+use std::{
+    io::{self, Write},
+    path::PathBuf,
+    process::ExitCode,
+};
+
+use anyhow::Context as _;
+use serde::Serialize;
+
+use crate::{
+    cli::{DoctorArgs, OutputFormat},
+    facts::{Exposed, Exposure, exposure},
+    node::{self, NodeFacts},
+};
+
+#[derive(Serialize)]
+struct DoctorJson<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    netns: Option<&'a str>,
+    facts: &'a NodeFacts,
+    exposure: &'a [Exposure],
+}
+
+fn netns_path(arg: &str) -> PathBuf {
+    if arg.contains('/') {
+        PathBuf::from(arg)
+    } else {
+        PathBuf::from("/run/netns").join(arg)
+    }
+}
+
+pub fn main(args: DoctorArgs) -> anyhow::Result<ExitCode> {
+    let facts = match &args.netns {
+        Some(ns) => {
+            let path = netns_path(ns);
+            anyhow::ensure!(
+                path.exists(),
+                "network namespace {} does not exist",
+                path.display()
+            );
+            node::gather_in_netns(&path)
+        }
+        None => node::gather(),
+    };
+    let rows = exposure(&facts);
+    let mut out = io::stdout().lock();
+    let written = match args.output {
+        OutputFormat::Json => serde_json::to_writer(
+            &mut out,
+            &DoctorJson {
+                kind: "doctor",
+                netns: args.netns.as_deref(),
+                facts: &facts,
+                exposure: &rows,
+            },
+        )
+        .map_err(io::Error::from)
+        .and_then(|()| writeln!(out)),
+        OutputFormat::Human => print_human(&mut out, &facts, &rows),
+    };
+    match written {
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(ExitCode::SUCCESS),
+        r => r.context("writing output").map(|()| ExitCode::SUCCESS),
+    }
+}
+
+fn yes_no(v: Option<bool>) -> &'static str {
+    match v {
+        Some(true) => "on",
+        Some(false) => "off",
+        None => "?",
+    }
+}
+
+/// The human report: facts first, then one block per issue.
+pub fn print_human(out: &mut impl Write, f: &NodeFacts, rows: &[Exposure]) -> io::Result<()> {
+    writeln!(out, "kernel        {}", f.kernel.release)?;
+    for (k, v) in &f.sysctls {
+        writeln!(out, "sysctl        {k} = {}", v.as_deref().unwrap_or("(absent)"))?;
+    }
+    writeln!(
+        out,
+        "kube-proxy    {:?}{}",
+        f.kube_proxy.mode,
+        if f.kube_proxy.evidence.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", f.kube_proxy.evidence.join("; "))
+        }
+    )?;
+    if f.nat_rules.is_empty() {
+        writeln!(out, "nat rules     none")?;
+    }
+    for r in &f.nat_rules {
+        writeln!(
+            out,
+            "nat rule      [{}] {} {}: {}{}",
+            r.backend,
+            r.table,
+            r.chain,
+            r.text,
+            if r.fully_random {
+                ""
+            } else {
+                "   <- no full randomisation"
+            }
+        )?;
+    }
+    if f.vxlan.is_empty() {
+        writeln!(out, "vxlan         none")?;
+    }
+    for v in &f.vxlan {
+        writeln!(
+            out,
+            "vxlan         {} vni {} port {} udpcsum {} tx-checksum offload {}",
+            v.name,
+            v.vni.map_or("?".into(), |n| n.to_string()),
+            v.port.map_or("?".into(), |n| n.to_string()),
+            yes_no(v.udp_csum),
+            yes_no(v.tx_csum_offload)
+        )?;
+    }
+    writeln!(
+        out,
+        "calico        {}",
+        if f.calico.is_empty() {
+            "not seen".to_string()
+        } else {
+            f.calico.join("; ")
+        }
+    )?;
+    match &f.conntrack {
+        Some(cpus) => {
+            let sum = |g: fn(&node::CtCpuStats) -> u64| cpus.iter().map(g).sum::<u64>();
+            writeln!(
+                out,
+                "conntrack     {} CPUs: insert_failed {} drop {} early_drop {}",
+                cpus.len(),
+                sum(|c| c.insert_failed),
+                sum(|c| c.drop),
+                sum(|c| c.early_drop)
+            )?;
+        }
+        None => writeln!(out, "conntrack     not loaded or unreadable")?,
+    }
+    for n in &f.notes {
+        writeln!(out, "note          {n}")?;
+    }
+    writeln!(out)?;
+    for r in rows {
+        let mark = match r.exposed {
+            Exposed::Yes => "EXPOSED    ",
+            Exposed::No => "not exposed",
+            Exposed::Unknown => "unknown    ",
+            Exposed::NotApplicable => "look-alike ",
+        };
+        writeln!(out, "{mark} {:<24} {}", r.issue, r.title)?;
+        for w in &r.why {
+            writeln!(out, "              because {w}")?;
+        }
+        if r.exposed != Exposed::No && r.exposed != Exposed::NotApplicable {
+            writeln!(out, "              fix: {}", r.remedy)?;
+        }
+    }
+    out.flush()
+}

@@ -1,0 +1,308 @@
+//! Live tests: each builds a network namespace holding the devices and rules the fingerprint
+//! reads, then checks what [`gather_in_netns`] sees there. They need root and the `ip`, `nft`,
+//! `ethtool` and iptables tools, and skip with a message otherwise.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use super::*;
+
+/// A network namespace made with `ip netns add`, deleted on drop even when the test fails.
+struct NamespaceGuard {
+    name: String,
+}
+
+impl NamespaceGuard {
+    /// Creates the namespace; `None` (after saying why) when this test cannot run here.
+    fn new(tag: &str, tools: &[&str]) -> Option<Self> {
+        // SAFETY: geteuid(2) cannot fail and touches no memory.
+        if unsafe { libc::geteuid() } != 0 {
+            eprintln!("skipped: needs root to create network namespaces");
+            return None;
+        }
+        for tool in ["ip"].iter().chain(tools) {
+            if Command::new(tool).arg("--version").output().is_err() {
+                eprintln!("skipped: `{tool}` is not installed");
+                return None;
+            }
+        }
+        let name = format!("netlat-node-{tag}-{}", std::process::id());
+        let made = Command::new("ip").args(["netns", "add", &name]).status();
+        if !made.is_ok_and(|s| s.success()) {
+            eprintln!("skipped: `ip netns add {name}` failed");
+            return None;
+        }
+        Some(Self { name })
+    }
+
+    fn path(&self) -> PathBuf {
+        PathBuf::from("/run/netns").join(&self.name)
+    }
+
+    /// Runs `args` inside the namespace; panics with its stderr when it fails.
+    fn run(&self, args: &[&str]) {
+        let out = Command::new("ip")
+            .args(["netns", "exec", &self.name])
+            .args(args)
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run {args:?}: {e}"));
+        assert!(
+            out.status.success(),
+            "{args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+impl Drop for NamespaceGuard {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+    }
+}
+
+fn rules<'a>(facts: &'a NodeFacts, backend: &str) -> Vec<&'a NatRule> {
+    facts
+        .nat_rules
+        .iter()
+        .filter(|r| r.backend == backend)
+        .collect()
+}
+
+#[test]
+fn live_vxlan_and_nft_masquerade() {
+    let Some(ns) = NamespaceGuard::new("vx", &["nft", "ethtool"]) else {
+        return;
+    };
+    ns.run(&["ip", "link", "set", "lo", "up"]);
+    for (dev, vni, port, csum) in [
+        ("vx0", "42", "4789", "udpcsum"),
+        ("vx1", "43", "4790", "noudpcsum"),
+    ] {
+        ns.run(&[
+            "ip", "link", "add", dev, "type", "vxlan", "id", vni, "dstport", port, "local",
+            "10.9.9.1", "dev", "lo", csum,
+        ]);
+    }
+    ns.run(&["ethtool", "-K", "vx1", "tx", "off"]);
+    ns.run(&["nft", "add", "table", "ip", "nat"]);
+    ns.run(&[
+        "nft",
+        "add",
+        "chain",
+        "ip",
+        "nat",
+        "post",
+        "{ type nat hook postrouting priority 100 ; }",
+    ]);
+    ns.run(&[
+        "nft",
+        "add",
+        "rule",
+        "ip",
+        "nat",
+        "post",
+        "oifname",
+        "x",
+        "masquerade",
+    ]);
+    ns.run(&[
+        "nft",
+        "add",
+        "rule",
+        "ip",
+        "nat",
+        "post",
+        "oifname",
+        "y",
+        "masquerade",
+        "fully-random",
+    ]);
+
+    let facts = gather_in_netns(&ns.path());
+    eprintln!("{facts:#?}");
+
+    let mut vxlan = facts.vxlan.clone();
+    vxlan.sort_by(|a, b| a.name.cmp(&b.name));
+    let summary: Vec<_> = vxlan
+        .iter()
+        .map(|v| {
+            (
+                v.name.as_str(),
+                v.vni,
+                v.port,
+                v.udp_csum,
+                v.tx_csum_offload,
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            ("vx0", Some(42), Some(4789), Some(true), Some(true)),
+            ("vx1", Some(43), Some(4790), Some(false), Some(false)),
+        ]
+    );
+    assert!(vxlan.iter().all(|v| v.ifindex > 0));
+
+    let nft = rules(&facts, "nftables");
+    assert_eq!(nft.len(), 2, "{nft:?}");
+    assert!(nft.iter().all(|r| r.table == "ip nat" && r.chain == "post"));
+    assert!(
+        nft.iter()
+            .all(|r| r.kind == NatKind::Masquerade && !r.random)
+    );
+    let x = nft
+        .iter()
+        .find(|r| r.text.starts_with("oifname \"x\" masquerade"));
+    let y = nft
+        .iter()
+        .find(|r| r.text.starts_with("oifname \"y\" masquerade fully-random"));
+    assert_eq!(x.map(|r| r.fully_random), Some(false), "{nft:?}");
+    assert_eq!(y.map(|r| r.fully_random), Some(true), "{nft:?}");
+
+    assert_eq!(facts.kube_proxy.mode, KubeProxyMode::None);
+    assert!(facts.kernel.major >= 3);
+    assert!(facts.sysctls["net.ipv4.tcp_syn_retries"].is_some());
+    // The nat chain made conntrack track this namespace.
+    assert!(
+        facts.conntrack.as_ref().is_some_and(|c| !c.is_empty()),
+        "{:?}",
+        facts.notes
+    );
+    // Nothing of this namespace leaks into the current one.
+    assert!(gather().vxlan.iter().all(|v| v.name != "vx0"));
+}
+
+#[test]
+fn live_xtables_legacy_and_nft() {
+    let tools = [
+        "iptables-legacy",
+        "ip6tables-legacy",
+        "iptables-nft",
+        "ip6tables-nft",
+    ];
+    let Some(ns) = NamespaceGuard::new("xt", &tools) else {
+        return;
+    };
+    ns.run(&["iptables-legacy", "-t", "nat", "-N", "KUBE-SERVICES"]);
+    ns.run(&[
+        "iptables-legacy",
+        "-t",
+        "nat",
+        "-A",
+        "POSTROUTING",
+        "-o",
+        "v",
+        "-p",
+        "tcp",
+        "-m",
+        "comment",
+        "--comment",
+        "legacy",
+        "-j",
+        "SNAT",
+        "--to-source",
+        "10.1.1.1:2000-3000",
+        "--random",
+    ]);
+    ns.run(&[
+        "ip6tables-legacy",
+        "-t",
+        "nat",
+        "-A",
+        "POSTROUTING",
+        "-o",
+        "v6+",
+        "-j",
+        "MASQUERADE",
+        "--random-fully",
+    ]);
+    ns.run(&[
+        "iptables-nft",
+        "-t",
+        "nat",
+        "-A",
+        "POSTROUTING",
+        "-s",
+        "10.0.0.0/8",
+        "-o",
+        "w",
+        "-j",
+        "MASQUERADE",
+        "--random-fully",
+    ]);
+    ns.run(&["iptables-nft", "-t", "nat", "-N", "cali-nat-outgoing"]);
+    ns.run(&[
+        "ip6tables-nft",
+        "-t",
+        "nat",
+        "-A",
+        "POSTROUTING",
+        "-j",
+        "SNAT",
+        "--to-source",
+        "2001:db8::1",
+    ]);
+
+    let facts = gather_in_netns(&ns.path());
+    eprintln!("{facts:#?}");
+
+    let legacy = rules(&facts, "iptables-legacy");
+    assert_eq!(legacy.len(), 1, "{:?}", facts.nat_rules);
+    assert_eq!(
+        (legacy[0].table.as_str(), legacy[0].chain.as_str()),
+        ("nat", "POSTROUTING")
+    );
+    assert_eq!(legacy[0].kind, NatKind::Snat);
+    assert!(legacy[0].random && !legacy[0].fully_random);
+    assert_eq!(legacy[0].to.as_deref(), Some("10.1.1.1:2000-3000"));
+    assert_eq!(
+        legacy[0].text,
+        "-A POSTROUTING -o v -p tcp -m comment --comment \"legacy\" -j SNAT --to-source \
+         10.1.1.1:2000-3000 --random"
+    );
+
+    let legacy6 = rules(&facts, "ip6tables-legacy");
+    assert_eq!(legacy6.len(), 1, "{:?}", facts.nat_rules);
+    assert!(legacy6[0].fully_random);
+    assert_eq!(
+        legacy6[0].text,
+        "-A POSTROUTING -o v6+ -j MASQUERADE --random-fully"
+    );
+
+    let nft = rules(&facts, "iptables-nft");
+    assert_eq!(nft.len(), 2, "{:?}", facts.nat_rules);
+    let v4 = nft
+        .iter()
+        .find(|r| r.table == "ip nat")
+        .expect("ip nat rule");
+    assert_eq!(
+        (v4.kind, v4.fully_random, v4.chain.as_str()),
+        (NatKind::Masquerade, true, "POSTROUTING")
+    );
+    assert!(v4.text.contains("ip saddr 10.0.0.0/8"), "{}", v4.text);
+    assert!(v4.text.contains("oifname \"w\""), "{}", v4.text);
+    let v6 = nft
+        .iter()
+        .find(|r| r.table == "ip6 nat")
+        .expect("ip6 nat rule");
+    assert_eq!(v6.kind, NatKind::Snat);
+    assert_eq!(v6.to.as_deref(), Some("2001:db8::1"));
+
+    assert_eq!(facts.kube_proxy.mode, KubeProxyMode::Iptables);
+    assert!(
+        facts
+            .kube_proxy
+            .evidence
+            .contains(&"chain KUBE-SERVICES in iptables-legacy".to_string())
+    );
+    assert!(
+        facts
+            .calico
+            .contains(&"1 cali- chains in nft ip nat".to_string()),
+        "{:?}",
+        facts.calico
+    );
+}

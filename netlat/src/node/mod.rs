@@ -1,0 +1,752 @@
+//! Node fingerprint: the facts about a node (or one of its network namespaces) that decide which
+//! known issue a slow connect can be.
+//!
+//! Owns [`NodeFacts`]: the kernel version, the IPVS/TCP/conntrack sysctls, the kube-proxy mode,
+//! every MASQUERADE/SNAT rule and whether it randomises ports (issue B), the VXLAN devices with
+//! their outer-UDP checksum and tx-checksum offload (issue C), signs of Calico, and the per-CPU
+//! conntrack counters.
+//!
+//! Everything is read through netlink and procfs, never by running tools and parsing their
+//! output: links with `rtnetlink`, offload features with `ethtool` (generic netlink), nftables
+//! rules and IPVS services with a small synchronous dump on `netlink-sys` (`nl`),
+//! iptables-legacy tables with getsockopt (`xt`), sysctls and conntrack stats from /proc.
+//! Gathering never fails: what cannot be read becomes a line in [`NodeFacts::notes`].
+//!
+//! The namespaced facts are read on a dedicated thread which, for [`gather_in_netns`], first joins
+//! the namespace with setns(2). Per-netns procfs files are then read under /proc/thread-self/net
+//! (/proc/net follows the thread-group leader), and /proc/sys/net answers for the reading thread.
+
+mod ctstat;
+mod ipvs;
+mod links;
+#[cfg(test)]
+mod live;
+mod nft;
+mod nl;
+mod xt;
+
+use std::collections::BTreeMap;
+use std::ffi::CStr;
+use std::fs;
+use std::io;
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Serialize;
+
+pub use ctstat::parse_ct_stats;
+
+/// The sysctls [`NodeFacts::sysctls`] reports, by their dotted names.
+pub const SYSCTLS: &[&str] = &[
+    "net.ipv4.vs.conn_reuse_mode",
+    "net.ipv4.vs.expire_nodest_conn",
+    "net.ipv4.vs.conntrack",
+    "net.core.txrehash",
+    "net.ipv4.tcp_syn_linear_timeouts",
+    "net.ipv4.tcp_syn_retries",
+    "net.netfilter.nf_conntrack_udp_timeout",
+    "net.netfilter.nf_conntrack_max",
+    "net.netfilter.nf_conntrack_count",
+];
+
+/// Per-CPU conntrack counters of the reading thread's network namespace.
+const CT_STATS: &str = "/proc/thread-self/net/stat/nf_conntrack";
+/// Felix keeps its state here on every Calico node.
+const CALICO_STATE_DIR: &str = "/var/lib/calico";
+/// The dummy device kube-proxy's IPVS mode binds every service address to.
+const KUBE_IPVS_DEVICE: &str = "kube-ipvs0";
+/// How long one netlink exchange may take before it is reported as stuck.
+const NETLINK_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What netlat knows about the node before it watches anything.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct NodeFacts {
+    /// The running kernel (uname release, parsed).
+    pub kernel: KernelVersion,
+    /// The values of [`SYSCTLS`], trimmed; `None` when this kernel (or its loaded modules) has no
+    /// such sysctl, e.g. `net.ipv4.vs.*` without ip_vs.
+    pub sysctls: BTreeMap<String, Option<String>>,
+    /// Which kube-proxy mode programs this namespace, and why netlat thinks so.
+    pub kube_proxy: KubeProxy,
+    /// Every MASQUERADE/SNAT rule, from nftables (native and iptables-nft) and iptables-legacy.
+    pub nat_rules: Vec<NatRule>,
+    /// Every VXLAN device.
+    pub vxlan: Vec<VxlanDev>,
+    /// Evidence that Calico runs here (empty = none seen).
+    pub calico: Vec<String>,
+    /// Per-CPU conntrack counters; `None` when nf_conntrack is not loaded or the file is
+    /// unreadable (then a note says why).
+    pub conntrack: Option<Vec<CtCpuStats>>,
+    /// One line per fact that could not be read, saying what and why.
+    pub notes: Vec<String>,
+}
+
+/// The kernel release and its leading version numbers.
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct KernelVersion {
+    /// `uname -r`, as is (e.g. `6.1.0-28-amd64`).
+    pub release: String,
+    /// First number of the release.
+    pub major: u32,
+    /// Second number of the release.
+    pub minor: u32,
+    /// Third number of the release (0 when the release has only two).
+    pub patch: u32,
+}
+
+impl KernelVersion {
+    /// Parses a uname release: `MAJOR.MINOR[.PATCH]` followed by anything (`-28-amd64`, `+`).
+    pub fn parse(release: &str) -> Result<Self, NodeError> {
+        let bad = || NodeError::KernelRelease {
+            release: release.to_string(),
+        };
+        let numeric = release
+            .split(|c: char| !c.is_ascii_digit() && c != '.')
+            .next()
+            .unwrap_or("");
+        let mut parts = numeric.split('.');
+        let mut next = |required: bool| -> Result<u32, NodeError> {
+            match parts.next() {
+                Some(p) if !p.is_empty() => p.parse().map_err(|_| bad()),
+                _ if required => Err(bad()),
+                _ => Ok(0),
+            }
+        };
+        Ok(Self {
+            release: release.to_string(),
+            major: next(true)?,
+            minor: next(true)?,
+            patch: next(false)?,
+        })
+    }
+
+    /// Whether this kernel's version is `major.minor.patch` or newer. Backports are invisible
+    /// here: distribution kernels often carry fixes from later versions.
+    pub fn at_least(&self, major: u32, minor: u32, patch: u32) -> bool {
+        (self.major, self.minor, self.patch) >= (major, minor, patch)
+    }
+}
+
+/// The kube-proxy mode seen in the namespace.
+#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum KubeProxyMode {
+    /// No trace of kube-proxy.
+    #[default]
+    None,
+    /// `KUBE-SERVICES` in an iptables nat table (legacy or nft).
+    Iptables,
+    /// The `kube-ipvs0` device.
+    Ipvs,
+    /// An nftables table named `kube-proxy`.
+    Nftables,
+}
+
+/// kube-proxy's mode and the evidence for it.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct KubeProxy {
+    /// The mode, chosen as IPVS > nftables > iptables when traces of several are present
+    /// (IPVS mode also keeps iptables chains, and a mode switch can leave the old one's behind).
+    pub mode: KubeProxyMode,
+    /// What was seen, one item per trace (device, table, chain, IPVS services).
+    pub evidence: Vec<String>,
+    /// IPVS virtual services in this namespace; `None` when IPVS is not loaded or unreadable.
+    pub ipvs_services: Option<u32>,
+}
+
+/// What a NAT rule does to the source.
+#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum NatKind {
+    /// MASQUERADE / `masquerade`: the outgoing interface's address.
+    #[default]
+    Masquerade,
+    /// SNAT / `snat`: a given address.
+    Snat,
+}
+
+/// One MASQUERADE or SNAT rule.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct NatRule {
+    /// Where the rule lives: `nftables` (native expressions), `iptables-nft` (an xtables target
+    /// inside the nft ruleset), `iptables-legacy` or `ip6tables-legacy`.
+    pub backend: String,
+    /// The table: `FAMILY NAME` for nftables backends (`ip nat`, `inet kube-proxy`), the xtables
+    /// table name (`nat`) for the legacy ones.
+    pub table: String,
+    /// The chain holding the rule.
+    pub chain: String,
+    /// Masquerade or SNAT.
+    pub kind: NatKind,
+    /// `NF_NAT_RANGE_PROTO_RANDOM_FULLY` (`--random-fully`, `fully-random`): the mitigation for
+    /// the SNAT port clash (issue B).
+    pub fully_random: bool,
+    /// `NF_NAT_RANGE_PROTO_RANDOM` (`--random`, `random`).
+    pub random: bool,
+    /// The SNAT target `ADDR[-ADDR][:PORT[-PORT]]`, or masquerade's port range `:PORT[-PORT]`.
+    pub to: Option<String>,
+    /// The rule in its backend's own syntax (nft for nftables backends, iptables-save otherwise).
+    pub text: String,
+}
+
+/// One VXLAN device and the settings issue C depends on.
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct VxlanDev {
+    /// Interface name (`vxlan.calico`, `flannel.1`, ...).
+    pub name: String,
+    /// Interface index.
+    pub ifindex: u32,
+    /// VXLAN network identifier.
+    pub vni: Option<u32>,
+    /// Destination UDP port of the outer packets (4789, 8472, ...).
+    pub port: Option<u16>,
+    /// Whether outer IPv4 UDP checksums are computed (`udpcsum`), as the kernel reports it.
+    pub udp_csum: Option<bool>,
+    /// Whether the ethtool feature `tx-checksum-ip-generic` is active (tx checksum offload on).
+    pub tx_csum_offload: Option<bool>,
+}
+
+/// One CPU's line of /proc/net/stat/nf_conntrack.
+#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
+pub struct CtCpuStats {
+    /// CPU number (the file's rows follow the possible CPUs in order).
+    pub cpu: u32,
+    /// Lookups that found an entry.
+    pub found: u64,
+    /// Packets conntrack could not track.
+    pub invalid: u64,
+    /// Entries inserted.
+    pub insert: u64,
+    /// Entries that could not be inserted (clash on confirm, and on 6.x also `chaintoolong`).
+    pub insert_failed: u64,
+    /// Packets dropped for conntrack's sake (clash, full table).
+    pub drop: u64,
+    /// Entries evicted early because the table was full.
+    pub early_drop: u64,
+    /// `icmp_error`: ICMP errors that did not match an entry.
+    pub error: u64,
+    /// Hash lookups restarted because of a concurrent resize (0 where the column is missing).
+    pub search_restart: u64,
+    /// `clashres`: clashes resolved instead of dropped (UDP); kernels since 5.9 only.
+    pub clash_resolve: Option<u64>,
+    /// `chainlength`: insertions refused because a hash chain grew too long; 5.17+ only.
+    pub chaintoolong: Option<u64>,
+}
+
+/// A fact that cannot be parsed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NodeError {
+    /// The uname release does not start with `MAJOR.MINOR`.
+    #[error("kernel release {release:?} does not start with MAJOR.MINOR")]
+    KernelRelease { release: String },
+    /// The conntrack statistics file has no header line.
+    #[error("the conntrack statistics file is empty")]
+    CtStatsEmpty,
+    /// The conntrack statistics header lacks a column netlat reads.
+    #[error("the conntrack statistics header has no `{column}` column")]
+    CtStatsColumn { column: &'static str },
+    /// A conntrack statistics row has another width than the header.
+    #[error("conntrack statistics line {line}: {found} values for {expected} columns")]
+    CtStatsWidth {
+        line: usize,
+        expected: usize,
+        found: usize,
+    },
+    /// A conntrack statistics value is not hexadecimal.
+    #[error("conntrack statistics line {line}: {value:?} is not a hex number")]
+    CtStatsValue { line: usize, value: String },
+    /// A binary structure (netlink message or attribute, xtables entry) is shorter than it says.
+    #[error("{what}: {len} bytes, {need} needed")]
+    Truncated {
+        what: &'static str,
+        len: usize,
+        need: usize,
+    },
+    /// A binary structure holds a value it cannot hold.
+    #[error("{what}: {reason}")]
+    Malformed { what: &'static str, reason: String },
+}
+
+/// Gathers the facts of the current network namespace. Blocks (up to a few seconds per netlink
+/// exchange); from async code call it through `spawn_blocking`.
+pub fn gather() -> NodeFacts {
+    gather_on_thread(None)
+}
+
+/// Gathers the facts inside the network namespace at `path` (e.g. `/run/netns/foo` or
+/// `/proc/PID/ns/net`); the kernel version and Calico's state directory are node-wide. Blocks
+/// like [`gather`].
+pub fn gather_in_netns(path: &Path) -> NodeFacts {
+    gather_on_thread(Some(path.to_path_buf()))
+}
+
+/// Runs the gathering on a fresh thread, so that joining another namespace never changes the
+/// caller's, and so the thread can own a current-thread tokio runtime even when the caller
+/// already runs inside one.
+fn gather_on_thread(netns: Option<PathBuf>) -> NodeFacts {
+    let spawned = std::thread::Builder::new()
+        .name("netlat-node".into())
+        .spawn(move || {
+            if let Some(path) = &netns
+                && let Err(e) = enter_netns(path)
+            {
+                let mut facts = NodeFacts::default();
+                facts.kernel = read_kernel(&mut facts.notes);
+                facts.notes.push(format!(
+                    "cannot enter network namespace {}: {e}; no namespaced fact was read",
+                    path.display()
+                ));
+                return facts;
+            }
+            collect()
+        });
+    let failed = |note: String| NodeFacts {
+        notes: vec![note],
+        ..NodeFacts::default()
+    };
+    match spawned {
+        Ok(handle) => handle
+            .join()
+            .unwrap_or_else(|_| failed("the node-facts thread panicked".into())),
+        Err(e) => failed(format!("cannot start the node-facts thread: {e}")),
+    }
+}
+
+/// Moves the calling thread (only) into the network namespace at `path`.
+fn enter_netns(path: &Path) -> io::Result<()> {
+    let file = fs::File::open(path)?;
+    // SAFETY: setns(2) takes a valid open descriptor, which `file` keeps open for the call.
+    let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Reads every fact in the calling thread's network namespace.
+fn collect() -> NodeFacts {
+    let mut facts = NodeFacts::default();
+    let notes = &mut facts.notes;
+    facts.kernel = read_kernel(notes);
+    facts.sysctls = read_sysctls(notes);
+
+    // rtnetlink and ethtool are async; the rest are plain blocking syscalls.
+    let links = match tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .enable_time()
+        .build()
+    {
+        Ok(rt) => rt.block_on(links::read(notes)),
+        Err(e) => {
+            notes.push(format!(
+                "links: cannot start a tokio runtime: {e}; no link was read"
+            ));
+            Vec::new()
+        }
+    };
+    facts.vxlan = links.iter().filter_map(|l| l.vxlan.clone()).collect();
+
+    let ruleset = match nft::read(notes) {
+        Ok(r) => r,
+        Err(e) => {
+            notes.push(format!("nftables: cannot dump the ruleset: {e}"));
+            nft::Ruleset::default()
+        }
+    };
+    let mut legacy = Vec::new();
+    for family in [xt::Family::Ipv4, xt::Family::Ipv6] {
+        match xt::read_legacy_nat(family) {
+            Ok(Some(table)) => legacy.push(table),
+            Ok(None) => {}
+            Err(e) => notes.push(format!(
+                "{}: cannot read the nat table: {e}",
+                family.backend()
+            )),
+        }
+    }
+    let ipvs_services = match ipvs::count_services() {
+        Ok(Some(n)) => Some(n),
+        Ok(None) => {
+            notes.push("ipvs: not loaded (no IPVS generic netlink family)".into());
+            None
+        }
+        Err(e) => {
+            notes.push(format!("ipvs: cannot list virtual services: {e}"));
+            None
+        }
+    };
+    facts.conntrack = read_ct_stats(notes);
+
+    facts.nat_rules = ruleset.nat_rules.clone();
+    facts
+        .nat_rules
+        .extend(legacy.iter().flat_map(|t| t.nat_rules.iter().cloned()));
+
+    let mut chains: Vec<ChainRef> = ruleset
+        .chains
+        .iter()
+        .map(|c| ChainRef {
+            source: format!("nft {} {}", nft::family_name(c.family), c.table),
+            table: c.table.clone(),
+            name: c.name.clone(),
+        })
+        .collect();
+    for t in &legacy {
+        chains.extend(t.chains.iter().map(|c| ChainRef {
+            source: t.backend.to_string(),
+            table: "nat".into(),
+            name: c.clone(),
+        }));
+    }
+    let tables: Vec<String> = ruleset
+        .tables
+        .iter()
+        .map(|t| format!("{} {}", nft::family_name(t.family), t.name))
+        .collect();
+
+    facts.kube_proxy = classify_kube_proxy(&links, &tables, &chains, ipvs_services);
+    facts.calico = calico_evidence(
+        &links,
+        &tables,
+        &chains,
+        Path::new(CALICO_STATE_DIR).exists(),
+    );
+    facts
+}
+
+/// The kernel release from uname(2), parsed.
+fn read_kernel(notes: &mut Vec<String>) -> KernelVersion {
+    // SAFETY: utsname is plain bytes, so all-zero is a valid value for uname(2) to fill.
+    let mut uts: libc::utsname = unsafe { std::mem::zeroed() };
+    // SAFETY: `uts` is a valid, writable utsname.
+    if unsafe { libc::uname(&mut uts) } != 0 {
+        notes.push(format!(
+            "kernel: uname failed: {}",
+            io::Error::last_os_error()
+        ));
+        return KernelVersion::default();
+    }
+    // SAFETY: the kernel NUL-terminates every utsname field.
+    let release = unsafe { CStr::from_ptr(uts.release.as_ptr()) }
+        .to_string_lossy()
+        .into_owned();
+    match KernelVersion::parse(&release) {
+        Ok(k) => k,
+        Err(e) => {
+            notes.push(format!("kernel: {e}"));
+            KernelVersion {
+                release,
+                ..KernelVersion::default()
+            }
+        }
+    }
+}
+
+/// Reads [`SYSCTLS`] from /proc/sys, which answers for the reading thread's namespace.
+fn read_sysctls(notes: &mut Vec<String>) -> BTreeMap<String, Option<String>> {
+    SYSCTLS
+        .iter()
+        .map(|name| {
+            let path = format!("/proc/sys/{}", name.replace('.', "/"));
+            let value = match fs::read_to_string(&path) {
+                Ok(v) => Some(v.trim().to_string()),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+                Err(e) => {
+                    notes.push(format!("sysctl {name}: cannot read {path}: {e}"));
+                    None
+                }
+            };
+            (name.to_string(), value)
+        })
+        .collect()
+}
+
+fn read_ct_stats(notes: &mut Vec<String>) -> Option<Vec<CtCpuStats>> {
+    match fs::read_to_string(CT_STATS) {
+        Ok(text) => match parse_ct_stats(&text) {
+            Ok(stats) => Some(stats),
+            Err(e) => {
+                notes.push(format!("conntrack: {CT_STATS}: {e}"));
+                None
+            }
+        },
+        // nf_conntrack not loaded: nothing to report, the None says it.
+        Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+        Err(e) => {
+            notes.push(format!("conntrack: cannot read {CT_STATS}: {e}"));
+            None
+        }
+    }
+}
+
+/// A chain seen in any backend, for the kube-proxy and Calico checks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct ChainRef {
+    /// Where: `nft ip nat`, `iptables-legacy`, ...
+    source: String,
+    /// The table name alone.
+    table: String,
+    name: String,
+}
+
+/// Decides kube-proxy's mode from its traces (see [`KubeProxy::mode`] for the precedence).
+fn classify_kube_proxy(
+    links: &[links::Link],
+    nft_tables: &[String],
+    chains: &[ChainRef],
+    ipvs_services: Option<u32>,
+) -> KubeProxy {
+    let mut evidence = Vec::new();
+    let ipvs_dev = links.iter().find(|l| l.name == KUBE_IPVS_DEVICE);
+    if let Some(dev) = ipvs_dev {
+        evidence.push(format!("device {KUBE_IPVS_DEVICE} (ifindex {})", dev.index));
+    }
+    if let Some(n) = ipvs_services {
+        evidence.push(format!("{n} IPVS virtual services"));
+    }
+    // `table ip kube-proxy`, `table ip6 kube-proxy` (and `inet` in some previews).
+    let nft_table: Vec<&String> = nft_tables
+        .iter()
+        .filter(|t| t.ends_with(" kube-proxy"))
+        .collect();
+    evidence.extend(nft_table.iter().map(|t| format!("nft table {t}")));
+    // KUBE-SERVICES is kube-proxy's own; KUBE-POSTROUTING was also made by kubelet before 1.24,
+    // so it is evidence but not proof.
+    let mut services_chain = false;
+    for c in chains.iter().filter(|c| c.table == "nat") {
+        if c.name == "KUBE-SERVICES" || c.name == "KUBE-POSTROUTING" {
+            services_chain |= c.name == "KUBE-SERVICES";
+            evidence.push(format!("chain {} in {}", c.name, c.source));
+        }
+    }
+    let mode = if ipvs_dev.is_some() {
+        KubeProxyMode::Ipvs
+    } else if !nft_table.is_empty() {
+        KubeProxyMode::Nftables
+    } else if services_chain {
+        KubeProxyMode::Iptables
+    } else {
+        KubeProxyMode::None
+    };
+    KubeProxy {
+        mode,
+        evidence,
+        ipvs_services,
+    }
+}
+
+/// Traces of Calico: its devices, its `cali-` chains or `calico` nft tables, its state directory.
+fn calico_evidence(
+    links: &[links::Link],
+    nft_tables: &[String],
+    chains: &[ChainRef],
+    state_dir: bool,
+) -> Vec<String> {
+    const DEVICES: &[&str] = &[
+        "vxlan.calico",
+        "vxlan-v6.calico",
+        "wireguard.cali",
+        "wg-v6.cali",
+    ];
+    let mut evidence: Vec<String> = links
+        .iter()
+        .filter(|l| DEVICES.contains(&l.name.as_str()))
+        .map(|l| format!("device {}", l.name))
+        .collect();
+    let workload = links.iter().filter(|l| l.name.starts_with("cali")).count();
+    if workload > 0 {
+        evidence.push(format!("{workload} cali* workload interfaces"));
+    }
+    // The ipip module creates tunl0 down; Calico's IPIP mode brings it up.
+    if links.iter().any(|l| l.name == "tunl0" && l.up) {
+        evidence.push("tunl0 is up (Calico IPIP mode)".into());
+    }
+    evidence.extend(
+        nft_tables
+            .iter()
+            .filter(|t| t.ends_with(" calico"))
+            .map(|t| format!("nft table {t}")),
+    );
+    let mut sources: BTreeMap<&str, usize> = BTreeMap::new();
+    for c in chains.iter().filter(|c| c.name.starts_with("cali-")) {
+        *sources.entry(c.source.as_str()).or_default() += 1;
+    }
+    evidence.extend(
+        sources
+            .into_iter()
+            .map(|(s, n)| format!("{n} cali- chains in {s}")),
+    );
+    if state_dir {
+        evidence.push(format!("{CALICO_STATE_DIR} exists"));
+    }
+    evidence
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kernel_release_shapes() {
+        let k = KernelVersion::parse("6.18.44-fc-v657").unwrap();
+        assert_eq!((k.major, k.minor, k.patch), (6, 18, 44));
+        assert_eq!(k.release, "6.18.44-fc-v657");
+        let k = KernelVersion::parse("5.10.0-28-amd64").unwrap();
+        assert_eq!((k.major, k.minor, k.patch), (5, 10, 0));
+        let k = KernelVersion::parse("3.10.0-1062.el7.x86_64").unwrap();
+        assert_eq!((k.major, k.minor, k.patch), (3, 10, 0));
+        let k = KernelVersion::parse("6.1").unwrap();
+        assert_eq!((k.major, k.minor, k.patch), (6, 1, 0));
+        let k = KernelVersion::parse("4.19.0+").unwrap();
+        assert_eq!((k.major, k.minor, k.patch), (4, 19, 0));
+        assert!(KernelVersion::parse("linux").is_err());
+        assert!(KernelVersion::parse("6").is_err());
+        assert!(KernelVersion::parse("").is_err());
+    }
+
+    #[test]
+    fn kernel_at_least() {
+        let k = KernelVersion::parse("5.9.1").unwrap();
+        assert!(k.at_least(5, 9, 0));
+        assert!(k.at_least(5, 9, 1));
+        assert!(!k.at_least(5, 9, 2));
+        assert!(!k.at_least(6, 0, 0));
+        assert!(k.at_least(4, 19, 140));
+    }
+
+    fn link(name: &str, up: bool) -> links::Link {
+        links::Link {
+            index: 7,
+            name: name.into(),
+            up,
+            vxlan: None,
+        }
+    }
+
+    fn chain(source: &str, name: &str) -> ChainRef {
+        ChainRef {
+            source: source.into(),
+            table: "nat".into(),
+            name: name.into(),
+        }
+    }
+
+    #[test]
+    fn kube_proxy_modes() {
+        let none = classify_kube_proxy(&[], &[], &[], None);
+        assert_eq!(none, KubeProxy::default());
+
+        let ipt = classify_kube_proxy(
+            &[],
+            &["ip nat".into()],
+            &[
+                chain("nft ip nat", "KUBE-SERVICES"),
+                chain("nft ip nat", "KUBE-POSTROUTING"),
+            ],
+            None,
+        );
+        assert_eq!(ipt.mode, KubeProxyMode::Iptables);
+        assert_eq!(ipt.evidence.len(), 2);
+
+        // kubelet < 1.24 alone: KUBE-POSTROUTING without KUBE-SERVICES is not kube-proxy.
+        let kubelet = classify_kube_proxy(
+            &[],
+            &[],
+            &[chain("iptables-legacy", "KUBE-POSTROUTING")],
+            None,
+        );
+        assert_eq!(kubelet.mode, KubeProxyMode::None);
+        assert_eq!(kubelet.evidence.len(), 1);
+
+        let nft = classify_kube_proxy(
+            &[],
+            &["ip kube-proxy".into(), "ip6 kube-proxy".into()],
+            &[],
+            None,
+        );
+        assert_eq!(nft.mode, KubeProxyMode::Nftables);
+        assert_eq!(
+            nft.evidence,
+            ["nft table ip kube-proxy", "nft table ip6 kube-proxy"]
+        );
+
+        let ipvs = classify_kube_proxy(
+            &[link("kube-ipvs0", false)],
+            &[],
+            &[chain("iptables-legacy", "KUBE-SERVICES")],
+            Some(12),
+        );
+        assert_eq!(ipvs.mode, KubeProxyMode::Ipvs);
+        assert_eq!(ipvs.ipvs_services, Some(12));
+        assert!(
+            ipvs.evidence
+                .iter()
+                .any(|e| e == "12 IPVS virtual services")
+        );
+    }
+
+    #[test]
+    fn calico_traces() {
+        assert!(
+            calico_evidence(&[link("eth0", true), link("tunl0", false)], &[], &[], false)
+                .is_empty()
+        );
+        let ev = calico_evidence(
+            &[
+                link("vxlan.calico", true),
+                link("cali1234", true),
+                link("cali5678", true),
+                link("tunl0", true),
+            ],
+            &["ip calico".into()],
+            &[
+                chain("iptables-legacy", "cali-POSTROUTING"),
+                chain("iptables-legacy", "cali-nat-outgoing"),
+                chain("nft ip nat", "cali-PREROUTING"),
+            ],
+            true,
+        );
+        assert_eq!(
+            ev,
+            [
+                "device vxlan.calico",
+                "2 cali* workload interfaces",
+                "tunl0 is up (Calico IPIP mode)",
+                "nft table ip calico",
+                "2 cali- chains in iptables-legacy",
+                "1 cali- chains in nft ip nat",
+                "/var/lib/calico exists",
+            ]
+        );
+    }
+
+    #[test]
+    fn serde_names() {
+        let kp = KubeProxy {
+            mode: KubeProxyMode::Nftables,
+            ..KubeProxy::default()
+        };
+        let json = serde_json::to_value(&kp).unwrap();
+        assert_eq!(json["mode"], "nftables");
+        let rule = NatRule::default();
+        assert_eq!(serde_json::to_value(&rule).unwrap()["kind"], "masquerade");
+    }
+
+    #[test]
+    fn gather_never_fails() {
+        // Works as any user: unreadable parts become notes.
+        let facts = gather();
+        eprintln!("{facts:#?}");
+        assert!(facts.kernel.major >= 3, "{facts:?}");
+        assert_eq!(facts.sysctls.len(), SYSCTLS.len());
+        let missing = gather_in_netns(Path::new("/nonexistent/netns"));
+        assert!(missing.kernel.major >= 3);
+        assert!(
+            missing.notes.iter().any(|n| n.contains("cannot enter")),
+            "{missing:?}"
+        );
+        assert!(missing.sysctls.is_empty());
+    }
+}

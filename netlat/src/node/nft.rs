@@ -1,0 +1,767 @@
+//! The nftables ruleset over nfnetlink: tables, chains, and every MASQUERADE/SNAT rule with its
+//! NAT flags, including iptables-nft rules (xtables `target` expressions in the nft ruleset).
+//!
+//! Read with our own dump ([`super::nl`]) rather than the `rustables` crate, which is
+//! GPL-3.0-or-later while netlat is MIT OR Apache-2.0, and rather than `nft -j list ruleset`,
+//! which would make a tool installed on the node part of the reading. Only the few expressions a
+//! NAT rule needs are decoded; the others appear in [`NatRule::text`] by name.
+//!
+//! Dumping asks the kernel for nf_tables, which it loads on demand like `nft list ruleset`
+//! does; loading it adds no hook, so traffic is untouched.
+
+use std::collections::HashMap;
+use std::fmt::Write;
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+use rtnetlink::sys::protocols::NETLINK_NETFILTER;
+
+use super::nl::{self, be32, be64, find, string};
+use super::xt;
+use super::{NatKind, NatRule, NodeError};
+
+const NFNL_SUBSYS_NFTABLES: u16 = 10;
+const NFT_MSG_GETTABLE: u16 = 1;
+const NFT_MSG_GETCHAIN: u16 = 4;
+const NFT_MSG_GETRULE: u16 = 7;
+
+pub(super) const NFPROTO_UNSPEC: u8 = 0;
+pub(super) const NFPROTO_INET: u8 = 1;
+pub(super) const NFPROTO_IPV4: u8 = 2;
+pub(super) const NFPROTO_IPV6: u8 = 10;
+
+const NFTA_TABLE_NAME: u16 = 1;
+const NFTA_CHAIN_TABLE: u16 = 1;
+const NFTA_CHAIN_NAME: u16 = 3;
+const NFTA_RULE_TABLE: u16 = 1;
+const NFTA_RULE_CHAIN: u16 = 2;
+const NFTA_RULE_HANDLE: u16 = 3;
+const NFTA_RULE_EXPRESSIONS: u16 = 4;
+const NFTA_LIST_ELEM: u16 = 1;
+const NFTA_EXPR_NAME: u16 = 1;
+const NFTA_EXPR_DATA: u16 = 2;
+const NFTA_DATA_VALUE: u16 = 1;
+const NFTA_DATA_VERDICT: u16 = 2;
+const NFTA_VERDICT_CODE: u16 = 1;
+const NFTA_VERDICT_CHAIN: u16 = 2;
+
+/// NF_NAT_RANGE_* flags (include/uapi/linux/netfilter/nf_nat.h), shared by nft and xtables.
+pub(super) const NF_NAT_RANGE_MAP_IPS: u32 = 0x1;
+pub(super) const NF_NAT_RANGE_PROTO_SPECIFIED: u32 = 0x2;
+pub(super) const NF_NAT_RANGE_PROTO_RANDOM: u32 = 0x4;
+pub(super) const NF_NAT_RANGE_PERSISTENT: u32 = 0x8;
+pub(super) const NF_NAT_RANGE_PROTO_RANDOM_FULLY: u32 = 0x10;
+
+/// Tables, chains and NAT rules of every family.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(super) struct Ruleset {
+    pub tables: Vec<Table>,
+    pub chains: Vec<Chain>,
+    pub nat_rules: Vec<NatRule>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Table {
+    pub family: u8,
+    pub name: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Chain {
+    pub family: u8,
+    pub table: String,
+    pub name: String,
+}
+
+/// nft's name of an NFPROTO family.
+pub(super) fn family_name(family: u8) -> String {
+    match family {
+        NFPROTO_INET => "inet".into(),
+        NFPROTO_IPV4 => "ip".into(),
+        3 => "arp".into(),
+        5 => "netdev".into(),
+        7 => "bridge".into(),
+        NFPROTO_IPV6 => "ip6".into(),
+        n => format!("family-{n}"),
+    }
+}
+
+/// Dumps the ruleset of the calling thread's namespace. Rules that cannot be decoded are left
+/// out with a note each; an error means nothing could be dumped.
+pub(super) fn read(notes: &mut Vec<String>) -> std::io::Result<Ruleset> {
+    let mut ruleset = Ruleset::default();
+    for (family, attrs) in dump(NFT_MSG_GETTABLE)? {
+        match nl::attrs(&attrs) {
+            Ok(a) => ruleset.tables.push(Table {
+                family,
+                name: find(&a, NFTA_TABLE_NAME).map(string).unwrap_or_default(),
+            }),
+            Err(e) => notes.push(format!("nftables: a table cannot be decoded: {e}")),
+        }
+    }
+    for (family, attrs) in dump(NFT_MSG_GETCHAIN)? {
+        match nl::attrs(&attrs) {
+            Ok(a) => ruleset.chains.push(Chain {
+                family,
+                table: find(&a, NFTA_CHAIN_TABLE).map(string).unwrap_or_default(),
+                name: find(&a, NFTA_CHAIN_NAME).map(string).unwrap_or_default(),
+            }),
+            Err(e) => notes.push(format!("nftables: a chain cannot be decoded: {e}")),
+        }
+    }
+    for (family, attrs) in dump(NFT_MSG_GETRULE)? {
+        match decode_rule(family, &attrs) {
+            Ok(Some(rule)) => ruleset.nat_rules.push(rule),
+            Ok(None) => {}
+            Err(e) => notes.push(format!(
+                "nftables: a {} rule cannot be decoded: {e}",
+                family_name(family)
+            )),
+        }
+    }
+    Ok(ruleset)
+}
+
+/// One nftables dump of all families: (family, attributes) per object.
+fn dump(msg: u16) -> std::io::Result<Vec<(u8, Vec<u8>)>> {
+    // nfgenmsg: family, version (NFNETLINK_V0), resource id (big endian).
+    let body = [NFPROTO_UNSPEC, 0, 0, 0];
+    let replies = nl::dump(NETLINK_NETFILTER, (NFNL_SUBSYS_NFTABLES << 8) | msg, &body)?;
+    Ok(replies
+        .into_iter()
+        .filter(|r| r.kind >> 8 == NFNL_SUBSYS_NFTABLES && r.payload.len() >= 4)
+        .map(|r| (r.payload[0], r.payload[4..].to_vec()))
+        .collect())
+}
+
+/// What a register holds, as far as the rendering of a rule needs to know.
+#[derive(Debug, Clone, PartialEq)]
+enum Source {
+    Meta(u32),
+    Payload { base: u32, offset: u32, len: u32 },
+    Immediate(Vec<u8>),
+    Other(String),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+struct Reg {
+    source: Source,
+    mask: Option<Vec<u8>>,
+}
+
+/// The NAT action found in a rule.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) struct Nat {
+    pub kind: NatKind,
+    pub flags: u32,
+    pub to: Option<String>,
+}
+
+impl Nat {
+    /// The action in nft syntax: `masquerade to :1024-2048 fully-random,persistent`.
+    pub(super) fn nft_text(&self) -> String {
+        let mut text = String::from(match self.kind {
+            NatKind::Masquerade => "masquerade",
+            NatKind::Snat => "snat",
+        });
+        if let Some(to) = &self.to {
+            let _ = write!(text, " to {to}");
+        }
+        let flags = flag_names(self.flags);
+        if !flags.is_empty() {
+            let _ = write!(text, " {}", flags.join(","));
+        }
+        text
+    }
+}
+
+fn flag_names(flags: u32) -> Vec<&'static str> {
+    [
+        (NF_NAT_RANGE_PROTO_RANDOM, "random"),
+        (NF_NAT_RANGE_PROTO_RANDOM_FULLY, "fully-random"),
+        (NF_NAT_RANGE_PERSISTENT, "persistent"),
+    ]
+    .into_iter()
+    .filter(|(bit, _)| flags & bit != 0)
+    .map(|(_, name)| name)
+    .collect()
+}
+
+/// Decodes one NFT_MSG_NEWRULE's attributes; `Some` when its action is masquerade or SNAT.
+pub(super) fn decode_rule(family: u8, attrs: &[u8]) -> Result<Option<NatRule>, NodeError> {
+    let a = nl::attrs(attrs)?;
+    let Some(exprs) = find(&a, NFTA_RULE_EXPRESSIONS) else {
+        return Ok(None);
+    };
+    let table = find(&a, NFTA_RULE_TABLE).map(string).unwrap_or_default();
+    let chain = find(&a, NFTA_RULE_CHAIN).map(string).unwrap_or_default();
+
+    let mut regs: HashMap<u32, Reg> = HashMap::new();
+    let mut parts: Vec<String> = Vec::new();
+    let mut found: Option<(Nat, &'static str)> = None;
+    for (kind, elem) in nl::attrs(exprs)? {
+        if kind != NFTA_LIST_ELEM {
+            continue;
+        }
+        let e = nl::attrs(elem)?;
+        let name = find(&e, NFTA_EXPR_NAME).map(string).unwrap_or_default();
+        let d = nl::attrs(find(&e, NFTA_EXPR_DATA).unwrap_or_default())?;
+        let u32_of = |k: u16| find(&d, k).and_then(be32);
+        match name.as_str() {
+            "meta" => match (u32_of(1), u32_of(2), u32_of(3)) {
+                (Some(dreg), Some(key), _) => {
+                    regs.insert(dreg, reg(Source::Meta(key)));
+                }
+                (None, Some(key), Some(sreg)) => parts.push(format!(
+                    "meta {} set {}",
+                    meta_name(key),
+                    regs.get(&sreg).map_or("?".into(), render_source)
+                )),
+                _ => parts.push(name),
+            },
+            "payload" => match (u32_of(1), u32_of(2), u32_of(3), u32_of(4)) {
+                (Some(dreg), Some(base), Some(offset), Some(len)) => {
+                    regs.insert(dreg, reg(Source::Payload { base, offset, len }));
+                }
+                _ => parts.push(name),
+            },
+            "bitwise" => match (u32_of(1), u32_of(2)) {
+                (Some(sreg), Some(dreg)) => {
+                    let mut r = regs.get(&sreg).cloned().unwrap_or(reg(Source::Other(name)));
+                    r.mask = find(&d, 4).map(data_value).transpose()?;
+                    regs.insert(dreg, r);
+                }
+                _ => parts.push(name),
+            },
+            "immediate" => {
+                let data = nl::attrs(find(&d, 2).unwrap_or_default())?;
+                match (
+                    u32_of(1),
+                    find(&data, NFTA_DATA_VALUE),
+                    find(&data, NFTA_DATA_VERDICT),
+                ) {
+                    (Some(dreg), Some(value), _) if dreg != 0 => {
+                        regs.insert(dreg, reg(Source::Immediate(value.to_vec())));
+                    }
+                    (_, _, Some(verdict)) => parts.push(render_verdict(verdict)?),
+                    _ => parts.push(name),
+                }
+            }
+            "cmp" => match (u32_of(1), u32_of(2), find(&d, 3)) {
+                (Some(sreg), Some(op), Some(data)) => {
+                    let value = data_value(data)?;
+                    let r = regs
+                        .get(&sreg)
+                        .cloned()
+                        .unwrap_or(reg(Source::Other("?".into())));
+                    parts.push(render_cmp(family, &r, op, &value));
+                }
+                _ => parts.push(name),
+            },
+            "lookup" => {
+                let set = find(&d, 1).map(string).unwrap_or_default();
+                let inverted = u32_of(5).unwrap_or(0) & 1 != 0;
+                let subject = u32_of(2)
+                    .and_then(|r| regs.get(&r))
+                    .map_or("?".into(), |r| render_subject(family, r));
+                let op = if inverted { "!= " } else { "" };
+                parts.push(format!("{subject} {op}@{set}"));
+            }
+            // Counters say nothing about the rule's meaning; iptables-nft adds one to each rule.
+            "counter" => {}
+            "masq" => {
+                let ports = port_range(&regs, u32_of(2), u32_of(3));
+                found = Some((
+                    Nat {
+                        kind: NatKind::Masquerade,
+                        flags: u32_of(1).unwrap_or(0),
+                        to: ports.map(|p| format!(":{p}")),
+                    },
+                    "nftables",
+                ));
+            }
+            "nat" => {
+                // NFT_NAT_SNAT = 0; DNAT rules are not this module's business.
+                if u32_of(1) != Some(0) {
+                    parts.push("dnat".into());
+                    continue;
+                }
+                let nat_family = u32_of(2).unwrap_or(u32::from(family)) as u8;
+                let addr = |r: Option<u32>| {
+                    r.and_then(|r| match regs.get(&r).map(|r| &r.source) {
+                        Some(Source::Immediate(v)) => Some(render_addr(nat_family, v)),
+                        _ => None,
+                    })
+                };
+                let (min, max) = (addr(u32_of(3)), addr(u32_of(4)));
+                let ports = port_range(&regs, u32_of(5), u32_of(6));
+                found = Some((
+                    Nat {
+                        kind: NatKind::Snat,
+                        flags: u32_of(7).unwrap_or(0),
+                        to: nat_target(nat_family, min, max, ports),
+                    },
+                    "nftables",
+                ));
+            }
+            "target" => {
+                let target = find(&d, 1).map(string).unwrap_or_default();
+                let rev = u32_of(2).unwrap_or(0);
+                let info = find(&d, 3).unwrap_or_default();
+                match xt::decode_nat_target(family, &target, rev, info)? {
+                    Some(nat) => found = Some((nat, "iptables-nft")),
+                    None => parts.push(format!("xt target {target:?}")),
+                }
+            }
+            "match" => {
+                let m = find(&d, 1).map(string).unwrap_or_default();
+                let info = find(&d, 3).unwrap_or_default();
+                parts.push(xt::render_match_nft(&m, info));
+            }
+            _ => parts.push(name),
+        }
+    }
+    let Some((nat, backend)) = found else {
+        return Ok(None);
+    };
+    parts.push(nat.nft_text());
+    let mut text = parts.join(" ");
+    if let Some(handle) = find(&a, NFTA_RULE_HANDLE).and_then(be64) {
+        let _ = write!(text, " # handle {handle}");
+    }
+    Ok(Some(NatRule {
+        backend: backend.into(),
+        table: format!("{} {table}", family_name(family)),
+        chain,
+        kind: nat.kind,
+        fully_random: nat.flags & NF_NAT_RANGE_PROTO_RANDOM_FULLY != 0,
+        random: nat.flags & NF_NAT_RANGE_PROTO_RANDOM != 0,
+        to: nat.to,
+        text,
+    }))
+}
+
+fn reg(source: Source) -> Reg {
+    Reg { source, mask: None }
+}
+
+/// The value inside an NFTA_DATA_* nest.
+fn data_value(nest: &[u8]) -> Result<Vec<u8>, NodeError> {
+    let a = nl::attrs(nest)?;
+    Ok(find(&a, NFTA_DATA_VALUE).unwrap_or_default().to_vec())
+}
+
+fn render_verdict(nest: &[u8]) -> Result<String, NodeError> {
+    let v = nl::attrs(nest)?;
+    let code = find(&v, NFTA_VERDICT_CODE).and_then(be32).map(|c| c as i32);
+    let target = find(&v, NFTA_VERDICT_CHAIN).map(string).unwrap_or_default();
+    Ok(match code {
+        Some(0) => "drop".into(),
+        Some(1) => "accept".into(),
+        Some(-1) => "continue".into(),
+        Some(-3) => format!("jump {target}"),
+        Some(-4) => format!("goto {target}"),
+        Some(-5) => "return".into(),
+        other => format!("verdict {other:?}"),
+    })
+}
+
+fn meta_name(key: u32) -> String {
+    match key {
+        1 => "protocol".into(),
+        3 => "mark".into(),
+        4 => "iif".into(),
+        5 => "oif".into(),
+        6 => "iifname".into(),
+        7 => "oifname".into(),
+        15 => "nfproto".into(),
+        16 => "l4proto".into(),
+        k => format!("key-{k}"),
+    }
+}
+
+/// What a register holds, in nft words (`meta mark`, `ip saddr`, `th dport`).
+fn render_subject(family: u8, r: &Reg) -> String {
+    let subject = match &r.source {
+        Source::Meta(6) => "iifname".into(),
+        Source::Meta(7) => "oifname".into(),
+        Source::Meta(key) => format!("meta {}", meta_name(*key)),
+        Source::Payload { base, offset, len } => payload_name(family, *base, *offset, *len),
+        Source::Immediate(v) => hex(v),
+        Source::Other(name) => format!("[{name}]"),
+    };
+    match &r.mask {
+        Some(mask) if matches!(r.source, Source::Meta(3)) => {
+            format!("{subject} & 0x{:08x}", ne32(mask))
+        }
+        _ => subject,
+    }
+}
+
+fn render_source(r: &Reg) -> String {
+    render_subject(NFPROTO_UNSPEC, r)
+}
+
+fn payload_name(family: u8, base: u32, offset: u32, len: u32) -> String {
+    let v6 = family == NFPROTO_IPV6;
+    match (base, offset) {
+        (1, 12) if !v6 => "ip saddr".into(),
+        (1, 16) if !v6 => "ip daddr".into(),
+        (1, 9) if !v6 => "ip protocol".into(),
+        (1, 8) if family != NFPROTO_IPV4 && len > 4 => "ip6 saddr".into(),
+        (1, 24) if family != NFPROTO_IPV4 => "ip6 daddr".into(),
+        (2, 0) if len == 2 => "th sport".into(),
+        (2, 2) if len == 2 => "th dport".into(),
+        _ => format!(
+            "@{},{},{}",
+            ["ll", "nh", "th", "ih"].get(base as usize).unwrap_or(&"?"),
+            offset * 8,
+            len * 8
+        ),
+    }
+}
+
+fn render_cmp(family: u8, r: &Reg, op: u32, value: &[u8]) -> String {
+    let subject = render_subject(family, r);
+    let op = match (op, r.mask.is_some()) {
+        (0, false) => "",
+        (0, true) => "== ",
+        (1, _) => "!= ",
+        (2, _) => "< ",
+        (3, _) => "<= ",
+        (4, _) => "> ",
+        (5, _) => ">= ",
+        _ => "? ",
+    };
+    let value = match &r.source {
+        Source::Meta(6 | 7) => {
+            // An unterminated name compares a prefix: iptables' `eth+`, nft's `"eth*"`.
+            let wildcard = !value.contains(&0);
+            format!("\"{}{}\"", string(value), if wildcard { "*" } else { "" })
+        }
+        Source::Meta(3) => format!("0x{:08x}", ne32(value)),
+        Source::Meta(16)
+        | Source::Payload {
+            base: 1, offset: 9, ..
+        } => match value.first() {
+            Some(6) => "tcp".into(),
+            Some(17) => "udp".into(),
+            Some(1) => "icmp".into(),
+            Some(p) => p.to_string(),
+            None => "?".into(),
+        },
+        Source::Payload { base: 1, .. } if subject.contains("addr") => {
+            let v6 = subject.starts_with("ip6");
+            let full = if v6 { 16 } else { 4 };
+            // iptables-nft loads only the prefix's bytes; nft masks the full address.
+            let bits = match &r.mask {
+                Some(mask) => mask.iter().map(|b| b.count_ones()).sum::<u32>(),
+                None => (value.len().min(full) * 8) as u32,
+            };
+            let mut addr = value.to_vec();
+            addr.resize(full, 0);
+            let family = if v6 { NFPROTO_IPV6 } else { NFPROTO_IPV4 };
+            if bits as usize == full * 8 {
+                render_addr(family, &addr)
+            } else {
+                format!("{}/{bits}", render_addr(family, &addr))
+            }
+        }
+        Source::Payload {
+            base: 2, len: 2, ..
+        } => u16::from_be_bytes([*value.first().unwrap_or(&0), *value.get(1).unwrap_or(&0)])
+            .to_string(),
+        _ => hex(value),
+    };
+    format!("{subject} {op}{value}")
+}
+
+fn ne32(v: &[u8]) -> u32 {
+    let mut b = [0u8; 4];
+    for (dst, src) in b.iter_mut().zip(v) {
+        *dst = *src;
+    }
+    u32::from_ne_bytes(b)
+}
+
+fn hex(v: &[u8]) -> String {
+    let mut s = String::from("0x");
+    for b in v {
+        let _ = write!(s, "{b:02x}");
+    }
+    s
+}
+
+/// An address held in a register (network byte order), for NFPROTO `family`.
+pub(super) fn render_addr(family: u8, v: &[u8]) -> String {
+    if family == NFPROTO_IPV6 {
+        if let Some(b) = v.get(..16).and_then(|b| <[u8; 16]>::try_from(b).ok()) {
+            return Ipv6Addr::from(b).to_string();
+        }
+    } else if let Some(b) = v.get(..4).and_then(|b| <[u8; 4]>::try_from(b).ok()) {
+        return Ipv4Addr::from(b).to_string();
+    }
+    hex(v)
+}
+
+/// `MIN[-MAX]` of the ports loaded into the proto registers (network byte order).
+fn port_range(regs: &HashMap<u32, Reg>, min: Option<u32>, max: Option<u32>) -> Option<String> {
+    let port = |r: Option<u32>| match regs.get(&r?).map(|r| &r.source) {
+        Some(Source::Immediate(v)) if v.len() >= 2 => Some(u16::from_be_bytes([v[0], v[1]])),
+        _ => None,
+    };
+    range(port(min)?, port(max))
+}
+
+fn range<T: PartialEq + std::fmt::Display>(min: T, max: Option<T>) -> Option<String> {
+    Some(match max {
+        Some(max) if max != min => format!("{min}-{max}"),
+        _ => min.to_string(),
+    })
+}
+
+/// The SNAT target `ADDR[-ADDR][:PORT[-PORT]]` (IPv6 with a port as `[ADDR]:PORT`).
+pub(super) fn nat_target(
+    family: u8,
+    min: Option<String>,
+    max: Option<String>,
+    ports: Option<String>,
+) -> Option<String> {
+    let addrs = min.and_then(|min| range(min, max));
+    match (addrs, ports) {
+        (Some(a), Some(p)) if family == NFPROTO_IPV6 => Some(format!("[{a}]:{p}")),
+        (Some(a), Some(p)) => Some(format!("{a}:{p}")),
+        (Some(a), None) => Some(a),
+        (None, Some(p)) => Some(format!(":{p}")),
+        (None, None) => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::node::nl::nla;
+
+    const NESTED: u16 = 0x8000;
+
+    fn expr(name: &str, data: Vec<Vec<u8>>) -> Vec<u8> {
+        let mut e = nla(NFTA_EXPR_NAME, format!("{name}\0").as_bytes());
+        e.extend(nla(NFTA_EXPR_DATA | NESTED, &data.concat()));
+        nla(NFTA_LIST_ELEM | NESTED, &e)
+    }
+
+    fn be(kind: u16, v: u32) -> Vec<u8> {
+        nla(kind, &v.to_be_bytes())
+    }
+
+    fn value(kind: u16, v: &[u8]) -> Vec<u8> {
+        nla(kind | NESTED, &nla(NFTA_DATA_VALUE, v))
+    }
+
+    fn rule(table: &str, chain: &str, exprs: Vec<Vec<u8>>) -> Vec<u8> {
+        let mut r = nla(NFTA_RULE_TABLE, format!("{table}\0").as_bytes());
+        r.extend(nla(NFTA_RULE_CHAIN, format!("{chain}\0").as_bytes()));
+        r.extend(nla(NFTA_RULE_HANDLE, &4u64.to_be_bytes()));
+        r.extend(nla(NFTA_RULE_EXPRESSIONS | NESTED, &exprs.concat()));
+        r
+    }
+
+    fn oifname(name: &[u8]) -> Vec<Vec<u8>> {
+        vec![
+            expr("meta", vec![be(1, 1), be(2, 7)]),
+            expr("cmp", vec![be(1, 1), be(2, 0), value(3, name)]),
+        ]
+    }
+
+    #[test]
+    fn native_masquerade_fully_random() {
+        let mut exprs = oifname(b"x\0");
+        exprs.push(expr("masq", vec![be(1, NF_NAT_RANGE_PROTO_RANDOM_FULLY)]));
+        let r = decode_rule(NFPROTO_IPV4, &rule("nat", "post", exprs))
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            r,
+            NatRule {
+                backend: "nftables".into(),
+                table: "ip nat".into(),
+                chain: "post".into(),
+                kind: NatKind::Masquerade,
+                fully_random: true,
+                random: false,
+                to: None,
+                text: "oifname \"x\" masquerade fully-random # handle 4".into(),
+            }
+        );
+    }
+
+    #[test]
+    fn kube_proxy_style_masquerade() {
+        // meta mark & 0x4000 == 0x4000 ... masquerade fully-random, with a plain masquerade
+        // (no flags attribute at all) on the side.
+        let exprs = vec![
+            expr("meta", vec![be(1, 1), be(2, 3)]),
+            expr(
+                "bitwise",
+                vec![
+                    be(1, 1),
+                    be(2, 1),
+                    be(3, 4),
+                    value(4, &0x4000u32.to_ne_bytes()),
+                    value(5, &[0; 4]),
+                ],
+            ),
+            expr(
+                "cmp",
+                vec![be(1, 1), be(2, 0), value(3, &0x4000u32.to_ne_bytes())],
+            ),
+            expr("counter", vec![]),
+            expr("masq", vec![]),
+        ];
+        let r = decode_rule(NFPROTO_INET, &rule("kube-proxy", "masquerading", exprs))
+            .unwrap()
+            .unwrap();
+        assert_eq!(r.table, "inet kube-proxy");
+        assert!(!r.fully_random && !r.random);
+        assert_eq!(
+            r.text,
+            "meta mark & 0x00004000 == 0x00004000 masquerade # handle 4"
+        );
+    }
+
+    #[test]
+    fn native_snat_with_immediates() {
+        let exprs = vec![
+            expr("meta", vec![be(1, 1), be(2, 16)]),
+            expr("cmp", vec![be(1, 1), be(2, 0), value(3, &[6])]),
+            expr("payload", vec![be(1, 1), be(2, 1), be(3, 12), be(4, 1)]),
+            expr("cmp", vec![be(1, 1), be(2, 1), value(3, &[10])]),
+            expr("immediate", vec![be(1, 1), value(2, &[10, 1, 2, 3])]),
+            expr(
+                "immediate",
+                vec![be(1, 2), value(2, &1000u16.to_be_bytes())],
+            ),
+            expr(
+                "immediate",
+                vec![be(1, 3), value(2, &2000u16.to_be_bytes())],
+            ),
+            expr(
+                "nat",
+                vec![
+                    be(1, 0),
+                    be(2, 2),
+                    be(3, 1),
+                    be(5, 2),
+                    be(6, 3),
+                    be(
+                        7,
+                        NF_NAT_RANGE_MAP_IPS
+                            | NF_NAT_RANGE_PROTO_SPECIFIED
+                            | NF_NAT_RANGE_PROTO_RANDOM
+                            | NF_NAT_RANGE_PERSISTENT,
+                    ),
+                ],
+            ),
+        ];
+        let r = decode_rule(NFPROTO_IPV4, &rule("nat", "post", exprs))
+            .unwrap()
+            .unwrap();
+        assert_eq!(r.kind, NatKind::Snat);
+        assert!(r.random && !r.fully_random);
+        assert_eq!(r.to.as_deref(), Some("10.1.2.3:1000-2000"));
+        assert_eq!(
+            r.text,
+            "meta l4proto tcp ip saddr != 10.0.0.0/8 snat to 10.1.2.3:1000-2000 random,persistent # handle 4"
+        );
+    }
+
+    #[test]
+    fn iptables_nft_target() {
+        // iptables-nft: `-o w+ -m comment --comment kube -j MASQUERADE --random-fully`.
+        let mut exprs = oifname(b"w");
+        let mut comment = b"kube".to_vec();
+        comment.resize(256, 0);
+        exprs.push(expr(
+            "match",
+            vec![nla(1, b"comment\0"), be(2, 0), nla(3, &comment)],
+        ));
+        exprs.push(expr("counter", vec![]));
+        let mut info = Vec::new();
+        info.extend(1u32.to_ne_bytes());
+        info.extend(NF_NAT_RANGE_PROTO_RANDOM_FULLY.to_ne_bytes());
+        info.extend([0u8; 12]);
+        exprs.push(expr(
+            "target",
+            vec![nla(1, b"MASQUERADE\0"), be(2, 0), nla(3, &info)],
+        ));
+        let r = decode_rule(NFPROTO_IPV4, &rule("nat", "KUBE-POSTROUTING", exprs))
+            .unwrap()
+            .unwrap();
+        assert_eq!(r.backend, "iptables-nft");
+        assert_eq!(r.chain, "KUBE-POSTROUTING");
+        assert!(r.fully_random);
+        assert_eq!(
+            r.text,
+            "oifname \"w*\" comment \"kube\" masquerade fully-random # handle 4"
+        );
+    }
+
+    #[test]
+    fn rules_without_nat_are_skipped() {
+        let mut exprs = oifname(b"x\0");
+        exprs.push(expr(
+            "immediate",
+            vec![
+                be(1, 0),
+                nla(
+                    2 | NESTED,
+                    &nla(NFTA_DATA_VERDICT | NESTED, &be(NFTA_VERDICT_CODE, 1)),
+                ),
+            ],
+        ));
+        assert_eq!(
+            decode_rule(NFPROTO_IPV4, &rule("filter", "in", exprs)).unwrap(),
+            None
+        );
+        // DNAT is not reported.
+        let dnat = vec![expr("nat", vec![be(1, 1), be(2, 2)])];
+        assert_eq!(
+            decode_rule(NFPROTO_IPV4, &rule("nat", "pre", dnat)).unwrap(),
+            None
+        );
+        // No expressions at all.
+        assert_eq!(
+            decode_rule(NFPROTO_IPV4, &nla(NFTA_RULE_TABLE, b"t\0")).unwrap(),
+            None
+        );
+    }
+
+    #[test]
+    fn malformed_rule_is_an_error() {
+        let mut bytes = rule("nat", "post", vec![expr("masq", vec![])]);
+        bytes.truncate(bytes.len() - 6);
+        assert!(decode_rule(NFPROTO_IPV4, &bytes).is_err());
+    }
+
+    #[test]
+    fn targets() {
+        assert_eq!(
+            nat_target(NFPROTO_IPV4, Some("1.2.3.4".into()), None, None).as_deref(),
+            Some("1.2.3.4")
+        );
+        assert_eq!(
+            nat_target(
+                NFPROTO_IPV6,
+                Some("2001:db8::1".into()),
+                Some("2001:db8::1".into()),
+                Some("80".into())
+            )
+            .as_deref(),
+            Some("[2001:db8::1]:80")
+        );
+        assert_eq!(
+            nat_target(NFPROTO_IPV4, None, None, Some("1-2".into())).as_deref(),
+            Some(":1-2")
+        );
+        assert_eq!(nat_target(NFPROTO_IPV4, None, None, None), None);
+    }
+}
