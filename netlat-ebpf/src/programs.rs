@@ -330,9 +330,11 @@ fn try_kfree(ctx: &TracePointContext) -> Result<(), i32> {
         let orig_off = cfg!(kernel.ct_tuple_orig);
         let reply_off = cfg!(kernel.ct_tuple_reply);
         if nfct != 0 && orig_off != ABSENT && reply_off != ABSENT {
-            let ok_orig =
-                bpf_probe_read_kernel_buf((nfct + orig_off as u64) as *const u8, &mut (*ev).ct_orig)
-                    .is_ok();
+            let ok_orig = bpf_probe_read_kernel_buf(
+                (nfct + orig_off as u64) as *const u8,
+                &mut (*ev).ct_orig,
+            )
+            .is_ok();
             let ok_reply = bpf_probe_read_kernel_buf(
                 (nfct + reply_off as u64) as *const u8,
                 &mut (*ev).ct_reply,

@@ -81,7 +81,11 @@ fn yes_no(v: Option<bool>) -> &'static str {
 pub fn print_human(out: &mut impl Write, f: &NodeFacts, rows: &[Exposure]) -> io::Result<()> {
     writeln!(out, "kernel        {}", f.kernel.release)?;
     for (k, v) in &f.sysctls {
-        writeln!(out, "sysctl        {k} = {}", v.as_deref().unwrap_or("(absent)"))?;
+        writeln!(
+            out,
+            "sysctl        {k} = {}",
+            v.as_deref().unwrap_or("(absent)")
+        )?;
     }
     writeln!(
         out,

@@ -9,9 +9,9 @@ use std::io;
 
 use crate::{
     event::{self, Event},
-    packet::FiveTuple,
     flow::{Attempt, Outcome, Tracker, TrackerConfig},
     output::{ConnectJson, DropLineJson, Sink, Summary, WallClock},
+    packet::FiveTuple,
     symbols::{self, CounterEvidence, DropRecord, Names},
     verdict::{Judge, NodeView, drop_verdict},
 };

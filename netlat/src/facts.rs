@@ -164,7 +164,11 @@ fn eval(c: Cond, f: &NodeFacts) -> (Option<bool>, String) {
             format!(
                 "kernel {} {} {a}.{b}.{c}{}",
                 f.kernel.release,
-                if f.kernel.at_least(a, b, c) { "≥" } else { "<" },
+                if f.kernel.at_least(a, b, c) {
+                    "≥"
+                } else {
+                    "<"
+                },
                 if f.kernel.at_least(a, b, c) {
                     ""
                 } else {
@@ -202,7 +206,10 @@ fn eval(c: Cond, f: &NodeFacts) -> (Option<bool>, String) {
                         f.vxlan.len()
                     )
                 } else {
-                    format!("VXLAN {} with udpcsum and tx checksum offload on", devs.join(", "))
+                    format!(
+                        "VXLAN {} with udpcsum and tx checksum offload on",
+                        devs.join(", ")
+                    )
                 },
             )
         }
@@ -347,12 +354,17 @@ mod tests {
         // No IPVS sysctls on this kernel: not exposed because IPVS is not in use.
         assert_eq!(row(&f, "ipvs-conn-reuse").exposed, Exposed::No);
         f.kube_proxy.mode = KubeProxyMode::Ipvs;
-        assert_eq!(row(&f, "ipvs-conn-reuse").exposed, Exposed::No, "kernel ≥ 5.9");
+        assert_eq!(
+            row(&f, "ipvs-conn-reuse").exposed,
+            Exposed::No,
+            "kernel ≥ 5.9"
+        );
         f.kernel = KernelVersion::parse("3.10.0-1160.el7.x86_64").unwrap();
         assert_eq!(row(&f, "ipvs-conn-reuse").exposed, Exposed::Unknown);
         f.sysctls
             .insert("net.ipv4.vs.conn_reuse_mode".into(), Some("1".into()));
-        f.sysctls.insert("net.ipv4.vs.conntrack".into(), Some("1".into()));
+        f.sysctls
+            .insert("net.ipv4.vs.conntrack".into(), Some("1".into()));
         assert_eq!(row(&f, "ipvs-conn-reuse").exposed, Exposed::Yes);
         assert_eq!(row(&f, "unanswered-syn").exposed, Exposed::NotApplicable);
     }

@@ -399,7 +399,8 @@ impl Tracker {
             if let Some(flow) = self.flows.get_mut(sock)
                 && d.ts_ns >= flow.attempt.start_ns
             {
-                let through_alias = flow.aliases.contains(&key) || flow.aliases.contains(&key.reversed());
+                let through_alias =
+                    flow.aliases.contains(&key) || flow.aliases.contains(&key.reversed());
                 flow.attempt.drops.push(MatchedDrop {
                     drop: d.clone(),
                     direction: via.dir,
@@ -632,7 +633,13 @@ mod tests {
             },
         );
         let a = t
-            .sock_state(&st(2 * S + 5, 1, TcpState::SYN_SENT, TcpState::ESTABLISHED, 42764))
+            .sock_state(&st(
+                2 * S + 5,
+                1,
+                TcpState::SYN_SENT,
+                TcpState::ESTABLISHED,
+                42764,
+            ))
             .unwrap();
         assert_eq!(a.drops.len(), 1);
         assert!(a.drops[0].via_nat);

@@ -7,6 +7,7 @@
 
 pub mod btf;
 pub mod cli;
+pub mod ctnl;
 pub mod doctor;
 pub mod engine;
 pub mod event;

@@ -49,7 +49,11 @@ impl NetnsIndex {
         }
         if let Ok(dir) = fs::read_dir("/proc") {
             for e in dir.flatten() {
-                if e.file_name().to_string_lossy().bytes().all(|b| b.is_ascii_digit()) {
+                if e.file_name()
+                    .to_string_lossy()
+                    .bytes()
+                    .all(|b| b.is_ascii_digit())
+                {
                     add(e.path().join("ns/net"));
                 }
             }
@@ -187,5 +191,34 @@ impl Counters for ProcCounters {
 
     fn tick(&mut self) {
         ProcCounters::tick(self);
+    }
+}
+
+/// NAT lookups over ctnetlink in the connect's own namespace.
+#[derive(Debug, Default)]
+pub struct CtNatLookup {
+    index: NetnsIndex,
+}
+
+impl crate::engine::NatLookup for CtNatLookup {
+    fn wire_tuple(
+        &mut self,
+        netns: u32,
+        tuple: crate::packet::FiveTuple,
+    ) -> Option<crate::packet::FiveTuple> {
+        let path = self.index.path(netns)?;
+        let entry = match in_netns(&path, move || crate::ctnl::lookup(&tuple)) {
+            Ok(Ok(e)) => e?,
+            Ok(Err(e)) => {
+                tracing::debug!("conntrack lookup of {tuple} in netns {netns}: {e}");
+                return None;
+            }
+            Err(e) => {
+                tracing::debug!("entering netns {netns}: {e}");
+                return None;
+            }
+        };
+        let wire = entry.wire_tuple();
+        (wire != tuple).then_some(wire)
     }
 }

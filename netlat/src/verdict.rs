@@ -236,8 +236,14 @@ pub static CATALOG: &[Entry] = &[
                 server (expire_nodest_conn=1) and dropped the SYN; the retry after 1 s went \
                 elsewhere",
         facts: &[
-            ("kernel ≥ 5.9", "still drops when the old conntrack is confirmed (ESTABLISHED)"),
-            ("kube-proxy", "sets expire_nodest_conn=1 and graceful termination (weight 0)"),
+            (
+                "kernel ≥ 5.9",
+                "still drops when the old conntrack is confirmed (ESTABLISHED)",
+            ),
+            (
+                "kube-proxy",
+                "sets expire_nodest_conn=1 and graceful termination (weight 0)",
+            ),
         ],
         requires: &[
             Signal::SynRetransmitted,
@@ -254,8 +260,14 @@ pub static CATALOG: &[Entry] = &[
         id: "ipvs-stale-realserver",
         title: "conn_reuse_mode=0: a reused client port kept going to a removed real server",
         facts: &[
-            ("kube-proxy ≤ 1.17 / 1.19–1.21", "sets conn_reuse_mode=0 on kernels > 4.1"),
-            ("kernel", "c95c07836fa4 (5.16) applies expire_nodest_conn with mode 0"),
+            (
+                "kube-proxy ≤ 1.17 / 1.19–1.21",
+                "sets conn_reuse_mode=0 on kernels > 4.1",
+            ),
+            (
+                "kernel",
+                "c95c07836fa4 (5.16) applies expire_nodest_conn with mode 0",
+            ),
         ],
         requires: &[Signal::IpvsStaleDestination],
         supports: &[],

@@ -121,7 +121,7 @@ pub async fn run(
         loaded.names,
         Box::new(crate::facts::LiveFacts::default()),
         Box::new(crate::netns::ProcCounters::new()),
-        Box::new(crate::engine::NoNatLookup),
+        Box::new(crate::netns::CtNatLookup::default()),
     );
     if let Err(e) = sink.hooks(&loaded.hooks) {
         return finish_on_output_error(e);
