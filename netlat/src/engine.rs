@@ -203,6 +203,8 @@ mod tests {
     use crate::output::{Hook, JsonSink};
     use netlat_ebpf::{Addrs, DropEvent, EventHeader, RetransmitEvent, SockStateEvent, kind};
 
+    use crate::symbols::CounterEvidence;
+
     const S: u64 = 1_000_000_000;
 
     fn addrs(sport: u16) -> Addrs {
@@ -292,6 +294,203 @@ mod tests {
             Box::new(NoCounters),
             Box::new(NoNatLookup),
         )
+    }
+
+    /// Node facts of a node exposed to both B and C.
+    struct ExposedNode;
+    impl crate::verdict::NodeView for ExposedNode {
+        fn masquerade(&self, _: u32) -> Option<(usize, usize)> {
+            Some((1, 1))
+        }
+        fn vxlan_offloaded(&self, _: u32) -> Option<Vec<String>> {
+            Some(vec!["vxlan.calico".into()])
+        }
+        fn udp_timeout_s(&self, _: u32) -> Option<u64> {
+            Some(30)
+        }
+    }
+
+    /// Every claim finds one fresh insert_failed and drop increment.
+    struct Clashing;
+    impl Counters for Clashing {
+        fn claim(&mut self, _: u32, _: u32) -> Option<CounterEvidence> {
+            Some(CounterEvidence {
+                insert_failed: 1,
+                drop: 1,
+            })
+        }
+    }
+
+    /// The client's conntrack: port 40000 leaves as 10.9.0.1:61000.
+    struct Masq;
+    impl NatLookup for Masq {
+        fn wire_tuple(&mut self, _: u32, t: FiveTuple) -> Option<FiveTuple> {
+            Some(FiveTuple {
+                src: "10.9.0.1:61000".parse().ok()?,
+                ..t
+            })
+        }
+    }
+
+    fn exposed_engine(nat: Box<dyn NatLookup>) -> Engine {
+        let mut names = Names::default();
+        names.reasons.insert(11, "UDP_CSUM".into());
+        names.reasons.insert(12, "NETFILTER_DROP".into());
+        names.kallsyms = symbols::Kallsyms::parse(
+            "ffffffff81a00000 t nf_hook_slow\nffffffff81b00000 t udp_queue_rcv_one_skb\n",
+        );
+        names.ct_tuple = Some(crate::btf::CtTupleLayout {
+            src_addr: 0,
+            src_port: 16,
+            src_l3num: 18,
+            dst_addr: 20,
+            dst_port: 36,
+            dst_protonum: 38,
+        });
+        Engine::new(
+            EngineConfig {
+                threshold_ns: 200_000_000,
+                clock: WallClock { offset_ns: 0 },
+                has_reasons: true,
+                tracker: TrackerConfig::default(),
+            },
+            names,
+            Box::new(ExposedNode),
+            Box::new(Clashing),
+            nat,
+        )
+    }
+
+    fn ct_tuple(src: [u8; 4], sport: u16, dst: [u8; 4], dport: u16) -> [u8; 40] {
+        let mut t = [0u8; 40];
+        t[..4].copy_from_slice(&src);
+        t[16..18].copy_from_slice(&sport.to_be_bytes());
+        t[18..20].copy_from_slice(&2u16.to_ne_bytes());
+        t[20..24].copy_from_slice(&dst);
+        t[36..38].copy_from_slice(&dport.to_be_bytes());
+        t[38] = 6;
+        t
+    }
+
+    fn lines_of(e: &mut Engine, items: &[Vec<u8>]) -> Vec<serde_json::Value> {
+        let mut out = Vec::new();
+        let mut sink = JsonSink::new(&mut out);
+        for i in items {
+            e.handle_bytes(i, &mut sink).unwrap();
+        }
+        String::from_utf8(out)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn snat_clash_stream_is_named_b_with_high_confidence() {
+        // The SYN of 10.231.0.1:40000 left the router as 10.9.0.1:40000 and lost the confirm race.
+        let mut drop = syn_drop(10 * S + 50_000, 40000, 0xffffffff81a0007d);
+        let mut ev: DropEvent = unsafe { std::ptr::read_unaligned(drop.as_ptr().cast()) };
+        ev.data[12..16].copy_from_slice(&[10, 9, 0, 1]);
+        ev.ct_flags = netlat_ebpf::CT_PRESENT;
+        ev.ct_status = crate::symbols::IPS_SRC_NAT;
+        ev.ct_orig = ct_tuple([10, 231, 0, 1], 40000, [10, 231, 0, 2], 8080);
+        ev.ct_reply = ct_tuple([10, 231, 0, 2], 8080, [10, 9, 0, 1], 40000);
+        drop = event::encode(&ev);
+        let mut e = exposed_engine(Box::new(NoNatLookup));
+        let lines = lines_of(
+            &mut e,
+            &[
+                state(10 * S, 7, 2, 0),
+                drop,
+                retrans(11 * S, 40000),
+                state(11 * S + 1_000_000, 2, 1, 40000),
+            ],
+        );
+        assert_eq!(lines.len(), 1, "{lines:#?}");
+        let v = &lines[0]["verdict"];
+        assert_eq!(v["issue"], "snat-port-clash", "{v}");
+        assert_eq!(v["confidence"], "high", "{v}");
+        assert_eq!(lines[0]["drops"][0]["via_nat"], true);
+        assert_eq!(
+            lines[0]["drops"][0]["conntrack"]["nat_source"],
+            "10.9.0.1:40000"
+        );
+    }
+
+    /// A UDP_CSUM drop of a VXLAN packet whose inner SYN is `inner_src` -> 10.231.0.2:8080.
+    fn vxlan_drop(ts: u64, inner_src: [u8; 4], inner_sport: u16) -> Vec<u8> {
+        let mut d = DropEvent {
+            header: EventHeader {
+                kind: kind::DROP,
+                cpu: 0,
+                ts_ns: ts,
+            },
+            location: 0xffffffff81b00153,
+            netns: 333,
+            ifindex: 2,
+            reason: 11,
+            len: 110,
+            protocol: 0x0800,
+            cap_len: 160,
+            ..DropEvent::default()
+        };
+        let mut p = vec![
+            0x45, 0, 0, 110, 0, 0, 0x40, 0, 64, 17, 0, 0, 10, 0, 0, 1, 10, 0, 0, 2,
+        ];
+        p.extend_from_slice(&50000u16.to_be_bytes());
+        p.extend_from_slice(&4789u16.to_be_bytes());
+        p.extend_from_slice(&[0, 90, 0xff, 0xff]);
+        p.extend_from_slice(&[0x08, 0, 0, 0, 0, 0, 42, 0]);
+        p.extend_from_slice(&[0u8; 12]);
+        p.extend_from_slice(&0x0800u16.to_be_bytes());
+        p.extend_from_slice(&[0x45, 0, 0, 60, 0, 0, 0x40, 0, 64, 6, 0, 0]);
+        p.extend_from_slice(&inner_src);
+        p.extend_from_slice(&[10, 231, 0, 2]);
+        p.extend_from_slice(&inner_sport.to_be_bytes());
+        p.extend_from_slice(&8080u16.to_be_bytes());
+        p.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 0, 0x50, 0x02, 0xff, 0xff, 0, 0, 0, 0]);
+        d.data[..p.len()].copy_from_slice(&p);
+        event::encode(&d)
+    }
+
+    #[test]
+    fn vxlan_stream_names_c_on_both_sides() {
+        // Receiver: the drop alone is a C drop line. Sender: the connect escapes after one RTO
+        // and the NATed inner SYN (61000) is tied to it through conntrack.
+        let mut e = exposed_engine(Box::new(Masq));
+        let lines = lines_of(
+            &mut e,
+            &[
+                state(10 * S, 7, 2, 0),
+                vxlan_drop(10 * S + 100_000, [10, 9, 0, 1], 61000),
+                retrans(11 * S, 40000),
+                state(11 * S + 1_000_000, 2, 1, 40000),
+            ],
+        );
+        assert_eq!(lines.len(), 2, "{lines:#?}");
+        assert_eq!(lines[0]["type"], "drop");
+        assert_eq!(lines[0]["verdict"]["issue"], "vxlan-csum-offload");
+        assert_eq!(
+            lines[0]["inner"],
+            "tcp 10.9.0.1:61000 -> 10.231.0.2:8080 [SYN]"
+        );
+        assert_eq!(lines[1]["type"], "connect");
+        assert_eq!(lines[1]["verdict"]["issue"], "vxlan-csum-offload");
+        assert_eq!(lines[1]["verdict"]["confidence"], "high");
+        assert_eq!(lines[1]["drops"][0]["via_vxlan"], true);
+        // Without the NAT lookup the receiver's drop cannot be tied to the connect.
+        let mut e = exposed_engine(Box::new(NoNatLookup));
+        let lines = lines_of(
+            &mut e,
+            &[
+                state(10 * S, 7, 2, 0),
+                vxlan_drop(10 * S + 100_000, [10, 9, 0, 1], 61000),
+                retrans(11 * S, 40000),
+                state(11 * S + 1_000_000, 2, 1, 40000),
+            ],
+        );
+        assert_eq!(lines[1]["drops"], serde_json::json!([]));
+        assert_ne!(lines[1]["verdict"]["issue"], "snat-port-clash");
     }
 
     fn run(items: &[Vec<u8>]) -> (Vec<serde_json::Value>, Summary) {

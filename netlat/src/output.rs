@@ -223,6 +223,12 @@ pub trait Sink {
     fn hooks(&mut self, hooks: &[Hook]) -> io::Result<()>;
     fn connect(&mut self, line: &ConnectJson) -> io::Result<()>;
     fn drop_line(&mut self, line: &DropLineJson) -> io::Result<()>;
+    /// The node fingerprint and its exposure, once at start-up.
+    fn node(
+        &mut self,
+        facts: &crate::node::NodeFacts,
+        exposure: &[crate::facts::Exposure],
+    ) -> io::Result<()>;
     fn summary(&mut self, s: &Summary) -> io::Result<()>;
 }
 
@@ -263,6 +269,25 @@ impl<W: Write> Sink for JsonSink<W> {
 
     fn drop_line(&mut self, line: &DropLineJson) -> io::Result<()> {
         self.line(line)
+    }
+
+    fn node(
+        &mut self,
+        facts: &crate::node::NodeFacts,
+        exposure: &[crate::facts::Exposure],
+    ) -> io::Result<()> {
+        #[derive(Serialize)]
+        struct Node<'a> {
+            #[serde(rename = "type")]
+            kind: &'static str,
+            facts: &'a crate::node::NodeFacts,
+            exposure: &'a [crate::facts::Exposure],
+        }
+        self.line(&Node {
+            kind: "node",
+            facts,
+            exposure,
+        })
     }
 
     fn summary(&mut self, s: &Summary) -> io::Result<()> {
@@ -353,6 +378,26 @@ impl<W: Write, E: Write> Sink for HumanSink<W, E> {
             None => writeln!(self.out, "    => no known issue fits this evidence")?,
         }
         self.out.flush()
+    }
+
+    fn node(
+        &mut self,
+        facts: &crate::node::NodeFacts,
+        exposure: &[crate::facts::Exposure],
+    ) -> io::Result<()> {
+        writeln!(self.err, "netlat: kernel {}", facts.kernel.release)?;
+        for e in exposure
+            .iter()
+            .filter(|e| e.exposed == crate::facts::Exposed::Yes)
+        {
+            writeln!(
+                self.err,
+                "netlat: this node is EXPOSED to {}: {}",
+                e.issue,
+                e.why.join("; ")
+            )?;
+        }
+        self.err.flush()
     }
 
     fn drop_line(&mut self, d: &DropLineJson) -> io::Result<()> {

@@ -126,7 +126,15 @@ pub async fn run(
     if let Err(e) = sink.hooks(&loaded.hooks) {
         return finish_on_output_error(e);
     }
+    // The node fingerprint joined to this run: verdicts read the same facts per namespace.
+    let facts = tokio::task::spawn_blocking(crate::node::gather)
+        .await
+        .context("gathering node facts")?;
+    if let Err(e) = sink.node(&facts, &crate::facts::exposure(&facts)) {
+        return finish_on_output_error(e);
+    }
 
+    let started = std::time::Instant::now();
     let deadline = args.duration.map(|d| tokio::time::Instant::now() + d);
     let until_deadline = async {
         match deadline {
@@ -186,6 +194,7 @@ pub async fn run(
             Err(e) => return finish_on_output_error(e),
         }
     };
+    summary.duration_s = started.elapsed().as_secs_f64();
     for (name, n) in loader::lost_events(&ebpf) {
         summary.lost_events.insert(name.to_string(), n);
     }
@@ -214,6 +223,9 @@ impl Sink for NullSink {
         Ok(())
     }
     fn drop_line(&mut self, _: &crate::output::DropLineJson) -> io::Result<()> {
+        Ok(())
+    }
+    fn node(&mut self, _: &crate::node::NodeFacts, _: &[crate::facts::Exposure]) -> io::Result<()> {
         Ok(())
     }
     fn summary(&mut self, _: &crate::output::Summary) -> io::Result<()> {
