@@ -24,7 +24,7 @@ pub const SYS_BTF_PATH: &str = "/sys/kernel/btf/vmlinux";
 const MAX_DEPTH: usize = 32;
 
 /// Byte offsets inside a captured `struct nf_conntrack_tuple`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct CtTupleLayout {
     pub src_addr: u32,
     pub src_port: u32,

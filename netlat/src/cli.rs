@@ -21,6 +21,21 @@ pub enum Command {
     /// conntrack counters) and, per known issue, whether the node is exposed and the fix.
     /// Needs no eBPF.
     Doctor(DoctorArgs),
+    /// Replay a recording made with `watch --record`: the same lines, verdicts and summary,
+    /// with no kernel and no privileges.
+    Replay(ReplayArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ReplayArgs {
+    /// The recording.
+    pub file: std::path::PathBuf,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = OutputFormat::Human)]
+    pub output: OutputFormat,
+    /// Report attempts at least this slow (default: the threshold of the recorded run).
+    #[arg(long, value_parser = parse_threshold)]
+    pub threshold: Option<f64>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -56,6 +71,9 @@ pub struct WatchArgs {
     /// Show eBPF-side diagnostics (aya-log) and debug logs.
     #[arg(short, long)]
     pub verbose: bool,
+    /// Record the raw kernel events and the node answers to FILE for `netlat replay`.
+    #[arg(long, value_name = "FILE")]
+    pub record: Option<std::path::PathBuf>,
 }
 
 fn parse_threshold(s: &str) -> Result<f64, String> {

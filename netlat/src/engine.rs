@@ -191,6 +191,16 @@ impl Engine {
         Ok(s)
     }
 
+    /// Record how a kernel address resolved (replays carry locations, not the symbol table).
+    pub fn insert_symbol(&mut self, addr: u64, location: String) {
+        self.names.kallsyms.insert_resolved(addr, location);
+    }
+
+    /// How the engine resolves a kernel text address.
+    pub fn resolve(&self, addr: u64) -> String {
+        self.names.kallsyms.resolve(addr)
+    }
+
     /// Timestamp of the newest event seen (replays use it as "now").
     pub fn last_ts(&self) -> u64 {
         self.last_ts

@@ -18,6 +18,8 @@ pub mod netns;
 pub mod node;
 pub mod output;
 pub mod packet;
+pub mod record;
+pub mod replay;
 pub mod symbols;
 pub mod tracefs;
 pub mod verdict;

@@ -58,6 +58,8 @@ pub enum LoadError {
 /// Everything `watch` needs after a successful load.
 pub struct Loaded {
     pub ebpf: Ebpf,
+    /// `uname -r` of the running kernel.
+    pub kernel: String,
     pub hooks: Vec<Hook>,
     pub names: Names,
     pub has_reasons: bool,
@@ -259,6 +261,9 @@ pub fn load(verbose: bool) -> Result<Loaded, LoadError> {
     }
     Ok(Loaded {
         ebpf,
+        kernel: fs::read_to_string("/proc/sys/kernel/osrelease")
+            .map(|s| s.trim().to_string())
+            .unwrap_or_default(),
         hooks,
         names,
         has_reasons,

@@ -26,12 +26,13 @@ fn main() -> ExitCode {
     };
     let verbose = match &cli.command {
         Command::Watch(w) => w.verbose,
-        Command::Doctor(_) => false,
+        Command::Doctor(_) | Command::Replay(_) => false,
     };
     init_logging(verbose);
     let result = match cli.command {
         Command::Watch(args) => netlat::watch::main(args),
         Command::Doctor(args) => netlat::doctor::main(args),
+        Command::Replay(args) => netlat::replay::main(args),
     };
     match result {
         Ok(code) => code,

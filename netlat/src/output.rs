@@ -33,7 +33,7 @@ impl WallClock {
 }
 
 /// One evidence source (hook) and whether it is active.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq, Eq)]
 pub struct Hook {
     /// What the evidence is, e.g. "connect state changes".
     pub evidence: String,

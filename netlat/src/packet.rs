@@ -69,7 +69,9 @@ pub enum DecodeError {
 }
 
 /// A transport connection's endpoints as seen in one packet (sender first).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, serde::Deserialize,
+)]
 pub struct FiveTuple {
     pub proto: u8,
     pub src: SocketAddr,

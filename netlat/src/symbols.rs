@@ -19,6 +19,8 @@ pub const VXLAN_PORTS: &[u16] = &[4789, 8472];
 #[derive(Debug, Clone, Default)]
 pub struct Kallsyms {
     syms: Vec<(u64, String)>,
+    /// Already-resolved locations (from a recording), used before the table.
+    exact: std::collections::HashMap<u64, String>,
 }
 
 impl Kallsyms {
@@ -37,16 +39,27 @@ impl Kallsyms {
             })
             .collect();
         syms.sort_unstable();
-        Kallsyms { syms }
+        Kallsyms {
+            syms,
+            exact: Default::default(),
+        }
+    }
+
+    /// Remember how `addr` resolved (replays carry resolved locations, not the table).
+    pub fn insert_resolved(&mut self, addr: u64, location: String) {
+        self.exact.insert(addr, location);
     }
 
     /// Whether any addresses are known (kptr_restrict hides them from non-root).
     pub fn is_empty(&self) -> bool {
-        self.syms.is_empty()
+        self.syms.is_empty() && self.exact.is_empty()
     }
 
     /// `name+0xoff` for a kernel text address, or the bare hex address when unknown.
     pub fn resolve(&self, addr: u64) -> String {
+        if let Some(s) = self.exact.get(&addr) {
+            return s.clone();
+        }
         let idx = self.syms.partition_point(|(a, _)| *a <= addr);
         match idx.checked_sub(1).and_then(|i| self.syms.get(i)) {
             Some((base, name)) if addr - base < 1 << 20 => format!("{name}+{:#x}", addr - base),
@@ -155,7 +168,7 @@ pub struct DropRecord {
 }
 
 /// Increase of the per-CPU conntrack counters attributed to one drop.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct CounterEvidence {
     pub insert_failed: u64,
     pub drop: u64,

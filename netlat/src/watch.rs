@@ -16,12 +16,17 @@ use tokio::{
     signal::unix::SignalKind,
 };
 
+use std::collections::HashSet;
+
 use crate::{
     cli::{OutputFormat, WatchArgs},
     engine::{Engine, EngineConfig},
     flow::TrackerConfig,
     loader,
     output::{HumanSink, JsonSink, Sink, WallClock},
+    record::{
+        Header, Note, Recorder, RecordingCounters, RecordingNat, RecordingView, SharedRecorder,
+    },
 };
 
 fn clock_ns(id: libc::clockid_t) -> i128 {
@@ -111,18 +116,66 @@ pub async fn run(
         .map_err(io::Error::from)
         .context("polling the ring buffer")?;
 
-    let mut engine = Engine::new(
-        EngineConfig {
-            threshold_ns: (args.threshold * 1e6) as u64,
-            clock: wall_clock(),
-            has_reasons: loaded.has_reasons,
-            tracker: TrackerConfig::default(),
-        },
-        loaded.names,
-        Box::new(crate::facts::LiveFacts::default()),
-        Box::new(crate::netns::ProcCounters::new()),
-        Box::new(crate::netns::CtNatLookup::default()),
-    );
+    let clock = wall_clock();
+    let threshold_ns = (args.threshold * 1e6) as u64;
+    let rec = match &args.record {
+        Some(path) => Some(
+            Recorder::create(
+                path,
+                &Header {
+                    kernel: loaded.kernel.clone(),
+                    has_reasons: loaded.has_reasons,
+                    reasons: loaded.names.reasons.clone(),
+                    ct_tuple: loaded.names.ct_tuple,
+                    clock_offset_ns: clock.offset_ns,
+                    threshold_ns,
+                    hooks: loaded.hooks.clone(),
+                },
+            )
+            .with_context(|| format!("creating the recording {}", path.display()))?,
+        ),
+        None => None,
+    };
+    let facts_view = crate::facts::LiveFacts::default();
+    let counters = crate::netns::ProcCounters::new();
+    let nat = crate::netns::CtNatLookup::default();
+    let engine_cfg = EngineConfig {
+        threshold_ns,
+        clock,
+        has_reasons: loaded.has_reasons,
+        tracker: TrackerConfig::default(),
+    };
+    let engine = match &rec {
+        // Every answer the shell gives the engine goes into the recording too.
+        Some(r) => Engine::new(
+            engine_cfg,
+            loaded.names,
+            Box::new(RecordingView {
+                inner: facts_view,
+                rec: r.clone(),
+            }),
+            Box::new(RecordingCounters {
+                inner: counters,
+                rec: r.clone(),
+            }),
+            Box::new(RecordingNat {
+                inner: nat,
+                rec: r.clone(),
+            }),
+        ),
+        None => Engine::new(
+            engine_cfg,
+            loaded.names,
+            Box::new(facts_view),
+            Box::new(counters),
+            Box::new(nat),
+        ),
+    };
+    let mut feed = Feed {
+        engine,
+        rec,
+        symbols: HashSet::new(),
+    };
     if let Err(e) = sink.hooks(&loaded.hooks) {
         return finish_on_output_error(e);
     }
@@ -153,7 +206,7 @@ pub async fn run(
                 let mut guard = guard.context("waiting for the ring buffer")?;
                 let rb = guard.get_inner_mut();
                 while let Some(item) = rb.next() {
-                    if let Err(e) = engine.handle_bytes(&item, sink) {
+                    if let Err(e) = feed.item(&item, sink) {
                         if is_broken_pipe(&e) { pipe_closed = true; break 'main; }
                         return Err(e).context("writing output");
                     }
@@ -166,7 +219,7 @@ pub async fn run(
                     g.clear_ready();
                 }
             }
-            _ = tick.tick() => engine.tick(monotonic_ns()),
+            _ = tick.tick() => feed.tick(monotonic_ns()),
             _ = &mut shutdown => break,
             _ = &mut until_deadline => break,
         }
@@ -176,7 +229,7 @@ pub async fn run(
     if !pipe_closed {
         let rb = ring.get_mut();
         while let Some(item) = rb.next() {
-            if let Err(e) = engine.handle_bytes(&item, sink) {
+            if let Err(e) = feed.item(&item, sink) {
                 if is_broken_pipe(&e) {
                     pipe_closed = true;
                     break;
@@ -187,9 +240,9 @@ pub async fn run(
     }
     let now = monotonic_ns();
     let mut summary = if pipe_closed {
-        engine.finish(now, &mut NullSink)?
+        feed.engine.finish(now, &mut NullSink)?
     } else {
-        match engine.finish(now, sink) {
+        match feed.engine.finish(now, sink) {
             Ok(s) => s,
             Err(e) => return finish_on_output_error(e),
         }
@@ -198,10 +251,56 @@ pub async fn run(
     for (name, n) in loader::lost_events(&ebpf) {
         summary.lost_events.insert(name.to_string(), n);
     }
+    if let Some(r) = &feed.rec {
+        let mut r = r.borrow_mut();
+        r.note(&Note::End {
+            now_ns: now,
+            duration_s: summary.duration_s,
+            lost: summary.lost_events.clone(),
+        })
+        .and_then(|()| r.flush())
+        .context("finishing the recording")?;
+    }
     if !pipe_closed && let Err(e) = sink.summary(&summary) {
         return finish_on_output_error(e);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The engine plus the optional recording of everything it is fed.
+struct Feed {
+    engine: Engine,
+    rec: Option<SharedRecorder>,
+    /// Kernel addresses whose resolution is already in the recording.
+    symbols: HashSet<u64>,
+}
+
+impl Feed {
+    fn item(&mut self, bytes: &[u8], sink: &mut dyn Sink) -> io::Result<()> {
+        if let Some(rec) = &self.rec {
+            let mut r = rec.borrow_mut();
+            // A replay has no symbol table: record how each new drop location resolved.
+            if let Ok(crate::event::Event::Drop(d)) = crate::event::decode(bytes)
+                && self.symbols.insert(d.location)
+            {
+                r.note(&Note::Symbol {
+                    addr: d.location,
+                    location: self.engine.resolve(d.location),
+                })?;
+            }
+            r.item(bytes)?;
+        }
+        self.engine.handle_bytes(bytes, sink)
+    }
+
+    fn tick(&mut self, now_ns: u64) {
+        if let Some(rec) = &self.rec
+            && let Err(e) = rec.borrow_mut().note(&Note::Tick { now_ns })
+        {
+            tracing::warn!("writing the recording failed: {e}");
+        }
+        self.engine.tick(now_ns);
+    }
 }
 
 fn finish_on_output_error(e: io::Error) -> anyhow::Result<ExitCode> {

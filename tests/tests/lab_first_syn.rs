@@ -3,9 +3,11 @@
 //! one SYN retransmit, a NETFILTER_DROP matched to it, and nothing for 8081. The verdict is the
 //! look-alike `netfilter-rule-drop` (a rule in a table dropped it), never `snat-port-clash`.
 
-use std::time::Duration;
+use std::{process::Command, time::Duration};
 
-use netlat_tests::{Netns, Watch, connect_times, connects_to, is_root, tcp_server, veth};
+use netlat_tests::{
+    Netns, Watch, connect_times, connects_to, is_root, netlat_bin, tcp_server, veth,
+};
 
 const FIRST_SYN_DROP: &str = r#"
 table inet labsyn {
@@ -34,7 +36,10 @@ fn lab_first_syn_drop_is_a_one_second_netfilter_drop() {
     server.nft(FIRST_SYN_DROP);
     let _srv = tcp_server(&server, &[8080, 8081]);
 
-    let watch = Watch::start(&[]);
+    let recording = std::env::temp_dir().join(format!("netlat-lab1-{}.rec", std::process::id()));
+    let _cleanup = RemoveOnDrop(recording.clone());
+    let rec_arg = recording.display().to_string();
+    let watch = Watch::start(&["--record", &rec_arg]);
     let times = connect_times(
         &client,
         &[
@@ -102,4 +107,53 @@ fn lab_first_syn_drop_is_a_one_second_netfilter_drop() {
     assert!(summary["attempts"].as_u64().unwrap_or(0) >= 5);
     assert!(summary["slow"].as_u64().unwrap_or(0) >= 3);
     assert!(summary["lost_events"].is_object());
+
+    // The recording replays to the same lines and summary, with no privileges.
+    let out = Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+        ])
+        .arg(netlat_bin())
+        .args(["replay", "--output", "json", &rec_arg])
+        .output()
+        .expect("run replay");
+    assert!(out.status.success(), "replay failed: {out:?}");
+    let replayed: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("replay JSON"))
+        .collect();
+    let pick = |v: &[serde_json::Value]| -> Vec<serde_json::Value> {
+        v.iter()
+            .filter(|l| ["connect", "drop", "summary"].contains(&l["type"].as_str().unwrap_or("")))
+            .cloned()
+            .collect()
+    };
+    assert_eq!(
+        pick(&replayed),
+        pick(&lines),
+        "replay differs from the live run"
+    );
+
+    // A truncated recording still reports what it holds, then fails naming the offset.
+    let bytes = std::fs::read(&recording).expect("read recording");
+    std::fs::write(&recording, &bytes[..bytes.len() - 3]).expect("truncate");
+    let out = Command::new(netlat_bin())
+        .args(["replay", "--output", "json", &rec_arg])
+        .output()
+        .expect("run replay");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("truncated at byte"), "{err}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("\"type\":\"summary\""));
+}
+
+struct RemoveOnDrop(std::path::PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
 }

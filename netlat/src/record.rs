@@ -1,0 +1,569 @@
+//! Recordings: the raw kernel events of a `watch` run plus every answer the live shell gave the
+//! engine (resolved kernel symbols, conntrack counters, NAT lookups, node facts), so that
+//! `netlat replay FILE` reproduces the same lines, verdicts and summary with no kernel and no
+//! privileges. A bug report is a recording.
+//!
+//! Format (version 1), little-endian:
+//! `b"NETLATR\0"`, `u16` version, `u32` header length, header (JSON), then records:
+//! `u8` tag, `u32` payload length, payload. Ring-buffer items are stored raw (the hot path);
+//! the rare annotations as JSON. Annotations produced while the engine handled an item follow
+//! that item, so a reader applies them before handing the item over.
+
+use std::{
+    cell::RefCell,
+    collections::{BTreeMap, HashMap, VecDeque},
+    fs::File,
+    io::{self, BufReader, BufWriter, Read, Write},
+    path::Path,
+    rc::Rc,
+};
+
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    btf::CtTupleLayout,
+    engine::{Counters, NatLookup},
+    output::Hook,
+    packet::FiveTuple,
+    symbols::CounterEvidence,
+    verdict::NodeView,
+};
+
+pub const MAGIC: &[u8; 8] = b"NETLATR\0";
+pub const VERSION: u16 = 1;
+/// Largest record payload accepted; a larger length means a corrupt file.
+const MAX_PAYLOAD: u32 = 64 << 20;
+
+const TAG_ITEM: u8 = 1;
+const TAG_NOTE: u8 = 2;
+
+/// Facts about the recording run.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Header {
+    pub kernel: String,
+    pub has_reasons: bool,
+    pub reasons: BTreeMap<u64, String>,
+    pub ct_tuple: Option<CtTupleLayout>,
+    /// Wall-clock ns at monotonic 0 during the recording.
+    pub clock_offset_ns: i128,
+    pub threshold_ns: u64,
+    pub hooks: Vec<Hook>,
+}
+
+/// An answer the live shell gave, in the order the engine asked.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub enum Note {
+    /// How a kernel text address resolved.
+    Symbol {
+        addr: u64,
+        location: String,
+    },
+    Counters {
+        netns: u32,
+        cpu: u32,
+        answer: Option<CounterEvidence>,
+    },
+    Nat {
+        netns: u32,
+        tuple: FiveTuple,
+        answer: Option<FiveTuple>,
+    },
+    Masquerade {
+        netns: u32,
+        answer: Option<(usize, usize)>,
+    },
+    Vxlan {
+        netns: u32,
+        answer: Option<Vec<String>>,
+    },
+    UdpTimeout {
+        netns: u32,
+        answer: Option<u64>,
+    },
+    /// Housekeeping at monotonic `now_ns`.
+    Tick {
+        now_ns: u64,
+    },
+    /// The run ended at `now_ns` after `duration_s` with these kernel loss counts.
+    End {
+        now_ns: u64,
+        duration_s: f64,
+        lost: BTreeMap<String, u64>,
+    },
+}
+
+/// One record of a recording.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Record {
+    Item(Vec<u8>),
+    Note(Note),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RecordError {
+    #[error("{path}: not a netlat recording (bad magic)")]
+    Magic { path: String },
+    #[error("{path}: recording version {found}, this netlat reads version {VERSION}")]
+    Version { path: String, found: u16 },
+    #[error("recording truncated at byte {offset}: {what}")]
+    Truncated { offset: u64, what: &'static str },
+    #[error("recording corrupt at byte {offset}: {what}")]
+    Corrupt { offset: u64, what: String },
+    #[error("reading the recording at byte {offset}: {source}")]
+    Io {
+        offset: u64,
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// Writes a recording; shared by the wrappers that log the shell's answers.
+pub struct Recorder {
+    out: BufWriter<File>,
+}
+
+pub type SharedRecorder = Rc<RefCell<Recorder>>;
+
+impl Recorder {
+    pub fn create(path: &Path, header: &Header) -> io::Result<SharedRecorder> {
+        let mut out = BufWriter::new(File::create(path)?);
+        let h = serde_json::to_vec(header).map_err(io::Error::other)?;
+        out.write_all(MAGIC)?;
+        out.write_all(&VERSION.to_le_bytes())?;
+        out.write_all(
+            &u32::try_from(h.len())
+                .map_err(io::Error::other)?
+                .to_le_bytes(),
+        )?;
+        out.write_all(&h)?;
+        Ok(Rc::new(RefCell::new(Recorder { out })))
+    }
+
+    fn frame(&mut self, tag: u8, payload: &[u8]) -> io::Result<()> {
+        self.out.write_all(&[tag])?;
+        self.out.write_all(
+            &u32::try_from(payload.len())
+                .map_err(io::Error::other)?
+                .to_le_bytes(),
+        )?;
+        self.out.write_all(payload)
+    }
+
+    pub fn item(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.frame(TAG_ITEM, bytes)
+    }
+
+    pub fn note(&mut self, n: &Note) -> io::Result<()> {
+        let p = serde_json::to_vec(n).map_err(io::Error::other)?;
+        self.frame(TAG_NOTE, &p)
+    }
+
+    pub fn flush(&mut self) -> io::Result<()> {
+        self.out.flush()
+    }
+}
+
+/// Note a failure to record once, then keep running: a full disk must not stop the diagnosis.
+fn log_err(r: io::Result<()>) {
+    if let Err(e) = r {
+        tracing::warn!("writing the recording failed: {e}");
+    }
+}
+
+/// Reads a recording record by record.
+pub struct Reader<R: Read> {
+    input: R,
+    offset: u64,
+}
+
+impl Reader<BufReader<File>> {
+    pub fn open(path: &Path) -> Result<(Header, Self), RecordError> {
+        let f = File::open(path).map_err(|source| RecordError::Io { offset: 0, source })?;
+        Reader::new(BufReader::new(f), &path.display().to_string())
+    }
+}
+
+impl<R: Read> Reader<R> {
+    pub fn new(input: R, name: &str) -> Result<(Header, Self), RecordError> {
+        let mut r = Reader { input, offset: 0 };
+        let mut magic = [0u8; 8];
+        r.exact(&mut magic, "magic")?;
+        if &magic != MAGIC {
+            return Err(RecordError::Magic {
+                path: name.to_string(),
+            });
+        }
+        let mut v = [0u8; 2];
+        r.exact(&mut v, "version")?;
+        let found = u16::from_le_bytes(v);
+        if found != VERSION {
+            return Err(RecordError::Version {
+                path: name.to_string(),
+                found,
+            });
+        }
+        let len = r.len("header length")?;
+        let mut h = vec![0u8; len];
+        let at = r.offset;
+        r.exact(&mut h, "header")?;
+        let header = serde_json::from_slice(&h).map_err(|e| RecordError::Corrupt {
+            offset: at,
+            what: format!("header: {e}"),
+        })?;
+        Ok((header, r))
+    }
+
+    fn exact(&mut self, buf: &mut [u8], what: &'static str) -> Result<(), RecordError> {
+        let mut got = 0;
+        while got < buf.len() {
+            match self.input.read(&mut buf[got..]) {
+                Ok(0) => {
+                    return Err(RecordError::Truncated {
+                        offset: self.offset + got as u64,
+                        what,
+                    });
+                }
+                Ok(n) => got += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(source) => {
+                    return Err(RecordError::Io {
+                        offset: self.offset + got as u64,
+                        source,
+                    });
+                }
+            }
+        }
+        self.offset += buf.len() as u64;
+        Ok(())
+    }
+
+    fn len(&mut self, what: &'static str) -> Result<usize, RecordError> {
+        let mut l = [0u8; 4];
+        let at = self.offset;
+        self.exact(&mut l, what)?;
+        let n = u32::from_le_bytes(l);
+        if n > MAX_PAYLOAD {
+            return Err(RecordError::Corrupt {
+                offset: at,
+                what: format!("{what} {n} is implausible"),
+            });
+        }
+        Ok(n as usize)
+    }
+
+    /// The next record; `Ok(None)` at a clean end of file.
+    pub fn next_record(&mut self) -> Result<Option<Record>, RecordError> {
+        let mut tag = [0u8; 1];
+        match self.input.read(&mut tag) {
+            Ok(0) => return Ok(None),
+            Ok(_) => self.offset += 1,
+            Err(source) => {
+                return Err(RecordError::Io {
+                    offset: self.offset,
+                    source,
+                });
+            }
+        }
+        let at = self.offset - 1;
+        let len = self.len("record length")?;
+        let mut p = vec![0u8; len];
+        self.exact(&mut p, "record payload")?;
+        match tag[0] {
+            TAG_ITEM => Ok(Some(Record::Item(p))),
+            TAG_NOTE => serde_json::from_slice(&p)
+                .map(|n| Some(Record::Note(n)))
+                .map_err(|e| RecordError::Corrupt {
+                    offset: at,
+                    what: format!("note: {e}"),
+                }),
+            t => Err(RecordError::Corrupt {
+                offset: at,
+                what: format!("unknown record tag {t}"),
+            }),
+        }
+    }
+
+    pub fn offset(&self) -> u64 {
+        self.offset
+    }
+}
+
+/// Live counters, with every answer recorded.
+pub struct RecordingCounters<C> {
+    pub inner: C,
+    pub rec: SharedRecorder,
+}
+
+impl<C: Counters> Counters for RecordingCounters<C> {
+    fn claim(&mut self, netns: u32, cpu: u32) -> Option<CounterEvidence> {
+        let answer = self.inner.claim(netns, cpu);
+        log_err(
+            self.rec
+                .borrow_mut()
+                .note(&Note::Counters { netns, cpu, answer }),
+        );
+        answer
+    }
+    fn tick(&mut self) {
+        self.inner.tick();
+    }
+}
+
+/// Live NAT lookups, with every answer recorded.
+pub struct RecordingNat<N> {
+    pub inner: N,
+    pub rec: SharedRecorder,
+}
+
+impl<N: NatLookup> NatLookup for RecordingNat<N> {
+    fn wire_tuple(&mut self, netns: u32, tuple: FiveTuple) -> Option<FiveTuple> {
+        let answer = self.inner.wire_tuple(netns, tuple);
+        log_err(self.rec.borrow_mut().note(&Note::Nat {
+            netns,
+            tuple,
+            answer,
+        }));
+        answer
+    }
+}
+
+/// Live node facts, with every answer recorded.
+pub struct RecordingView<V> {
+    pub inner: V,
+    pub rec: SharedRecorder,
+}
+
+impl<V: NodeView> NodeView for RecordingView<V> {
+    fn masquerade(&self, netns: u32) -> Option<(usize, usize)> {
+        let answer = self.inner.masquerade(netns);
+        log_err(
+            self.rec
+                .borrow_mut()
+                .note(&Note::Masquerade { netns, answer }),
+        );
+        answer
+    }
+    fn vxlan_offloaded(&self, netns: u32) -> Option<Vec<String>> {
+        let answer = self.inner.vxlan_offloaded(netns);
+        log_err(self.rec.borrow_mut().note(&Note::Vxlan {
+            netns,
+            answer: answer.clone(),
+        }));
+        answer
+    }
+    fn udp_timeout_s(&self, netns: u32) -> Option<u64> {
+        let answer = self.inner.udp_timeout_s(netns);
+        log_err(
+            self.rec
+                .borrow_mut()
+                .note(&Note::UdpTimeout { netns, answer }),
+        );
+        answer
+    }
+}
+
+/// Answers read back from a recording, served in the order they were given.
+#[derive(Default)]
+pub struct Answers {
+    counters: VecDeque<(u32, u32, Option<CounterEvidence>)>,
+    nat: VecDeque<(u32, FiveTuple, Option<FiveTuple>)>,
+    masq: HashMap<u32, VecDeque<Option<(usize, usize)>>>,
+    vxlan: HashMap<u32, VecDeque<Option<Vec<String>>>>,
+    udp: HashMap<u32, VecDeque<Option<u64>>>,
+}
+
+pub type SharedAnswers = Rc<RefCell<Answers>>;
+
+impl Answers {
+    /// Queue an annotation; symbols, ticks and ends are the replay loop's business.
+    pub fn push(&mut self, n: Note) {
+        match n {
+            Note::Counters { netns, cpu, answer } => self.counters.push_back((netns, cpu, answer)),
+            Note::Nat {
+                netns,
+                tuple,
+                answer,
+            } => self.nat.push_back((netns, tuple, answer)),
+            Note::Masquerade { netns, answer } => {
+                self.masq.entry(netns).or_default().push_back(answer)
+            }
+            Note::Vxlan { netns, answer } => self.vxlan.entry(netns).or_default().push_back(answer),
+            Note::UdpTimeout { netns, answer } => {
+                self.udp.entry(netns).or_default().push_back(answer)
+            }
+            Note::Symbol { .. } | Note::Tick { .. } | Note::End { .. } => {}
+        }
+    }
+}
+
+/// The replayed shell: it answers exactly what the live one answered.
+pub struct Replayed(pub SharedAnswers);
+
+impl Counters for Replayed {
+    fn claim(&mut self, netns: u32, cpu: u32) -> Option<CounterEvidence> {
+        let mut a = self.0.borrow_mut();
+        match a.counters.front() {
+            Some((n, c, _)) if *n == netns && *c == cpu => a.counters.pop_front().and_then(|x| x.2),
+            _ => None,
+        }
+    }
+}
+
+impl NatLookup for Replayed {
+    fn wire_tuple(&mut self, netns: u32, tuple: FiveTuple) -> Option<FiveTuple> {
+        let mut a = self.0.borrow_mut();
+        match a.nat.front() {
+            Some((n, t, _)) if *n == netns && *t == tuple => a.nat.pop_front().and_then(|x| x.2),
+            _ => None,
+        }
+    }
+}
+
+impl NodeView for Replayed {
+    fn masquerade(&self, netns: u32) -> Option<(usize, usize)> {
+        self.0
+            .borrow_mut()
+            .masq
+            .get_mut(&netns)
+            .and_then(|q| q.pop_front())
+            .flatten()
+    }
+    fn vxlan_offloaded(&self, netns: u32) -> Option<Vec<String>> {
+        self.0
+            .borrow_mut()
+            .vxlan
+            .get_mut(&netns)
+            .and_then(|q| q.pop_front())
+            .flatten()
+    }
+    fn udp_timeout_s(&self, netns: u32) -> Option<u64> {
+        self.0
+            .borrow_mut()
+            .udp
+            .get_mut(&netns)
+            .and_then(|q| q.pop_front())
+            .flatten()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn header() -> Header {
+        Header {
+            kernel: "6.18.44".into(),
+            has_reasons: true,
+            reasons: [(12, "NETFILTER_DROP".to_string())].into_iter().collect(),
+            ct_tuple: None,
+            clock_offset_ns: 1_700_000_000_000_000_000,
+            threshold_ns: 200_000_000,
+            hooks: vec![],
+        }
+    }
+
+    fn write_sample(path: &Path) {
+        let rec = Recorder::create(path, &header()).unwrap();
+        let mut r = rec.borrow_mut();
+        r.item(&[1, 2, 3]).unwrap();
+        r.note(&Note::Symbol {
+            addr: 0xffff,
+            location: "nf_hook_slow+0x7d".into(),
+        })
+        .unwrap();
+        r.note(&Note::End {
+            now_ns: 5,
+            duration_s: 1.0,
+            lost: BTreeMap::new(),
+        })
+        .unwrap();
+        r.flush().unwrap();
+    }
+
+    #[test]
+    fn round_trip() {
+        let dir = std::env::temp_dir().join(format!("netlat-rec-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("a.rec");
+        write_sample(&p);
+        let (h, mut r) = Reader::open(&p).unwrap();
+        assert_eq!(h, header());
+        assert_eq!(r.next_record().unwrap(), Some(Record::Item(vec![1, 2, 3])));
+        assert!(matches!(
+            r.next_record().unwrap(),
+            Some(Record::Note(Note::Symbol { addr: 0xffff, .. }))
+        ));
+        assert!(matches!(
+            r.next_record().unwrap(),
+            Some(Record::Note(Note::End { now_ns: 5, .. }))
+        ));
+        assert_eq!(r.next_record().unwrap(), None);
+
+        // Every truncation is an error naming its offset, never a panic; records before the
+        // cut still read.
+        let full = std::fs::read(&p).unwrap();
+        for cut in 0..full.len() {
+            let res = Reader::new(&full[..cut], "cut").and_then(|(_, mut r)| {
+                let mut n = 0;
+                while r.next_record()?.is_some() {
+                    n += 1;
+                }
+                Ok(n)
+            });
+            match res {
+                Ok(n) => assert!(n < 3, "cut at {cut} read everything"),
+                Err(RecordError::Truncated { offset, .. }) => assert!(offset <= cut as u64),
+                Err(RecordError::Magic { .. }) => assert!(cut >= 8, "{cut}"),
+                Err(e) => panic!("cut {cut}: unexpected {e}"),
+            }
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn corrupt_files() {
+        assert!(matches!(
+            Reader::new(&b"NOTAREC!\x01\x00"[..], "x"),
+            Err(RecordError::Magic { .. })
+        ));
+        let mut v = MAGIC.to_vec();
+        v.extend_from_slice(&9u16.to_le_bytes());
+        assert!(matches!(
+            Reader::new(&v[..], "x"),
+            Err(RecordError::Version { found: 9, .. })
+        ));
+        let mut v = MAGIC.to_vec();
+        v.extend_from_slice(&VERSION.to_le_bytes());
+        v.extend_from_slice(&2u32.to_le_bytes());
+        v.extend_from_slice(b"{}");
+        v.push(TAG_NOTE);
+        v.extend_from_slice(&u32::MAX.to_le_bytes());
+        let r = Reader::new(&v[..], "x");
+        // The header is incomplete JSON for Header: corrupt at the header offset.
+        assert!(matches!(r, Err(RecordError::Corrupt { offset: 14, .. })));
+    }
+
+    #[test]
+    fn replayed_answers_follow_the_recorded_order() {
+        let answers: SharedAnswers = Default::default();
+        let ev = CounterEvidence {
+            insert_failed: 1,
+            drop: 1,
+        };
+        answers.borrow_mut().push(Note::Counters {
+            netns: 7,
+            cpu: 1,
+            answer: Some(ev),
+        });
+        answers.borrow_mut().push(Note::Masquerade {
+            netns: 7,
+            answer: Some((1, 1)),
+        });
+        let mut r = Replayed(answers.clone());
+        // A question the recording never answered gets "unknown", not someone else's answer.
+        assert_eq!(r.claim(7, 0), None);
+        assert_eq!(r.claim(7, 1), Some(ev));
+        assert_eq!(r.masquerade(7), Some((1, 1)));
+        assert_eq!(r.masquerade(7), None);
+    }
+}

@@ -1,0 +1,118 @@
+//! `netlat replay FILE`: feed a recording through the same engine, with the recorded answers in
+//! place of the live shell. Needs no kernel and no privileges. A truncated or corrupt file is
+//! reported with its offset after everything read before it has been reported.
+
+use std::{io, process::ExitCode};
+
+use anyhow::Context as _;
+
+use crate::{
+    cli::{OutputFormat, ReplayArgs},
+    engine::{Engine, EngineConfig},
+    flow::TrackerConfig,
+    output::{HumanSink, JsonSink, Sink, WallClock},
+    record::{Note, Reader, Record, Replayed, SharedAnswers},
+    symbols::{Kallsyms, Names},
+};
+
+pub fn main(args: ReplayArgs) -> anyhow::Result<ExitCode> {
+    let stdout = io::stdout();
+    let stderr = io::stderr();
+    let mut sink: Box<dyn Sink> = match args.output {
+        OutputFormat::Json => Box::new(JsonSink::new(stdout.lock())),
+        OutputFormat::Human => Box::new(HumanSink::new(stdout.lock(), stderr.lock())),
+    };
+    match run(&args, sink.as_mut()) {
+        Err(e)
+            if e.downcast_ref::<io::Error>()
+                .is_some_and(|e| e.kind() == io::ErrorKind::BrokenPipe) =>
+        {
+            Ok(ExitCode::SUCCESS)
+        }
+        r => r,
+    }
+}
+
+/// Replay `args.file` into `sink`.
+pub fn run(args: &ReplayArgs, sink: &mut dyn Sink) -> anyhow::Result<ExitCode> {
+    let (header, mut reader) = Reader::open(&args.file)
+        .with_context(|| format!("opening the recording {}", args.file.display()))?;
+    let answers = SharedAnswers::default();
+    let names = Names {
+        reasons: header.reasons.clone(),
+        kallsyms: Kallsyms::default(),
+        ct_tuple: header.ct_tuple,
+    };
+    let threshold_ns = args
+        .threshold
+        .map_or(header.threshold_ns, |ms| (ms * 1e6) as u64);
+    let mut engine = Engine::new(
+        EngineConfig {
+            threshold_ns,
+            clock: WallClock {
+                offset_ns: header.clock_offset_ns,
+            },
+            has_reasons: header.has_reasons,
+            tracker: TrackerConfig::default(),
+        },
+        names,
+        Box::new(Replayed(answers.clone())),
+        Box::new(Replayed(answers.clone())),
+        Box::new(Replayed(answers.clone())),
+    );
+    sink.hooks(&header.hooks)?;
+
+    // An item's annotations follow it, so an item is handled once the next item (or the end)
+    // shows that all of its annotations have been queued.
+    let mut pending: Option<Vec<u8>> = None;
+    let mut end = None;
+    let mut failure = None;
+    loop {
+        match reader.next_record() {
+            Ok(Some(Record::Item(bytes))) => {
+                if let Some(p) = pending.replace(bytes) {
+                    engine.handle_bytes(&p, sink)?;
+                }
+            }
+            Ok(Some(Record::Note(note))) => match note {
+                Note::Symbol { addr, location } => engine.insert_symbol(addr, location),
+                Note::Tick { now_ns } => {
+                    if let Some(p) = pending.take() {
+                        engine.handle_bytes(&p, sink)?;
+                    }
+                    engine.tick(now_ns);
+                }
+                Note::End {
+                    now_ns,
+                    duration_s,
+                    lost,
+                } => end = Some((now_ns, duration_s, lost)),
+                other => answers.borrow_mut().push(other),
+            },
+            Ok(None) => break,
+            Err(e) => {
+                failure = Some(e);
+                break;
+            }
+        }
+    }
+    if let Some(p) = pending.take() {
+        engine.handle_bytes(&p, sink)?;
+    }
+    let now = end.as_ref().map_or(engine.last_ts(), |e| e.0);
+    let mut summary = engine.finish(now, sink)?;
+    if let Some((_, duration_s, lost)) = end {
+        summary.duration_s = duration_s;
+        summary.lost_events = lost;
+    }
+    sink.summary(&summary)?;
+    match failure {
+        Some(e) => Err(e).with_context(|| {
+            format!(
+                "replaying {} (everything before the error was reported)",
+                args.file.display()
+            )
+        }),
+        None => Ok(ExitCode::SUCCESS),
+    }
+}
