@@ -14,8 +14,21 @@ pub mod kind {
     pub const RETRANSMIT: u32 = 2;
     /// `skb:kfree_skb` with a reason that was not filtered in the kernel.
     pub const DROP: u32 = 3;
+    /// A netfilter hook function returned NF_DROP for an skb (kretprobe/fexit evidence).
+    pub const HOOK_DROP: u32 = 4;
+    /// `ip_vs_conn_expire_now`: IPVS expired a connection (and its destination's state).
+    pub const IPVS_EXPIRE: u32 = 5;
     /// Number of kinds + 1; sizes the per-CPU loss counter array.
-    pub const COUNT: u32 = 4;
+    pub const COUNT: u32 = 6;
+}
+
+/// Which hook a [`HookDropEvent`] comes from.
+pub mod hook {
+    /// IPVS's netfilter hook (`ip_vs_in_hook` ≥ 5.16, `ip_vs_remote_request4/6` and
+    /// `ip_vs_local_request4/6` before).
+    pub const IPVS: u32 = 1;
+    /// `__nf_conntrack_confirm` (an insertion clash).
+    pub const CONNTRACK_CONFIRM: u32 = 2;
 }
 
 /// Offset value meaning "this field is absent on the running kernel".
@@ -33,6 +46,9 @@ pub const CT_PRESENT: u32 = 1;
 
 /// Number of drop reasons the in-kernel filter bitmap covers; reasons above ship unfiltered.
 pub const REASON_BITMAP_WORDS: usize = 4;
+
+/// Kernel functions whose frees are shipped when the kernel has no drop reasons (< 5.17).
+pub const MAX_LOCATIONS: usize = 8;
 
 /// Common prefix of every ring-buffer event.
 #[repr(C)]
@@ -160,6 +176,60 @@ impl Default for DropEvent {
     }
 }
 
+/// A hook function returned NF_DROP for `skbaddr`; the matching `kfree_skb` follows.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HookDropEvent {
+    /// Common header, `kind == HOOK_DROP`.
+    pub header: EventHeader,
+    /// The skb the hook dropped.
+    pub skbaddr: u64,
+    /// One of [`hook`].
+    pub hook: u32,
+    /// The hook's return value (NF_DROP = 0).
+    pub ret: u32,
+}
+
+/// IPVS expired a connection now (`ip_vs_conn_expire_now`); the SYN that triggered it is
+/// dropped next on the same CPU.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct IpvsExpireEvent {
+    /// Common header, `kind == IPVS_EXPIRE`.
+    pub header: EventHeader,
+    /// Kernel address of the `ip_vs_conn`.
+    pub conn: u64,
+    /// `ip_vs_dest.weight` of the connection's real server (`u32::MAX` when unknown).
+    pub dest_weight: u32,
+    /// `ip_vs_dest.flags` (IP_VS_DEST_F_AVAILABLE = 1; `u32::MAX` when unknown).
+    pub dest_flags: u32,
+}
+
+/// Byte offsets inside IPVS structs (module BTF), [`ABSENT`] when unknown.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IpvsLayout {
+    /// `ip_vs_conn.dest`.
+    pub conn_dest: u32,
+    /// `ip_vs_dest.weight`.
+    pub dest_weight: u32,
+    /// `ip_vs_dest.flags`.
+    pub dest_flags: u32,
+    /// Explicit padding; always 0.
+    pub _pad: u32,
+}
+
+impl Default for IpvsLayout {
+    fn default() -> Self {
+        Self {
+            conn_dest: ABSENT,
+            dest_weight: ABSENT,
+            dest_flags: ABSENT,
+            _pad: 0,
+        }
+    }
+}
+
 /// Byte offsets of the `sock:inet_sock_set_state` fields, read from its tracefs format file.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -233,8 +303,8 @@ pub struct KernelLayout {
     pub ct_tuple_reply: u32,
     /// `nf_conn.status`.
     pub ct_status: u32,
-    /// Explicit padding; always 0.
-    pub _pad: u32,
+    /// `sock.__sk_common.skc_family` (u16), for tracepoints without a `family` field (< 5.16).
+    pub sock_family: u32,
 }
 
 impl Default for KernelLayout {
@@ -253,7 +323,7 @@ impl Default for KernelLayout {
             ct_tuple_orig: ABSENT,
             ct_tuple_reply: ABSENT,
             ct_status: ABSENT,
-            _pad: 0,
+            sock_family: ABSENT,
         }
     }
 }
@@ -266,8 +336,12 @@ pub struct Config {
     pub retransmit: RetransmitLayout,
     pub kfree: KfreeLayout,
     pub kernel: KernelLayout,
+    pub ipvs: IpvsLayout,
     /// Bit `r` set = drop reason `r` is an ordinary free and is not shipped (e.g. NOT_SPECIFIED).
     pub ignore_reasons: [u64; REASON_BITMAP_WORDS],
+    /// Without drop reasons: `[start, end)` text ranges of the functions whose frees are drops
+    /// worth shipping (nf_hook_slow, the UDP receive path, ...); unused entries are `[0, 0]`.
+    pub locations: [[u64; 2]; MAX_LOCATIONS],
     /// Value of `TCP_SYN_SENT` (2 on every Linux).
     pub tcp_syn_sent: u32,
     /// Nonzero: emit aya-log diagnostics from the programs.
@@ -301,7 +375,9 @@ const _: () = assert!(core::mem::size_of::<SockStateEvent>() == 96);
 const _: () = assert!(core::mem::size_of::<RetransmitEvent>() == 72);
 const _: () = assert!(core::mem::size_of::<DropEvent>() == 304);
 const _: () = assert!(core::mem::size_of::<KernelLayout>() == 56);
-const _: () = assert!(core::mem::size_of::<Config>() == 44 + 36 + 16 + 56 + 32 + 8);
+const _: () = assert!(core::mem::size_of::<HookDropEvent>() == 32);
+const _: () = assert!(core::mem::size_of::<IpvsExpireEvent>() == 32);
+const _: () = assert!(core::mem::size_of::<Config>() == 44 + 36 + 16 + 56 + 16 + 32 + 128 + 8);
 
 #[cfg(feature = "user")]
 mod pod {
@@ -311,5 +387,7 @@ mod pod {
     unsafe impl aya::Pod for super::SockStateEvent {}
     unsafe impl aya::Pod for super::RetransmitEvent {}
     unsafe impl aya::Pod for super::DropEvent {}
+    unsafe impl aya::Pod for super::HookDropEvent {}
+    unsafe impl aya::Pod for super::IpvsExpireEvent {}
     unsafe impl aya::Pod for super::Config {}
 }

@@ -6,14 +6,14 @@ use aya_ebpf::{
         bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_smp_processor_id, bpf_ktime_get_ns,
         bpf_probe_read_kernel, bpf_probe_read_kernel_buf,
     },
-    macros::{map, tracepoint},
-    maps::{PerCpuArray, RingBuf},
-    programs::TracePointContext,
+    macros::{kprobe, kretprobe, map, tracepoint},
+    maps::{LruHashMap, PerCpuArray, RingBuf},
+    programs::{ProbeContext, RetProbeContext, TracePointContext},
 };
 use aya_log_ebpf::debug;
 use netlat_ebpf::{
-    ABSENT, Addrs, Config, DROP_CAPTURE, DropEvent, EventHeader, RetransmitEvent, SockStateEvent,
-    kind,
+    ABSENT, Addrs, Config, DROP_CAPTURE, DropEvent, EventHeader, HookDropEvent, IpvsExpireEvent,
+    RetransmitEvent, SockStateEvent, hook, kind,
 };
 
 /// Filled in by user space at load time (`EbpfLoader::set_global`).
@@ -63,9 +63,16 @@ static CONFIG: Config = Config {
         ct_tuple_orig: ABSENT,
         ct_tuple_reply: ABSENT,
         ct_status: ABSENT,
+        sock_family: ABSENT,
+    },
+    ipvs: netlat_ebpf::IpvsLayout {
+        conn_dest: ABSENT,
+        dest_weight: ABSENT,
+        dest_flags: ABSENT,
         _pad: 0,
     },
     ignore_reasons: [0; netlat_ebpf::REASON_BITMAP_WORDS],
+    locations: [[0; 2]; netlat_ebpf::MAX_LOCATIONS],
     tcp_syn_sent: 2,
     verbose: 0,
 };
@@ -138,6 +145,7 @@ fn sock_netns(sk: u64) -> u32 {
 #[allow(clippy::too_many_arguments)]
 fn read_addrs(
     ctx: &TracePointContext,
+    sk: u64,
     family: u32,
     sport: u32,
     dport: u32,
@@ -146,8 +154,14 @@ fn read_addrs(
     saddr_v6: u32,
     daddr_v6: u32,
 ) -> Result<Addrs, i32> {
+    let family = if family == ABSENT {
+        // Before 5.16 tcp_retransmit_skb has no family field: ask the socket.
+        kread::<u16>(sk, cfg!(kernel.sock_family)).ok_or(-1)?
+    } else {
+        unsafe { ctx.read_at::<u16>(family as usize)? }
+    };
     let mut a = Addrs {
-        family: unsafe { ctx.read_at::<u16>(family as usize)? },
+        family,
         sport: unsafe { ctx.read_at::<u16>(sport as usize)? },
         dport: unsafe { ctx.read_at::<u16>(dport as usize)? },
         ..Addrs::default()
@@ -187,6 +201,7 @@ fn try_sock_state(ctx: &TracePointContext) -> Result<(), i32> {
     let skaddr: u64 = unsafe { ctx.read_at(cfg!(sock_state.skaddr) as usize)? };
     let addrs = read_addrs(
         ctx,
+        skaddr,
         cfg!(sock_state.family),
         cfg!(sock_state.sport),
         cfg!(sock_state.dport),
@@ -240,6 +255,7 @@ fn try_retransmit(ctx: &TracePointContext) -> Result<(), i32> {
     let skaddr: u64 = unsafe { ctx.read_at(cfg!(retransmit.skaddr) as usize)? };
     let addrs = read_addrs(
         ctx,
+        skaddr,
         cfg!(retransmit.family),
         cfg!(retransmit.sport),
         cfg!(retransmit.dport),
@@ -261,6 +277,21 @@ fn try_retransmit(ctx: &TracePointContext) -> Result<(), i32> {
     });
     entry.submit(0);
     Ok(())
+}
+
+#[inline(always)]
+fn location_listed(location: u64) -> bool {
+    let mut i = 0;
+    while i < netlat_ebpf::MAX_LOCATIONS {
+        let r: [u64; 2] = unsafe {
+            core::ptr::read_volatile((&raw const CONFIG.locations).cast::<[u64; 2]>().add(i))
+        };
+        if r[0] <= location && location < r[1] {
+            return true;
+        }
+        i += 1;
+    }
+    false
 }
 
 const ETH_P_IP: u16 = 0x0800;
@@ -298,6 +329,11 @@ fn try_kfree(ctx: &TracePointContext) -> Result<(), i32> {
     }
     let skb: u64 = unsafe { ctx.read_at(cfg!(kfree.skbaddr) as usize)? };
     let location: u64 = unsafe { ctx.read_at(cfg!(kfree.location) as usize)? };
+    // Without drop reasons every free looks alike: ship only frees from the functions user
+    // space listed (resolved from /proc/kallsyms).
+    if reason_off == ABSENT && !location_listed(location) {
+        return Ok(());
+    }
 
     let Some(mut entry) = EVENTS.reserve::<DropEvent>(0) else {
         count_lost(kind::DROP);
@@ -360,6 +396,92 @@ fn try_kfree(ctx: &TracePointContext) -> Result<(), i32> {
     }
     entry.submit(0);
     Ok(())
+}
+
+/// skb of a hook call in progress, per task, for its kretprobe (LRU: a missed return cannot
+/// leak an entry forever).
+#[map]
+static HOOK_SKB: LruHashMap<u64, u64> = LruHashMap::with_max_entries(4096, 0);
+
+const NF_DROP: u64 = 0;
+
+#[inline(always)]
+fn hook_entry(skb: Option<u64>, hook_id: u32) {
+    let Some(skb) = skb else { return };
+    // One task runs one hook at a time; the hook id keeps IPVS and conntrack apart.
+    let key = bpf_get_current_pid_tgid() ^ ((hook_id as u64) << 60);
+    let _ = HOOK_SKB.insert(&key, &skb, 0);
+}
+
+#[inline(always)]
+fn hook_exit(ret: u64, hook_id: u32) {
+    let key = bpf_get_current_pid_tgid() ^ ((hook_id as u64) << 60);
+    let skb = match unsafe { HOOK_SKB.get(&key) } {
+        Some(s) => *s,
+        None => return,
+    };
+    let _ = HOOK_SKB.remove(&key);
+    if ret & 0xff != NF_DROP {
+        return;
+    }
+    let Some(mut entry) = EVENTS.reserve::<HookDropEvent>(0) else {
+        count_lost(kind::HOOK_DROP);
+        return;
+    };
+    entry.write(HookDropEvent {
+        header: header(kind::HOOK_DROP),
+        skbaddr: skb,
+        hook: hook_id,
+        ret: ret as u32,
+    });
+    entry.submit(0);
+}
+
+/// IPVS hook entry: `(priv, skb, state)` for ip_vs_in_hook and ip_vs_*_request4/6.
+#[kprobe]
+pub fn ipvs_hook_entry(ctx: ProbeContext) -> u32 {
+    hook_entry(ctx.arg::<u64>(1), hook::IPVS);
+    0
+}
+
+#[kretprobe]
+pub fn ipvs_hook_exit(ctx: RetProbeContext) -> u32 {
+    hook_exit(ctx.ret::<u64>(), hook::IPVS);
+    0
+}
+
+/// `__nf_conntrack_confirm(struct sk_buff *skb)`.
+#[kprobe]
+pub fn ct_confirm_entry(ctx: ProbeContext) -> u32 {
+    hook_entry(ctx.arg::<u64>(0), hook::CONNTRACK_CONFIRM);
+    0
+}
+
+#[kretprobe]
+pub fn ct_confirm_exit(ctx: RetProbeContext) -> u32 {
+    hook_exit(ctx.ret::<u64>(), hook::CONNTRACK_CONFIRM);
+    0
+}
+
+/// `ip_vs_conn_expire_now(struct ip_vs_conn *cp)`.
+#[kprobe]
+pub fn ipvs_expire_now(ctx: ProbeContext) -> u32 {
+    let Some(cp) = ctx.arg::<u64>(0) else {
+        return 0;
+    };
+    let dest: u64 = kread(cp, cfg!(ipvs.conn_dest)).unwrap_or(0);
+    let Some(mut entry) = EVENTS.reserve::<IpvsExpireEvent>(0) else {
+        count_lost(kind::IPVS_EXPIRE);
+        return 0;
+    };
+    entry.write(IpvsExpireEvent {
+        header: header(kind::IPVS_EXPIRE),
+        conn: cp,
+        dest_weight: kread::<u32>(dest, cfg!(ipvs.dest_weight)).unwrap_or(u32::MAX),
+        dest_flags: kread::<u32>(dest, cfg!(ipvs.dest_flags)).unwrap_or(u32::MAX),
+    });
+    entry.submit(0);
+    0
 }
 
 #[cfg(not(test))]

@@ -140,6 +140,24 @@ impl KernelBtf {
         })
     }
 
+    /// IPVS offsets (`ip_vs_conn.dest`, `ip_vs_dest.weight`, `ip_vs_dest.flags`), here or in
+    /// the ip_vs module's BTF.
+    pub fn ipvs_layout(&self) -> Result<netlat_ebpf::IpvsLayout, BtfError> {
+        let module;
+        let b: &KernelBtf = if self.find_struct("ip_vs_conn").is_ok() {
+            self
+        } else {
+            module = self.module("ip_vs")?;
+            &module
+        };
+        Ok(netlat_ebpf::IpvsLayout {
+            conn_dest: b.member_offset("ip_vs_conn", "dest")?,
+            dest_weight: b.member_offset("ip_vs_dest", "weight")?,
+            dest_flags: b.member_offset("ip_vs_dest", "flags")?,
+            _pad: 0,
+        })
+    }
+
     /// Conntrack offsets: `(skb_nfct, ct_tuple_orig, ct_tuple_reply, ct_status)` and the layout of
     /// a tuple. `nf_conn` is looked up here, then in the nf_conntrack module's BTF.
     pub fn conntrack_layout(&self) -> Result<([u32; 4], CtTupleLayout), BtfError> {
@@ -297,6 +315,12 @@ impl KernelBtf {
                 Err(e) => missing.push(format!("{cost}: {e}")),
             }
         }
+        match self.member_offset("sock", "__sk_common.skc_family") {
+            Ok(off) => layout.sock_family = off,
+            Err(e) => missing.push(format!(
+                "socket family unknown on kernels < 5.16 (SYN retransmits of them lost): {e}"
+            )),
+        }
         match self.conntrack_layout() {
             Ok(([nfct, orig, reply, status], _)) => {
                 layout.skb_nfct = nfct;
@@ -432,9 +456,13 @@ mod tests {
             layout.skb_len,
             layout.dev_net,
             layout.dev_ifindex,
+            layout.skb_nfct,
+            layout.ct_tuple_orig,
+            layout.ct_tuple_reply,
+            layout.ct_status,
+            layout.sock_family,
         ];
         assert!(fields.iter().all(|&f| f != ABSENT), "{layout:?}");
-        assert_eq!(layout._pad, 0);
         // Pointers are 8-aligned on every 64-bit kernel netlat supports.
         for ptr in [
             layout.skb_dev,
@@ -802,7 +830,7 @@ mod tests {
     fn synthetic_layout_reports_every_missing_field() {
         let (layout, missing) = synthetic().kernel_layout();
         assert_eq!(layout, KernelLayout::default());
-        assert_eq!(missing.len(), 10, "{missing:#?}");
+        assert_eq!(missing.len(), 11, "{missing:#?}");
         assert!(
             missing
                 .iter()

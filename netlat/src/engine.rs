@@ -5,7 +5,10 @@
 //! only with event timestamps and the explicit `now_ns` of [`Engine::tick`] and
 //! [`Engine::finish`].
 
-use std::io;
+use std::{
+    collections::{HashMap, VecDeque},
+    io,
+};
 
 use crate::{
     event::{self, Event},
@@ -48,6 +51,13 @@ impl NatLookup for NoNatLookup {
     }
 }
 
+/// Hook drops remembered for their kfree_skb.
+const HOOK_MEMORY: usize = 1024;
+/// A hook's NF_DROP and the skb's free happen back to back; allow scheduling noise.
+const HOOK_WINDOW_NS: u64 = 50_000_000;
+/// `IP_VS_DEST_F_AVAILABLE` (include/net/ip_vs.h, stable since 2.6).
+const IP_VS_DEST_F_AVAILABLE: u32 = 1;
+
 /// Drops whose counters are worth reading: a hook (not a rule table) returned NF_DROP.
 fn wants_counters(d: &DropRecord) -> bool {
     d.reason == "NETFILTER_DROP" && d.function() == "nf_hook_slow"
@@ -70,6 +80,10 @@ pub struct Engine {
     node: Box<dyn NodeView>,
     counters: Box<dyn Counters>,
     nat: Box<dyn NatLookup>,
+    /// Recent hook drops (skb → hook), for the kfree_skb that follows each.
+    hook_drops: VecDeque<event::HookDrop>,
+    /// Last IPVS connection expiry per CPU.
+    ipvs_expire: HashMap<u32, event::IpvsExpire>,
     tracker: Tracker,
     summary: Summary,
     first_ts: Option<u64>,
@@ -91,6 +105,8 @@ impl Engine {
             node,
             counters,
             nat,
+            hook_drops: VecDeque::new(),
+            ipvs_expire: HashMap::new(),
             summary: Summary {
                 kind: "summary",
                 ..Summary::default()
@@ -134,8 +150,18 @@ impl Engine {
                     self.tracker.alias(&r.sock, wire);
                 }
             }
+            Event::HookDrop(h) => {
+                if self.hook_drops.len() >= HOOK_MEMORY {
+                    self.hook_drops.pop_front();
+                }
+                self.hook_drops.push_back(h);
+            }
+            Event::IpvsExpire(x) => {
+                self.ipvs_expire.insert(x.cpu, x);
+            }
             Event::Drop(d) => {
                 let mut rec = symbols::enrich(&d, &self.names, self.cfg.has_reasons);
+                self.attach_hook(&d, &mut rec);
                 if wants_counters(&rec) {
                     rec.counters = self.counters.claim(rec.netns, rec.cpu);
                 }
@@ -153,6 +179,29 @@ impl Engine {
             }
         }
         Ok(())
+    }
+
+    /// Tie a drop to the hook that returned NF_DROP for its skb just before (same skb, within
+    /// [`HOOK_WINDOW_NS`]), and an IPVS drop to the connection IPVS expired on that CPU.
+    fn attach_hook(&mut self, d: &event::Drop, rec: &mut DropRecord) {
+        let Some(pos) = self.hook_drops.iter().rposition(|h| {
+            h.skbaddr == d.skbaddr && d.ts_ns.saturating_sub(h.ts_ns) < HOOK_WINDOW_NS
+        }) else {
+            return;
+        };
+        let Some(h) = self.hook_drops.remove(pos) else {
+            return;
+        };
+        rec.hook = symbols::hook_name(h.hook);
+        if h.hook == netlat_ebpf::hook::IPVS
+            && let Some(x) = self.ipvs_expire.get(&h.cpu)
+            && h.ts_ns.saturating_sub(x.ts_ns) < HOOK_WINDOW_NS
+        {
+            rec.ipvs_dest = Some(symbols::IpvsDest {
+                weight: x.dest_weight,
+                available: x.dest_flags.map(|f| f & IP_VS_DEST_F_AVAILABLE != 0),
+            });
+        }
     }
 
     fn report(&mut self, a: &Attempt, sink: &mut dyn Sink) -> io::Result<()> {

@@ -6,7 +6,10 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use bytes::Bytes;
-use netlat_ebpf::{Addrs, DropEvent, EventHeader, RetransmitEvent, SockStateEvent, kind};
+use netlat_ebpf::{
+    Addrs, DropEvent, EventHeader, HookDropEvent, IpvsExpireEvent, RetransmitEvent, SockStateEvent,
+    kind,
+};
 
 /// Why a ring-buffer item could not be decoded.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -114,12 +117,33 @@ pub struct RawCt {
     pub reply: [u8; netlat_ebpf::CT_TUPLE_CAPTURE],
 }
 
+/// A netfilter hook function returned NF_DROP for an skb (its kfree_skb follows).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HookDrop {
+    pub ts_ns: u64,
+    pub cpu: u32,
+    pub skbaddr: u64,
+    /// `netlat_ebpf::hook` id.
+    pub hook: u32,
+}
+
+/// IPVS expired a connection now; its real server's state at that moment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IpvsExpire {
+    pub ts_ns: u64,
+    pub cpu: u32,
+    pub dest_weight: Option<u32>,
+    pub dest_flags: Option<u32>,
+}
+
 /// One decoded ring-buffer item.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
     SockState(SockState),
     Retransmit(Retransmit),
     Drop(Drop),
+    HookDrop(HookDrop),
+    IpvsExpire(IpvsExpire),
 }
 
 impl Event {
@@ -129,6 +153,8 @@ impl Event {
             Event::SockState(e) => e.ts_ns,
             Event::Retransmit(e) => e.ts_ns,
             Event::Drop(e) => e.ts_ns,
+            Event::HookDrop(e) => e.ts_ns,
+            Event::IpvsExpire(e) => e.ts_ns,
         }
     }
 }
@@ -227,6 +253,25 @@ pub fn decode(bytes: &[u8]) -> Result<Event, EventError> {
                     orig: e.ct_orig,
                     reply: e.ct_reply,
                 }),
+            }))
+        }
+        kind::HOOK_DROP => {
+            let e: HookDropEvent = read_exact(bytes, hdr.kind)?;
+            Ok(Event::HookDrop(HookDrop {
+                ts_ns: hdr.ts_ns,
+                cpu: hdr.cpu,
+                skbaddr: e.skbaddr,
+                hook: e.hook,
+            }))
+        }
+        kind::IPVS_EXPIRE => {
+            let e: IpvsExpireEvent = read_exact(bytes, hdr.kind)?;
+            let known = |v: u32| (v != u32::MAX).then_some(v);
+            Ok(Event::IpvsExpire(IpvsExpire {
+                ts_ns: hdr.ts_ns,
+                cpu: hdr.cpu,
+                dest_weight: known(e.dest_weight),
+                dest_flags: known(e.dest_flags),
             }))
         }
         other => Err(EventError::UnknownKind { kind: other }),
@@ -337,6 +382,43 @@ mod tests {
             panic!("wrong kind")
         };
         assert_eq!(e.data.len(), netlat_ebpf::DROP_CAPTURE);
+    }
+
+    #[test]
+    fn hook_and_ipvs_events() {
+        let raw = HookDropEvent {
+            header: EventHeader {
+                kind: kind::HOOK_DROP,
+                cpu: 1,
+                ts_ns: 9,
+            },
+            skbaddr: 0xabc,
+            hook: netlat_ebpf::hook::IPVS,
+            ret: 0,
+        };
+        assert_eq!(
+            decode(&encode(&raw)).unwrap(),
+            Event::HookDrop(HookDrop {
+                ts_ns: 9,
+                cpu: 1,
+                skbaddr: 0xabc,
+                hook: netlat_ebpf::hook::IPVS
+            })
+        );
+        let raw = IpvsExpireEvent {
+            header: EventHeader {
+                kind: kind::IPVS_EXPIRE,
+                cpu: 0,
+                ts_ns: 3,
+            },
+            conn: 1,
+            dest_weight: 0,
+            dest_flags: u32::MAX,
+        };
+        let Event::IpvsExpire(e) = decode(&encode(&raw)).unwrap() else {
+            panic!("wrong kind")
+        };
+        assert_eq!((e.dest_weight, e.dest_flags), (Some(0), None));
     }
 
     #[test]

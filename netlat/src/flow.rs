@@ -532,6 +532,8 @@ mod tests {
             }),
             ct: None,
             counters: None,
+            hook: None,
+            ipvs_dest: None,
         }
     }
 

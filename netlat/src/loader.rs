@@ -4,7 +4,11 @@
 
 use std::fs;
 
-use aya::{Ebpf, EbpfLoader, maps::PerCpuArray, programs::TracePoint};
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::PerCpuArray,
+    programs::{KProbe, TracePoint},
+};
 use netlat_ebpf::{Config, kind};
 
 use crate::{
@@ -207,12 +211,34 @@ pub fn load(verbose: bool) -> Result<Loaded, LoadError> {
             config.kernel = layout;
             btf_notes = missing;
             names.ct_tuple = btf.conntrack_layout().ok().map(|(_, t)| t);
+            if let Ok(l) = btf.ipvs_layout() {
+                config.ipvs = l;
+            }
         }
         Err(e) => btf_notes.push(format!(
             "no kernel BTF ({e}): netns and packet headers of drops are unknown"
         )),
     }
     names.kallsyms = Kallsyms::parse(&fs::read_to_string("/proc/kallsyms").unwrap_or_default());
+    if !has_reasons {
+        // No drop reasons: ship only frees from the functions whose frees are drops.
+        let mut n = 0;
+        for (func, _) in crate::symbols::LOCATION_REASONS {
+            if let Some(r) = names.kallsyms.range(func)
+                && n < netlat_ebpf::MAX_LOCATIONS
+            {
+                config.locations[n] = r;
+                n += 1;
+            }
+        }
+        if n == 0 {
+            kfree_detail.push_str("; no drop locations found in /proc/kallsyms: no drops shipped");
+        } else {
+            kfree_detail.push_str(&format!(
+                "; shipping frees from {n} drop locations, reasons inferred from them"
+            ));
+        }
+    }
 
     // aya-log is quiet unless asked: level 0 disables every log statement in the programs.
     let log_level: u8 = if verbose { 0xff } else { 0 };
@@ -259,6 +285,9 @@ pub fn load(verbose: bool) -> Result<Loaded, LoadError> {
             }),
         }
     }
+    for set in PROBES {
+        hooks.push(attach_probes(&mut ebpf, set, &names.kallsyms));
+    }
     Ok(Loaded {
         ebpf,
         kernel: fs::read_to_string("/proc/sys/kernel/osrelease")
@@ -268,6 +297,102 @@ pub fn load(verbose: bool) -> Result<Loaded, LoadError> {
         names,
         has_reasons,
     })
+}
+
+/// Evidence from kprobes on kernel functions: the rung above tracepoints. (fentry/fexit would
+/// be cheaper, but aya 0.14 cannot attach them to module functions such as IPVS's.)
+struct ProbeSet {
+    evidence: &'static str,
+    /// Candidate functions across kernel versions; every one present is probed.
+    functions: &'static [&'static str],
+    /// (program, is_return)
+    programs: &'static [(&'static str, bool)],
+    /// What netlat falls back to without this evidence.
+    fallback: &'static str,
+}
+
+const PROBES: &[ProbeSet] = &[
+    ProbeSet {
+        evidence: "IPVS drops",
+        // ip_vs_in_hook since 5.16; the per-family request hooks before.
+        functions: &[
+            "ip_vs_in_hook",
+            "ip_vs_remote_request4",
+            "ip_vs_local_request4",
+            "ip_vs_remote_request6",
+            "ip_vs_local_request6",
+        ],
+        programs: &[("ipvs_hook_entry", false), ("ipvs_hook_exit", true)],
+        fallback: "an IPVS drop looks like any netfilter drop, so issue A is never named",
+    },
+    ProbeSet {
+        evidence: "IPVS connection expiry",
+        functions: &["ip_vs_conn_expire_now"],
+        programs: &[("ipvs_expire_now", false)],
+        fallback: "weight-0 real servers cannot be told from port reuse",
+    },
+    ProbeSet {
+        evidence: "conntrack confirm drops",
+        functions: &["__nf_conntrack_confirm"],
+        programs: &[("ct_confirm_entry", false), ("ct_confirm_exit", true)],
+        fallback: "SNAT clashes are inferred from the kfree_skb location, the skb's conntrack \
+                   entry and per-CPU insert_failed counters",
+    },
+];
+
+fn attach_probes(ebpf: &mut Ebpf, set: &ProbeSet, ksyms: &Kallsyms) -> Hook {
+    let present: Vec<&str> = set
+        .functions
+        .iter()
+        .copied()
+        .filter(|f| ksyms.range(f).is_some())
+        .collect();
+    let kind = if set.programs.iter().any(|(_, ret)| *ret) {
+        "kretprobe"
+    } else {
+        "kprobe"
+    };
+    let inactive = |hook: String, why: String| Hook {
+        evidence: set.evidence.into(),
+        hook,
+        active: false,
+        detail: format!("{why}; {}", set.fallback),
+    };
+    if present.is_empty() {
+        return inactive(
+            format!("{kind} {}", set.functions[0]),
+            format!(
+                "{} is not in /proc/kallsyms (module not loaded)",
+                set.functions.join("/")
+            ),
+        );
+    }
+    let hook = format!("{kind} {}", present.join(", "));
+    for (program, _) in set.programs {
+        let result = (|| -> Result<(), String> {
+            let prog: &mut KProbe = ebpf
+                .program_mut(program)
+                .ok_or_else(|| format!("program {program} missing from the eBPF object"))?
+                .try_into()
+                .map_err(|e| format!("{e}"))?;
+            prog.load()
+                .map_err(|e| format!("verifier refused it: {e}"))?;
+            for f in &present {
+                prog.attach(f, 0)
+                    .map_err(|e| format!("kprobes unavailable on this kernel ({e})"))?;
+            }
+            Ok(())
+        })();
+        if let Err(why) = result {
+            return inactive(hook, why);
+        }
+    }
+    Hook {
+        evidence: set.evidence.into(),
+        hook,
+        active: true,
+        detail: String::new(),
+    }
 }
 
 fn attach(ebpf: &mut Ebpf, tp: &Tp) -> Result<(), String> {
@@ -295,6 +420,8 @@ pub fn lost_events(ebpf: &Ebpf) -> Vec<(&'static str, u64)> {
         ("connect", kind::SOCK_STATE),
         ("retransmit", kind::RETRANSMIT),
         ("drop", kind::DROP),
+        ("hook_drop", kind::HOOK_DROP),
+        ("ipvs_expire", kind::IPVS_EXPIRE),
     ]
     .into_iter()
     .map(|(name, k)| {

@@ -45,6 +45,17 @@ impl Kallsyms {
         }
     }
 
+    /// `[start, end)` of the text symbol `name`: from its address to the next symbol's.
+    pub fn range(&self, name: &str) -> Option<[u64; 2]> {
+        let i = self.syms.iter().position(|(_, n)| n == name)?;
+        let start = self.syms[i].0;
+        let end = self.syms[i + 1..]
+            .iter()
+            .map(|(a, _)| *a)
+            .find(|a| *a > start)?;
+        Some([start, end])
+    }
+
     /// Remember how `addr` resolved (replays carry resolved locations, not the table).
     pub fn insert_resolved(&mut self, addr: u64, location: String) {
         self.exact.insert(addr, location);
@@ -127,6 +138,17 @@ pub fn decode_ct_tuple(raw: &[u8], l: &CtTupleLayout) -> Option<FiveTuple> {
     })
 }
 
+/// Before 5.17 kfree_skb has no reason; these functions' frees are the drops netlat ships
+/// then, with the reason each one implies (netfilter hooks drop in nf_hook_slow; the UDP
+/// receive path frees packets whose checksum failed).
+pub const LOCATION_REASONS: &[(&str, &str)] = &[
+    ("nf_hook_slow", "NETFILTER_DROP"),
+    ("udp_queue_rcv_one_skb", "UDP_CSUM"),
+    ("udpv6_queue_rcv_one_skb", "UDP_CSUM"),
+    ("__udp4_lib_rcv", "UDP_CSUM"),
+    ("__udp6_lib_rcv", "UDP_CSUM"),
+];
+
 impl Names {
     pub fn reason(&self, r: u32, has_reasons: bool) -> String {
         if !has_reasons {
@@ -165,6 +187,27 @@ pub struct DropRecord {
     /// How the conntrack counters of the drop's netns and CPU moved around it (filled by the
     /// shell, which can read them, for drops where they matter).
     pub counters: Option<CounterEvidence>,
+    /// The hook function that returned NF_DROP for this skb, when a kretprobe saw it.
+    pub hook: Option<&'static str>,
+    /// For IPVS drops: the real server of the connection IPVS expired just before.
+    pub ipvs_dest: Option<IpvsDest>,
+}
+
+/// State of an IPVS real server when its connection was expired.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct IpvsDest {
+    pub weight: Option<u32>,
+    /// `IP_VS_DEST_F_AVAILABLE`.
+    pub available: Option<bool>,
+}
+
+/// Names of `netlat_ebpf::hook` ids.
+pub fn hook_name(id: u32) -> Option<&'static str> {
+    match id {
+        netlat_ebpf::hook::IPVS => Some("ipvs"),
+        netlat_ebpf::hook::CONNTRACK_CONFIRM => Some("conntrack-confirm"),
+        _ => None,
+    }
 }
 
 /// Increase of the per-CPU conntrack counters attributed to one drop.
@@ -183,13 +226,23 @@ impl DropRecord {
 
 /// Resolve names and decode the packet of a raw drop.
 pub fn enrich(d: &event::Drop, names: &Names, has_reasons: bool) -> DropRecord {
+    let location = names.kallsyms.resolve(d.location);
+    let reason = if has_reasons {
+        names.reason(d.reason, true)
+    } else {
+        let func = location.split('+').next().unwrap_or_default();
+        LOCATION_REASONS
+            .iter()
+            .find(|(f, _)| *f == func)
+            .map_or_else(|| names.reason(0, false), |(_, r)| (*r).to_string())
+    };
     DropRecord {
         ts_ns: d.ts_ns,
         cpu: d.cpu,
         netns: d.netns,
         ifindex: d.ifindex,
-        reason: names.reason(d.reason, has_reasons),
-        location: names.kallsyms.resolve(d.location),
+        reason,
+        location,
         len: d.len,
         packet: packet::decode(d.protocol, &d.data, VXLAN_PORTS).ok(),
         ct: match (&d.ct, &names.ct_tuple) {
@@ -203,6 +256,8 @@ pub fn enrich(d: &event::Drop, names: &Names, has_reasons: bool) -> DropRecord {
             _ => None,
         },
         counters: None,
+        hook: None,
+        ipvs_dest: None,
     }
 }
 
@@ -250,6 +305,35 @@ garbage line
         raw[18] = 99;
         assert_eq!(decode_ct_tuple(&raw, &l), None);
         assert_eq!(decode_ct_tuple(&raw[..30], &l), None);
+    }
+
+    #[test]
+    fn ranges_and_reasons_from_locations() {
+        let k = Kallsyms::parse(KALLSYMS);
+        assert_eq!(
+            k.range("nf_hook_slow"),
+            Some([0xffffffff81a00000, 0xffffffff81a00100])
+        );
+        assert_eq!(k.range("missing"), None);
+        let names = Names {
+            kallsyms: k,
+            ..Names::default()
+        };
+        let d = event::Drop {
+            ts_ns: 1,
+            cpu: 0,
+            skbaddr: 0,
+            location: 0xffffffff81a0007d,
+            netns: 1,
+            ifindex: 1,
+            reason: 0,
+            len: 0,
+            protocol: 0x0800,
+            data: bytes::Bytes::new(),
+            ct: None,
+        };
+        // A 5.10 kernel: the reason comes from where the skb was freed.
+        assert_eq!(enrich(&d, &names, false).reason, "NETFILTER_DROP");
     }
 
     #[test]

@@ -206,31 +206,6 @@ pub static CATALOG: &[Entry] = &[
         references: &[REF_CALICO_3145],
     },
     Entry {
-        id: "ipvs-conn-reuse",
-        title: "IPVS dropped the first SYN of a reused client port (conn_reuse_mode=1) so its \
-                old conntrack could expire; the retry after 1 s went through",
-        facts: &[
-            (
-                "kube-proxy ≤ 1.17",
-                "sets conn_reuse_mode=0 (rolling-update failures instead)",
-            ),
-            (
-                "kube-proxy ≥ 1.22",
-                "leaves conn_reuse_mode alone on kernels ≥ 5.9 (fixed there and in 4.19.140)",
-            ),
-            (
-                "kernel",
-                "fixed by f0a5e4d7a594 (5.9, 4.19.140); CentOS 7 3.10 affected",
-            ),
-        ],
-        requires: &[Signal::SynRetransmitted, Signal::IpvsDrop],
-        supports: &[Signal::OneRto],
-        max: Confidence::High,
-        remedy: "use a kernel ≥ 5.9 (or 4.19.140+) with conn_reuse_mode=1, or avoid IPVS mode \
-                 on older kernels",
-        references: &[REF_K8S_93297],
-    },
-    Entry {
         id: "ipvs-weight-zero",
         title: "during a rolling update IPVS expired the connection of a weight-0/removed real \
                 server (expire_nodest_conn=1) and dropped the SYN; the retry after 1 s went \
@@ -275,6 +250,31 @@ pub static CATALOG: &[Entry] = &[
         remedy: "kernel ≥ 5.16 (or backport of c95c07836fa4) with expire_nodest_conn=1, or \
                  kube-proxy ≥ 1.22 on kernels ≥ 5.9 (leaves conn_reuse_mode=1)",
         references: &["https://github.com/kubernetes/kubernetes/issues/81775"],
+    },
+    Entry {
+        id: "ipvs-conn-reuse",
+        title: "IPVS dropped the first SYN of a reused client port (conn_reuse_mode=1) so its \
+                old conntrack could expire; the retry after 1 s went through",
+        facts: &[
+            (
+                "kube-proxy ≤ 1.17",
+                "sets conn_reuse_mode=0 (rolling-update failures instead)",
+            ),
+            (
+                "kube-proxy ≥ 1.22",
+                "leaves conn_reuse_mode alone on kernels ≥ 5.9 (fixed there and in 4.19.140)",
+            ),
+            (
+                "kernel",
+                "fixed by f0a5e4d7a594 (5.9, 4.19.140); CentOS 7 3.10 affected",
+            ),
+        ],
+        requires: &[Signal::SynRetransmitted, Signal::IpvsDrop],
+        supports: &[Signal::OneRto],
+        max: Confidence::High,
+        remedy: "use a kernel ≥ 5.9 (or 4.19.140+) with conn_reuse_mode=1, or avoid IPVS mode \
+                 on older kernels",
+        references: &[REF_K8S_93297],
     },
     Entry {
         id: "snat-port-clash",
@@ -453,6 +453,9 @@ fn describe(d: &DropRecord, since_ns: u64) -> String {
             }
         ));
     }
+    if let Some(h) = d.hook {
+        s.push_str(&format!("; hook {h} returned NF_DROP"));
+    }
     if let Some(c) = d.counters {
         s.push_str(&format!(
             "; cpu {} insert_failed +{} drop +{}",
@@ -476,10 +479,15 @@ impl Judge<'_> {
     }
 
     fn snat_confirm_drop(&self) -> Option<&MatchedDrop> {
+        // A kretprobe on __nf_conntrack_confirm names the hook directly; without it, the
+        // hook runner's drop of an unconfirmed SNATed entry can only be the confirm step.
         self.syn_drop(|d| {
-            d.reason == "NETFILTER_DROP"
-                && HOOK_RUNNER.contains(&d.function())
-                && d.ct.is_some_and(|c| c.src_nat() && !c.confirmed())
+            let snat = d.ct.is_some_and(|c| c.src_nat() && !c.confirmed());
+            (d.hook == Some("conntrack-confirm") && (d.ct.is_none() || snat))
+                || (d.reason == "NETFILTER_DROP"
+                    && d.hook.is_none()
+                    && HOOK_RUNNER.contains(&d.function())
+                    && snat)
         })
     }
 
@@ -542,6 +550,7 @@ impl Judge<'_> {
             },
             Signal::UntrackedNfDrop => match self.syn_drop(|d| {
                 d.reason == "NETFILTER_DROP"
+                    && d.hook.is_none()
                     && HOOK_RUNNER.contains(&d.function())
                     && d.ct.is_none()
             }) {
@@ -661,16 +670,44 @@ impl Judge<'_> {
                     ),
                 )
             }
-            // IPVS evidence needs fexit/kretprobe on ip_vs_* (the kernel-reach hooks); on
-            // kernels with tracepoints only it is never seen, so A is never guessed.
-            Signal::IpvsDrop => (
-                false,
-                "IPVS hook NF_DROP of the SYN (needs fexit/kretprobe on ip_vs_*)".into(),
-            ),
-            Signal::IpvsNoDestExpire => (
-                false,
-                "ip_vs_conn_expire_now for a weight-0/removed real server".into(),
-            ),
+            // IPVS evidence comes from kretprobes on IPVS's hook; on kernels with tracepoints
+            // only it is never seen, so A is never guessed from a bare NETFILTER_DROP.
+            Signal::IpvsDrop => match self.syn_drop(|d| d.hook == Some("ipvs")) {
+                Some(d) => (
+                    true,
+                    format!(
+                        "IPVS's hook returned NF_DROP: {}",
+                        describe(&d.drop, a.start_ns)
+                    ),
+                ),
+                None => (
+                    false,
+                    "IPVS hook NF_DROP of the SYN (needs kretprobe/fexit on ip_vs_*)".into(),
+                ),
+            },
+            Signal::IpvsNoDestExpire => {
+                let dest = self
+                    .syn_drop(|d| d.hook == Some("ipvs"))
+                    .and_then(|d| d.drop.ipvs_dest);
+                match dest {
+                    Some(x) if x.weight == Some(0) || x.available == Some(false) => (
+                        true,
+                        format!(
+                            "IPVS expired the old connection of a real server with weight {} ({})",
+                            x.weight.map_or("?".into(), |w| w.to_string()),
+                            if x.available == Some(false) {
+                                "removed"
+                            } else {
+                                "still listed"
+                            }
+                        ),
+                    ),
+                    _ => (
+                        false,
+                        "ip_vs_conn_expire_now for a weight-0/removed real server".into(),
+                    ),
+                }
+            }
             Signal::IpvsStaleDestination => (
                 false,
                 "IPVS scheduling a reused port to an unavailable real server".into(),

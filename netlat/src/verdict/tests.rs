@@ -66,6 +66,8 @@ fn drop_rec(reason: &str, location: &str, netns: u32, packet: Packet) -> DropRec
         packet: Some(packet),
         ct: None,
         counters: None,
+        hook: None,
+        ipvs_dest: None,
     }
 }
 
