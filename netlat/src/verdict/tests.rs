@@ -420,3 +420,56 @@ fn catalog_ids_are_the_documented_ones() {
         assert!(ids.contains(id), "{id} missing from the catalog");
     }
 }
+
+/// An IPVS drop of the SYN (hook evidence from the kretprobe), optionally after IPVS expired a
+/// connection to a real server in `dest` state.
+fn ipvs_drop(dest: Option<crate::symbols::IpvsDest>) -> MatchedDrop {
+    let mut d = drop_rec(
+        "NETFILTER_DROP",
+        "nf_hook_slow+0xaa",
+        ROUTER_NS,
+        syn(tcp(client(), server())),
+    );
+    d.hook = Some("ipvs");
+    d.ipvs_dest = dest;
+    matched(d, false, false)
+}
+
+#[test]
+fn ipvs_reuse_and_weight_zero_need_the_ipvs_hook() {
+    use crate::symbols::IpvsDest;
+    let live = IpvsDest {
+        weight: Some(1),
+        available: Some(true),
+    };
+    let v = judge(
+        &attempt(&[1.01], vec![ipvs_drop(Some(live))]),
+        &Facts::default(),
+    );
+    assert_eq!(v.issue, "ipvs-conn-reuse");
+    assert_eq!(v.confidence, Confidence::High);
+    let zero = IpvsDest {
+        weight: Some(0),
+        available: Some(true),
+    };
+    let v = judge(
+        &attempt(&[1.01], vec![ipvs_drop(Some(zero))]),
+        &Facts::default(),
+    );
+    assert_eq!(v.issue, "ipvs-weight-zero");
+    let removed = IpvsDest {
+        weight: Some(1),
+        available: Some(false),
+    };
+    let v = judge(
+        &attempt(&[1.01], vec![ipvs_drop(Some(removed))]),
+        &Facts::default(),
+    );
+    assert_eq!(v.issue, "ipvs-weight-zero");
+    assert!(v.evidence.iter().any(|e| e.contains("removed")));
+    // A conntrack-confirm kretprobe names B even without the conntrack entry.
+    let mut d = ipvs_drop(None);
+    d.drop.hook = Some("conntrack-confirm");
+    let v = judge(&attempt(&[1.0], vec![d]), &Facts::default());
+    assert_eq!(v.issue, "snat-port-clash");
+}
