@@ -14,7 +14,6 @@
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::os::fd::AsRawFd;
 use std::time::Duration;
 
 use rtnetlink::packet_core::{
@@ -23,7 +22,10 @@ use rtnetlink::packet_core::{
 use rtnetlink::sys::protocols::NETLINK_NETFILTER;
 use rtnetlink::sys::{Socket, SocketAddr as NetlinkAddr};
 
-use crate::packet::FiveTuple;
+use crate::{
+    node::nl::{align4, set_recv_timeout},
+    packet::FiveTuple,
+};
 
 const NFNL_SUBSYS_CTNETLINK: u16 = 1;
 const IPCTNL_MSG_CT_NEW: u16 = 0;
@@ -161,7 +163,7 @@ pub fn lookup(orig: &FiveTuple) -> Result<Option<CtEntry>, CtnlError> {
     }
     let sock_err = |op| move |source| CtnlError::Socket { op, source };
     let mut socket = Socket::new(NETLINK_NETFILTER).map_err(sock_err("socket"))?;
-    set_recv_timeout(&socket).map_err(sock_err("SO_RCVTIMEO"))?;
+    set_recv_timeout(&socket, RECV_TIMEOUT).map_err(sock_err("SO_RCVTIMEO"))?;
     socket.bind_auto().map_err(sock_err("bind"))?;
     // Connected to the kernel, so nothing but its answers is received.
     socket
@@ -437,33 +439,6 @@ fn ne_u32(b: &[u8]) -> u32 {
     u32::from_ne_bytes([b[0], b[1], b[2], b[3]])
 }
 
-fn align4(n: usize) -> usize {
-    (n + 3) & !3
-}
-
-fn set_recv_timeout(socket: &Socket) -> io::Result<()> {
-    let tv = libc::timeval {
-        tv_sec: RECV_TIMEOUT.as_secs() as libc::time_t,
-        tv_usec: 0,
-    };
-    // SAFETY: the descriptor is open for the socket's lifetime and `tv` is a valid timeval whose
-    // size is passed alongside it.
-    let rc = unsafe {
-        libc::setsockopt(
-            socket.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_RCVTIMEO,
-            (&raw const tv).cast(),
-            std::mem::size_of::<libc::timeval>() as libc::socklen_t,
-        )
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -709,7 +684,6 @@ mod tests {
 mod live {
     use std::io::{BufRead, BufReader};
     use std::net::TcpStream;
-    use std::os::fd::AsRawFd;
     use std::process::{Child, Command, Stdio};
 
     use super::*;

@@ -22,7 +22,7 @@ mod links;
 #[cfg(test)]
 mod live;
 mod nft;
-mod nl;
+pub(crate) mod nl;
 mod xt;
 
 use std::collections::BTreeMap;

@@ -41,7 +41,7 @@ pub(super) fn dump(protocol: isize, kind: u16, body: &[u8]) -> io::Result<Vec<Re
 
 fn dump_once(protocol: isize, kind: u16, body: &[u8]) -> io::Result<(Vec<Reply>, bool)> {
     let mut socket = Socket::new(protocol)?;
-    set_recv_timeout(&socket)?;
+    set_recv_timeout(&socket, NETLINK_TIMEOUT)?;
     socket.bind_auto()?;
     socket.connect(&SocketAddr::new(0, 0))?;
 
@@ -109,14 +109,15 @@ fn errno(payload: &[u8]) -> Option<i32> {
     Some(i32::from_ne_bytes(payload.get(..4)?.try_into().ok()?))
 }
 
-fn align4(n: usize) -> usize {
+/// Netlink attributes and messages are padded to 4 bytes.
+pub(crate) fn align4(n: usize) -> usize {
     (n + 3) & !3
 }
 
-/// Bounds every recv so a kernel that never answers cannot hang the gathering.
-fn set_recv_timeout(socket: &Socket) -> io::Result<()> {
+/// Bounds every recv so a kernel that never answers cannot hang the caller.
+pub(crate) fn set_recv_timeout(socket: &Socket, timeout: std::time::Duration) -> io::Result<()> {
     let tv = libc::timeval {
-        tv_sec: NETLINK_TIMEOUT.as_secs() as libc::time_t,
+        tv_sec: timeout.as_secs() as libc::time_t,
         tv_usec: 0,
     };
     // SAFETY: the descriptor is open for the socket's lifetime and `tv` is a valid timeval whose
