@@ -441,6 +441,8 @@ fn ne_u32(b: &[u8]) -> u32 {
 
 #[cfg(test)]
 mod tests {
+    use std::os::fd::AsRawFd;
+
     use super::*;
 
     const TCP: u8 = 6;
