@@ -441,8 +441,6 @@ fn ne_u32(b: &[u8]) -> u32 {
 
 #[cfg(test)]
 mod tests {
-    use std::os::fd::AsRawFd;
-
     use super::*;
 
     const TCP: u8 = 6;
@@ -809,7 +807,13 @@ mod live {
         let ns_file = std::fs::File::open(format!("/run/netns/{}", client.0)).expect("open netns");
         let (local, found, absent) = std::thread::spawn(move || {
             // SAFETY: a valid fd of a netns file; setns only changes this thread's namespace.
-            if unsafe { libc::setns(ns_file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+            if unsafe {
+                libc::setns(
+                    std::os::fd::AsRawFd::as_raw_fd(&ns_file),
+                    libc::CLONE_NEWNET,
+                )
+            } != 0
+            {
                 panic!("setns: {}", io::Error::last_os_error());
             }
             // Held open across the lookups so the entry stays established.
