@@ -24,6 +24,18 @@ pub enum Command {
     /// Replay a recording made with `watch --record`: the same lines, verdicts and summary,
     /// with no kernel and no privileges.
     Replay(ReplayArgs),
+    /// Summarise an HdrHistogram interval log written by `watch --hlog`: percentiles by cause
+    /// and destination, and with `--svg` a latency distribution plot by cause.
+    Report(ReportArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ReportArgs {
+    /// The file to summarise (an interval log from `watch --hlog`).
+    pub file: std::path::PathBuf,
+    /// Also write a latency distribution plot by cause (cumulative, log-scaled) to OUT.
+    #[arg(long, value_name = "OUT")]
+    pub svg: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -74,6 +86,44 @@ pub struct WatchArgs {
     /// Record the raw kernel events and the node answers to FILE for `netlat replay`.
     #[arg(long, value_name = "FILE")]
     pub record: Option<std::path::PathBuf>,
+    /// Print a latency histogram summary (per cause: count, p50/p90/p99/max; the SYN retry
+    /// ladder) every SECS seconds when there are new slow connects, and always at exit; 0: only
+    /// at exit. Also the interval of the --hlog file.
+    #[arg(long, value_name = "SECS", default_value = "10", value_parser = parse_interval)]
+    pub summary_interval: Duration,
+    /// Write an HdrHistogram interval log of slow connect latencies (µs, one tag per cause and
+    /// destination) to FILE; `netlat report FILE` reads it.
+    #[arg(long, value_name = "FILE")]
+    pub hlog: Option<std::path::PathBuf>,
+    /// Serve Prometheus metrics at http://ADDR/metrics. ADDR is IP:PORT, or PORT / :PORT for
+    /// 127.0.0.1 (loopback unless an address says otherwise). Off by default.
+    #[arg(long, value_name = "ADDR", value_parser = crate::export::parse_listen)]
+    pub listen: Option<std::net::SocketAddr>,
+}
+
+impl WatchArgs {
+    /// The exports asked for (opened before anything is loaded, so bad flags fail first).
+    pub fn exports(&self) -> crate::export::ExportOptions {
+        crate::export::ExportOptions {
+            hlog: self.hlog.clone(),
+            listen: self.listen,
+        }
+    }
+}
+
+/// `--summary-interval`: whole or fractional seconds, 0 for "only at exit". Below 0.1 s the
+/// summaries and hlog intervals would only be noise.
+fn parse_interval(s: &str) -> Result<Duration, String> {
+    let v: f64 = s
+        .parse()
+        .map_err(|_| format!("`{s}` is not a number of seconds"))?;
+    if v == 0.0 || (v.is_finite() && (0.1..1e9).contains(&v)) {
+        Ok(Duration::from_secs_f64(v))
+    } else {
+        Err(format!(
+            "`{s}` must be 0 (only at exit) or at least 0.1 seconds"
+        ))
+    }
 }
 
 fn parse_threshold(s: &str) -> Result<f64, String> {
@@ -123,6 +173,35 @@ mod tests {
         assert_eq!(w.threshold, 500.0);
         assert_eq!(w.output, OutputFormat::Json);
         assert_eq!(w.duration, Some(Duration::from_millis(2500)));
+        assert_eq!(w.summary_interval, Duration::from_secs(10));
+        assert_eq!(w.listen, None);
+        assert_eq!(w.hlog, None);
+    }
+
+    #[test]
+    fn parses_export_flags() {
+        let c = Cli::try_parse_from([
+            "netlat",
+            "watch",
+            "--summary-interval",
+            "0",
+            "--hlog",
+            "/tmp/x.hlog",
+            "--listen",
+            ":9090",
+        ])
+        .unwrap();
+        let Command::Watch(w) = c.command else {
+            panic!("not watch")
+        };
+        assert_eq!(w.summary_interval, Duration::ZERO);
+        assert_eq!(w.listen, Some("127.0.0.1:9090".parse().unwrap()));
+        assert_eq!(w.exports().hlog, Some("/tmp/x.hlog".into()));
+        let c = Cli::try_parse_from(["netlat", "report", "x.hlog", "--svg", "x.svg"]).unwrap();
+        let Command::Report(r) = c.command else {
+            panic!("not report")
+        };
+        assert_eq!(r.svg, Some("x.svg".into()));
     }
 
     #[test]
@@ -135,6 +214,11 @@ mod tests {
             vec!["netlat", "watch", "--bogus"],
             vec!["netlat"],
             vec!["netlat", "doctor", "--output", "yaml"],
+            vec!["netlat", "watch", "--listen", "localhost:9090"],
+            vec!["netlat", "watch", "--listen", "0.0.0.0:99999"],
+            vec!["netlat", "watch", "--summary-interval", "-1"],
+            vec!["netlat", "watch", "--summary-interval", "0.01"],
+            vec!["netlat", "report"],
         ] {
             assert!(Cli::try_parse_from(&args).is_err(), "{args:?}");
         }

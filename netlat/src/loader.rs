@@ -242,7 +242,12 @@ pub fn load(verbose: bool) -> Result<Loaded, LoadError> {
 
     // aya-log is quiet unless asked: level 0 disables every log statement in the programs.
     let log_level: u8 = if verbose { 0xff } else { 0 };
-    let mut ebpf = EbpfLoader::new()
+    let mut ebpf_loader = EbpfLoader::new();
+    // NETLAT_RING_BYTES resizes the ring buffer (validated by `watch` before loading).
+    if let Some(bytes) = crate::limits::ring_bytes() {
+        ebpf_loader.map_max_entries("EVENTS", bytes);
+    }
+    let mut ebpf = ebpf_loader
         .override_global("CONFIG", &config, true)
         .override_global("AYA_LOG_LEVEL", &log_level, false)
         .load(EBPF_OBJECT)

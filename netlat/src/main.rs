@@ -26,13 +26,14 @@ fn main() -> ExitCode {
     };
     let verbose = match &cli.command {
         Command::Watch(w) => w.verbose,
-        Command::Doctor(_) | Command::Replay(_) => false,
+        Command::Doctor(_) | Command::Replay(_) | Command::Report(_) => false,
     };
     init_logging(verbose);
     let result = match cli.command {
         Command::Watch(args) => netlat::watch::main(args),
         Command::Doctor(args) => netlat::doctor::main(args),
         Command::Replay(args) => netlat::replay::main(args),
+        Command::Report(args) => netlat::export::report::main(&args),
     };
     match result {
         Ok(code) => code,

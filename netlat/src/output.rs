@@ -230,6 +230,85 @@ pub trait Sink {
         exposure: &[crate::facts::Exposure],
     ) -> io::Result<()>;
     fn summary(&mut self, s: &Summary) -> io::Result<()>;
+    /// The latency histogram summary (periodic and at exit, before [`Sink::summary`]).
+    fn histogram(&mut self, _h: &crate::export::HistogramSummary) -> io::Result<()> {
+        Ok(())
+    }
+    /// The kernel could not reserve more events since the last tick (`{"type":"loss",…}`).
+    fn loss(&mut self, _l: &crate::limits::LossLine) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// A borrowed sink is a sink (so a [`Tee`] can hold `&mut dyn Sink`). Every method must be
+/// forwarded here, the defaulted ones too, or a sink behind a `Tee` silently misses them.
+impl<S: Sink + ?Sized> Sink for &mut S {
+    fn hooks(&mut self, hooks: &[Hook]) -> io::Result<()> {
+        (**self).hooks(hooks)
+    }
+    fn connect(&mut self, line: &ConnectJson) -> io::Result<()> {
+        (**self).connect(line)
+    }
+    fn drop_line(&mut self, line: &DropLineJson) -> io::Result<()> {
+        (**self).drop_line(line)
+    }
+    fn node(
+        &mut self,
+        facts: &crate::node::NodeFacts,
+        exposure: &[crate::facts::Exposure],
+    ) -> io::Result<()> {
+        (**self).node(facts, exposure)
+    }
+    fn summary(&mut self, s: &Summary) -> io::Result<()> {
+        (**self).summary(s)
+    }
+    fn histogram(&mut self, h: &crate::export::HistogramSummary) -> io::Result<()> {
+        (**self).histogram(h)
+    }
+    fn loss(&mut self, l: &crate::limits::LossLine) -> io::Result<()> {
+        (**self).loss(l)
+    }
+}
+
+/// Fans every report out to two sinks (nest for more): the printer and the exports. Both see
+/// every report even when the first fails (a closed stdout must not starve the exports); the
+/// first error is returned.
+pub struct Tee<A, B>(pub A, pub B);
+
+impl<A: Sink, B: Sink> Tee<A, B> {
+    fn both(&mut self, mut f: impl FnMut(&mut dyn Sink) -> io::Result<()>) -> io::Result<()> {
+        let a = f(&mut self.0);
+        let b = f(&mut self.1);
+        a.and(b)
+    }
+}
+
+impl<A: Sink, B: Sink> Sink for Tee<A, B> {
+    fn hooks(&mut self, hooks: &[Hook]) -> io::Result<()> {
+        self.both(|s| s.hooks(hooks))
+    }
+    fn connect(&mut self, line: &ConnectJson) -> io::Result<()> {
+        self.both(|s| s.connect(line))
+    }
+    fn drop_line(&mut self, line: &DropLineJson) -> io::Result<()> {
+        self.both(|s| s.drop_line(line))
+    }
+    fn node(
+        &mut self,
+        facts: &crate::node::NodeFacts,
+        exposure: &[crate::facts::Exposure],
+    ) -> io::Result<()> {
+        self.both(|s| s.node(facts, exposure))
+    }
+    fn summary(&mut self, s: &Summary) -> io::Result<()> {
+        self.both(|k| k.summary(s))
+    }
+    fn histogram(&mut self, h: &crate::export::HistogramSummary) -> io::Result<()> {
+        self.both(|s| s.histogram(h))
+    }
+    fn loss(&mut self, l: &crate::limits::LossLine) -> io::Result<()> {
+        self.both(|s| s.loss(l))
+    }
 }
 
 /// JSON lines on a writer.
@@ -292,6 +371,14 @@ impl<W: Write> Sink for JsonSink<W> {
 
     fn summary(&mut self, s: &Summary) -> io::Result<()> {
         self.line(s)
+    }
+
+    fn histogram(&mut self, h: &crate::export::HistogramSummary) -> io::Result<()> {
+        self.line(h)
+    }
+
+    fn loss(&mut self, l: &crate::limits::LossLine) -> io::Result<()> {
+        self.line(l)
     }
 }
 
@@ -456,6 +543,19 @@ impl<W: Write, E: Write> Sink for HumanSink<W, E> {
         }
         self.err.flush()
     }
+
+    fn histogram(&mut self, h: &crate::export::HistogramSummary) -> io::Result<()> {
+        crate::export::histo::write_human(h, &mut self.err)
+    }
+
+    fn loss(&mut self, l: &crate::limits::LossLine) -> io::Result<()> {
+        writeln!(
+            self.err,
+            "netlat: LOST {} {} events (ring buffer full), {} so far",
+            l.lost, l.kind, l.total
+        )?;
+        self.err.flush()
+    }
 }
 
 #[cfg(test)]
@@ -542,5 +642,65 @@ mod tests {
         let text = String::from_utf8(err).unwrap();
         assert!(text.contains("3 connect attempts, 1 slow"));
         assert!(text.contains("LOST 7 kernel events"));
+    }
+
+    /// Counts what reaches it; fails every call when `fail`.
+    #[derive(Default)]
+    struct Counting {
+        connects: usize,
+        histograms: usize,
+        fail: bool,
+    }
+
+    impl Sink for Counting {
+        fn hooks(&mut self, _: &[Hook]) -> io::Result<()> {
+            Ok(())
+        }
+        fn connect(&mut self, _: &ConnectJson) -> io::Result<()> {
+            self.connects += 1;
+            if self.fail {
+                return Err(io::ErrorKind::BrokenPipe.into());
+            }
+            Ok(())
+        }
+        fn drop_line(&mut self, _: &DropLineJson) -> io::Result<()> {
+            Ok(())
+        }
+        fn node(
+            &mut self,
+            _: &crate::node::NodeFacts,
+            _: &[crate::facts::Exposure],
+        ) -> io::Result<()> {
+            Ok(())
+        }
+        fn summary(&mut self, _: &Summary) -> io::Result<()> {
+            Ok(())
+        }
+        fn histogram(&mut self, _: &crate::export::HistogramSummary) -> io::Result<()> {
+            self.histograms += 1;
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn tee_feeds_both_sinks_even_when_the_first_fails() {
+        let clock = WallClock { offset_ns: 0 };
+        let line = ConnectJson::new(&attempt(), None, &clock);
+        let mut first = Counting {
+            fail: true,
+            ..Counting::default()
+        };
+        let mut second = Counting::default();
+        {
+            let borrowed: &mut dyn Sink = &mut first;
+            let mut tee = Tee(borrowed, &mut second);
+            let e = tee.connect(&line).unwrap_err();
+            assert_eq!(e.kind(), io::ErrorKind::BrokenPipe);
+            let h = crate::export::Histograms::new().unwrap().summary(1.0, true);
+            tee.histogram(&h).unwrap();
+        }
+        assert_eq!((first.connects, second.connects), (1, 1));
+        // A defaulted method reaches the sink through `&mut dyn Sink` too.
+        assert_eq!((first.histograms, second.histograms), (1, 1));
     }
 }

@@ -9,7 +9,9 @@ use anyhow::Context as _;
 use crate::{
     cli::{OutputFormat, ReplayArgs},
     engine::{Engine, EngineConfig},
+    export::{ExportOptions, Exports},
     flow::TrackerConfig,
+    output::Tee,
     output::{HumanSink, JsonSink, Sink, WallClock},
     record::{Note, Reader, Record, Replayed, SharedAnswers},
     symbols::{Kallsyms, Names},
@@ -33,10 +35,16 @@ pub fn main(args: ReplayArgs) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// Replay `args.file` into `sink`.
-pub fn run(args: &ReplayArgs, sink: &mut dyn Sink) -> anyhow::Result<ExitCode> {
+/// Replay `args.file` into `sink`, with the same latency histograms as the live run.
+pub fn run(args: &ReplayArgs, printer: &mut dyn Sink) -> anyhow::Result<ExitCode> {
     let (header, mut reader) = Reader::open(&args.file)
         .with_context(|| format!("opening the recording {}", args.file.display()))?;
+    let clock = WallClock {
+        offset_ns: header.clock_offset_ns,
+    };
+    let exports = Exports::open(&ExportOptions::default(), std::time::SystemTime::now())?;
+    let mut tee = Tee(printer, exports);
+    let sink: &mut dyn Sink = &mut tee;
     let answers = SharedAnswers::default();
     let names = Names {
         reasons: header.reasons.clone(),
@@ -49,9 +57,7 @@ pub fn run(args: &ReplayArgs, sink: &mut dyn Sink) -> anyhow::Result<ExitCode> {
     let mut engine = Engine::new(
         EngineConfig {
             threshold_ns,
-            clock: WallClock {
-                offset_ns: header.clock_offset_ns,
-            },
+            clock,
             has_reasons: header.has_reasons,
             tracker: TrackerConfig::default(),
         },
@@ -105,7 +111,9 @@ pub fn run(args: &ReplayArgs, sink: &mut dyn Sink) -> anyhow::Result<ExitCode> {
         summary.duration_s = duration_s;
         summary.lost_events = lost;
     }
-    sink.summary(&summary)?;
+    let Tee(printer, mut exports) = tee;
+    printer.histogram(&exports.finish(clock.to_system_time(now))?)?;
+    printer.summary(&summary)?;
     match failure {
         Some(e) => Err(e).with_context(|| {
             format!(

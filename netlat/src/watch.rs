@@ -6,7 +6,7 @@ use std::{
     future::Future,
     io::{self, Write},
     process::ExitCode,
-    time::Duration,
+    time::{Duration, SystemTime},
 };
 
 use anyhow::Context as _;
@@ -21,9 +21,9 @@ use std::collections::HashSet;
 use crate::{
     cli::{OutputFormat, WatchArgs},
     engine::{Engine, EngineConfig},
-    flow::TrackerConfig,
+    export::Exports,
     loader,
-    output::{HumanSink, JsonSink, Sink, WallClock},
+    output::{HumanSink, JsonSink, Sink, Tee, WallClock},
     record::{
         Header, Note, Recorder, RecordingCounters, RecordingNat, RecordingView, SharedRecorder,
     },
@@ -52,15 +52,19 @@ fn wall_clock() -> WallClock {
 
 /// Entry point of the subcommand.
 pub fn main(args: WatchArgs) -> anyhow::Result<ExitCode> {
+    // Exports are opened first: an unwritable --hlog or a taken --listen port is one clear
+    // error before any eBPF is loaded.
+    let exports = Exports::open(&args.exports(), SystemTime::now())?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")?;
     rt.block_on(async {
-        let shutdown = async {
-            // If a handler cannot be installed, the other signals and --duration still work.
-            let mut term = tokio::signal::unix::signal(SignalKind::terminate()).ok();
-            let mut int = tokio::signal::unix::signal(SignalKind::interrupt()).ok();
+        // Handlers first: a signal during loading or start-up still ends the run cleanly.
+        // If a handler cannot be installed, the other signals and --duration still work.
+        let mut term = tokio::signal::unix::signal(SignalKind::terminate()).ok();
+        let mut int = tokio::signal::unix::signal(SignalKind::interrupt()).ok();
+        let shutdown = async move {
             tokio::select! {
                 _ = async { match term.as_mut() { Some(s) => { s.recv().await; } None => std::future::pending().await } } => {},
                 _ = async { match int.as_mut() { Some(s) => { s.recv().await; } None => std::future::pending().await } } => {},
@@ -72,7 +76,7 @@ pub fn main(args: WatchArgs) -> anyhow::Result<ExitCode> {
             OutputFormat::Json => Box::new(JsonSink::new(stdout.lock())),
             OutputFormat::Human => Box::new(HumanSink::new(stdout.lock(), stderr.lock())),
         };
-        run(&args, sink.as_mut(), shutdown).await
+        run(&args, sink.as_mut(), exports, shutdown).await
     })
 }
 
@@ -85,8 +89,13 @@ fn is_broken_pipe(e: &io::Error) -> bool {
 pub async fn run(
     args: &WatchArgs,
     sink: &mut dyn Sink,
+    mut exports: Exports,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<ExitCode> {
+    exports.serve()?;
+    // Every report goes to the printer and the exports (histograms, --hlog, --listen).
+    let mut out = Tee(sink, exports);
+    let limits = crate::limits::Limits::from_env().map_err(anyhow::Error::msg)?;
     let loaded = loader::load(args.verbose)?;
     let mut ebpf = loaded.ebpf;
     // Keep the logger alive (its map) only when asked for diagnostics.
@@ -136,6 +145,8 @@ pub async fn run(
         ),
         None => None,
     };
+    // Attached and every file opened: keep only what the per-namespace lookups need.
+    crate::privs::drop_for_watch(args.verbose);
     let facts_view = crate::facts::LiveFacts::default();
     let counters = crate::netns::ProcCounters::new();
     let nat = crate::netns::CtNatLookup::default();
@@ -143,7 +154,7 @@ pub async fn run(
         threshold_ns,
         clock,
         has_reasons: loaded.has_reasons,
-        tracker: TrackerConfig::default(),
+        tracker: limits.tracker(),
     };
     let engine = match &rec {
         // Every answer the shell gives the engine goes into the recording too.
@@ -176,14 +187,14 @@ pub async fn run(
         rec,
         symbols: HashSet::new(),
     };
-    if let Err(e) = sink.hooks(&loaded.hooks) {
+    if let Err(e) = out.hooks(&loaded.hooks) {
         return finish_on_output_error(e);
     }
     // The node fingerprint joined to this run: verdicts read the same facts per namespace.
     let facts = tokio::task::spawn_blocking(crate::node::gather)
         .await
         .context("gathering node facts")?;
-    if let Err(e) = sink.node(&facts, &crate::facts::exposure(&facts)) {
+    if let Err(e) = out.node(&facts, &crate::facts::exposure(&facts)) {
         return finish_on_output_error(e);
     }
 
@@ -197,8 +208,17 @@ pub async fn run(
     };
     tokio::pin!(until_deadline);
     tokio::pin!(shutdown);
+    let stdout_gone = crate::limits::stdout_closed();
+    tokio::pin!(stdout_gone);
     let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut summary_tick = (!args.summary_interval.is_zero()).then(|| {
+        let every = args.summary_interval;
+        let mut t = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+        t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        t
+    });
     let mut pipe_closed = false;
+    let mut losses = crate::limits::LossMonitor::default();
 
     'main: loop {
         tokio::select! {
@@ -206,7 +226,7 @@ pub async fn run(
                 let mut guard = guard.context("waiting for the ring buffer")?;
                 let rb = guard.get_inner_mut();
                 while let Some(item) = rb.next() {
-                    if let Err(e) = feed.item(&item, sink) {
+                    if let Err(e) = feed.item(&item, &mut out) {
                         if is_broken_pipe(&e) { pipe_closed = true; break 'main; }
                         return Err(e).context("writing output");
                     }
@@ -219,8 +239,32 @@ pub async fn run(
                     g.clear_ready();
                 }
             }
-            _ = tick.tick() => feed.tick(monotonic_ns()),
+            _ = tick.tick() => {
+                feed.tick(monotonic_ns());
+                // Scrapes come at any time: keep the lost-event counters a second fresh.
+                if out.1.serves_metrics() {
+                    out.1.lost_events(&loader::lost_events(&ebpf));
+                }
+                for l in losses.update(&loader::lost_events(&ebpf)) {
+                    if let Err(e) = out.0.loss(&l) {
+                        if is_broken_pipe(&e) { pipe_closed = true; break 'main; }
+                        return Err(e).context("writing output");
+                    }
+                }
+            }
+            _ = async { match summary_tick.as_mut() { Some(t) => { t.tick().await; } None => std::future::pending().await } } => {
+                match out.1.interval(SystemTime::now()) {
+                    Ok(Some(h)) => if let Err(e) = out.0.histogram(&h) {
+                        if is_broken_pipe(&e) { pipe_closed = true; break 'main; }
+                        return Err(e).context("writing output");
+                    },
+                    Ok(None) => {}
+                    // The live view matters more than the export: say so and keep watching.
+                    Err(e) => tracing::warn!("{:#}", anyhow::Error::from(e)),
+                }
+            }
             _ = &mut shutdown => break,
+            _ = &mut stdout_gone => { pipe_closed = true; break }
             _ = &mut until_deadline => break,
         }
     }
@@ -229,7 +273,7 @@ pub async fn run(
     if !pipe_closed {
         let rb = ring.get_mut();
         while let Some(item) = rb.next() {
-            if let Err(e) = feed.item(&item, sink) {
+            if let Err(e) = feed.item(&item, &mut out) {
                 if is_broken_pipe(&e) {
                     pipe_closed = true;
                     break;
@@ -240,9 +284,9 @@ pub async fn run(
     }
     let now = monotonic_ns();
     let mut summary = if pipe_closed {
-        feed.engine.finish(now, &mut NullSink)?
+        feed.engine.finish(now, &mut Tee(NullSink, &mut out.1))?
     } else {
-        match feed.engine.finish(now, sink) {
+        match feed.engine.finish(now, &mut out) {
             Ok(s) => s,
             Err(e) => return finish_on_output_error(e),
         }
@@ -251,6 +295,13 @@ pub async fn run(
     for (name, n) in loader::lost_events(&ebpf) {
         summary.lost_events.insert(name.to_string(), n);
     }
+    // The losses since the last tick, so the loss lines add up to the summary's counts.
+    let counts: Vec<(&str, u64)> = summary
+        .lost_events
+        .iter()
+        .map(|(k, n)| (k.as_str(), *n))
+        .collect();
+    let last_losses = losses.update(&counts);
     if let Some(r) = &feed.rec {
         let mut r = r.borrow_mut();
         r.note(&Note::End {
@@ -261,9 +312,25 @@ pub async fn run(
         .and_then(|()| r.flush())
         .context("finishing the recording")?;
     }
-    if !pipe_closed && let Err(e) = sink.summary(&summary) {
-        return finish_on_output_error(e);
+    // Flush every export (the last hlog interval; the metrics stay served until exit), then
+    // the histogram summary goes before the final summary line.
+    out.1.lost_events(&loader::lost_events(&ebpf));
+    let exported = out.1.finish(SystemTime::now());
+    if !pipe_closed {
+        let printed = last_losses
+            .iter()
+            .try_for_each(|l| out.0.loss(l))
+            .and_then(|()| match &exported {
+                Ok(h) => out.0.histogram(h),
+                Err(_) => Ok(()),
+            })
+            .and_then(|()| out.0.summary(&summary));
+        if let Err(e) = printed {
+            exported?;
+            return finish_on_output_error(e);
+        }
     }
+    exported?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -1,12 +1,14 @@
-//! netlat's developer tasks: `cargo xtask setup | test | run`.
+//! netlat's developer tasks: `cargo xtask setup | test | run | bench | vm-test`.
 //!
 //! Each command lives in its own module; this file owns the command line, the error line that
 //! `main` prints, and the helpers every command shares (running a child process, locating the
 //! workspace, knowing whether we are root).
 
+mod bench;
 mod run;
 mod setup;
 mod test;
+mod vm;
 
 use std::{
     env,
@@ -43,6 +45,18 @@ enum Cmd {
     Test(test::Options),
     /// Set up, build netlat in release mode and run it (default: `netlat watch`)
     Run(run::Options),
+    /// Measure netlat's cost on this machine and write BENCHMARKS.md (needs root)
+    ///
+    /// Connect storm (bare vs netlat vs a counting bpftrace script), bulk throughput, drop
+    /// storm, per-program ns/run, collector throughput, verdict latency, memory with 100 k
+    /// attempts in flight and start-up, each run several times; ~10 minutes.
+    Bench(bench::Options),
+    /// Run netlat's scenarios in QEMU (TCG) VMs of Debian kernels 5.10, 6.1 and 6.12
+    ///
+    /// Fetches the kernels with a private apt configuration into a cache, boots each with a
+    /// tiny initramfs holding target/release/netlat, and judges netlat's lines against
+    /// tests/vm/expectations.tsv; a failure on any kernel fails the command.
+    VmTest(vm::Options),
 }
 
 fn main() -> ExitCode {
@@ -51,6 +65,8 @@ fn main() -> ExitCode {
         Cmd::Setup => setup::setup(),
         Cmd::Test(opts) => test::test(opts),
         Cmd::Run(opts) => run::run(opts),
+        Cmd::Bench(opts) => bench::bench(opts),
+        Cmd::VmTest(opts) => vm::vm_test(opts),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -210,7 +226,7 @@ mod tests {
         let args = |argv: &[&str]| match Cli::try_parse_from(argv).unwrap().command {
             Cmd::Test(opts) => opts.args,
             Cmd::Run(opts) => opts.args,
-            Cmd::Setup => panic!("parsed as setup"),
+            Cmd::Setup | Cmd::Bench(_) | Cmd::VmTest(_) => panic!("parsed as another command"),
         };
         assert_eq!(
             args(&["xtask", "test", "--", "lab_", "--", "--nocapture"]),

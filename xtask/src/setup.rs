@@ -17,7 +17,8 @@ use anyhow::{Context as _, Result, bail};
 use crate::{command, exec, find_program, is_root, output, workspace_root};
 
 /// Debian packages whose tools the lab tests call (ip, nft, iptables, conntrack, ethtool,
-/// python3, sysctl/ps, modprobe, bpftool).
+/// python3, sysctl/ps, modprobe, bpftool, and prometheus, which the export test runs on
+/// loopback to scrape `--listen`).
 const APT_PACKAGES: &[&str] = &[
     "iproute2",
     "nftables",
@@ -28,6 +29,16 @@ const APT_PACKAGES: &[&str] = &[
     "procps",
     "kmod",
     "bpftool",
+    "prometheus",
+    // `cargo xtask vm-test`: QEMU (TCG), the guest's busybox, initramfs packing, the static
+    // guest helper (gcc + libc6-dev), .ko.xz modules, ipvsadm for the IPVS scenarios.
+    "qemu-system-x86",
+    "busybox-static",
+    "cpio",
+    "gcc",
+    "libc6-dev",
+    "xz-utils",
+    "ipvsadm",
 ];
 
 /// Pseudo file systems netlat reads (tracepoint formats) and pins into.

@@ -171,6 +171,11 @@ impl Exports {
         Ok(())
     }
 
+    /// Whether `/metrics` is served (only then are lost-event counts worth reading often).
+    pub fn serves_metrics(&self) -> bool {
+        self.metrics.is_some()
+    }
+
     /// The kernel's lost-event totals (per kind), for the metrics.
     pub fn lost_events(&mut self, lost: &[(&str, u64)]) {
         if let Some(m) = &mut self.metrics {
@@ -247,11 +252,7 @@ impl Sink for Exports {
         Ok(())
     }
 
-    fn node(
-        &mut self,
-        _: &crate::node::NodeFacts,
-        _: &[crate::facts::Exposure],
-    ) -> io::Result<()> {
+    fn node(&mut self, _: &crate::node::NodeFacts, _: &[crate::facts::Exposure]) -> io::Result<()> {
         Ok(())
     }
 
@@ -277,7 +278,15 @@ mod tests {
             parse_listen("[::1]:9100").map(|a| a.to_string()),
             Ok("[::1]:9100".to_string())
         );
-        for bad in ["", ":", "localhost:9090", "1.2.3.4", "1.2.3.4:99999", ":0", "x:1"] {
+        for bad in [
+            "",
+            ":",
+            "localhost:9090",
+            "1.2.3.4",
+            "1.2.3.4:99999",
+            ":0",
+            "x:1",
+        ] {
             assert!(parse_listen(bad).is_err(), "{bad}");
         }
     }

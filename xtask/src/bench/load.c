@@ -9,8 +9,11 @@
  *   blast IP PORT SECS                 write one TCP stream for SECS, print bytes and seconds
  *   udpflood IP PORT SECS              connected UDP, sendmmsg batches of a VXLAN-encapsulated
  *                                      TCP SYN for SECS, print packets sent
- *   synhold IP PORT NPORTS N           N non-blocking connects to PORT..PORT+NPORTS-1; "ready"
- *                                      when all are in flight; exit (closing all) on stdin EOF
+ *   udpbad IP PORT SECS                the same payload from a raw socket with a wrong UDP
+ *                                      checksum (the receiver drops it: UDP_CSUM)
+ *   synhold IP PORT NPORTS N           N non-blocking connects to PORT..PORT+NPORTS-1, spread
+ *                                      over processes as the file limit needs; "ready" when
+ *                                      all are in flight; exit (closing all) on stdin EOF
  *   firstsyn IP PORT N GAP_US TIMEOUT_S
  *                                      N non-blocking connects GAP_US apart; per connect print
  *                                      "conn SPORT T0_NS DONE_NS" (CLOCK_REALTIME; DONE_NS 0 if
@@ -30,6 +33,7 @@
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/types.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -174,14 +178,22 @@ static size_t vxlan_syn(unsigned char *p) {
     return sizeof pkt;
 }
 
-static int udpflood(const char *ip, int port, double secs) {
+static int udpflood(const char *ip, int port, double secs, int bad_csum) {
     struct sockaddr_in a = addr_of(ip, port);
-    int s = socket(AF_INET, SOCK_DGRAM, 0);
+    int s = bad_csum ? socket(AF_INET, SOCK_RAW, IPPROTO_UDP) : socket(AF_INET, SOCK_DGRAM, 0);
     if (s < 0) die("socket");
     if (connect(s, (struct sockaddr *)&a, sizeof a) < 0) die("connect");
     enum { BATCH = 64 };
-    static unsigned char payload[128];
-    size_t len = vxlan_syn(payload);
+    static unsigned char payload[160];
+    size_t len;
+    if (bad_csum) {
+        /* Our own UDP header: the kernel adds only the IP header and never fixes the sum. */
+        len = 8 + vxlan_syn(payload + 8);
+        uint16_t h[4] = {htons(40000), htons((uint16_t)port), htons((uint16_t)len), htons(0x1234)};
+        memcpy(payload, h, sizeof h);
+    } else {
+        len = vxlan_syn(payload);
+    }
     struct iovec iov = {.iov_base = payload, .iov_len = len};
     struct mmsghdr msgs[BATCH];
     memset(msgs, 0, sizeof msgs);
@@ -206,37 +218,90 @@ static int udpflood(const char *ip, int port, double secs) {
     return 0;
 }
 
-static void raise_nofile(rlim_t n) {
-    struct rlimit r = {.rlim_cur = n, .rlim_max = n};
+/* Raise the soft file limit as far as the hard limit allows; returns the soft limit. Raising
+ * the hard limit needs CAP_SYS_RESOURCE, which the bench may not have. */
+static rlim_t raise_nofile(rlim_t want) {
+    struct rlimit r;
+    if (getrlimit(RLIMIT_NOFILE, &r) < 0) die("getrlimit");
+    r.rlim_cur = want < r.rlim_max ? want : r.rlim_max;
     if (setrlimit(RLIMIT_NOFILE, &r) < 0) die("setrlimit(RLIMIT_NOFILE)");
+    return r.rlim_cur;
 }
 
-static int synhold(const char *ip, int port, int nports, long n) {
-    raise_nofile((rlim_t)n + 64);
-    long opened = 0, failed = 0;
-    uint64_t start = now_ns(CLOCK_MONOTONIC);
-    for (long i = 0; i < n; i++) {
+struct held {
+    long opened, failed;
+};
+
+/* Open connects number `from` .. `to`-1 and keep them. */
+static struct held open_connects(const char *ip, int port, int nports, long from, long to) {
+    struct held h = {0, 0};
+    for (long i = from; i < to; i++) {
         struct sockaddr_in a = addr_of(ip, port + (int)(i % nports));
         int s = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
-        if (s < 0) die("socket");
+        if (s < 0) {
+            h.failed++;
+            continue;
+        }
         if (connect(s, (struct sockaddr *)&a, sizeof a) < 0 && errno != EINPROGRESS) {
-            failed++;
+            h.failed++;
             close(s);
             continue;
         }
-        opened++;
+        h.opened++;
     }
-    printf("opened %ld\nfailed %ld\nseconds %.6f\n", opened, failed,
-           (double)(now_ns(CLOCK_MONOTONIC) - start) / 1e9);
+    return h;
+}
+
+/* N connects held by as many processes as the file limit needs; each keeps its sockets until
+ * stdin (shared) reaches EOF. */
+static int synhold(const char *ip, int port, int nports, long n) {
+    long per = (long)raise_nofile((rlim_t)n + 64) - 64;
+    if (per < 1) {
+        fprintf(stderr, "file limit too low\n");
+        return 1;
+    }
+    int report[2];
+    if (pipe(report) < 0) die("pipe");
+    uint64_t start = now_ns(CLOCK_MONOTONIC);
+    int children = 0;
+    for (long from = 0; from < n; from += per, children++) {
+        long to = from + per < n ? from + per : n;
+        pid_t pid = fork();
+        if (pid < 0) die("fork");
+        if (pid == 0) {
+            close(report[0]);
+            struct held h = open_connects(ip, port, nports, from, to);
+            if (write(report[1], &h, sizeof h) != (ssize_t)sizeof h) _exit(1);
+            close(report[1]);
+            char c;
+            while (read(0, &c, 1) > 0) {
+            }
+            _exit(0);
+        }
+    }
+    close(report[1]);
+    struct held total = {0, 0}, h;
+    for (int i = 0; i < children; i++) {
+        if (read(report[0], &h, sizeof h) != (ssize_t)sizeof h) die("child report");
+        total.opened += h.opened;
+        total.failed += h.failed;
+    }
+    printf("opened %ld\nfailed %ld\nprocesses %d\nseconds %.6f\n", total.opened, total.failed,
+           children, (double)(now_ns(CLOCK_MONOTONIC) - start) / 1e9);
     ready();
     char c;
     while (read(0, &c, 1) > 0) {
+    }
+    while (wait(NULL) > 0) {
     }
     return 0;
 }
 
 static int firstsyn(const char *ip, int port, int n, long gap_us, double timeout_s) {
-    raise_nofile((rlim_t)n + 64);
+    if (raise_nofile((rlim_t)n + 64) < (rlim_t)n + 64) {
+        fprintf(stderr, "file limit too low for %d connects\n", n);
+        return 1;
+    }
     struct sockaddr_in a = addr_of(ip, port);
     struct pollfd *p = calloc((size_t)n, sizeof *p);
     uint64_t *t0 = calloc((size_t)n, sizeof *t0), *done = calloc((size_t)n, sizeof *done);
@@ -288,12 +353,14 @@ int main(int argc, char **argv) {
     if (!strcmp(m, "sink") && argc == 3) return sink(atoi(argv[2]));
     if (!strcmp(m, "blast") && argc == 5) return blast(argv[2], atoi(argv[3]), atof(argv[4]));
     if (!strcmp(m, "udpflood") && argc == 5)
-        return udpflood(argv[2], atoi(argv[3]), atof(argv[4]));
+        return udpflood(argv[2], atoi(argv[3]), atof(argv[4]), 0);
+    if (!strcmp(m, "udpbad") && argc == 5)
+        return udpflood(argv[2], atoi(argv[3]), atof(argv[4]), 1);
     if (!strcmp(m, "synhold") && argc == 6)
         return synhold(argv[2], atoi(argv[3]), atoi(argv[4]), atol(argv[5]));
     if (!strcmp(m, "firstsyn") && argc == 7)
         return firstsyn(argv[2], atoi(argv[3]), atoi(argv[4]), atol(argv[5]), atof(argv[6]));
 usage:
-    fprintf(stderr, "usage: load serve|storm|sink|blast|udpflood|synhold|firstsyn ...\n");
+    fprintf(stderr, "usage: load serve|storm|sink|blast|udpflood|udpbad|synhold|firstsyn ...\n");
     return 2;
 }

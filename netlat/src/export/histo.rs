@@ -1,0 +1,320 @@
+//! Connect-latency histograms (HdrHistogram, µs, 1 µs … 200 s, 3 significant digits) per cause
+//! (verdict id) and per destination, and the SYN retry ladder; and the compact summary printed
+//! every `--summary-interval` and at exit (`{"type":"histogram",…}` in JSON).
+
+use std::{
+    collections::BTreeMap,
+    io::{self, Write},
+};
+
+use hdrhistogram::Histogram;
+use serde::{Deserialize, Serialize};
+
+use super::{ExportError, MAX_DESTINATIONS, bounded_key, cause_of, micros};
+use crate::output::ConnectJson;
+
+/// Smallest trackable latency, µs.
+pub const LOWEST_US: u64 = 1;
+/// Largest trackable latency, µs: 200 s is beyond the longest SYN retry ladder (~131 s at the
+/// default `tcp_syn_retries` 6); slower values are clamped to it.
+pub const HIGHEST_US: u64 = 200_000_000;
+/// Significant decimal digits kept.
+pub const SIGFIG: u8 = 3;
+
+/// Counts fit in `u32` (slow connects per bucket); half the memory of `u64`.
+pub type Hist = Histogram<u32>;
+
+/// An empty histogram with netlat's range and precision.
+pub fn new_hist() -> Result<Hist, ExportError> {
+    Histogram::new_with_bounds(LOWEST_US, HIGHEST_US, SIGFIG)
+        .map_err(|e| ExportError::Histogram(format!("{e:?}")))
+}
+
+/// Percentiles of one histogram, in milliseconds.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Percentiles {
+    pub count: u64,
+    pub p50_ms: f64,
+    pub p90_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+}
+
+fn us_to_ms(us: u64) -> f64 {
+    us as f64 / 1000.0
+}
+
+impl Percentiles {
+    pub fn of<T: hdrhistogram::Counter>(h: &Histogram<T>) -> Self {
+        if h.is_empty() {
+            return Percentiles::default();
+        }
+        // highest_equivalent: the value a recorded sample may have had at most, so a p99 never
+        // understates the delay.
+        let q = |q: f64| us_to_ms(h.highest_equivalent(h.value_at_quantile(q)));
+        Percentiles {
+            count: h.len(),
+            p50_ms: q(0.5),
+            p90_ms: q(0.9),
+            p99_ms: q(0.99),
+            max_ms: us_to_ms(h.highest_equivalent(h.max())),
+        }
+    }
+}
+
+/// The `{"type":"histogram",…}` line: totals since the start of the run.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct HistogramSummary {
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Seconds since netlat started.
+    pub elapsed_s: f64,
+    /// Whether this is the summary at exit.
+    pub at_exit: bool,
+    /// Every slow connect.
+    pub all: Percentiles,
+    /// Per verdict id ("none" when nothing fit).
+    pub by_cause: BTreeMap<String, Percentiles>,
+    /// Per destination `ip:port` ("other" past the first 100 destinations).
+    pub by_dst: BTreeMap<String, Percentiles>,
+    /// The retry ladder: `syn_retries[n]` slow connects took n SYN retransmits.
+    pub syn_retries: Vec<u64>,
+}
+
+/// The histograms of a run.
+pub struct Histograms {
+    proto: Hist,
+    all: Hist,
+    by_cause: BTreeMap<String, Hist>,
+    by_dst: BTreeMap<String, Hist>,
+    ladder: Vec<u64>,
+}
+
+impl Histograms {
+    pub fn new() -> Result<Self, ExportError> {
+        let proto = new_hist()?;
+        Ok(Histograms {
+            all: proto.clone(),
+            proto,
+            by_cause: BTreeMap::new(),
+            by_dst: BTreeMap::new(),
+            ladder: Vec::new(),
+        })
+    }
+
+    /// Record one reported connect; returns the destination key it was counted under.
+    pub fn record(&mut self, c: &ConnectJson) -> String {
+        let us = micros(c);
+        self.all.saturating_record(us);
+        let cause = cause_of(c);
+        self.by_cause
+            .entry(cause.to_string())
+            .or_insert_with(|| self.proto.clone())
+            .saturating_record(us);
+        let dst = bounded_key(&self.by_dst, &c.dst, MAX_DESTINATIONS).to_string();
+        self.by_dst
+            .entry(dst.clone())
+            .or_insert_with(|| self.proto.clone())
+            .saturating_record(us);
+        let n = c.syn_retransmits as usize;
+        // A ladder longer than any kernel retries (tcp_syn_retries ≤ 127) is not worth a slot.
+        if n < 128 {
+            if self.ladder.len() <= n {
+                self.ladder.resize(n + 1, 0);
+            }
+            self.ladder[n] += 1;
+        }
+        dst
+    }
+
+    /// Slow connects recorded.
+    pub fn count(&self) -> u64 {
+        self.all.len()
+    }
+
+    pub fn summary(&self, elapsed_s: f64, at_exit: bool) -> HistogramSummary {
+        let pct = |m: &BTreeMap<String, Hist>| {
+            m.iter()
+                .map(|(k, h)| (k.clone(), Percentiles::of(h)))
+                .collect()
+        };
+        HistogramSummary {
+            kind: "histogram".into(),
+            elapsed_s: (elapsed_s * 1000.0).round() / 1000.0,
+            at_exit,
+            all: Percentiles::of(&self.all),
+            by_cause: pct(&self.by_cause),
+            by_dst: pct(&self.by_dst),
+            syn_retries: self.ladder.clone(),
+        }
+    }
+}
+
+/// Destinations shown in the human summary (the JSON line has all of them).
+const HUMAN_TOP_DST: usize = 5;
+
+/// The human summary, each line prefixed `netlat: ` like the other status lines on stderr.
+pub fn write_human(h: &HistogramSummary, w: &mut dyn Write) -> io::Result<()> {
+    if h.all.count == 0 {
+        writeln!(w, "netlat: no slow connects in {:.1} s", h.elapsed_s)?;
+        return w.flush();
+    }
+    writeln!(
+        w,
+        "netlat: latency of slow connects after {:.1} s{}:",
+        h.elapsed_s,
+        if h.at_exit { " (at exit)" } else { "" }
+    )?;
+    writeln!(
+        w,
+        "netlat:   {:<26} {:>6} {:>9} {:>9} {:>9} {:>9}",
+        "cause", "count", "p50 ms", "p90 ms", "p99 ms", "max ms"
+    )?;
+    let row = |w: &mut dyn Write, name: &str, p: &Percentiles| {
+        writeln!(
+            w,
+            "netlat:   {name:<26} {:>6} {:>9.1} {:>9.1} {:>9.1} {:>9.1}",
+            p.count, p.p50_ms, p.p90_ms, p.p99_ms, p.max_ms
+        )
+    };
+    for (cause, p) in &h.by_cause {
+        row(w, cause, p)?;
+    }
+    if h.by_cause.len() != 1 {
+        row(w, "(all)", &h.all)?;
+    }
+    let mut dsts: Vec<_> = h.by_dst.iter().collect();
+    dsts.sort_by(|a, b| b.1.count.cmp(&a.1.count).then(a.0.cmp(b.0)));
+    for (dst, p) in dsts.iter().take(HUMAN_TOP_DST) {
+        row(w, &format!("→ {dst}"), p)?;
+    }
+    if dsts.len() > HUMAN_TOP_DST {
+        writeln!(
+            w,
+            "netlat:   … and {} more destinations",
+            dsts.len() - HUMAN_TOP_DST
+        )?;
+    }
+    let ladder: Vec<String> = h
+        .syn_retries
+        .iter()
+        .enumerate()
+        .filter(|(_, n)| **n > 0)
+        .map(|(i, n)| format!("{i}: {n}"))
+        .collect();
+    writeln!(
+        w,
+        "netlat:   SYN retries (retries: connects): {}",
+        if ladder.is_empty() {
+            "-".to_string()
+        } else {
+            ladder.join(", ")
+        }
+    )?;
+    w.flush()
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::{
+        flow::Outcome,
+        verdict::{Confidence, Verdict},
+    };
+
+    pub(crate) fn connect(
+        dst: &str,
+        ms: f64,
+        retries: u32,
+        issue: Option<&'static str>,
+    ) -> ConnectJson {
+        ConnectJson {
+            kind: "connect",
+            ts: "2026-01-01T00:00:00.000Z".into(),
+            netns: 1,
+            pid: 2,
+            comm: "curl".into(),
+            src: "10.0.0.1:40000".into(),
+            dst: dst.into(),
+            outcome: Outcome::Established,
+            connect_ms: ms,
+            syn_retransmits: retries,
+            retransmit_at_ms: vec![],
+            drops: vec![],
+            verdict: issue.map(|issue| Verdict {
+                issue,
+                title: "t",
+                confidence: Confidence::High,
+                evidence: vec![],
+                missing: vec![],
+                remedy: "r",
+            }),
+        }
+    }
+
+    #[test]
+    fn records_per_cause_destination_and_ladder() {
+        let mut h = Histograms::new().unwrap();
+        for ms in [1010.0, 1020.0, 1030.0] {
+            h.record(&connect(
+                "10.0.0.2:8080",
+                ms,
+                1,
+                Some("netfilter-rule-drop"),
+            ));
+        }
+        h.record(&connect("10.0.0.3:80", 3050.0, 2, None));
+        h.record(&connect("10.0.0.3:80", 250.0, 0, None));
+        // Beyond the range: clamped, not lost.
+        h.record(&connect("10.0.0.3:80", 500_000.0, 7, None));
+        let s = h.summary(12.34567, true);
+        assert_eq!(s.kind, "histogram");
+        assert_eq!(s.elapsed_s, 12.346);
+        assert_eq!(s.all.count, 6);
+        let nf = &s.by_cause["netfilter-rule-drop"];
+        assert_eq!(nf.count, 3);
+        assert!((1019.0..=1022.0).contains(&nf.p50_ms), "{nf:?}");
+        assert!((1029.0..=1032.0).contains(&nf.max_ms), "{nf:?}");
+        assert_eq!(s.by_cause["none"].count, 3);
+        assert!(s.by_cause["none"].max_ms >= 199_000.0);
+        assert_eq!(s.by_dst["10.0.0.2:8080"].count, 3);
+        assert_eq!(s.syn_retries, vec![1, 3, 1, 0, 0, 0, 0, 1]);
+
+        let mut out = Vec::new();
+        write_human(&s, &mut out).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.contains("(at exit)"), "{text}");
+        assert!(
+            text.lines()
+                .any(|l| l.contains("netfilter-rule-drop") && l.contains(" 3 ")),
+            "{text}"
+        );
+        assert!(text.contains("SYN retries (retries: connects): 0: 1, 1: 3, 2: 1, 7: 1"));
+        assert!(text.lines().all(|l| l.starts_with("netlat: ")));
+        let mut out = Vec::new();
+        write_human(&Histograms::new().unwrap().summary(3.0, true), &mut out).unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "netlat: no slow connects in 3.0 s\n"
+        );
+        let json: serde_json::Value = serde_json::to_value(&s).unwrap();
+        assert_eq!(json["type"], "histogram");
+        assert_eq!(json["by_cause"]["none"]["count"], 3);
+    }
+
+    #[test]
+    fn destinations_are_bounded() {
+        let mut h = Histograms::new().unwrap();
+        for i in 0..(MAX_DESTINATIONS + 10) {
+            h.record(&connect(
+                &format!("10.1.0.{}:{}", i % 250, 1000 + i),
+                300.0,
+                0,
+                None,
+            ));
+        }
+        let s = h.summary(1.0, false);
+        assert_eq!(s.by_dst.len(), MAX_DESTINATIONS + 1);
+        assert_eq!(s.by_dst[super::super::OTHER_DST].count, 10);
+    }
+}

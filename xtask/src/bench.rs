@@ -1,0 +1,557 @@
+//! `cargo xtask bench`: measures what netlat costs on this machine and writes `BENCHMARKS.md`
+//! (needs root: it creates network namespaces and loads eBPF programs).
+//!
+//! Every figure runs several times (`--runs`, default 5) and is reported as the median with its
+//! spread (min–max); comparisons (bare vs netlat vs the bpftrace peer) are measured side by side
+//! in the same run, interleaved, with the order rotated per round, because this machine is
+//! noisy. Targets live in the report, never in timed tests: a missed target is printed as
+//! missed, with the measured number.
+//!
+//! Workloads are native (`bench/load.c`, built with gcc into a temporary directory) and run in
+//! namespaces the bench creates; namespaces, processes, rules and sysctls are removed or
+//! restored by guards (`bench/lab.rs`), also when a figure fails. A failing figure is reported
+//! as an error row and the others still run.
+
+mod bulk;
+mod collector;
+mod drops;
+mod json;
+mod lab;
+mod latency;
+mod memory;
+mod netlat;
+mod storm;
+
+use std::{
+    fmt::Write as _,
+    fs,
+    path::PathBuf,
+    process::Command,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, Result, bail};
+use clap::{Args, ValueEnum};
+
+use crate::{command, exec, find_program, human, is_root, target_dir, workspace_root};
+
+/// The load generators' source, compiled at run time.
+const LOAD_C: &str = include_str!("bench/load.c");
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Figure {
+    /// Collector throughput and criterion micro-benchmarks.
+    Collector,
+    /// Connect storm: bare vs netlat vs bpftrace.
+    Storm,
+    /// Bulk TCP throughput through veth.
+    Bulk,
+    /// Drop storm: decoded and filtered kinds.
+    Drops,
+    /// Verdict latency.
+    Latency,
+    /// RSS with 100 k attempts in flight.
+    Memory,
+}
+
+const ALL: [Figure; 6] = [
+    Figure::Collector,
+    Figure::Storm,
+    Figure::Bulk,
+    Figure::Drops,
+    Figure::Latency,
+    Figure::Memory,
+];
+
+#[derive(Args)]
+pub struct Options {
+    /// Runs per figure (median and min–max are reported).
+    #[arg(long, default_value_t = 5)]
+    runs: usize,
+    /// Seconds per timed workload run (connect storm, bulk stream, drop flood).
+    #[arg(long, default_value_t = 3.0)]
+    secs: f64,
+    /// Only these figures (repeatable); default: all.
+    #[arg(long, value_enum)]
+    only: Vec<Figure>,
+    /// Where to write the report (default: BENCHMARKS.md at the workspace root).
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+/// One line of the results table.
+pub struct Row {
+    pub figure: String,
+    pub target: String,
+    pub measured: String,
+    /// The peer or baseline measured alongside.
+    pub peer: String,
+    /// `None`: no target judged (e.g. the peer was unavailable).
+    pub pass: Option<bool>,
+}
+
+/// What a figure contributes: rows for the results table and a section with its method and
+/// every run.
+pub struct Section {
+    pub title: String,
+    pub rows: Vec<Row>,
+    pub body: String,
+}
+
+/// Run statistics of one program during one workload.
+struct ProgRow {
+    workload: String,
+    name: String,
+    runs: u64,
+    ns_per_run: f64,
+    /// The target this workload judges the program by (ns/run), if any.
+    target: Option<f64>,
+}
+
+/// The per-program targets of issue 6, by program name prefix (names are cut to 15 bytes).
+const PROGRAM_TARGETS: [(&str, &str, f64); 3] = [
+    ("inet_sock", "state-change program", 100.0),
+    ("tcp_retrans", "retransmit program", 100.0),
+    ("kfree_skb", "drop program, decoded packet", 150.0),
+];
+
+/// What the figures share.
+pub struct Ctx {
+    pub root: PathBuf,
+    pub netlat: PathBuf,
+    pub load: PathBuf,
+    pub bpftrace: Option<PathBuf>,
+    pub tmp: lab::TempDir,
+    pub runs: usize,
+    pub secs: f64,
+    /// Start-up time of every netlat started (exec → capabilities line).
+    pub startups: Vec<Duration>,
+    progs: Vec<ProgRow>,
+    pub maps: Vec<netlat::MapInfo>,
+}
+
+impl Ctx {
+    /// Keeps the per-program figures of one workload (programs that ran at all); the programs
+    /// whose name starts with one of `judged` are judged against their target here (the
+    /// workload exercises them), the others are only shown.
+    fn record_progs(&mut self, workload: &str, delta: &[netlat::ProgStat], judged: &[&str]) {
+        for p in delta.iter().filter(|p| p.run_cnt > 0) {
+            let target = PROGRAM_TARGETS
+                .iter()
+                .find(|(prefix, _, _)| {
+                    p.name.starts_with(prefix) && judged.iter().any(|j| prefix.starts_with(j))
+                })
+                .map(|(_, _, t)| *t);
+            self.progs.push(ProgRow {
+                workload: workload.to_owned(),
+                name: p.name.clone(),
+                runs: p.run_cnt,
+                ns_per_run: p.run_time_ns as f64 / p.run_cnt as f64,
+                target,
+            });
+        }
+    }
+}
+
+/// Median and range of a set of runs.
+#[derive(Debug, Clone, Copy)]
+pub struct Spread {
+    pub median: f64,
+    pub min: f64,
+    pub max: f64,
+    pub n: usize,
+}
+
+pub fn spread(v: &[f64]) -> Spread {
+    let mut s: Vec<f64> = v.iter().copied().filter(|x| x.is_finite()).collect();
+    s.sort_by(f64::total_cmp);
+    if s.is_empty() {
+        return Spread {
+            median: f64::NAN,
+            min: f64::NAN,
+            max: f64::NAN,
+            n: 0,
+        };
+    }
+    let mid = s.len() / 2;
+    let median = if s.len() % 2 == 1 {
+        s[mid]
+    } else {
+        (s[mid - 1] + s[mid]) / 2.0
+    };
+    Spread {
+        median,
+        min: s[0],
+        max: s[s.len() - 1],
+        n: s.len(),
+    }
+}
+
+impl Spread {
+    /// `12.3 (11.0–13.1)` with `digits` decimals.
+    pub fn fixed(&self, digits: usize) -> String {
+        format!(
+            "{:.digits$} ({:.digits$}–{:.digits$})",
+            self.median, self.min, self.max
+        )
+    }
+
+    pub fn unit(&self, digits: usize, unit: &str) -> String {
+        format!(
+            "{:.digits$} {unit} ({:.digits$}–{:.digits$})",
+            self.median, self.min, self.max
+        )
+    }
+
+    /// Ratios as percentages.
+    pub fn pct(&self) -> String {
+        format!(
+            "{:.1} % ({:.1}–{:.1})",
+            self.median * 100.0,
+            self.min * 100.0,
+            self.max * 100.0
+        )
+    }
+}
+
+pub fn fmt_pct(r: f64) -> String {
+    format!("{:.1} %", r * 100.0)
+}
+
+/// Nearest-rank percentile of sorted values (`NaN` when empty).
+pub fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let rank = (p * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+/// bpftrace, installed from apt when missing.
+fn ensure_bpftrace() -> Option<PathBuf> {
+    if let Some(p) = find_program("bpftrace") {
+        return Some(p);
+    }
+    println!("bench: installing bpftrace (apt)");
+    let ok = exec(
+        Command::new("apt-get")
+            .args(["install", "-y", "--no-install-recommends", "bpftrace"])
+            .env("DEBIAN_FRONTEND", "noninteractive"),
+    );
+    if let Err(e) = ok {
+        eprintln!("bench: bpftrace unavailable ({e:#}); the peer comparison is skipped");
+    }
+    find_program("bpftrace")
+}
+
+/// The machine, kernel, date and versions the figures belong to.
+fn machine(root: &std::path::Path, bpftrace: Option<&PathBuf>) -> String {
+    let cpuinfo = fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = cpuinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("model name"))
+        .and_then(|l| l.split_once(':'))
+        .map_or("unknown", |(_, m)| m.trim())
+        .to_owned();
+    let cores = cpuinfo
+        .lines()
+        .filter(|l| l.starts_with("processor"))
+        .count();
+    let mem_gib = fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find_map(|l| l.strip_prefix("MemTotal:"))?
+                .split_whitespace()
+                .next()?
+                .parse::<f64>()
+                .ok()
+        })
+        .map_or("unknown".to_owned(), |kib| {
+            format!("{:.1} GiB", kib / 1024.0 / 1024.0)
+        });
+    let kernel = fs::read_to_string("/proc/sys/kernel/osrelease")
+        .unwrap_or_default()
+        .trim()
+        .to_owned();
+    let run = |program: &str, args: &[&str]| {
+        crate::output(Command::new(program).args(args).current_dir(root)).unwrap_or_default()
+    };
+    let date = run("date", &["-u", "+%Y-%m-%d %H:%M UTC"]);
+    let commit = run("git", &["rev-parse", "--short", "HEAD"]);
+    let dirty = if run("git", &["status", "--porcelain", "--untracked-files=no"]).is_empty() {
+        ""
+    } else {
+        " + uncommitted changes"
+    };
+    let bpftrace = bpftrace.map_or("not installed".to_owned(), |b| {
+        run(&b.to_string_lossy(), &["--version"])
+    });
+    format!(
+        "| | |\n|---|---|\n| CPU | {model} |\n| cores | {cores} |\n| RAM | {mem_gib} |\n\
+         | kernel | {kernel} |\n| date | {date} |\n| netlat | {commit}{dirty} |\n\
+         | peer | {bpftrace} |\n"
+    )
+}
+
+fn verdict(pass: Option<bool>) -> &'static str {
+    match pass {
+        Some(true) => "pass",
+        Some(false) => "**FAIL**",
+        None => "not judged",
+    }
+}
+
+/// The per-program table, judged against the targets of issue 6.
+fn program_section(ctx: &Ctx) -> Section {
+    let mut body = String::from(
+        "Per program, `run_time_ns / run_cnt` over the workload (`bpftool prog show`, program \
+         ids taken from netlat's own file descriptors, `kernel.bpf_stats_enabled=1` only during \
+         these runs). The mean covers every run of the program on the node in that window, \
+         including early exits (a state change that is not an active open, a drop whose reason \
+         is filtered).\n\n| program | workload | runs | ns/run | target |\n|---|---|---|---|---|\n",
+    );
+    let mut rows = Vec::new();
+    for p in &ctx.progs {
+        let _ = writeln!(
+            body,
+            "| `{}` | {} | {} | {:.0} | {} |",
+            p.name,
+            p.workload,
+            p.runs,
+            p.ns_per_run,
+            p.target.map_or("–".to_owned(), |t| format!("≤ {t:.0}"))
+        );
+    }
+    // One row per program: the worst of the workloads that judge it.
+    for (prefix, label, limit) in PROGRAM_TARGETS {
+        let measured: Vec<&ProgRow> = ctx
+            .progs
+            .iter()
+            .filter(|p| p.name.starts_with(prefix) && p.target.is_some())
+            .collect();
+        let worst = measured
+            .iter()
+            .map(|p| p.ns_per_run)
+            .fold(f64::NAN, f64::max);
+        rows.push(Row {
+            figure: format!("{label}: ns/run (worst workload)"),
+            target: format!("≤ {limit:.0} ns"),
+            measured: if measured.is_empty() {
+                "not measured".into()
+            } else {
+                format!("{worst:.0} ns")
+            },
+            peer: measured
+                .iter()
+                .map(|p| format!("{:.0} ({})", p.ns_per_run, short(&p.workload)))
+                .collect::<Vec<_>>()
+                .join("; "),
+            pass: (!measured.is_empty()).then_some(worst <= limit),
+        });
+    }
+    Section {
+        title: "Per-program cost".into(),
+        rows,
+        body,
+    }
+}
+
+/// The workload name up to its first parenthesis.
+fn short(workload: &str) -> &str {
+    workload.split('(').next().unwrap_or(workload).trim()
+}
+
+fn startup_section(ctx: &Ctx) -> Section {
+    let ms: Vec<f64> = ctx.startups.iter().map(|d| d.as_secs_f64() * 1e3).collect();
+    let s = spread(&ms);
+    Section {
+        title: "Start-up".into(),
+        rows: vec![Row {
+            figure: "start-up: exec → capabilities line (all hooks attached)".into(),
+            target: "≤ 1 s".into(),
+            measured: s.unit(0, "ms"),
+            peer: format!("over {} starts", s.n),
+            pass: (s.n > 0).then_some(s.median <= 1000.0),
+        }],
+        body: format!(
+            "Every netlat started by the figures above, from `exec` to the moment its \
+             `{{\"type\":\"capabilities\"}}` line was read: {} starts, median {:.0} ms, \
+             min {:.0} ms, max {:.0} ms.\n",
+            s.n, s.median, s.min, s.max
+        ),
+    }
+}
+
+fn render(machine: &str, sections: &[Section], runs: usize, took: Duration) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "# netlat benchmarks\n\n\
+         Written by `cargo xtask bench` (xtask/src/bench.rs) in {}; do not edit by hand. \
+         Each figure is the median of {runs} runs with the spread (min–max) in parentheses; \
+         comparisons are measured side by side in the same run, interleaved, because this \
+         machine is noisy. Targets are those of issue 6; a missed target is marked **FAIL** \
+         with the measured number.\n\n## Machine\n\n{machine}\n## Results\n\n\
+         | figure | target | measured | peer / baseline | result |\n|---|---|---|---|---|",
+        human(took)
+    );
+    for r in sections.iter().flat_map(|s| &s.rows) {
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} | {} |",
+            r.figure,
+            r.target,
+            r.measured,
+            r.peer,
+            verdict(r.pass)
+        );
+    }
+    for s in sections {
+        let _ = write!(out, "\n## {}\n\n{}", s.title, s.body);
+    }
+    out
+}
+
+/// A failed figure becomes an error row and the bench goes on.
+fn failed(title: &str, err: &anyhow::Error) -> Section {
+    Section {
+        title: title.to_owned(),
+        rows: vec![Row {
+            figure: title.to_lowercase(),
+            target: "–".into(),
+            measured: format!("error: {err:#}"),
+            peer: "–".into(),
+            pass: Some(false),
+        }],
+        body: format!("The figure failed: `{err:#}`\n"),
+    }
+}
+
+pub fn bench(opts: Options) -> Result<()> {
+    if !is_root() {
+        bail!("the bench needs root (network namespaces, eBPF): run `cargo xtask bench` as root");
+    }
+    if opts.runs == 0 || !(opts.secs > 0.0) {
+        bail!("--runs and --secs must be positive");
+    }
+    let start = Instant::now();
+    let root = workspace_root();
+    lab::sweep_stale();
+
+    let netlat = match std::env::var_os("NETLAT_BIN") {
+        Some(p) if !p.is_empty() => PathBuf::from(p),
+        _ => {
+            println!("bench: cargo build --release -p netlat");
+            exec(
+                command("cargo")
+                    .args(["build", "--release", "-p", "netlat"])
+                    .current_dir(&root),
+            )?;
+            target_dir(&root).join("release/netlat")
+        }
+    };
+    if !netlat.is_file() {
+        bail!("no netlat binary at {}", netlat.display());
+    }
+    let tmp = lab::TempDir::new()?;
+    let src = tmp.0.join("load.c");
+    fs::write(&src, LOAD_C)?;
+    let load = tmp.0.join("load");
+    exec(
+        Command::new("gcc")
+            .args(["-O2", "-Wall", "-o"])
+            .arg(&load)
+            .arg(&src),
+    )
+    .context("building the load generators")?;
+
+    let figures: Vec<Figure> = if opts.only.is_empty() {
+        ALL.to_vec()
+    } else {
+        ALL.into_iter().filter(|f| opts.only.contains(f)).collect()
+    };
+    let bpftrace = if figures.contains(&Figure::Storm) {
+        ensure_bpftrace()
+    } else {
+        find_program("bpftrace")
+    };
+    let mut ctx = Ctx {
+        root: root.clone(),
+        netlat,
+        load,
+        bpftrace,
+        tmp,
+        runs: opts.runs,
+        secs: opts.secs,
+        startups: Vec::new(),
+        progs: Vec::new(),
+        maps: Vec::new(),
+    };
+    println!("bench: netlat {}", ctx.netlat.display());
+
+    let mut sections = Vec::new();
+    for f in figures {
+        let (title, result) = match f {
+            Figure::Collector => ("Collector throughput", collector::run(&mut ctx)),
+            Figure::Storm => ("Connect storm", storm::run(&mut ctx)),
+            Figure::Bulk => ("Bulk throughput", bulk::run(&mut ctx)),
+            Figure::Drops => ("Drop storm", drops::run(&mut ctx)),
+            Figure::Latency => ("Verdict latency", latency::run(&mut ctx)),
+            Figure::Memory => ("Memory", memory::run(&mut ctx)),
+        };
+        let t = start.elapsed();
+        match result {
+            Ok(s) => {
+                println!("bench: {title} done at {}", human(t));
+                sections.push(s);
+            }
+            Err(e) => {
+                eprintln!("bench: {title} failed: {e:#}");
+                sections.push(failed(title, &e));
+            }
+        }
+    }
+    if !ctx.progs.is_empty() {
+        sections.push(program_section(&ctx));
+    }
+    if !ctx.startups.is_empty() {
+        sections.push(startup_section(&ctx));
+    }
+
+    let machine = machine(&root, ctx.bpftrace.as_ref());
+    let report = render(&machine, &sections, opts.runs, start.elapsed());
+    let out = opts.out.unwrap_or_else(|| root.join("BENCHMARKS.md"));
+    fs::write(&out, &report).with_context(|| format!("writing {}", out.display()))?;
+    println!("\n{}", report.split("\n## ").nth(2).unwrap_or(""));
+    println!(
+        "bench: wrote {} in {}",
+        out.display(),
+        human(start.elapsed())
+    );
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spreads_and_percentiles() {
+        let s = spread(&[3.0, 1.0, 2.0, f64::NAN]);
+        assert_eq!((s.median, s.min, s.max, s.n), (2.0, 1.0, 3.0, 3));
+        assert_eq!(spread(&[1.0, 2.0, 3.0, 4.0]).median, 2.5);
+        assert!(spread(&[]).median.is_nan());
+        assert_eq!(spread(&[0.981, 0.97, 0.99]).pct(), "98.1 % (97.0–99.0)");
+        let v: Vec<f64> = (1..=100).map(f64::from).collect();
+        assert_eq!(percentile(&v, 0.5), 50.0);
+        assert_eq!(percentile(&v, 0.99), 99.0);
+        assert_eq!(percentile(&v[..1], 0.99), 1.0);
+    }
+
+    #[test]
+    fn workload_short_names() {
+        assert_eq!(short("connect storm (9000 connects)"), "connect storm");
+        assert_eq!(short("drop storm, UDP_CSUM"), "drop storm, UDP_CSUM");
+    }
+}

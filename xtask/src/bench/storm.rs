@@ -1,0 +1,186 @@
+//! Connect storm: short TCP connections on loopback inside a namespace, as fast as the native
+//! client can (connect, read the server's EOF, close), bare vs `netlat watch` attached vs the
+//! counting bpftrace script, interleaved per round with the order rotated. Then one more
+//! netlat run with `kernel.bpf_stats_enabled=1` for the state-change program's ns/run.
+
+use std::fmt::Write as _;
+
+use anyhow::{Context as _, Result};
+
+use super::{
+    Ctx, Row, Section, fmt_pct, lab,
+    lab::{Netns, Proc},
+    netlat::{self, Bpftrace, Netlat},
+    spread,
+};
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Bare,
+    Netlat,
+    Bpftrace,
+}
+
+/// One storm run: connects per second.
+fn storm(ctx: &Ctx, ns: &Netns) -> Result<(f64, f64)> {
+    let secs = ctx.secs.to_string();
+    let mut client = Proc::spawn(
+        ns.cmd(&ctx.load, &["storm", "127.0.0.1", "9000", &secs]),
+        false,
+    )?;
+    let lines = client.finish(std::time::Duration::from_secs_f64(ctx.secs + 60.0))?;
+    let n = lab::values(&lines, "connects")?;
+    let failed = lab::values(&lines, "failed")?;
+    Ok((n / lab::values(&lines, "seconds")?, failed))
+}
+
+pub fn run(ctx: &mut Ctx) -> Result<Section> {
+    let ns = Netns::new("storm")?;
+    let mut server = Proc::spawn(ns.cmd(&ctx.load, &["serve", "9000"]), false)?;
+    server.ready()?;
+    let script = ctx.tmp.0.join("count.bt");
+    std::fs::write(&script, netlat::BPFTRACE_SCRIPT)?;
+
+    let modes: Vec<Mode> = if ctx.bpftrace.is_some() {
+        vec![Mode::Bare, Mode::Netlat, Mode::Bpftrace]
+    } else {
+        vec![Mode::Bare, Mode::Netlat]
+    };
+    let mut body = String::new();
+    writeln!(
+        body,
+        "Client and server (`load storm` / `load serve`, C) in one namespace on 127.0.0.1; the \
+         server accepts and closes, the client reads EOF and closes, {} s per run. netlat runs \
+         as `netlat watch --output json > FILE` (nothing reads it while it runs); bpftrace runs the \
+         counting script below. Each round runs every mode once, in an order rotated per round.\n",
+        ctx.secs
+    )?;
+    writeln!(
+        body,
+        "| round | bare conn/s | netlat conn/s | netlat/bare | bpftrace conn/s | bpftrace/bare | netlat attempts seen | netlat lost events |\n|---|---|---|---|---|---|---|---|"
+    )?;
+    let (mut r_netlat, mut r_bpf, mut bare_rates) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut netlat_rates, mut bpf_rates) = (Vec::new(), Vec::new());
+    let mut failed_total = 0.0;
+    for round in 0..ctx.runs {
+        let mut order = modes.clone();
+        order.rotate_left(round % modes.len());
+        let (mut bare, mut with_netlat, mut with_bpf) = (0.0, 0.0, None);
+        let (mut seen, mut lost) = (0, 0);
+        for mode in order {
+            match mode {
+                Mode::Bare => {
+                    let (r, f) = storm(ctx, &ns)?;
+                    bare = r;
+                    failed_total += f;
+                }
+                Mode::Netlat => {
+                    let n = Netlat::start_to_file(&ctx.netlat, &[], &ctx.tmp.0.join("storm.jsonl"))?;
+                    ctx.startups.push(n.startup);
+                    let (r, f) = storm(ctx, &ns)?;
+                    let stopped = n.stop()?;
+                    with_netlat = r;
+                    failed_total += f;
+                    seen = stopped.summary.get("attempts").u64().unwrap_or(0);
+                    lost = netlat::lost_total(&stopped.summary);
+                }
+                Mode::Bpftrace => {
+                    let bin = ctx.bpftrace.as_ref().context("bpftrace")?;
+                    let b = Bpftrace::start(bin, &script)?;
+                    let (r, f) = storm(ctx, &ns)?;
+                    b.stop()?;
+                    with_bpf = Some(r);
+                    failed_total += f;
+                }
+            }
+        }
+        bare_rates.push(bare);
+        netlat_rates.push(with_netlat);
+        r_netlat.push(with_netlat / bare);
+        let bpf_cells = match with_bpf {
+            Some(b) => {
+                bpf_rates.push(b);
+                r_bpf.push(b / bare);
+                format!("{b:.0} | {}", fmt_pct(b / bare))
+            }
+            None => "– | –".into(),
+        };
+        writeln!(
+            body,
+            "| {} | {bare:.0} | {with_netlat:.0} | {} | {bpf_cells} | {seen} | {lost} |",
+            round + 1,
+            fmt_pct(with_netlat / bare)
+        )?;
+        eprintln!(
+            "bench: storm round {}: bare {bare:.0}/s, netlat {with_netlat:.0}/s{}",
+            round + 1,
+            with_bpf.map_or(String::new(), |b| format!(", bpftrace {b:.0}/s"))
+        );
+    }
+    writeln!(
+        body,
+        "\nFailed connects over all runs: {failed_total}. The bpftrace script:\n\n```\n{}```\n",
+        netlat::BPFTRACE_SCRIPT
+    )?;
+
+    let rn = spread(&r_netlat);
+    let mut rows = vec![Row {
+        figure: "connect storm: netlat rate / bare".into(),
+        target: "≥ 98 %".into(),
+        measured: rn.pct(),
+        peer: format!(
+            "bare {} conn/s, netlat {} conn/s",
+            spread(&bare_rates).fixed(0),
+            spread(&netlat_rates).fixed(0)
+        ),
+        pass: Some(rn.median >= 0.98),
+    }];
+    if !r_bpf.is_empty() {
+        let rb = spread(&r_bpf);
+        let (cost_n, cost_b) = (1.0 - rn.median, 1.0 - rb.median);
+        rows.push(Row {
+            figure: "connect storm: netlat cost vs bpftrace counting".into(),
+            target: "netlat costs less".into(),
+            measured: format!("netlat −{:.1} %", cost_n * 100.0),
+            peer: format!(
+                "bpftrace −{:.1} % (rate {}, {} conn/s)",
+                cost_b * 100.0,
+                rb.pct(),
+                spread(&bpf_rates).fixed(0)
+            ),
+            pass: Some(cost_n < cost_b),
+        });
+    } else {
+        rows.push(Row {
+            figure: "connect storm: netlat cost vs bpftrace counting".into(),
+            target: "netlat costs less".into(),
+            measured: "not measured: bpftrace could not be installed".into(),
+            peer: "–".into(),
+            pass: None,
+        });
+    }
+
+    // Program statistics under the storm, in a run of its own (stats cost time).
+    {
+        let _stats = lab::Sysctl::set("kernel.bpf_stats_enabled", "1")?;
+        let n = Netlat::start_to_file(&ctx.netlat, &[], &ctx.tmp.0.join("storm.jsonl"))?;
+        ctx.startups.push(n.startup);
+        let before = netlat::prog_stats(n.pid())?;
+        let (rate, _) = storm(ctx, &ns)?;
+        let after = netlat::prog_stats(n.pid())?;
+        ctx.maps = netlat::maps(n.pid()).unwrap_or_default();
+        n.stop()?;
+        let connects = rate * ctx.secs;
+        ctx.record_progs(
+            &format!("connect storm ({connects:.0} connects, ~2 shipped events each)"),
+            &netlat::delta(&before, &after),
+            &["inet_sock"],
+        );
+    }
+    drop(server);
+    Ok(Section {
+        title: "Connect storm".into(),
+        rows,
+        body,
+    })
+}
