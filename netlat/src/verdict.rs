@@ -333,8 +333,14 @@ pub static CATALOG: &[Entry] = &[
         id: "conntrack-table-full",
         title: "conntrack could not track the SYN (table full) and dropped it",
         facts: &[],
-        requires: &[Signal::SynRetransmitted, Signal::UntrackedNfDrop],
-        supports: &[Signal::CtDropRoseWithoutInsertFailed],
+        // The counter is required: an untracked hook drop alone is also what a rule drop looks
+        // like on kernels without drop reasons (freed in nf_hook_slow, not nft_do_chain).
+        requires: &[
+            Signal::SynRetransmitted,
+            Signal::UntrackedNfDrop,
+            Signal::CtDropRoseWithoutInsertFailed,
+        ],
+        supports: &[],
         max: Confidence::High,
         remedy: "raise net.netfilter.nf_conntrack_max (and the hash size) or shorten \
                  conntrack timeouts; check `conntrack -S` early_drop/drop",

@@ -220,6 +220,13 @@ fn a_confirmed_or_un_natted_hook_drop_is_not_a_clash() {
     assert_eq!(v.issue, "netfilter-drop");
     let mut d = snat_clash_drop(None);
     d.drop.ct = None;
+    // Untracked but no conntrack counter evidence: a 5.10 rule drop looks like this.
+    let v = judge(&attempt(&[1.0], vec![d.clone()]), &Facts::default());
+    assert_eq!(v.issue, "netfilter-drop");
+    d.drop.counters = Some(CounterEvidence {
+        insert_failed: 0,
+        drop: 1,
+    });
     let v = judge(&attempt(&[1.0], vec![d]), &Facts::default());
     assert_eq!(v.issue, "conntrack-table-full");
 }
