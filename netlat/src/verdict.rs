@@ -751,10 +751,18 @@ fn escape_fits(a: &Attempt, udp_timeout_s: u64) -> bool {
 
 /// Judge a drop that no connect on this node claimed.
 pub fn drop_verdict(d: &DropRecord) -> Option<Verdict> {
+    // Runs for every drop: test the cheap conditions first and write evidence only on a match.
+    let vxlan = is_vxlan_csum_drop(d);
+    let dns = d.packet.as_ref().is_some_and(|p| {
+        p.tuple.proto == 17 && (p.tuple.dst.port() == 53 || p.tuple.src.port() == 53)
+    });
+    if !vxlan && !dns {
+        return None;
+    }
     DROP_CATALOG.iter().find_map(|e| {
         try_entry(e, |s| match s {
-            Signal::VxlanCsumDrop => (
-                is_vxlan_csum_drop(d),
+            Signal::VxlanCsumDrop if vxlan => (
+                true,
                 format!(
                     "{}; inner {}",
                     describe(d, d.ts_ns),
@@ -769,12 +777,7 @@ pub fn drop_verdict(d: &DropRecord) -> Option<Verdict> {
                         .unwrap_or_default()
                 ),
             ),
-            Signal::DnsPacket => (
-                d.packet.as_ref().is_some_and(|p| {
-                    p.tuple.proto == 17 && (p.tuple.dst.port() == 53 || p.tuple.src.port() == 53)
-                }),
-                describe(d, d.ts_ns),
-            ),
+            Signal::DnsPacket if dns => (true, describe(d, d.ts_ns)),
             _ => (false, String::new()),
         })
     })
