@@ -119,9 +119,14 @@ pub enum Signal {
     VxlanEscapeTiming,
     /// IPVS's hook returned NF_DROP for the SYN (fexit/kretprobe evidence).
     IpvsDrop,
-    /// IPVS expired a connection whose real server has weight 0 or was removed.
+    /// IPVS expired the old connection of a real server with weight 0.
     IpvsNoDestExpire,
-    /// IPVS scheduled the reused port to a real server that is no longer available.
+    /// IPVS expired the old connection (ip_vs_conn_expire_now) right before dropping the SYN.
+    IpvsExpiry,
+    /// The real server's weight at that expiry is known (needs IPVS BTF).
+    IpvsDestWeightKnown,
+    /// IPVS dropped the SYN without expiring anything: the reused port still points at a real
+    /// server that is no longer available (conn_reuse_mode=0, expire_nodest_conn=0).
     IpvsStaleDestination,
     /// The drop is of a UDP packet to or from port 53.
     DnsPacket,
@@ -244,7 +249,7 @@ pub static CATALOG: &[Entry] = &[
                 "c95c07836fa4 (5.16) applies expire_nodest_conn with mode 0",
             ),
         ],
-        requires: &[Signal::IpvsStaleDestination],
+        requires: &[Signal::IpvsDrop, Signal::IpvsStaleDestination],
         supports: &[],
         max: Confidence::High,
         remedy: "kernel ≥ 5.16 (or backport of c95c07836fa4) with expire_nodest_conn=1, or \
@@ -269,8 +274,8 @@ pub static CATALOG: &[Entry] = &[
                 "fixed by f0a5e4d7a594 (5.9, 4.19.140); CentOS 7 3.10 affected",
             ),
         ],
-        requires: &[Signal::SynRetransmitted, Signal::IpvsDrop],
-        supports: &[Signal::OneRto],
+        requires: &[Signal::SynRetransmitted, Signal::IpvsDrop, Signal::IpvsExpiry],
+        supports: &[Signal::OneRto, Signal::IpvsDestWeightKnown],
         max: Confidence::High,
         remedy: "use a kernel ≥ 5.9 (or 4.19.140+) with conn_reuse_mode=1, or avoid IPVS mode \
                  on older kernels",
@@ -484,6 +489,13 @@ impl Judge<'_> {
             .find(|d| is_syn(&d.drop) && pred(&d.drop))
     }
 
+    /// The IPVS expiry tied to an IPVS drop of the SYN, if any.
+    fn ipvs_expiry(&self) -> Option<crate::symbols::IpvsDest> {
+        self.forward_drops()
+            .filter(|d| is_syn(&d.drop) && d.drop.hook == Some("ipvs"))
+            .find_map(|d| d.drop.ipvs_dest)
+    }
+
     fn snat_confirm_drop(&self) -> Option<&MatchedDrop> {
         // A kretprobe on __nf_conntrack_confirm names the hook directly; without it, the
         // hook runner's drop of an unconfirmed SNATed entry can only be the confirm step.
@@ -691,33 +703,42 @@ impl Judge<'_> {
                     "IPVS hook NF_DROP of the SYN (needs kretprobe/fexit on ip_vs_*)".into(),
                 ),
             },
-            Signal::IpvsNoDestExpire => {
-                let dest = self
-                    .syn_drop(|d| d.hook == Some("ipvs"))
-                    .and_then(|d| d.drop.ipvs_dest);
-                match dest {
-                    Some(x) if x.weight == Some(0) || x.available == Some(false) => (
-                        true,
-                        format!(
-                            "IPVS expired the old connection of a real server with weight {} ({})",
-                            x.weight.map_or("?".into(), |w| w.to_string()),
-                            if x.available == Some(false) {
-                                "removed"
-                            } else {
-                                "still listed"
-                            }
-                        ),
-                    ),
-                    _ => (
-                        false,
-                        "ip_vs_conn_expire_now for a weight-0/removed real server".into(),
-                    ),
-                }
-            }
-            Signal::IpvsStaleDestination => (
-                false,
-                "IPVS scheduling a reused port to an unavailable real server".into(),
+            Signal::IpvsNoDestExpire => match self.ipvs_expiry() {
+                Some(x) if x.weight == Some(0) => (
+                    true,
+                    "IPVS expired the old connection of a real server with weight 0".into(),
+                ),
+                _ => (
+                    false,
+                    "ip_vs_conn_expire_now for a real server with weight 0".into(),
+                ),
+            },
+            Signal::IpvsExpiry => (
+                self.ipvs_expiry().is_some(),
+                "IPVS expired the reused port's old connection (ip_vs_conn_expire_now) first"
+                    .into(),
             ),
+            Signal::IpvsDestWeightKnown => match self.ipvs_expiry().and_then(|x| x.weight) {
+                Some(w) => (true, format!("the old connection's real server had weight {w}")),
+                None => (
+                    false,
+                    "the real server's weight at expiry (no IPVS BTF on this kernel)".into(),
+                ),
+            },
+            Signal::IpvsStaleDestination => {
+                let drops: Vec<&MatchedDrop> = self
+                    .forward_drops()
+                    .filter(|d| is_syn(&d.drop) && d.drop.hook == Some("ipvs"))
+                    .collect();
+                (
+                    !drops.is_empty() && drops.iter().all(|d| d.drop.ipvs_dest.is_none()),
+                    format!(
+                        "IPVS dropped {} SYN(s) without expiring a connection: the reused port \
+                         still maps to an unavailable real server",
+                        drops.len()
+                    ),
+                )
+            }
             Signal::DnsPacket => (false, "a UDP/53 packet".into()),
         }
     }

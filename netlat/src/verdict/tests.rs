@@ -443,37 +443,36 @@ fn ipvs_drop(dest: Option<crate::symbols::IpvsDest>) -> MatchedDrop {
 }
 
 #[test]
-fn ipvs_reuse_and_weight_zero_need_the_ipvs_hook() {
+fn ipvs_reuse_weight_zero_and_stale_need_the_ipvs_hook() {
     use crate::symbols::IpvsDest;
     let live = IpvsDest {
         weight: Some(1),
         available: Some(true),
     };
-    let v = judge(
-        &attempt(&[1.01], vec![ipvs_drop(Some(live))]),
-        &Facts::default(),
-    );
+    let v = judge(&attempt(&[1.01], vec![ipvs_drop(Some(live))]), &Facts::default());
     assert_eq!(v.issue, "ipvs-conn-reuse");
     assert_eq!(v.confidence, Confidence::High);
+    // Without IPVS BTF (5.10) the weight is unknown: still A, one level lower, and it says why.
+    let unknown = IpvsDest {
+        weight: None,
+        available: None,
+    };
+    let v = judge(&attempt(&[1.01], vec![ipvs_drop(Some(unknown))]), &Facts::default());
+    assert_eq!(v.issue, "ipvs-conn-reuse");
+    assert_eq!(v.confidence, Confidence::Medium);
+    assert!(v.missing[0].contains("no IPVS BTF"));
     let zero = IpvsDest {
         weight: Some(0),
         available: Some(true),
     };
+    let v = judge(&attempt(&[1.01], vec![ipvs_drop(Some(zero))]), &Facts::default());
+    assert_eq!(v.issue, "ipvs-weight-zero");
+    // Every SYN dropped by IPVS with no expiry: a stale real server.
     let v = judge(
-        &attempt(&[1.01], vec![ipvs_drop(Some(zero))]),
+        &attempt(&[1.0, 3.0, 7.0], vec![ipvs_drop(None), ipvs_drop(None)]),
         &Facts::default(),
     );
-    assert_eq!(v.issue, "ipvs-weight-zero");
-    let removed = IpvsDest {
-        weight: Some(1),
-        available: Some(false),
-    };
-    let v = judge(
-        &attempt(&[1.01], vec![ipvs_drop(Some(removed))]),
-        &Facts::default(),
-    );
-    assert_eq!(v.issue, "ipvs-weight-zero");
-    assert!(v.evidence.iter().any(|e| e.contains("removed")));
+    assert_eq!(v.issue, "ipvs-stale-realserver");
     // A conntrack-confirm kretprobe names B even without the conntrack entry.
     let mut d = ipvs_drop(None);
     d.drop.hook = Some("conntrack-confirm");
