@@ -8,8 +8,8 @@
 //! the time the generator alone needs for the same items (included in `seconds`) and `reports`
 //! the lines printed. A run stops early (with fewer events) after `--max-seconds`.
 //!
-//! With `--write-recording FILE` it instead writes the first `--mix` stream of `--events`
-//! items as a `netlat watch --record` file, for timing `netlat replay FILE`.
+//! With `--write-recordings DIR` it instead writes each mix's stream of `--events` items as
+//! `DIR/MIX.rec` in the `netlat watch --record` format, for timing `netlat replay FILE`.
 
 mod common;
 
@@ -41,7 +41,7 @@ fn parse_args() -> Args {
         let mut value = |name: &str| it.next().unwrap_or_else(|| panic!("{name} needs a value"));
         match arg.as_str() {
             "--events" => a.events = value("--events").parse().expect("--events N"),
-            "--write-recording" => a.write = Some(value("--write-recording").into()),
+            "--write-recordings" => a.write = Some(value("--write-recordings").into()),
             "--runs" => a.runs = value("--runs").parse().expect("--runs R"),
             "--max-seconds" => {
                 a.max = Duration::from_secs_f64(value("--max-seconds").parse().expect("seconds"))
@@ -116,10 +116,17 @@ fn write_recording(path: &std::path::Path, mix: Mix, n: u64) -> std::io::Result<
 
 fn main() {
     let args = parse_args();
-    if let Some(path) = &args.write {
-        let mix = args.mixes[0];
-        write_recording(path, mix, args.events).expect("writing the recording");
-        println!("recording mix={} events={} file={}", mix.name(), args.events, path.display());
+    if let Some(dir) = &args.write {
+        for &mix in &args.mixes {
+            let path = dir.join(format!("{}.rec", mix.name()));
+            write_recording(&path, mix, args.events).expect("writing the recording");
+            println!(
+                "recording mix={} events={} file={}",
+                mix.name(),
+                args.events,
+                path.display()
+            );
+        }
         return;
     }
     match pin_to_one_cpu() {

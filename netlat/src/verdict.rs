@@ -274,7 +274,11 @@ pub static CATALOG: &[Entry] = &[
                 "fixed by f0a5e4d7a594 (5.9, 4.19.140); CentOS 7 3.10 affected",
             ),
         ],
-        requires: &[Signal::SynRetransmitted, Signal::IpvsDrop, Signal::IpvsExpiry],
+        requires: &[
+            Signal::SynRetransmitted,
+            Signal::IpvsDrop,
+            Signal::IpvsExpiry,
+        ],
         supports: &[Signal::OneRto, Signal::IpvsDestWeightKnown],
         max: Confidence::High,
         remedy: "use a kernel ≥ 5.9 (or 4.19.140+) with conn_reuse_mode=1, or avoid IPVS mode \
@@ -719,7 +723,10 @@ impl Judge<'_> {
                     .into(),
             ),
             Signal::IpvsDestWeightKnown => match self.ipvs_expiry().and_then(|x| x.weight) {
-                Some(w) => (true, format!("the old connection's real server had weight {w}")),
+                Some(w) => (
+                    true,
+                    format!("the old connection's real server had weight {w}"),
+                ),
                 None => (
                     false,
                     "the real server's weight at expiry (no IPVS BTF on this kernel)".into(),

@@ -35,6 +35,9 @@ use clap::{Args, ValueEnum};
 
 use crate::{command, exec, find_program, human, is_root, target_dir, workspace_root};
 
+/// Everything after this line of BENCHMARKS.md is written by hand and kept by the bench.
+const ANALYSIS_MARKER: &str = "<!-- analysis: written by hand, kept by cargo xtask bench -->";
+
 /// The load generators' source, compiled at run time.
 const LOAD_C: &str = include_str!("bench/load.c");
 
@@ -98,14 +101,22 @@ pub struct Section {
     pub body: String,
 }
 
-/// Run statistics of one program during one workload.
+/// Run statistics of one program during one workload, summed over its measurement windows.
 struct ProgRow {
     workload: String,
     name: String,
     runs: u64,
-    ns_per_run: f64,
+    run_time_ns: u64,
+    /// ns/run of each window.
+    windows: Vec<f64>,
     /// The target this workload judges the program by (ns/run), if any.
     target: Option<f64>,
+}
+
+impl ProgRow {
+    fn ns_per_run(&self) -> f64 {
+        self.run_time_ns as f64 / self.runs.max(1) as f64
+    }
 }
 
 /// The per-program targets of issue 6, by program name prefix (names are cut to 15 bytes).
@@ -142,13 +153,26 @@ impl Ctx {
                     p.name.starts_with(prefix) && judged.iter().any(|j| prefix.starts_with(j))
                 })
                 .map(|(_, _, t)| *t);
-            self.progs.push(ProgRow {
-                workload: workload.to_owned(),
-                name: p.name.clone(),
-                runs: p.run_cnt,
-                ns_per_run: p.run_time_ns as f64 / p.run_cnt as f64,
-                target,
-            });
+            let ns = p.run_time_ns as f64 / p.run_cnt as f64;
+            match self
+                .progs
+                .iter_mut()
+                .find(|r| r.workload == workload && r.name == p.name)
+            {
+                Some(r) => {
+                    r.runs += p.run_cnt;
+                    r.run_time_ns += p.run_time_ns;
+                    r.windows.push(ns);
+                }
+                None => self.progs.push(ProgRow {
+                    workload: workload.to_owned(),
+                    name: p.name.clone(),
+                    runs: p.run_cnt,
+                    run_time_ns: p.run_time_ns,
+                    windows: vec![ns],
+                    target,
+                }),
+            }
         }
     }
 }
@@ -244,8 +268,42 @@ fn ensure_bpftrace() -> Option<PathBuf> {
     find_program("bpftrace")
 }
 
+/// The first three fields of /proc/loadavg.
+fn loadavg() -> String {
+    fs::read_to_string("/proc/loadavg")
+        .unwrap_or_default()
+        .split_whitespace()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// eBPF tracing programs loaded on the node (by anyone): they run alongside every figure.
+fn tracing_programs() -> Option<usize> {
+    let v =
+        json::parse(&crate::output(Command::new("bpftool").args(["prog", "show", "--json"])).ok()?)
+            .ok()?;
+    Some(
+        v.arr()
+            .iter()
+            .filter(|p| {
+                matches!(
+                    p.get("type").str(),
+                    Some("tracepoint" | "kprobe" | "raw_tracepoint" | "tracing" | "perf_event")
+                )
+            })
+            .count(),
+    )
+}
+
+/// What else ran on the node: load and foreign eBPF tracing programs, at start and end.
+struct Background {
+    load_start: String,
+    progs_start: Option<usize>,
+}
+
 /// The machine, kernel, date and versions the figures belong to.
-fn machine(root: &std::path::Path, bpftrace: Option<&PathBuf>) -> String {
+fn machine(root: &std::path::Path, bpftrace: Option<&PathBuf>, bg: &Background) -> String {
     let cpuinfo = fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
     let model = cpuinfo
         .lines()
@@ -287,10 +345,16 @@ fn machine(root: &std::path::Path, bpftrace: Option<&PathBuf>) -> String {
     let bpftrace = bpftrace.map_or("not installed".to_owned(), |b| {
         run(&b.to_string_lossy(), &["--version"])
     });
+    let progs = |n: Option<usize>| n.map_or("?".to_owned(), |n| n.to_string());
     format!(
         "| | |\n|---|---|\n| CPU | {model} |\n| cores | {cores} |\n| RAM | {mem_gib} |\n\
          | kernel | {kernel} |\n| date | {date} |\n| netlat | {commit}{dirty} |\n\
-         | peer | {bpftrace} |\n"
+         | peer | {bpftrace} |\n| load average at start / end | {} / {} |\n\
+         | other eBPF tracing programs on the node at start / end | {} / {} |\n",
+        bg.load_start,
+        loadavg(),
+        progs(bg.progs_start),
+        progs(tracing_programs())
     )
 }
 
@@ -309,17 +373,25 @@ fn program_section(ctx: &Ctx) -> Section {
          ids taken from netlat's own file descriptors, `kernel.bpf_stats_enabled=1` only during \
          these runs). The mean covers every run of the program on the node in that window, \
          including early exits (a state change that is not an active open, a drop whose reason \
-         is filtered).\n\n| program | workload | runs | ns/run | target |\n|---|---|---|---|---|\n",
+         is filtered). ns/run is over all windows of the workload, with the range of the \
+         windows (one per run) in parentheses.\n\n\
+         | program | workload | runs | ns/run | target |\n|---|---|---|---|---|\n",
     );
     let mut rows = Vec::new();
     for p in &ctx.progs {
+        let w = spread(&p.windows);
         let _ = writeln!(
             body,
-            "| `{}` | {} | {} | {:.0} | {} |",
+            "| `{}` | {} | {} | {:.0}{} | {} |",
             p.name,
             p.workload,
             p.runs,
-            p.ns_per_run,
+            p.ns_per_run(),
+            if w.n > 1 {
+                format!(" ({:.0}–{:.0})", w.min, w.max)
+            } else {
+                String::new()
+            },
             p.target.map_or("–".to_owned(), |t| format!("≤ {t:.0}"))
         );
     }
@@ -332,7 +404,7 @@ fn program_section(ctx: &Ctx) -> Section {
             .collect();
         let worst = measured
             .iter()
-            .map(|p| p.ns_per_run)
+            .map(|p| p.ns_per_run())
             .fold(f64::NAN, f64::max);
         rows.push(Row {
             figure: format!("{label}: ns/run (worst workload)"),
@@ -344,7 +416,7 @@ fn program_section(ctx: &Ctx) -> Section {
             },
             peer: measured
                 .iter()
-                .map(|p| format!("{:.0} ({})", p.ns_per_run, short(&p.workload)))
+                .map(|p| format!("{:.0} ({})", p.ns_per_run(), short(&p.workload)))
                 .collect::<Vec<_>>()
                 .join("; "),
             pass: (!measured.is_empty()).then_some(worst <= limit),
@@ -391,8 +463,10 @@ fn render(machine: &str, sections: &[Section], runs: usize, took: Duration) -> S
          Written by `cargo xtask bench` (xtask/src/bench.rs) in {}; do not edit by hand. \
          Each figure is the median of {runs} runs with the spread (min–max) in parentheses; \
          comparisons are measured side by side in the same run, interleaved, because this \
-         machine is noisy. Targets are those of issue 6; a missed target is marked **FAIL** \
-         with the measured number.\n\n## Machine\n\n{machine}\n## Results\n\n\
+         machine is noisy (other sessions may run on it: see the load and the foreign eBPF \
+         programs below). Targets are those of issue 6; a missed target is marked **FAIL** \
+         with the measured number. Causes found in netlat are in the analysis at the end.\n\n\
+         ## Machine\n\n{machine}\n## Results\n\n\
          | figure | target | measured | peer / baseline | result |\n|---|---|---|---|---|",
         human(took)
     );
@@ -432,12 +506,16 @@ pub fn bench(opts: Options) -> Result<()> {
     if !is_root() {
         bail!("the bench needs root (network namespaces, eBPF): run `cargo xtask bench` as root");
     }
-    if opts.runs == 0 || !(opts.secs > 0.0) {
+    if opts.runs == 0 || opts.secs.is_nan() || opts.secs <= 0.0 {
         bail!("--runs and --secs must be positive");
     }
     let start = Instant::now();
     let root = workspace_root();
     lab::sweep_stale();
+    let background = Background {
+        load_start: loadavg(),
+        progs_start: tracing_programs(),
+    };
 
     let netlat = match std::env::var_os("NETLAT_BIN") {
         Some(p) if !p.is_empty() => PathBuf::from(p),
@@ -519,9 +597,17 @@ pub fn bench(opts: Options) -> Result<()> {
         sections.push(startup_section(&ctx));
     }
 
-    let machine = machine(&root, ctx.bpftrace.as_ref());
-    let report = render(&machine, &sections, opts.runs, start.elapsed());
+    let machine = machine(&root, ctx.bpftrace.as_ref(), &background);
+    let mut report = render(&machine, &sections, opts.runs, start.elapsed());
     let out = opts.out.unwrap_or_else(|| root.join("BENCHMARKS.md"));
+    // A hand-written analysis after the marker survives re-runs.
+    if let Some(kept) = fs::read_to_string(&out)
+        .ok()
+        .and_then(|old| old.find(ANALYSIS_MARKER).map(|i| old[i..].to_owned()))
+    {
+        report.push('\n');
+        report.push_str(&kept);
+    }
     fs::write(&out, &report).with_context(|| format!("writing {}", out.display()))?;
     println!("\n{}", report.split("\n## ").nth(2).unwrap_or(""));
     println!(

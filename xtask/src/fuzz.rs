@@ -39,7 +39,10 @@ pub fn fuzz(opts: Options) -> Result<()> {
         opts.targets.iter().map(String::as_str).collect()
     };
     if let Some(bad) = targets.iter().find(|t| !TARGETS.contains(t)) {
-        bail!("no fuzz target `{bad}`; the targets are {}", TARGETS.join(", "));
+        bail!(
+            "no fuzz target `{bad}`; the targets are {}",
+            TARGETS.join(", ")
+        );
     }
     run(&targets, opts.seconds)
 }
@@ -62,8 +65,13 @@ pub fn run(targets: &[&str], seconds: u64) -> Result<()> {
         cmd
     };
     let start = Instant::now();
-    exec(&mut cargo_fuzz(&["build"]).args(targets))?;
-    println!("fuzz: built {} targets in {}", targets.len(), human(start.elapsed()));
+    // `cargo fuzz build` builds one target or all of them; all share one compilation.
+    exec(&mut cargo_fuzz(&["build"]))?;
+    println!(
+        "fuzz: built {} targets in {}",
+        targets.len(),
+        human(start.elapsed())
+    );
 
     for t in targets {
         let corpus = out.join("corpus").join(t);

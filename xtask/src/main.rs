@@ -1,10 +1,11 @@
-//! netlat's developer tasks: `cargo xtask setup | test | run | bench | vm-test`.
+//! netlat's developer tasks: `cargo xtask setup | test | run | bench | vm-test | fuzz`.
 //!
 //! Each command lives in its own module; this file owns the command line, the error line that
 //! `main` prints, and the helpers every command shares (running a child process, locating the
 //! workspace, knowing whether we are root).
 
 mod bench;
+mod fuzz;
 mod run;
 mod setup;
 mod test;
@@ -57,6 +58,11 @@ enum Cmd {
     /// tiny initramfs holding target/release/netlat, and judges netlat's lines against
     /// tests/vm/expectations.tsv; a failure on any kernel fails the command.
     VmTest(vm::Options),
+    /// Run each cargo-fuzz target (fuzz/) for a bounded time; fails on the first crash
+    ///
+    /// Builds the targets on nightly with AddressSanitizer (cargo-fuzz is installed if
+    /// missing), then feeds each parser of untrusted input arbitrary bytes for --seconds.
+    Fuzz(fuzz::Options),
 }
 
 fn main() -> ExitCode {
@@ -67,6 +73,7 @@ fn main() -> ExitCode {
         Cmd::Run(opts) => run::run(opts),
         Cmd::Bench(opts) => bench::bench(opts),
         Cmd::VmTest(opts) => vm::vm_test(opts),
+        Cmd::Fuzz(opts) => fuzz::fuzz(opts),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -226,7 +233,9 @@ mod tests {
         let args = |argv: &[&str]| match Cli::try_parse_from(argv).unwrap().command {
             Cmd::Test(opts) => opts.args,
             Cmd::Run(opts) => opts.args,
-            Cmd::Setup | Cmd::Bench(_) | Cmd::VmTest(_) => panic!("parsed as another command"),
+            Cmd::Setup | Cmd::Bench(_) | Cmd::VmTest(_) | Cmd::Fuzz(_) => {
+                panic!("parsed as another command")
+            }
         };
         assert_eq!(
             args(&["xtask", "test", "--", "lab_", "--", "--nocapture"]),

@@ -73,6 +73,8 @@ pub fn setup() -> Result<()> {
     nightly_toolchain()?;
     rust_src()?;
     bpf_linker()?;
+    cargo_deny()?;
+    fuzz_tools()?;
     apt_packages(root, &mut needs_root)?;
     mounts(root, &mut needs_root)?;
 
@@ -177,6 +179,54 @@ fn bpf_linker() -> Result<()> {
     let version = linker_version(&path)
         .with_context(|| format!("the freshly built {} does not run", path.display()))?;
     println!("setup: bpf-linker: ok ({version})");
+    Ok(())
+}
+
+/// cargo-deny, for the dependency check of `test`; pinned, built from crates.io.
+const CARGO_DENY: (&str, &str) = ("cargo-deny", "0.20.2");
+/// cargo-fuzz, for `fuzz` and the fuzz step of `test` (libFuzzer itself comes with the
+/// `libfuzzer-sys` crate).
+const CARGO_FUZZ: (&str, &str) = ("cargo-fuzz", "0.13.2");
+
+/// cargo-deny, and every crate of the workspace's graph for all platforms: `cargo metadata`
+/// (which cargo-deny reads) wants them all, and with them in the cache the check runs offline.
+fn cargo_deny() -> Result<()> {
+    cargo_tool(CARGO_DENY, "deny")?;
+    let root = workspace_root();
+    exec(command("cargo").arg("fetch").current_dir(&root))?;
+    println!("setup: crates of every platform (for cargo deny): ok");
+    Ok(())
+}
+
+/// cargo-fuzz (the nightly toolchain it runs on is installed by `setup` before it).
+pub fn fuzz_tools() -> Result<()> {
+    cargo_tool(CARGO_FUZZ, "fuzz")
+}
+
+/// Installs the cargo subcommand `cargo <sub>` from crate `name` at `version` unless a
+/// `cargo <sub> --version` already runs.
+fn cargo_tool((name, version): (&str, &str), sub: &str) -> Result<()> {
+    if let Ok(v) = output(command("cargo").args([sub, "--version"])) {
+        println!("setup: {name}: already present ({v})");
+        return Ok(());
+    }
+    println!("setup: installing {name} {version} ...");
+    let mut cmd = command("cargo");
+    cmd.args(["install", "--locked", name, "--version", version]);
+    // The workspace's target dir and flags are not this build's.
+    for var in [
+        "CARGO_TARGET_DIR",
+        "CARGO_BUILD_TARGET_DIR",
+        "CARGO_BUILD_TARGET",
+        "CARGO_ENCODED_RUSTFLAGS",
+        "RUSTFLAGS",
+    ] {
+        cmd.env_remove(var);
+    }
+    exec(cmd.current_dir(env::temp_dir()))?;
+    let v = output(command("cargo").args([sub, "--version"]))
+        .with_context(|| format!("`cargo {sub}` does not run after installing {name}"))?;
+    println!("setup: {name}: ok ({v})");
     Ok(())
 }
 

@@ -102,11 +102,18 @@ pub fn vm_test(opts: Options) -> Result<()> {
     let table = fs::read_to_string(&table_path)
         .with_context(|| format!("reading {}", table_path.display()))?;
 
+    // Every kernel and expectation first, so a missing one fails before any VM runs.
     let cache = kernel::cache_dir()?;
-    let mut reports = Vec::new();
+    let mut kernels = Vec::new();
     for s in &series {
+        let rows = expect::rows_for(&table, s.name)
+            .with_context(|| format!("reading {}", table_path.display()))?;
+        kernels.push((s, kernel::kernel(s, &cache, opts.refresh)?, rows));
+    }
+
+    let mut reports = Vec::new();
+    for (s, k, rows) in kernels {
         let t = Instant::now();
-        let k = kernel::kernel(s, &cache, opts.refresh)?;
         let kwork = work.join(s.name);
         fs::create_dir_all(&kwork)?;
         let image = initramfs::build(
@@ -138,7 +145,6 @@ pub fn vm_test(opts: Options) -> Result<()> {
             timeout: Duration::from_secs(opts.timeout),
             append: &append,
         })?;
-        let rows = expect::rows_for(&table, s.name)?;
         let judged = expect::judge(&rows, &run, opts.only.is_some());
         let report = Report {
             series: s.name,
@@ -232,6 +238,12 @@ impl Report {
         if let Some(failed) = self.run.info.get("insmod_failed") {
             errors.push(format!("a module did not load: {failed}"));
         }
+        // A lab the table has no row for still counts.
+        for (name, (ok, why)) in &self.run.labs {
+            if !ok && !self.judged.iter().any(|j| &j.row.scenario == name) {
+                errors.push(format!("lab {name} failed: {why}"));
+            }
+        }
         errors
     }
 
@@ -313,7 +325,7 @@ impl Report {
                 j.said,
                 j.outcome.label()
             );
-            if !j.why.is_empty() && j.outcome != Outcome::Ok {
+            if !j.why.is_empty() && !matches!(j.outcome, Outcome::Ok | Outcome::Skipped) {
                 println!("  {:w$}    why: {}", "", j.why);
             }
         }

@@ -449,7 +449,10 @@ fn ipvs_reuse_weight_zero_and_stale_need_the_ipvs_hook() {
         weight: Some(1),
         available: Some(true),
     };
-    let v = judge(&attempt(&[1.01], vec![ipvs_drop(Some(live))]), &Facts::default());
+    let v = judge(
+        &attempt(&[1.01], vec![ipvs_drop(Some(live))]),
+        &Facts::default(),
+    );
     assert_eq!(v.issue, "ipvs-conn-reuse");
     assert_eq!(v.confidence, Confidence::High);
     // Without IPVS BTF (5.10) the weight is unknown: still A, one level lower, and it says why.
@@ -457,7 +460,10 @@ fn ipvs_reuse_weight_zero_and_stale_need_the_ipvs_hook() {
         weight: None,
         available: None,
     };
-    let v = judge(&attempt(&[1.01], vec![ipvs_drop(Some(unknown))]), &Facts::default());
+    let v = judge(
+        &attempt(&[1.01], vec![ipvs_drop(Some(unknown))]),
+        &Facts::default(),
+    );
     assert_eq!(v.issue, "ipvs-conn-reuse");
     assert_eq!(v.confidence, Confidence::Medium);
     assert!(v.missing[0].contains("no IPVS BTF"));
@@ -465,7 +471,10 @@ fn ipvs_reuse_weight_zero_and_stale_need_the_ipvs_hook() {
         weight: Some(0),
         available: Some(true),
     };
-    let v = judge(&attempt(&[1.01], vec![ipvs_drop(Some(zero))]), &Facts::default());
+    let v = judge(
+        &attempt(&[1.01], vec![ipvs_drop(Some(zero))]),
+        &Facts::default(),
+    );
     assert_eq!(v.issue, "ipvs-weight-zero");
     // Every SYN dropped by IPVS with no expiry: a stale real server.
     let v = judge(

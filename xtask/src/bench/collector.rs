@@ -20,7 +20,7 @@ use crate::{command, output};
 /// Items per recording.
 const EVENTS: u64 = 10_000_000;
 /// A replay taking longer is stopped (the rate is then below EVENTS / REPLAY_CAP).
-const REPLAY_CAP: Duration = Duration::from_secs(15);
+const REPLAY_CAP: Duration = Duration::from_secs(30);
 const MIXES: [&str; 3] = ["connects", "drops", "mixed"];
 
 fn kv(line: &str) -> BTreeMap<&str, &str> {
@@ -84,7 +84,7 @@ pub fn run(ctx: &mut Ctx) -> Result<Section> {
         body,
         "`netlat replay FILE --output json > /dev/null` under `taskset -c {cpu}` (one core), \
          of recordings of {EVENTS} synthetic ring-buffer items in the `watch --record` format, \
-         written by `cargo bench -p netlat --bench collector -- --write-recording`. Mixes \
+         written by `cargo bench -p netlat --bench collector -- --write-recordings DIR`. Mixes \
          (netlat/benches/common/mod.rs): `connects` = fast connects only (CLOSE→SYN_SENT, \
          SYN_SENT→ESTABLISHED; 64 in flight); `drops` = NETFILTER_DROP of UDP/4789 VXLAN \
          packets with an inner TCP SYN (the deepest decode), none matching a connect; `mixed` = \
@@ -95,21 +95,21 @@ pub fn run(ctx: &mut Ctx) -> Result<Section> {
         REPLAY_CAP.as_secs(),
         REPLAY_CAP.as_secs()
     )?;
+    collector_bench(
+        ctx,
+        &[
+            "--write-recordings",
+            &ctx.tmp.0.to_string_lossy(),
+            "--events",
+            &EVENTS.to_string(),
+        ],
+    )?;
     let mut files = Vec::new();
     for mix in MIXES {
         let path = ctx.tmp.0.join(format!("{mix}.rec"));
-        collector_bench(
-            ctx,
-            &[
-                "--write-recording",
-                &path.to_string_lossy(),
-                "--mix",
-                mix,
-                "--events",
-                &EVENTS.to_string(),
-            ],
-        )?;
-        let size = std::fs::metadata(&path)?.len();
+        let size = std::fs::metadata(&path)
+            .with_context(|| format!("no recording {}", path.display()))?
+            .len();
         files.push((mix, path, size));
     }
     writeln!(
@@ -173,12 +173,12 @@ pub fn run(ctx: &mut Ctx) -> Result<Section> {
     // The engine alone, in process: no file, no process start.
     let text = collector_bench(
         ctx,
-        &["--events", "2000000", "--runs", "3", "--max-seconds", "10"],
+        &["--events", "1000000", "--runs", "1", "--max-seconds", "5"],
     )?;
     writeln!(
         body,
         "\nThe engine alone (`cargo bench -p netlat --bench collector`, in process, pinned; \
-         2 M items, 3 runs, stopping after 10 s; the synthetic kallsyms has 100 k symbols; \
+         1 M items, one run, stopping after 5 s; the synthetic kallsyms has 100 k symbols; \
          'generator' is the share of the time spent making the items):\n\n\
          | mix | run | events | seconds | events/s | generator | lines printed |\n\
          |---|---|---|---|---|---|---|"
@@ -207,13 +207,13 @@ pub fn run(ctx: &mut Ctx) -> Result<Section> {
     let crit = output(
         command("cargo")
             .args(["bench", "-p", "netlat", "--bench", "decode", "--"])
-            .args(["--warm-up-time", "1", "--measurement-time", "2"])
+            .args(["--warm-up-time", "0.5", "--measurement-time", "1"])
             .args(["--output-format", "bencher"])
             .current_dir(&ctx.root),
     )?;
     writeln!(
         body,
-        "\nCriterion micro-benchmarks (`cargo bench -p netlat --bench decode`, 1 s warm-up, 2 s \
+        "\nCriterion micro-benchmarks (`cargo bench -p netlat --bench decode`, 0.5 s warm-up, 1 s \
          measurement; `engine/event_*` is one item of the mix through `Engine::handle_bytes`):\n\n\
          | benchmark | ns/iter | ± |\n|---|---|---|"
     )?;

@@ -82,8 +82,10 @@ fn flood(ctx: &Ctx, lab: &Lab, kind: Kind) -> Result<(u64, f64)> {
     let rule = format!("udp dport {}", kind.port());
     let c0 = lab.b.nft_packets("nlbench", "in", &rule)?;
     let mut sender = Proc::spawn(
-        lab.a
-            .cmd(&ctx.load, &[kind.mode(), "10.240.2.2", kind.port(), FLOOD_S]),
+        lab.a.cmd(
+            &ctx.load,
+            &[kind.mode(), "10.240.2.2", kind.port(), FLOOD_S],
+        ),
         false,
     )?;
     let out = sender.finish(Duration::from_secs(60))?;
@@ -105,7 +107,10 @@ struct Run {
 }
 
 fn with_netlat(ctx: &mut Ctx, lab: &Lab, kind: Kind, round: usize) -> Result<Run> {
-    let out = ctx.tmp.0.join(format!("drops-{}-{round}.jsonl", kind.port()));
+    let out = ctx
+        .tmp
+        .0
+        .join(format!("drops-{}-{round}.jsonl", kind.port()));
     let n = Netlat::start_to_file(&ctx.netlat, &[], &out)?;
     ctx.startups.push(n.startup);
     let before = netlat::prog_stats(n.pid())?;

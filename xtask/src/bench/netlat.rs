@@ -92,7 +92,9 @@ impl Netlat {
         let end = Instant::now() + Duration::from_secs(60);
         loop {
             let text = fs::read_to_string(out).unwrap_or_default();
-            if let Some(caps) = text.lines().find(|l| l.starts_with(CAPS)) {
+            // Only whole lines: netlat may be writing the next one.
+            let done = &text[..text.rfind('\n').map_or(0, |i| i + 1)];
+            if let Some(caps) = done.lines().find(|l| l.starts_with(CAPS)) {
                 let startup = proc.started.elapsed();
                 check_hooks(caps)?;
                 return Ok(Netlat {

@@ -75,7 +75,8 @@ pub fn run(ctx: &mut Ctx) -> Result<Section> {
                     failed_total += f;
                 }
                 Mode::Netlat => {
-                    let n = Netlat::start_to_file(&ctx.netlat, &[], &ctx.tmp.0.join("storm.jsonl"))?;
+                    let n =
+                        Netlat::start_to_file(&ctx.netlat, &[], &ctx.tmp.0.join("storm.jsonl"))?;
                     ctx.startups.push(n.startup);
                     let (r, f) = storm(ctx, &ns)?;
                     let stopped = n.stop()?;
@@ -139,12 +140,12 @@ pub fn run(ctx: &mut Ctx) -> Result<Section> {
         let rb = spread(&r_bpf);
         let (cost_n, cost_b) = (1.0 - rn.median, 1.0 - rb.median);
         rows.push(Row {
-            figure: "connect storm: netlat cost vs bpftrace counting".into(),
+            figure: "connect storm: netlat cost vs bpftrace counting (rate change vs bare)".into(),
             target: "netlat costs less".into(),
-            measured: format!("netlat −{:.1} %", cost_n * 100.0),
+            measured: format!("netlat {:+.1} %", -cost_n * 100.0),
             peer: format!(
-                "bpftrace −{:.1} % (rate {}, {} conn/s)",
-                cost_b * 100.0,
+                "bpftrace {:+.1} % (rate {}, {} conn/s)",
+                -cost_b * 100.0,
                 rb.pct(),
                 spread(&bpf_rates).fixed(0)
             ),
@@ -152,7 +153,7 @@ pub fn run(ctx: &mut Ctx) -> Result<Section> {
         });
     } else {
         rows.push(Row {
-            figure: "connect storm: netlat cost vs bpftrace counting".into(),
+            figure: "connect storm: netlat cost vs bpftrace counting (rate change vs bare)".into(),
             target: "netlat costs less".into(),
             measured: "not measured: bpftrace could not be installed".into(),
             peer: "–".into(),

@@ -445,6 +445,19 @@ NETLAT-END
     }
 
     #[test]
+    fn the_repository_table_parses_for_every_kernel() {
+        let table = include_str!("../../../tests/vm/expectations.tsv");
+        for series in super::super::kernel::SERIES {
+            let rows = rows_for(table, series.name).unwrap();
+            assert!(
+                rows.iter().any(|r| r.scenario == "capabilities"),
+                "{}",
+                series.name
+            );
+        }
+    }
+
+    #[test]
     fn json_round_trip() {
         let text = r#"{"a":[1,2.5,"x\"y"],"b":null,"c":true}"#;
         assert_eq!(to_json(&super::super::json::parse(text).unwrap()), text);

@@ -331,7 +331,13 @@ fn fetch(series: &'static Series, cache: &Path, dir: &Path) -> Result<()> {
         series.name,
         apt.dir.display()
     );
-    apt_run(apt.cmd("apt-get").args(["-q", "update"]), "apt-get update")?;
+    let update = apt_run(apt.cmd("apt-get").args(["-q", "update"]), "apt-get update")?;
+    // apt-get update only warns when an index cannot be fetched; say so if nothing was found.
+    let fetch_failure = update
+        .lines()
+        .find(|l| l.contains("Failed to fetch"))
+        .map(|l| format!(" (apt-get update: {})", l.trim_start_matches("W:").trim()))
+        .unwrap_or_default();
     let names = output(
         apt.cmd("apt-cache")
             .args(["pkgnames", &format!("linux-image-{}.", series.name)]),
@@ -343,7 +349,7 @@ fn fetch(series: &'static Series, cache: &Path, dir: &Path) -> Result<()> {
         .map(|(_, n)| n.to_owned())
         .with_context(|| {
             format!(
-                "no linux-image-{}.*-amd64-unsigned package in the {} suites",
+                "no linux-image-{}.*-amd64-unsigned package in the {} suites{fetch_failure}",
                 series.name, series.distro
             )
         })?;
@@ -422,8 +428,9 @@ fn prune(root: &Path) -> Result<()> {
     crate::exec(Command::new("depmod").arg("-b").arg(root).arg(&release))
 }
 
-/// Runs an apt command with its output shown; the error carries apt's last `E:` line.
-fn apt_run(cmd: &mut Command, what: &str) -> Result<()> {
+/// Runs an apt command and returns its stderr (warnings); the error carries apt's last `E:`
+/// line.
+fn apt_run(cmd: &mut Command, what: &str) -> Result<String> {
     let out = cmd
         .output()
         .with_context(|| format!("could not start {what}"))?;
@@ -439,13 +446,7 @@ fn apt_run(cmd: &mut Command, what: &str) -> Result<()> {
             .to_owned();
         bail!("{what} failed ({}): {why}", out.status);
     }
-    for l in stderr
-        .lines()
-        .filter(|l| l.starts_with("E:") || l.starts_with("W:"))
-    {
-        println!("vm-test: {what}: {l}");
-    }
-    Ok(())
+    Ok(stderr.into_owned())
 }
 
 #[cfg(test)]
