@@ -7,6 +7,7 @@
 use std::{
     collections::{HashMap, VecDeque},
     net::SocketAddr,
+    rc::Rc,
 };
 
 use crate::{
@@ -89,6 +90,9 @@ pub fn ns_to_ms(ns: u64) -> f64 {
     ns as f64 / 1e6
 }
 
+/// Drops attached to one attempt at most (a flood matching one tuple must not grow memory).
+pub const MAX_DROPS_PER_ATTEMPT: usize = 32;
+
 /// Limits of the tracker.
 #[derive(Debug, Clone)]
 pub struct TrackerConfig {
@@ -154,7 +158,11 @@ pub struct Tracker {
     /// Insertion order, for eviction; entries whose flow is gone are skipped lazily.
     order: VecDeque<(SockKey, u64)>,
     by_tuple: HashMap<FiveTuple, SockKey>,
-    recent: VecDeque<DropRecord>,
+    /// Unclaimed drops, oldest first, each with the tuples it can be claimed by.
+    recent: VecDeque<(Rc<DropRecord>, Vec<(FiveTuple, Via)>)>,
+    /// Tuple → unclaimed drops carrying it (oldest first), so learning a tuple is a lookup,
+    /// not a scan of every remembered drop.
+    recent_by_key: HashMap<FiveTuple, VecDeque<Rc<DropRecord>>>,
     stats: TrackerStats,
 }
 
@@ -220,6 +228,7 @@ impl Tracker {
             order: VecDeque::new(),
             by_tuple: HashMap::new(),
             recent: VecDeque::new(),
+            recent_by_key: HashMap::new(),
             stats: TrackerStats::default(),
         }
     }
@@ -350,16 +359,32 @@ impl Tracker {
     fn index_key(&mut self, flow: &mut Flow, t: FiveTuple, nat: bool) {
         self.by_tuple.insert(t, flow.attempt.sock);
         let start = flow.attempt.start_ns;
-        for d in self.recent.iter().filter(|d| d.ts_ns >= start) {
+        let Some(list) = self.recent_by_key.get(&t) else {
+            return;
+        };
+        for d in list.iter().filter(|d| d.ts_ns >= start) {
             if let Some((_, via)) = drop_keys(d).into_iter().find(|(k, _)| *k == t) {
-                flow.attempt.drops.push(MatchedDrop {
-                    drop: d.clone(),
-                    direction: via.dir,
-                    via_vxlan: via.vxlan,
-                    via_nat: via.nat || nat,
-                });
-                self.stats.drops_matched += 1;
+                Self::push_drop(
+                    &mut self.stats,
+                    flow,
+                    MatchedDrop {
+                        drop: (**d).clone(),
+                        direction: via.dir,
+                        via_vxlan: via.vxlan,
+                        via_nat: via.nat || nat,
+                    },
+                );
             }
+        }
+    }
+
+    /// Attach a drop to an attempt, at most [`MAX_DROPS_PER_ATTEMPT`]; the rest are counted.
+    fn push_drop(stats: &mut TrackerStats, flow: &mut Flow, m: MatchedDrop) {
+        if flow.attempt.drops.len() < MAX_DROPS_PER_ATTEMPT {
+            flow.attempt.drops.push(m);
+            stats.drops_matched += 1;
+        } else {
+            stats.drops_forgotten += 1;
         }
     }
 
@@ -401,36 +426,60 @@ impl Tracker {
             {
                 let through_alias =
                     flow.aliases.contains(&key) || flow.aliases.contains(&key.reversed());
-                flow.attempt.drops.push(MatchedDrop {
-                    drop: d.clone(),
-                    direction: via.dir,
-                    via_vxlan: via.vxlan,
-                    via_nat: via.nat || through_alias,
-                });
-                self.stats.drops_matched += 1;
+                Self::push_drop(
+                    &mut self.stats,
+                    flow,
+                    MatchedDrop {
+                        drop: d.clone(),
+                        direction: via.dir,
+                        via_vxlan: via.vxlan,
+                        via_nat: via.nat || through_alias,
+                    },
+                );
                 matched = true;
                 break;
             }
         }
-        if !matched && !drop_keys(&d).is_empty() {
-            self.remember(d);
+        if !matched {
+            let keys = drop_keys(&d);
+            if !keys.is_empty() {
+                self.remember(d, keys);
+            }
         }
         matched
     }
 
-    fn remember(&mut self, d: DropRecord) {
-        while let Some(front) = self.recent.front() {
+    fn remember(&mut self, d: DropRecord, keys: Vec<(FiveTuple, Via)>) {
+        while let Some((front, _)) = self.recent.front() {
             let too_old = d.ts_ns.saturating_sub(front.ts_ns) > self.cfg.recent_drop_ns;
-            if too_old || self.recent.len() >= self.cfg.max_recent_drops {
-                if !too_old {
-                    self.stats.drops_forgotten += 1;
-                }
-                self.recent.pop_front();
-            } else {
+            if !too_old && self.recent.len() < self.cfg.max_recent_drops {
                 break;
             }
+            if !too_old {
+                self.stats.drops_forgotten += 1;
+            }
+            if let Some((old, old_keys)) = self.recent.pop_front() {
+                // Drops enter every list in arrival order, so the oldest is at each front.
+                for (k, _) in old_keys {
+                    if let Some(list) = self.recent_by_key.get_mut(&k) {
+                        if list.front().is_some_and(|f| Rc::ptr_eq(f, &old)) {
+                            list.pop_front();
+                        }
+                        if list.is_empty() {
+                            self.recent_by_key.remove(&k);
+                        }
+                    }
+                }
+            }
         }
-        self.recent.push_back(d);
+        let d = Rc::new(d);
+        for (k, _) in &keys {
+            self.recent_by_key
+                .entry(*k)
+                .or_default()
+                .push_back(d.clone());
+        }
+        self.recent.push_back((d, keys));
     }
 
     /// Move time forward: attempts older than `max_age_ns` whose end was never seen are dropped.
@@ -667,6 +716,31 @@ mod tests {
         t.advance(13 * S + 1);
         assert_eq!(t.in_flight(), 1);
         assert_eq!(t.stats().expired, 2);
+    }
+
+    #[test]
+    fn drops_per_attempt_are_capped() {
+        let mut t = Tracker::new(TrackerConfig::default());
+        t.sock_state(&st(S, 1, TcpState::CLOSE, TcpState::SYN_SENT, 0));
+        // Half arrive before the port is known (remembered), half after (matched directly).
+        for i in 0..20 {
+            t.drop(syn_drop(S + i, 7000, "NETFILTER_DROP"));
+        }
+        t.retransmit(&rt(2 * S, 1, 7000));
+        for i in 0..20 {
+            t.drop(syn_drop(2 * S + i, 7000, "NETFILTER_DROP"));
+        }
+        let a = t
+            .sock_state(&st(
+                3 * S,
+                1,
+                TcpState::SYN_SENT,
+                TcpState::ESTABLISHED,
+                7000,
+            ))
+            .unwrap();
+        assert_eq!(a.drops.len(), MAX_DROPS_PER_ATTEMPT);
+        assert_eq!(t.stats().drops_forgotten, 40 - MAX_DROPS_PER_ATTEMPT as u64);
     }
 
     #[test]

@@ -37,6 +37,8 @@ pub const IGNORED_REASONS: &[&str] = &[
     "TCP_OFO_QUEUE_PRUNE",
     "TCP_CLOSE",
     "TCP_FLAGS",
+    // A closing socket purging its queues (sk_stream_kill_queues): every short connection.
+    "QUEUE_PURGE",
 ];
 
 #[derive(Debug, thiserror::Error)]
