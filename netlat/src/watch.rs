@@ -80,6 +80,9 @@ pub fn main(args: WatchArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
+/// How often the ring buffer is read when no wakeup came (the programs avoid wakeups).
+const DRAIN_EVERY: Duration = Duration::from_millis(2);
+
 /// Whether an output error means "the reader went away" (a clean end, not a failure).
 fn is_broken_pipe(e: &io::Error) -> bool {
     e.kind() == io::ErrorKind::BrokenPipe
@@ -211,6 +214,8 @@ pub async fn run(
     let stdout_gone = crate::limits::stdout_closed();
     tokio::pin!(stdout_gone);
     let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut drain = tokio::time::interval(DRAIN_EVERY);
+    drain.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut summary_tick = (!args.summary_interval.is_zero()).then(|| {
         let every = args.summary_interval;
         let mut t = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
@@ -232,6 +237,17 @@ pub async fn run(
                     }
                 }
                 guard.clear_ready();
+            }
+            // The programs submit without a wakeup (it costs microseconds per event) and only
+            // force one when the ring fills past a quarter: a short timer collects the rest.
+            _ = drain.tick() => {
+                let rb = ring.get_mut();
+                while let Some(item) = rb.next() {
+                    if let Err(e) = feed.item(&item, &mut out) {
+                        if is_broken_pipe(&e) { pipe_closed = true; break 'main; }
+                        return Err(e).context("writing output");
+                    }
+                }
             }
             guard = async { match logger.as_mut() { Some(l) => l.readable_mut().await, None => std::future::pending().await } } => {
                 if let Ok(mut g) = guard {
