@@ -173,7 +173,7 @@ pub fn run(ctx: &mut Ctx) -> Result<Section> {
         n.stop()?;
         let connects = rate * ctx.secs;
         ctx.record_progs(
-            &format!("connect storm ({connects:.0} connects, ~2 shipped events each)"),
+            &format!("connect storm ({connects:.0} connects)"),
             &netlat::delta(&before, &after),
             &["inet_sock"],
         );
