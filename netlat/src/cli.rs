@@ -31,7 +31,7 @@ pub enum Command {
 
 #[derive(Debug, clap::Args)]
 pub struct ReportArgs {
-    /// The file to summarise (an interval log from `watch --hlog`).
+    /// The file to summarise: a recording (`watch --record`) or an interval log (`watch --hlog`).
     pub file: std::path::PathBuf,
     /// Also write a latency distribution plot by cause (cumulative, log-scaled) to OUT.
     #[arg(long, value_name = "OUT")]

@@ -311,6 +311,27 @@ impl<A: Sink, B: Sink> Sink for Tee<A, B> {
     }
 }
 
+/// Discards everything (once stdout is gone, or when only the exports are wanted).
+pub struct NullSink;
+
+impl Sink for NullSink {
+    fn hooks(&mut self, _: &[Hook]) -> io::Result<()> {
+        Ok(())
+    }
+    fn connect(&mut self, _: &ConnectJson) -> io::Result<()> {
+        Ok(())
+    }
+    fn drop_line(&mut self, _: &DropLineJson) -> io::Result<()> {
+        Ok(())
+    }
+    fn node(&mut self, _: &crate::node::NodeFacts, _: &[crate::facts::Exposure]) -> io::Result<()> {
+        Ok(())
+    }
+    fn summary(&mut self, _: &Summary) -> io::Result<()> {
+        Ok(())
+    }
+}
+
 /// JSON lines on a writer.
 pub struct JsonSink<W: Write> {
     out: W,

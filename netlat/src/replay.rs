@@ -24,7 +24,7 @@ pub fn main(args: ReplayArgs) -> anyhow::Result<ExitCode> {
         OutputFormat::Json => Box::new(JsonSink::new(stdout.lock())),
         OutputFormat::Human => Box::new(HumanSink::new(stdout.lock(), stderr.lock())),
     };
-    match run(&args, sink.as_mut()) {
+    match run(&args, sink.as_mut(), &ExportOptions::default()) {
         Err(e)
             if e.downcast_ref::<io::Error>()
                 .is_some_and(|e| e.kind() == io::ErrorKind::BrokenPipe) =>
@@ -35,14 +35,19 @@ pub fn main(args: ReplayArgs) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// Replay `args.file` into `sink`, with the same latency histograms as the live run.
-pub fn run(args: &ReplayArgs, printer: &mut dyn Sink) -> anyhow::Result<ExitCode> {
+/// Replay `args.file` into `sink`, with the same latency histograms as the live run (and
+/// the exports `opts` asks for, e.g. an interval log for `netlat report`).
+pub fn run(
+    args: &ReplayArgs,
+    printer: &mut dyn Sink,
+    opts: &ExportOptions,
+) -> anyhow::Result<ExitCode> {
     let (header, mut reader) = Reader::open(&args.file)
         .with_context(|| format!("opening the recording {}", args.file.display()))?;
     let clock = WallClock {
         offset_ns: header.clock_offset_ns,
     };
-    let exports = Exports::open(&ExportOptions::default(), std::time::SystemTime::now())?;
+    let exports = Exports::open(opts, std::time::SystemTime::now())?;
     let mut tee = Tee(printer, exports);
     let sink: &mut dyn Sink = &mut tee;
     let answers = SharedAnswers::default();

@@ -4,7 +4,7 @@
 
 use std::{
     future::Future,
-    io::{self, Write},
+    io,
     process::ExitCode,
     time::{Duration, SystemTime},
 };
@@ -300,7 +300,8 @@ pub async fn run(
     }
     let now = monotonic_ns();
     let mut summary = if pipe_closed {
-        feed.engine.finish(now, &mut Tee(NullSink, &mut out.1))?
+        feed.engine
+            .finish(now, &mut Tee(crate::output::NullSink, &mut out.1))?
     } else {
         match feed.engine.finish(now, &mut out) {
             Ok(s) => s,
@@ -391,26 +392,5 @@ fn finish_on_output_error(e: io::Error) -> anyhow::Result<ExitCode> {
         Ok(ExitCode::SUCCESS)
     } else {
         Err(e).context("writing output")
-    }
-}
-
-/// Discards everything (used once stdout is gone).
-struct NullSink;
-
-impl Sink for NullSink {
-    fn hooks(&mut self, _: &[crate::output::Hook]) -> io::Result<()> {
-        Ok(())
-    }
-    fn connect(&mut self, _: &crate::output::ConnectJson) -> io::Result<()> {
-        Ok(())
-    }
-    fn drop_line(&mut self, _: &crate::output::DropLineJson) -> io::Result<()> {
-        Ok(())
-    }
-    fn node(&mut self, _: &crate::node::NodeFacts, _: &[crate::facts::Exposure]) -> io::Result<()> {
-        Ok(())
-    }
-    fn summary(&mut self, _: &crate::output::Summary) -> io::Result<()> {
-        io::sink().flush()
     }
 }

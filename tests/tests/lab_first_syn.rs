@@ -137,6 +137,22 @@ fn lab_first_syn_drop_is_a_one_second_netfilter_drop() {
         "replay differs from the live run"
     );
 
+    // `netlat report` reads a recording too: a table by cause, unprivileged.
+    let out = Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+        ])
+        .arg(netlat_bin())
+        .args(["report", &rec_arg])
+        .output()
+        .expect("run report");
+    assert!(out.status.success(), "report failed: {out:?}");
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(table.contains("netfilter-rule-drop"), "{table}");
+
     // A truncated recording still reports what it holds, then fails naming the offset.
     let bytes = std::fs::read(&recording).expect("read recording");
     std::fs::write(&recording, &bytes[..bytes.len() - 3]).expect("truncate");

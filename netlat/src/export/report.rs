@@ -26,12 +26,17 @@ use crate::cli::ReportArgs;
 pub enum FileKind {
     /// An HdrHistogram interval log (`watch --hlog`).
     Hlog,
+    /// A recording (`watch --record`).
+    Recording,
     Unknown,
 }
 
 /// Interval logs start with `#` comment/header lines, a `"StartTimestamp"` legend, a `Tag=`
 /// interval or an untagged interval (`<seconds>.<fraction>,…`).
 pub fn sniff(bytes: &[u8]) -> FileKind {
+    if bytes.starts_with(crate::record::MAGIC) {
+        return FileKind::Recording;
+    }
     let first = bytes.split(|b| *b == b'\n').next().unwrap_or(&[]);
     let untagged_interval = first
         .iter()
@@ -183,8 +188,30 @@ pub fn main(args: &ReportArgs) -> anyhow::Result<ExitCode> {
     })?;
     match sniff(&bytes) {
         FileKind::Hlog => hlog_report(path, &bytes, args),
+        FileKind::Recording => {
+            // Replay it silently into an interval log, then report that like any other.
+            let tmp =
+                std::env::temp_dir().join(format!("netlat-report-{}.hlog", std::process::id()));
+            let replay = crate::cli::ReplayArgs {
+                file: path.clone(),
+                output: crate::cli::OutputFormat::Json,
+                threshold: None,
+            };
+            let opts = crate::export::ExportOptions {
+                hlog: Some(tmp.clone()),
+                listen: None,
+            };
+            let replayed = crate::replay::run(&replay, &mut crate::output::NullSink, &opts);
+            let hlog = std::fs::read(&tmp);
+            let _ = std::fs::remove_file(&tmp);
+            replayed?;
+            let hlog =
+                hlog.with_context(|| format!("reading the replayed log {}", tmp.display()))?;
+            hlog_report(path, &hlog, args)
+        }
         FileKind::Unknown => anyhow::bail!(
-            "{} is not an HdrHistogram interval log (`netlat watch --hlog FILE` writes one)",
+            "{} is neither a recording (`netlat watch --record FILE`) nor an HdrHistogram \
+             interval log (`netlat watch --hlog FILE`)",
             path.display()
         ),
     }
@@ -225,6 +252,7 @@ mod tests {
             FileKind::Hlog
         );
         assert_eq!(sniff(b"NLREC\x00\x01"), FileKind::Unknown);
+        assert_eq!(sniff(b"NETLATR\x00\x01\x00"), FileKind::Recording);
         assert_eq!(sniff(b""), FileKind::Unknown);
         assert_eq!(sniff(b",x"), FileKind::Unknown);
     }
