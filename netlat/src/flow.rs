@@ -159,7 +159,7 @@ pub struct Tracker {
     order: VecDeque<(SockKey, u64)>,
     by_tuple: HashMap<FiveTuple, SockKey>,
     /// Unclaimed drops, oldest first, each with the tuples it can be claimed by.
-    recent: VecDeque<(Rc<DropRecord>, Vec<(FiveTuple, Via)>)>,
+    recent: VecDeque<(Rc<DropRecord>, DropKeys)>,
     /// Tuple → unclaimed drops carrying it (oldest first), so learning a tuple is a lookup,
     /// not a scan of every remembered drop.
     recent_by_key: HashMap<FiveTuple, VecDeque<Rc<DropRecord>>>,
@@ -174,8 +174,6 @@ fn tcp_tuple(src: SocketAddr, dst: SocketAddr) -> FiveTuple {
     }
 }
 
-/// The tuples of a drop that could identify a connect: the packet itself, and for VXLAN the
-/// inner packet; each either way round.
 /// How a drop was tied to a flow.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Via {
@@ -184,9 +182,12 @@ struct Via {
     nat: bool,
 }
 
+/// The tuples a drop can be claimed by, each with how it relates to the connect.
+type DropKeys = Vec<(FiveTuple, Via)>;
+
 /// The tuples of a drop that could identify a connect: the packet itself, the pre-NAT tuple of
 /// its conntrack entry, and for VXLAN the inner packet; each either way round.
-fn drop_keys(d: &DropRecord) -> Vec<(FiveTuple, Via)> {
+fn drop_keys(d: &DropRecord) -> DropKeys {
     let mut keys = Vec::with_capacity(6);
     let mut add = |t: FiveTuple, vxlan: bool, nat: bool| {
         if t.proto == IPPROTO_TCP {
@@ -449,7 +450,7 @@ impl Tracker {
         matched
     }
 
-    fn remember(&mut self, d: DropRecord, keys: Vec<(FiveTuple, Via)>) {
+    fn remember(&mut self, d: DropRecord, keys: DropKeys) {
         while let Some((front, _)) = self.recent.front() {
             let too_old = d.ts_ns.saturating_sub(front.ts_ns) > self.cfg.recent_drop_ns;
             if !too_old && self.recent.len() < self.cfg.max_recent_drops {
