@@ -203,9 +203,8 @@ impl<R: Read> Reader<R> {
             });
         }
         let len = r.len("header length")?;
-        let mut h = vec![0u8; len];
         let at = r.offset;
-        r.exact(&mut h, "header")?;
+        let h = r.payload(len, "header")?;
         let header = serde_json::from_slice(&h).map_err(|e| RecordError::Corrupt {
             offset: at,
             what: format!("header: {e}"),
@@ -237,6 +236,27 @@ impl<R: Read> Reader<R> {
         Ok(())
     }
 
+    /// `len` bytes, grown as they arrive: a corrupt length cannot make the reader allocate
+    /// more than the file actually holds.
+    fn payload(&mut self, len: usize, what: &'static str) -> Result<Vec<u8>, RecordError> {
+        let mut p = Vec::with_capacity(len.min(64 * 1024));
+        let got = (&mut self.input)
+            .take(len as u64)
+            .read_to_end(&mut p)
+            .map_err(|source| RecordError::Io {
+                offset: self.offset,
+                source,
+            })?;
+        if got < len {
+            return Err(RecordError::Truncated {
+                offset: self.offset + got as u64,
+                what,
+            });
+        }
+        self.offset += len as u64;
+        Ok(p)
+    }
+
     fn len(&mut self, what: &'static str) -> Result<usize, RecordError> {
         let mut l = [0u8; 4];
         let at = self.offset;
@@ -266,8 +286,7 @@ impl<R: Read> Reader<R> {
         }
         let at = self.offset - 1;
         let len = self.len("record length")?;
-        let mut p = vec![0u8; len];
-        self.exact(&mut p, "record payload")?;
+        let p = self.payload(len, "record payload")?;
         match tag[0] {
             TAG_ITEM => Ok(Some(Record::Item(p))),
             TAG_NOTE => serde_json::from_slice(&p)
