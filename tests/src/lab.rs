@@ -14,7 +14,7 @@ use std::{
     sync::atomic::{AtomicU8, Ordering},
 };
 
-use crate::{ChildGuard, Netns, connect_times, sh, tcp_server, veth};
+use crate::{ChildGuard, Netns, connect_times, python_server, sh, tcp_server, veth};
 
 /// A connection attempt at least this slow counts as slow (one lost SYN costs the 1 s RTO).
 pub const SLOW_S: f64 = 0.9;
@@ -105,16 +105,7 @@ fn accept_server(ns: &Netns, ip: &str, port: u16) -> ChildGuard {
          while True:\n\
          \x20 c,_=s.accept(); c.close()\n"
     );
-    let mut child = ns
-        .cmd(&["python3", "-c", &script])
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("start server");
-    let mut line = String::new();
-    let stdout = child.stdout.take().expect("stdout");
-    BufReader::new(stdout).read_line(&mut line).expect("server");
-    assert_eq!(line.trim(), "ready", "server did not start");
-    ChildGuard(child)
+    python_server(ns, &script)
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -169,8 +169,13 @@ pub fn tcp_server(ns: &Netns, ports: &[u16]) -> ChildGuard {
          \x20   c,_=x.accept(); c.close()\n",
         ports.join(",")
     );
+    python_server(ns, &script)
+}
+
+/// Run a Python server `script` in `ns` and wait for the line `ready` it prints once listening.
+pub fn python_server(ns: &Netns, script: &str) -> ChildGuard {
     let mut child = ns
-        .cmd(&["python3", "-c", &script])
+        .cmd(&["python3", "-c", script])
         .stdout(Stdio::piped())
         .spawn()
         .expect("start server");
