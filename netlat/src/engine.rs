@@ -11,7 +11,7 @@ use std::{
 };
 
 use crate::{
-    event::{self, Event},
+    event::{self, Event, SockKey, TcpState},
     flow::{Attempt, Outcome, Tracker, TrackerConfig},
     output::{ConnectJson, DropLineJson, Sink, Summary, WallClock},
     packet::FiveTuple,
@@ -38,15 +38,23 @@ impl Counters for NoCounters {
 
 /// Conntrack lookups in the client's netns: the tuple a connect's packets carry after NAT.
 pub trait NatLookup {
-    /// The on-the-wire tuple of `tuple` (sent from `netns`) after NAT, when it differs.
-    fn wire_tuple(&mut self, netns: u32, tuple: FiveTuple) -> Option<FiveTuple>;
+    /// Ask for the on-the-wire tuple, after NAT, of `tuple` sent by `sock`. A synchronous
+    /// lookup answers here (when the tuple differs); an asynchronous one from [`Self::answers`].
+    fn ask(&mut self, sock: SockKey, tuple: FiveTuple) -> Option<FiveTuple>;
+
+    /// Answers (sockets whose wire tuple differs) that arrived since the last call. The engine
+    /// calls this once per event; `wait_for` is a socket whose attempt is about to be judged,
+    /// so an answer still due for it is worth a short wait.
+    fn answers(&mut self, _wait_for: Option<&SockKey>) -> Vec<(SockKey, FiveTuple)> {
+        Vec::new()
+    }
 }
 
 /// No lookups (replays, tests).
 pub struct NoNatLookup;
 
 impl NatLookup for NoNatLookup {
-    fn wire_tuple(&mut self, _: u32, _: FiveTuple) -> Option<FiveTuple> {
+    fn ask(&mut self, _: SockKey, _: FiveTuple) -> Option<FiveTuple> {
         None
     }
 }
@@ -133,6 +141,13 @@ impl Engine {
         let ts = ev.ts_ns();
         self.first_ts.get_or_insert(ts);
         self.last_ts = self.last_ts.max(ts);
+        let judged_soon = match &ev {
+            Event::SockState(s) if s.old == TcpState::SYN_SENT => Some(s.sock),
+            _ => None,
+        };
+        for (sock, wire) in self.nat.answers(judged_soon.as_ref()) {
+            self.tracker.alias(&sock, wire);
+        }
         match ev {
             Event::SockState(s) => {
                 if let Some(a) = self.tracker.sock_state(&s) {
@@ -145,7 +160,7 @@ impl Engine {
                 // drops elsewhere (a VXLAN receiver) show the NATed tuple, not the socket's.
                 if self.tracker.first_retransmit(&r.sock)
                     && let Some(t) = self.tracker.tuple_of(&r.sock)
-                    && let Some(wire) = self.nat.wire_tuple(r.sock.netns, t)
+                    && let Some(wire) = self.nat.ask(r.sock, t)
                 {
                     self.tracker.alias(&r.sock, wire);
                 }
@@ -383,7 +398,7 @@ mod tests {
     /// The client's conntrack: port 40000 leaves as 10.9.0.1:61000.
     struct Masq;
     impl NatLookup for Masq {
-        fn wire_tuple(&mut self, _: u32, t: FiveTuple) -> Option<FiveTuple> {
+        fn ask(&mut self, _: SockKey, t: FiveTuple) -> Option<FiveTuple> {
             Some(FiveTuple {
                 src: "10.9.0.1:61000".parse().ok()?,
                 ..t
@@ -550,6 +565,56 @@ mod tests {
         );
         assert_eq!(lines[1]["drops"], serde_json::json!([]));
         assert_ne!(lines[1]["verdict"]["issue"], "snat-port-clash");
+    }
+
+    /// Masq answered asynchronously: nothing at `ask`, the answer from a later `answers` call,
+    /// either at the next event or only when the engine says it is about to judge the socket.
+    struct LateMasq {
+        only_when_waited: bool,
+        due: Vec<(SockKey, FiveTuple)>,
+    }
+    impl NatLookup for LateMasq {
+        fn ask(&mut self, sock: SockKey, t: FiveTuple) -> Option<FiveTuple> {
+            self.due.push((sock, Masq.ask(sock, t)?));
+            None
+        }
+        fn answers(&mut self, wait_for: Option<&SockKey>) -> Vec<(SockKey, FiveTuple)> {
+            if self.only_when_waited
+                && !wait_for.is_some_and(|w| self.due.iter().any(|d| d.0 == *w))
+            {
+                return Vec::new();
+            }
+            std::mem::take(&mut self.due)
+        }
+    }
+
+    #[test]
+    fn nat_answers_arriving_later_still_tie_the_receivers_drop() {
+        for only_when_waited in [false, true] {
+            let mut e = exposed_engine(Box::new(LateMasq {
+                only_when_waited,
+                due: Vec::new(),
+            }));
+            let lines = lines_of(
+                &mut e,
+                &[
+                    state(10 * S, 7, 2, 0),
+                    retrans(11 * S, 40000),
+                    // The receiver's drop of the retried SYN comes before the answer.
+                    vxlan_drop(11 * S + 100_000, [10, 9, 0, 1], 61000),
+                    state(11 * S + 1_000_000, 2, 1, 40000),
+                ],
+            );
+            let connect = lines
+                .iter()
+                .find(|l| l["type"] == "connect")
+                .unwrap_or_else(|| panic!("no connect line: {lines:#?}"));
+            assert_eq!(
+                connect["verdict"]["issue"], "vxlan-csum-offload",
+                "{lines:#?}"
+            );
+            assert_eq!(connect["drops"][0]["via_vxlan"], true);
+        }
     }
 
     fn run(items: &[Vec<u8>]) -> (Vec<serde_json::Value>, Summary) {

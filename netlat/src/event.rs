@@ -55,7 +55,9 @@ impl TcpState {
 }
 
 /// Identity of a socket for the duration of a connection attempt.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub struct SockKey {
     /// Network namespace inode (0 if unknown).
     pub netns: u32,

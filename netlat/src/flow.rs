@@ -52,6 +52,9 @@ pub struct MatchedDrop {
     pub via_vxlan: bool,
     /// Matched through the packet's conntrack entry: the packet had already been NATed.
     pub via_nat: bool,
+    /// Later drops identical to this one but for their time and CPU (each retried SYN dropped
+    /// at the same place), folded into a count: 100 k attempts in flight must fit in memory.
+    pub repeats: u32,
 }
 
 /// A finished (or abandoned) connection attempt.
@@ -70,6 +73,30 @@ pub struct Attempt {
     pub drops: Vec<MatchedDrop>,
     /// CPU that entered SYN_SENT.
     pub cpu: u32,
+}
+
+impl MatchedDrop {
+    /// Whether `later` is this drop again: same packet, place, path and evidence.
+    fn folds(&self, later: &MatchedDrop) -> bool {
+        let (a, b) = (&self.drop, &later.drop);
+        self.direction == later.direction
+            && self.via_vxlan == later.via_vxlan
+            && self.via_nat == later.via_nat
+            && a.reason == b.reason
+            && a.location == b.location
+            && a.netns == b.netns
+            && a.ifindex == b.ifindex
+            && a.packet == b.packet
+            && a.ct == b.ct
+            && a.counters == b.counters
+            && a.hook == b.hook
+            && a.ipvs_dest == b.ipvs_dest
+    }
+
+    /// This drop and its folded repeats.
+    pub fn times(&self) -> usize {
+        1 + self.repeats as usize
+    }
 }
 
 impl Attempt {
@@ -373,6 +400,7 @@ impl Tracker {
                         direction: via.dir,
                         via_vxlan: via.vxlan,
                         via_nat: via.nat || nat,
+                        repeats: 0,
                     },
                 );
             }
@@ -381,8 +409,14 @@ impl Tracker {
 
     /// Attach a drop to an attempt, at most [`MAX_DROPS_PER_ATTEMPT`]; the rest are counted.
     fn push_drop(stats: &mut TrackerStats, flow: &mut Flow, m: MatchedDrop) {
-        if flow.attempt.drops.len() < MAX_DROPS_PER_ATTEMPT {
-            flow.attempt.drops.push(m);
+        let drops = &mut flow.attempt.drops;
+        if let Some(same) = drops.iter_mut().find(|d| d.folds(&m)) {
+            same.repeats = same.repeats.saturating_add(1);
+            stats.drops_matched += 1;
+        } else if drops.len() < MAX_DROPS_PER_ATTEMPT {
+            // Most attempts see one kind of drop: room for one, not the default four.
+            drops.reserve_exact(1);
+            drops.push(m);
             stats.drops_matched += 1;
         } else {
             stats.drops_forgotten += 1;
@@ -435,6 +469,7 @@ impl Tracker {
                         direction: via.dir,
                         via_vxlan: via.vxlan,
                         via_nat: via.nat || through_alias,
+                        repeats: 0,
                     },
                 );
                 matched = true;
@@ -720,16 +755,49 @@ mod tests {
     }
 
     #[test]
+    fn identical_drops_fold_into_a_count() {
+        let mut t = Tracker::new(TrackerConfig::default());
+        t.sock_state(&st(S, 1, TcpState::CLOSE, TcpState::SYN_SENT, 0));
+        // The first SYN's drop is remembered until the port is known; the retries' drops match.
+        t.drop(syn_drop(S + 10, 7000, "NETFILTER_DROP"));
+        t.retransmit(&rt(2 * S, 1, 7000));
+        t.drop(syn_drop(2 * S + 10, 7000, "NETFILTER_DROP"));
+        t.retransmit(&rt(4 * S, 1, 7000));
+        t.drop(syn_drop(4 * S + 10, 7000, "NETFILTER_DROP"));
+        t.drop(syn_drop(4 * S + 20, 7000, "UDP_CSUM"));
+        let a = t
+            .sock_state(&st(5 * S, 1, TcpState::SYN_SENT, TcpState::CLOSE, 7000))
+            .unwrap();
+        let kinds: Vec<(&str, u32, u64)> = a
+            .drops
+            .iter()
+            .map(|d| (d.drop.reason.as_str(), d.repeats, d.drop.ts_ns))
+            .collect();
+        assert_eq!(
+            kinds,
+            [("NETFILTER_DROP", 2, S + 10), ("UDP_CSUM", 0, 4 * S + 20)]
+        );
+        assert_eq!(a.drops.iter().map(MatchedDrop::times).sum::<usize>(), 4);
+        assert_eq!(t.stats().drops_matched, 4);
+        assert_eq!(t.stats().drops_forgotten, 0);
+    }
+
+    #[test]
     fn drops_per_attempt_are_capped() {
         let mut t = Tracker::new(TrackerConfig::default());
         t.sock_state(&st(S, 1, TcpState::CLOSE, TcpState::SYN_SENT, 0));
         // Half arrive before the port is known (remembered), half after (matched directly).
+        // Distinct drops (different interfaces): identical ones would fold instead.
+        let at = |ts: u64, ifindex: u64| DropRecord {
+            ifindex: ifindex as u32,
+            ..syn_drop(ts, 7000, "NETFILTER_DROP")
+        };
         for i in 0..20 {
-            t.drop(syn_drop(S + i, 7000, "NETFILTER_DROP"));
+            t.drop(at(S + i, i));
         }
         t.retransmit(&rt(2 * S, 1, 7000));
         for i in 0..20 {
-            t.drop(syn_drop(2 * S + i, 7000, "NETFILTER_DROP"));
+            t.drop(at(2 * S + i, 20 + i));
         }
         let a = t
             .sock_state(&st(

@@ -10,12 +10,15 @@ use std::{
     fs,
     os::unix::fs::MetadataExt,
     path::{Path, PathBuf},
+    sync::mpsc::{Receiver, RecvTimeoutError, Sender, SyncSender, TrySendError},
     time::{Duration, Instant},
 };
 
 use crate::{
     engine::Counters,
+    event::SockKey,
     node::{self, CtCpuStats},
+    packet::FiveTuple,
     symbols::CounterEvidence,
 };
 
@@ -90,34 +93,171 @@ pub fn in_netns<T: Send + 'static>(
 ) -> std::io::Result<T> {
     let file = fs::File::open(path)?;
     std::thread::spawn(move || {
-        use std::os::fd::AsRawFd;
-        // SAFETY: a valid fd of a netns file; setns only changes this thread's namespace.
-        if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
+        enter(&file)?;
         Ok(f())
     })
     .join()
     .map_err(|_| std::io::Error::other("netns worker thread panicked"))?
 }
 
-/// Per-CPU conntrack statistics of a netns, read from inside it.
-pub fn ct_stats(path: &Path) -> Option<Vec<CtCpuStats>> {
-    in_netns(path, || {
-        fs::read_to_string("/proc/thread-self/net/stat/nf_conntrack")
-            .ok()
-            .and_then(|t| node::parse_ct_stats(&t).ok())
-    })
-    .ok()
-    .flatten()
+/// Move the calling thread into the netns of `file`.
+fn enter(file: &fs::File) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: a valid fd of a netns file; setns only changes this thread's namespace.
+    if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
 }
+
+type Job = Box<dyn FnOnce() + Send>;
+
+/// Jobs a worker may have queued; past this, new work is refused rather than delayed.
+const WORKER_QUEUE: usize = 256;
+/// Idle workers kept at most (one thread each); the least recently used one goes first.
+const MAX_WORKERS: usize = 64;
+
+struct Worker {
+    tx: SyncSender<Job>,
+    last_used: Instant,
+}
+
+/// Why work could not be handed to a namespace's worker.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    #[error("no path enters netns {0} (the namespace is gone)")]
+    UnknownNetns(u32),
+    #[error("opening {path}: {source}")]
+    Open {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("spawning a worker thread: {0}")]
+    Spawn(std::io::Error),
+    #[error("the worker of netns {0} has {WORKER_QUEUE} jobs queued")]
+    Busy(u32),
+    #[error("the worker of netns {0} is gone (setns failed or the thread exited)")]
+    Gone(u32),
+    #[error("no answer from netns {0} within {1:?}")]
+    Timeout(u32, Duration),
+}
+
+/// Long-lived threads, one per network namespace in use, each already inside its namespace:
+/// work there costs a channel round trip instead of a thread spawn and a `setns` (≈ 1–5 ms on
+/// a busy node), which is what kept the event loop waiting.
+#[derive(Default)]
+pub struct NetnsWorkers {
+    index: NetnsIndex,
+    workers: HashMap<u32, Worker>,
+}
+
+impl NetnsWorkers {
+    pub fn index_mut(&mut self) -> &mut NetnsIndex {
+        &mut self.index
+    }
+
+    fn spawn(&mut self, netns: u32) -> Result<SyncSender<Job>, WorkerError> {
+        let path = self
+            .index
+            .path(netns)
+            .ok_or(WorkerError::UnknownNetns(netns))?;
+        let file = fs::File::open(&path).map_err(|source| WorkerError::Open {
+            path: path.clone(),
+            source,
+        })?;
+        if self.workers.len() >= MAX_WORKERS
+            && let Some(oldest) = self
+                .workers
+                .iter()
+                .min_by_key(|(_, w)| w.last_used)
+                .map(|(ns, _)| *ns)
+        {
+            // Dropping the sender ends that thread once its queue is empty.
+            self.workers.remove(&oldest);
+        }
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Job>(WORKER_QUEUE);
+        std::thread::Builder::new()
+            .name(format!("netns-{netns}"))
+            .spawn(move || {
+                if let Err(e) = enter(&file) {
+                    tracing::debug!("entering netns {netns}: {e}");
+                    return;
+                }
+                drop(file);
+                while let Ok(job) = rx.recv() {
+                    job();
+                }
+            })
+            .map_err(WorkerError::Spawn)?;
+        self.workers.insert(
+            netns,
+            Worker {
+                tx: tx.clone(),
+                last_used: Instant::now(),
+            },
+        );
+        Ok(tx)
+    }
+
+    /// Queue `job` in `netns` without waiting for it.
+    pub fn submit(
+        &mut self,
+        netns: u32,
+        job: impl FnOnce() + Send + 'static,
+    ) -> Result<(), WorkerError> {
+        let tx = match self.workers.get_mut(&netns) {
+            Some(w) => {
+                w.last_used = Instant::now();
+                w.tx.clone()
+            }
+            None => self.spawn(netns)?,
+        };
+        match tx.try_send(Box::new(job)) {
+            Ok(()) => Ok(()),
+            Err(TrySendError::Full(_)) => Err(WorkerError::Busy(netns)),
+            Err(TrySendError::Disconnected(_)) => {
+                // The namespace went away or setns failed: forget it; a later call retries.
+                self.workers.remove(&netns);
+                Err(WorkerError::Gone(netns))
+            }
+        }
+    }
+
+    /// Run `f` in `netns` and wait for its result at most `deadline`.
+    pub fn run<T: Send + 'static>(
+        &mut self,
+        netns: u32,
+        deadline: Duration,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, WorkerError> {
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        self.submit(netns, move || {
+            // The caller may have given up waiting; its answer is then not needed.
+            let _ = tx.send(f());
+        })?;
+        rx.recv_timeout(deadline).map_err(|e| match e {
+            RecvTimeoutError::Timeout => WorkerError::Timeout(netns, deadline),
+            RecvTimeoutError::Disconnected => WorkerError::Gone(netns),
+        })
+    }
+}
+
+/// Per-CPU conntrack statistics of the calling thread's netns.
+fn ct_stats_here() -> Option<Vec<CtCpuStats>> {
+    fs::read_to_string("/proc/thread-self/net/stat/nf_conntrack")
+        .ok()
+        .and_then(|t| node::parse_ct_stats(&t).ok())
+}
+
+/// How long the event loop waits for a namespace's conntrack counters.
+const COUNTER_DEADLINE: Duration = Duration::from_millis(20);
 
 /// Conntrack counters read live: increments since the previous reading form a per-CPU budget
 /// that drops claim one at a time, so a burst of drops read in one go is still attributed
 /// one increment per drop.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct ProcCounters {
-    index: NetnsIndex,
+    workers: NetnsWorkers,
     /// Last reading per netns: cpu → (insert_failed, drop).
     last: HashMap<u32, HashMap<u32, (u64, u64)>>,
     /// Unclaimed increments per (netns, cpu).
@@ -128,14 +268,14 @@ impl ProcCounters {
     /// Take a baseline of every namespace known now.
     pub fn new() -> Self {
         let mut c = ProcCounters::default();
-        c.index.scan();
+        c.workers.index_mut().scan();
         c.baseline_new();
         c
     }
 
     /// Read namespaces that have no baseline yet.
     pub fn baseline_new(&mut self) {
-        for ns in self.index.known() {
+        for ns in self.workers.index_mut().known() {
             if !self.last.contains_key(&ns) {
                 self.read(ns);
             }
@@ -143,11 +283,13 @@ impl ProcCounters {
     }
 
     fn read(&mut self, netns: u32) {
-        let Some(path) = self.index.path(netns) else {
-            return;
-        };
-        let Some(stats) = ct_stats(&path) else {
-            return;
+        let stats = match self.workers.run(netns, COUNTER_DEADLINE, ct_stats_here) {
+            Ok(Some(stats)) => stats,
+            Ok(None) => return,
+            Err(e) => {
+                tracing::debug!("conntrack counters: {e}");
+                return;
+            }
         };
         let now: HashMap<u32, (u64, u64)> = stats
             .iter()
@@ -166,7 +308,7 @@ impl ProcCounters {
 
     /// Periodic: notice namespaces created since the start.
     pub fn tick(&mut self) {
-        self.index.scan();
+        self.workers.index_mut().scan();
         self.baseline_new();
     }
 }
@@ -194,31 +336,99 @@ impl Counters for ProcCounters {
     }
 }
 
-/// NAT lookups over ctnetlink in the connect's own namespace.
-#[derive(Debug, Default)]
+/// NAT lookups over ctnetlink in the connect's own namespace, done by that namespace's worker
+/// while the event loop goes on; answers are collected by [`NatLookup::answers`].
 pub struct CtNatLookup {
-    index: NetnsIndex,
+    workers: NetnsWorkers,
+    tx: Sender<(SockKey, Option<FiveTuple>)>,
+    rx: Receiver<(SockKey, Option<FiveTuple>)>,
+    /// Questions without an answer yet, with the time they were asked.
+    outstanding: HashMap<SockKey, Instant>,
+    /// Questions refused because a worker was busy or gone.
+    skipped: u64,
+}
+
+/// How long an attempt about to be judged waits for its NAT answer. A ctnetlink GET answers
+/// in well under a millisecond; this only bounds a stuck worker.
+const NAT_SETTLE: Duration = Duration::from_millis(5);
+/// Outstanding questions older than this are forgotten (their worker died with them).
+const NAT_FORGET: Duration = Duration::from_secs(2);
+
+impl Default for CtNatLookup {
+    fn default() -> Self {
+        let (tx, rx) = std::sync::mpsc::channel();
+        Self {
+            workers: NetnsWorkers::default(),
+            tx,
+            rx,
+            outstanding: HashMap::new(),
+            skipped: 0,
+        }
+    }
+}
+
+impl CtNatLookup {
+    fn take(&mut self, out: &mut Vec<(SockKey, FiveTuple)>, answer: (SockKey, Option<FiveTuple>)) {
+        self.outstanding.remove(&answer.0);
+        if let Some(wire) = answer.1 {
+            out.push((answer.0, wire));
+        }
+    }
 }
 
 impl crate::engine::NatLookup for CtNatLookup {
-    fn wire_tuple(
-        &mut self,
-        netns: u32,
-        tuple: crate::packet::FiveTuple,
-    ) -> Option<crate::packet::FiveTuple> {
-        let path = self.index.path(netns)?;
-        let entry = match in_netns(&path, move || crate::ctnl::lookup(&tuple)) {
-            Ok(Ok(e)) => e?,
-            Ok(Err(e)) => {
-                tracing::debug!("conntrack lookup of {tuple} in netns {netns}: {e}");
-                return None;
+    fn ask(&mut self, sock: SockKey, tuple: FiveTuple) -> Option<FiveTuple> {
+        let tx = self.tx.clone();
+        let job = move || {
+            let wire = match crate::ctnl::lookup(&tuple) {
+                Ok(Some(e)) => Some(e.wire_tuple()).filter(|w| *w != tuple),
+                Ok(None) => None,
+                Err(e) => {
+                    tracing::debug!("conntrack lookup of {tuple}: {e}");
+                    None
+                }
+            };
+            // The loop may have stopped; nothing then waits for the answer.
+            let _ = tx.send((sock, wire));
+        };
+        match self.workers.submit(sock.netns, job) {
+            Ok(()) => {
+                self.outstanding.insert(sock, Instant::now());
             }
             Err(e) => {
-                tracing::debug!("entering netns {netns}: {e}");
-                return None;
+                self.skipped += 1;
+                if self.skipped.is_power_of_two() {
+                    tracing::warn!(
+                        "conntrack NAT lookup skipped ({e}); {} skipped so far: drops of those \
+                         connects seen after NAT are not matched",
+                        self.skipped
+                    );
+                }
             }
-        };
-        let wire = entry.wire_tuple();
-        (wire != tuple).then_some(wire)
+        }
+        None
+    }
+
+    fn answers(&mut self, wait_for: Option<&SockKey>) -> Vec<(SockKey, FiveTuple)> {
+        let mut out = Vec::new();
+        while let Ok(a) = self.rx.try_recv() {
+            self.take(&mut out, a);
+        }
+        if let Some(sock) = wait_for
+            && self.outstanding.contains_key(sock)
+        {
+            let until = Instant::now() + NAT_SETTLE;
+            while self.outstanding.contains_key(sock) {
+                let left = until.saturating_duration_since(Instant::now());
+                match self.rx.recv_timeout(left) {
+                    Ok(a) => self.take(&mut out, a),
+                    Err(_) => break,
+                }
+            }
+        }
+        if self.outstanding.len() > WORKER_QUEUE {
+            self.outstanding.retain(|_, t| t.elapsed() < NAT_FORGET);
+        }
+        out
     }
 }

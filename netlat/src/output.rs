@@ -59,6 +59,13 @@ pub struct DropJson {
     pub packet: Option<String>,
     /// The dropped packet's conntrack entry: pre-NAT tuple, NAT source, status.
     pub conntrack: Option<CtJson>,
+    /// How many more times the same packet was dropped the same way (each retried SYN).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub repeats: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -119,6 +126,7 @@ impl ConnectJson {
                     direction: d.direction,
                     via_vxlan: d.via_vxlan,
                     via_nat: d.via_nat,
+                    repeats: d.repeats,
                     conntrack: d.drop.ct.map(|ct| CtJson {
                         original: ct.orig.to_string(),
                         nat_source: ct.nat_source().to_string(),
@@ -452,10 +460,15 @@ impl<W: Write, E: Write> Sink for HumanSink<W, E> {
         for d in &c.drops {
             writeln!(
                 self.out,
-                "    drop {} at {} (+{:.1} ms, netns {}{}{})",
+                "    drop {} at {} (+{:.1} ms{}, netns {}{}{})",
                 d.reason,
                 d.location,
                 d.at_ms,
+                if d.repeats > 0 {
+                    format!(", then {} more time(s)", d.repeats)
+                } else {
+                    String::new()
+                },
                 d.netns,
                 if d.via_vxlan {
                     ", inner VXLAN flow"

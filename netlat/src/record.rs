@@ -23,6 +23,7 @@ use serde::{Deserialize, Serialize};
 use crate::{
     btf::CtTupleLayout,
     engine::{Counters, NatLookup},
+    event::SockKey,
     output::Hook,
     packet::FiveTuple,
     symbols::CounterEvidence,
@@ -63,10 +64,15 @@ pub enum Note {
         cpu: u32,
         answer: Option<CounterEvidence>,
     },
+    /// A synchronous NAT lookup's answer (recordings before lookups moved off the loop).
     Nat {
         netns: u32,
         tuple: FiveTuple,
         answer: Option<FiveTuple>,
+    },
+    /// NAT answers collected while the engine handled the item this note follows.
+    NatAnswers {
+        answers: Vec<(SockKey, FiveTuple)>,
     },
     Masquerade {
         netns: u32,
@@ -335,14 +341,27 @@ pub struct RecordingNat<N> {
 }
 
 impl<N: NatLookup> NatLookup for RecordingNat<N> {
-    fn wire_tuple(&mut self, netns: u32, tuple: FiveTuple) -> Option<FiveTuple> {
-        let answer = self.inner.wire_tuple(netns, tuple);
-        log_err(self.rec.borrow_mut().note(&Note::Nat {
-            netns,
-            tuple,
-            answer,
-        }));
+    fn ask(&mut self, sock: SockKey, tuple: FiveTuple) -> Option<FiveTuple> {
+        let answer = self.inner.ask(sock, tuple);
+        if answer.is_some() {
+            log_err(self.rec.borrow_mut().note(&Note::Nat {
+                netns: sock.netns,
+                tuple,
+                answer,
+            }));
+        }
         answer
+    }
+
+    fn answers(&mut self, wait_for: Option<&SockKey>) -> Vec<(SockKey, FiveTuple)> {
+        let answers = self.inner.answers(wait_for);
+        // Nearly every call answers nothing; only answers are worth a note.
+        if !answers.is_empty() {
+            log_err(self.rec.borrow_mut().note(&Note::NatAnswers {
+                answers: answers.clone(),
+            }));
+        }
+        answers
     }
 }
 
@@ -386,6 +405,8 @@ impl<V: NodeView> NodeView for RecordingView<V> {
 pub struct Answers {
     counters: VecDeque<(u32, u32, Option<CounterEvidence>)>,
     nat: VecDeque<(u32, FiveTuple, Option<FiveTuple>)>,
+    /// Answers noted for the item being replayed.
+    nat_answers: Vec<(SockKey, FiveTuple)>,
     masq: HashMap<u32, VecDeque<Option<(usize, usize)>>>,
     vxlan: HashMap<u32, VecDeque<Option<Vec<String>>>>,
     udp: HashMap<u32, VecDeque<Option<u64>>>,
@@ -403,6 +424,7 @@ impl Answers {
                 tuple,
                 answer,
             } => self.nat.push_back((netns, tuple, answer)),
+            Note::NatAnswers { answers } => self.nat_answers.extend(answers),
             Note::Masquerade { netns, answer } => {
                 self.masq.entry(netns).or_default().push_back(answer)
             }
@@ -429,12 +451,19 @@ impl Counters for Replayed {
 }
 
 impl NatLookup for Replayed {
-    fn wire_tuple(&mut self, netns: u32, tuple: FiveTuple) -> Option<FiveTuple> {
+    fn ask(&mut self, sock: SockKey, tuple: FiveTuple) -> Option<FiveTuple> {
         let mut a = self.0.borrow_mut();
         match a.nat.front() {
-            Some((n, t, _)) if *n == netns && *t == tuple => a.nat.pop_front().and_then(|x| x.2),
+            Some((n, t, _)) if *n == sock.netns && *t == tuple => {
+                a.nat.pop_front().and_then(|x| x.2)
+            }
             _ => None,
         }
+    }
+
+    fn answers(&mut self, _: Option<&SockKey>) -> Vec<(SockKey, FiveTuple)> {
+        // The engine asks once per item, and an item's notes are queued before it is handled.
+        std::mem::take(&mut self.0.borrow_mut().nat_answers)
     }
 }
 

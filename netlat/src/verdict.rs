@@ -554,7 +554,11 @@ impl Judge<'_> {
             }
             Signal::NoLocalDrop => (a.drops.is_empty(), "no drop seen on this node".into()),
             Signal::EveryRetryHasDrop => {
-                let n = self.forward_drops().filter(|d| is_syn(&d.drop)).count();
+                let n: usize = self
+                    .forward_drops()
+                    .filter(|d| is_syn(&d.drop))
+                    .map(MatchedDrop::times)
+                    .sum();
                 (
                     n >= a.retransmits.len() && n > 0,
                     format!(
@@ -742,7 +746,7 @@ impl Judge<'_> {
                     format!(
                         "IPVS dropped {} SYN(s) without expiring a connection: the reused port \
                          still maps to an unavailable real server",
-                        drops.len()
+                        drops.iter().map(|d| d.times()).sum::<usize>()
                     ),
                 )
             }

@@ -100,6 +100,7 @@ pub async fn run(
     let mut out = Tee(sink, exports);
     let limits = crate::limits::Limits::from_env().map_err(anyhow::Error::msg)?;
     let loaded = loader::load(args.verbose)?;
+    crate::limits::release_startup_memory();
     let mut ebpf = loaded.ebpf;
     // Keep the logger alive (its map) only when asked for diagnostics.
     let mut logger = if args.verbose {

@@ -77,6 +77,7 @@ fn matched(drop: DropRecord, via_vxlan: bool, via_nat: bool) -> MatchedDrop {
         direction: Direction::Forward,
         via_vxlan,
         via_nat,
+        repeats: 0,
     }
 }
 
