@@ -112,11 +112,18 @@ const BPF_RB_FORCE_WAKEUP: u64 = 2;
 const BPF_RB_AVAIL_DATA: u64 = 0;
 const BPF_RB_RING_SIZE: u64 = 1;
 
-/// Submit flags: waking the reader costs microseconds per event, so user space drains on a
-/// short timer and the kernel wakes it only once the ring is a quarter full.
+/// Bytes above the wake-up watermark within which a submit still wakes the reader.
+const WAKE_BAND: u64 = 1024;
+
+/// Submit flags: waking the reader costs microseconds per event (an IPI in a VM), so user space
+/// drains on a short timer and the kernel wakes it only as the ring crosses a quarter full.
+/// Past the crossing band it does not wake again: a reader that is behind is already awake,
+/// and a wake-up per event would only slow the node further.
 #[inline(always)]
 fn submit_flags() -> u64 {
-    if EVENTS.query(BPF_RB_AVAIL_DATA) > EVENTS.query(BPF_RB_RING_SIZE) / 4 {
+    let mark = EVENTS.query(BPF_RB_RING_SIZE) / 4;
+    let avail = EVENTS.query(BPF_RB_AVAIL_DATA);
+    if avail > mark && avail <= mark + WAKE_BAND {
         BPF_RB_FORCE_WAKEUP
     } else {
         BPF_RB_NO_WAKEUP

@@ -158,8 +158,14 @@ impl Engine {
                 self.tracker.retransmit(&r);
                 // The first retry is the moment to ask conntrack how the SYN leaves the node:
                 // drops elsewhere (a VXLAN receiver) show the NATed tuple, not the socket's.
+                // Only where NAT rules exist (or nothing is known): a SYN storm must not turn
+                // into a storm of conntrack lookups that can only answer "not NATed".
                 if self.tracker.first_retransmit(&r.sock)
                     && let Some(t) = self.tracker.tuple_of(&r.sock)
+                    && self
+                        .node
+                        .masquerade(r.sock.netns)
+                        .is_none_or(|(rules, _)| rules > 0)
                     && let Some(wire) = self.nat.ask(r.sock, t)
                 {
                     self.tracker.alias(&r.sock, wire);
@@ -585,6 +591,60 @@ mod tests {
                 return Vec::new();
             }
             std::mem::take(&mut self.due)
+        }
+    }
+
+    /// A node whose namespaces have no NAT rules.
+    struct NoNatRules;
+    impl crate::verdict::NodeView for NoNatRules {
+        fn masquerade(&self, _: u32) -> Option<(usize, usize)> {
+            Some((0, 0))
+        }
+        fn vxlan_offloaded(&self, _: u32) -> Option<Vec<String>> {
+            None
+        }
+        fn udp_timeout_s(&self, _: u32) -> Option<u64> {
+            None
+        }
+    }
+
+    /// Counts the questions it is asked.
+    struct CountingNat(std::rc::Rc<std::cell::Cell<usize>>);
+    impl NatLookup for CountingNat {
+        fn ask(&mut self, _: SockKey, _: FiveTuple) -> Option<FiveTuple> {
+            self.0.set(self.0.get() + 1);
+            None
+        }
+    }
+
+    #[test]
+    fn nat_is_asked_only_where_nat_rules_may_exist() {
+        let feed = [
+            state(10 * S, 7, 2, 0),
+            retrans(11 * S, 40000),
+            retrans(13 * S, 40000),
+        ];
+        for (node, asked) in [
+            (Box::new(NoNatRules) as Box<dyn NodeView>, 0),
+            (Box::new(ExposedNode), 1),
+            (Box::new(crate::verdict::NoFacts), 1),
+        ] {
+            let n = std::rc::Rc::new(std::cell::Cell::new(0));
+            let mut e = Engine::new(
+                EngineConfig {
+                    threshold_ns: 200_000_000,
+                    clock: WallClock { offset_ns: 0 },
+                    has_reasons: true,
+                    tracker: TrackerConfig::default(),
+                },
+                Names::default(),
+                node,
+                Box::new(NoCounters),
+                Box::new(CountingNat(n.clone())),
+            );
+            lines_of(&mut e, &feed);
+            // Once per attempt (its first retransmit), and never without NAT rules.
+            assert_eq!(n.get(), asked);
         }
     }
 
