@@ -306,3 +306,69 @@ fn live_xtables_legacy_and_nft() {
         facts.calico
     );
 }
+
+#[test]
+fn live_kube_services_from_iptables_nft_and_legacy() {
+    let Some(ns) = NamespaceGuard::new("svc", &["iptables-nft", "iptables-legacy"]) else {
+        return;
+    };
+    // kube-proxy's rule shape, one Service in each backend.
+    for (tool, ip, comment) in [
+        (
+            "iptables-nft",
+            "10.96.0.10",
+            "kube-system/kube-dns:dns-tcp cluster IP",
+        ),
+        ("iptables-legacy", "10.96.0.11", "default/web cluster IP"),
+    ] {
+        ns.run(&[tool, "-t", "nat", "-N", "KUBE-SERVICES"]);
+        ns.run(&[tool, "-t", "nat", "-N", "KUBE-SVC-X"]);
+        ns.run(&[
+            tool,
+            "-t",
+            "nat",
+            "-A",
+            "KUBE-SERVICES",
+            "-d",
+            &format!("{ip}/32"),
+            "-p",
+            "tcp",
+            "-m",
+            "comment",
+            "--comment",
+            comment,
+            "-m",
+            "tcp",
+            "--dport",
+            "53",
+            "-j",
+            "KUBE-SVC-X",
+        ]);
+        ns.run(&[
+            tool,
+            "-t",
+            "nat",
+            "-A",
+            "KUBE-SERVICES",
+            "-m",
+            "comment",
+            "--comment",
+            "kubernetes service nodeports; NOTE: this must be the last rule in this chain",
+            "-j",
+            "KUBE-SVC-X",
+        ]);
+    }
+    let map = crate::netns::in_netns(&ns.path(), services::read)
+        .expect("enter the namespace")
+        .expect("read the Services");
+    let key = |ip: &str| (6u8, ip.parse().unwrap(), 53u16);
+    assert_eq!(map.len(), 2, "{map:?}");
+    assert_eq!(map[&key("10.96.0.10")], "kube-system/kube-dns:dns-tcp");
+    assert_eq!(map[&key("10.96.0.11")], "default/web");
+    // A namespace without kube-proxy has no Services, and that is no error.
+    let Some(empty) = NamespaceGuard::new("nosvc", &[]) else {
+        return;
+    };
+    let map = crate::netns::in_netns(&empty.path(), services::read).expect("enter");
+    assert_eq!(map.expect("no tables is no error").len(), 0);
+}

@@ -23,6 +23,7 @@ mod links;
 mod live;
 mod nft;
 pub(crate) mod nl;
+pub mod services;
 mod xt;
 
 use std::collections::BTreeMap;

@@ -11,11 +11,12 @@
 
 use std::collections::HashMap;
 use std::fmt::Write;
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use rtnetlink::sys::protocols::NETLINK_NETFILTER;
 
 use super::nl::{self, be32, be64, find, string};
+use super::services::{KUBE_SERVICES, ServiceKey, ServiceMatch};
 use super::xt;
 use super::{NatKind, NatRule, NodeError};
 
@@ -36,6 +37,11 @@ const NFTA_RULE_TABLE: u16 = 1;
 const NFTA_RULE_CHAIN: u16 = 2;
 const NFTA_RULE_HANDLE: u16 = 3;
 const NFTA_RULE_EXPRESSIONS: u16 = 4;
+const NFTA_RULE_USERDATA: u16 = 7;
+/// NFTNL_UDATA_RULE_COMMENT: the rule comment's TLV type in libnftnl's rule user data.
+const UDATA_RULE_COMMENT: u8 = 0;
+/// NFT_CMP_EQ.
+const CMP_EQ: u32 = 0;
 const NFTA_LIST_ELEM: u16 = 1;
 const NFTA_EXPR_NAME: u16 = 1;
 const NFTA_EXPR_DATA: u16 = 2;
@@ -89,7 +95,7 @@ pub(super) fn family_name(family: u8) -> String {
 /// out with a note each; an error means nothing could be dumped.
 pub(super) fn read(notes: &mut Vec<String>) -> std::io::Result<Ruleset> {
     let mut ruleset = Ruleset::default();
-    for (family, attrs) in dump(NFT_MSG_GETTABLE)? {
+    for (family, attrs) in dump(NFT_MSG_GETTABLE, NFPROTO_UNSPEC, &[])? {
         match nl::attrs(&attrs) {
             Ok(a) => ruleset.tables.push(Table {
                 family,
@@ -98,7 +104,7 @@ pub(super) fn read(notes: &mut Vec<String>) -> std::io::Result<Ruleset> {
             Err(e) => notes.push(format!("nftables: a table cannot be decoded: {e}")),
         }
     }
-    for (family, attrs) in dump(NFT_MSG_GETCHAIN)? {
+    for (family, attrs) in dump(NFT_MSG_GETCHAIN, NFPROTO_UNSPEC, &[])? {
         match nl::attrs(&attrs) {
             Ok(a) => ruleset.chains.push(Chain {
                 family,
@@ -108,7 +114,7 @@ pub(super) fn read(notes: &mut Vec<String>) -> std::io::Result<Ruleset> {
             Err(e) => notes.push(format!("nftables: a chain cannot be decoded: {e}")),
         }
     }
-    for (family, attrs) in dump(NFT_MSG_GETRULE)? {
+    for (family, attrs) in dump(NFT_MSG_GETRULE, NFPROTO_UNSPEC, &[])? {
         match decode_rule(family, &attrs) {
             Ok(Some(rule)) => ruleset.nat_rules.push(rule),
             Ok(None) => {}
@@ -121,10 +127,12 @@ pub(super) fn read(notes: &mut Vec<String>) -> std::io::Result<Ruleset> {
     Ok(ruleset)
 }
 
-/// One nftables dump of all families: (family, attributes) per object.
-fn dump(msg: u16) -> std::io::Result<Vec<(u8, Vec<u8>)>> {
+/// One nftables dump of `family` (NFPROTO_UNSPEC: all), narrowed by the kernel to the objects
+/// `filter` (attributes) names: (family, attributes) per object.
+fn dump(msg: u16, family: u8, filter: &[u8]) -> std::io::Result<Vec<(u8, Vec<u8>)>> {
     // nfgenmsg: family, version (NFNETLINK_V0), resource id (big endian).
-    let body = [NFPROTO_UNSPEC, 0, 0, 0];
+    let mut body = vec![family, 0, 0, 0];
+    body.extend_from_slice(filter);
     let replies = nl::dump(NETLINK_NETFILTER, (NFNL_SUBSYS_NFTABLES << 8) | msg, &body)?;
     Ok(replies
         .into_iter()
@@ -198,38 +206,18 @@ pub(super) fn decode_rule(family: u8, attrs: &[u8]) -> Result<Option<NatRule>, N
     let mut regs: HashMap<u32, Reg> = HashMap::new();
     let mut parts: Vec<String> = Vec::new();
     let mut found: Option<(Nat, &'static str)> = None;
-    for (kind, elem) in nl::attrs(exprs)? {
-        if kind != NFTA_LIST_ELEM {
+    for (name, d) in expressions(exprs)? {
+        if load(&mut regs, &name, &d)? {
             continue;
         }
-        let e = nl::attrs(elem)?;
-        let name = find(&e, NFTA_EXPR_NAME).map(string).unwrap_or_default();
-        let d = nl::attrs(find(&e, NFTA_EXPR_DATA).unwrap_or_default())?;
         let u32_of = |k: u16| find(&d, k).and_then(be32);
         match name.as_str() {
-            "meta" => match (u32_of(1), u32_of(2), u32_of(3)) {
-                (Some(dreg), Some(key), _) => {
-                    regs.insert(dreg, reg(Source::Meta(key)));
-                }
-                (None, Some(key), Some(sreg)) => parts.push(format!(
+            "meta" => match (u32_of(2), u32_of(3)) {
+                (Some(key), Some(sreg)) => parts.push(format!(
                     "meta {} set {}",
                     meta_name(key),
                     regs.get(&sreg).map_or("?".into(), render_source)
                 )),
-                _ => parts.push(name),
-            },
-            "payload" => match (u32_of(1), u32_of(2), u32_of(3), u32_of(4)) {
-                (Some(dreg), Some(base), Some(offset), Some(len)) => {
-                    regs.insert(dreg, reg(Source::Payload { base, offset, len }));
-                }
-                _ => parts.push(name),
-            },
-            "bitwise" => match (u32_of(1), u32_of(2)) {
-                (Some(sreg), Some(dreg)) => {
-                    let mut r = regs.get(&sreg).cloned().unwrap_or(reg(Source::Other(name)));
-                    r.mask = find(&d, 4).map(data_value).transpose()?;
-                    regs.insert(dreg, r);
-                }
                 _ => parts.push(name),
             },
             "immediate" => {
@@ -338,6 +326,192 @@ pub(super) fn decode_rule(family: u8, attrs: &[u8]) -> Result<Option<NatRule>, N
         to: nat.to,
         text,
     }))
+}
+
+/// One expression of a rule: its name and its data attributes.
+type Expr<'a> = (String, Vec<(u16, &'a [u8])>);
+
+/// A rule's expressions.
+fn expressions(exprs: &[u8]) -> Result<Vec<Expr<'_>>, NodeError> {
+    let mut out = Vec::new();
+    for (kind, elem) in nl::attrs(exprs)? {
+        if kind != NFTA_LIST_ELEM {
+            continue;
+        }
+        let e = nl::attrs(elem)?;
+        let name = find(&e, NFTA_EXPR_NAME).map(string).unwrap_or_default();
+        out.push((
+            name,
+            nl::attrs(find(&e, NFTA_EXPR_DATA).unwrap_or_default())?,
+        ));
+    }
+    Ok(out)
+}
+
+/// Follows a load into a register (`meta`, `payload` or `bitwise` with a destination
+/// register); false for every other expression, including meta and payload stores.
+fn load(regs: &mut HashMap<u32, Reg>, name: &str, d: &[(u16, &[u8])]) -> Result<bool, NodeError> {
+    let u32_of = |k: u16| find(d, k).and_then(be32);
+    let (dreg, r) = match (name, u32_of(1), u32_of(2), u32_of(3), u32_of(4)) {
+        ("meta", Some(dreg), Some(key), _, _) => (dreg, reg(Source::Meta(key))),
+        ("payload", Some(dreg), Some(base), Some(offset), Some(len)) => {
+            (dreg, reg(Source::Payload { base, offset, len }))
+        }
+        ("bitwise", Some(sreg), Some(dreg), _, _) => {
+            let mut r = regs
+                .get(&sreg)
+                .cloned()
+                .unwrap_or(reg(Source::Other(name.into())));
+            r.mask = find(d, 4).map(data_value).transpose()?;
+            (dreg, r)
+        }
+        _ => return Ok(false),
+    };
+    regs.insert(dreg, r);
+    Ok(true)
+}
+
+/// The `KUBE-SERVICES` rules of table `nat` in `family` (iptables-nft's kube-proxy rules) as
+/// Service map entries. No such table or chain: none.
+pub(super) fn read_services(family: u8) -> std::io::Result<Vec<(ServiceKey, String)>> {
+    // The kernel narrows the dump to the table and chain (since 4.19; older kernels ignore
+    // the filter and the decoder checks the names itself).
+    let mut filter = nl::nla(NFTA_RULE_TABLE, b"nat\0");
+    filter.extend(nl::nla(
+        NFTA_RULE_CHAIN,
+        format!("{KUBE_SERVICES}\0").as_bytes(),
+    ));
+    let rules = match dump(NFT_MSG_GETRULE, family, &filter) {
+        Ok(r) => r,
+        Err(e)
+            if matches!(
+                e.raw_os_error(),
+                Some(libc::ENOENT | libc::EOPNOTSUPP | libc::EPROTONOSUPPORT)
+            ) =>
+        {
+            return Ok(Vec::new());
+        }
+        Err(e) => return Err(e),
+    };
+    let mut out = Vec::new();
+    for (f, attrs) in rules {
+        // A rule that does not decode names no Service; the others still do.
+        if let Ok(Some(entry)) = decode_service_rule(f, &attrs) {
+            out.push(entry);
+        }
+    }
+    Ok(out)
+}
+
+/// Decodes a `KUBE-SERVICES` rule of table `nat`: its destination, protocol, port and comment
+/// (from the rule's user data, where nft and newer iptables-nft keep it, or an xtables
+/// `comment` match, where iptables-nft 1.8.9 and older keep it).
+pub(super) fn decode_service_rule(
+    family: u8,
+    attrs: &[u8],
+) -> Result<Option<(ServiceKey, String)>, NodeError> {
+    let a = nl::attrs(attrs)?;
+    let name_of = |k: u16| find(&a, k).map(string);
+    if name_of(NFTA_RULE_TABLE).as_deref() != Some("nat")
+        || name_of(NFTA_RULE_CHAIN).as_deref() != Some(KUBE_SERVICES)
+    {
+        return Ok(None);
+    }
+    let Some(exprs) = find(&a, NFTA_RULE_EXPRESSIONS) else {
+        return Ok(None);
+    };
+    let mut m = ServiceMatch {
+        comment: find(&a, NFTA_RULE_USERDATA).and_then(udata_comment),
+        ..ServiceMatch::default()
+    };
+    let mut regs: HashMap<u32, Reg> = HashMap::new();
+    for (name, d) in expressions(exprs)? {
+        if load(&mut regs, &name, &d)? {
+            continue;
+        }
+        let u32_of = |k: u16| find(&d, k).and_then(be32);
+        match name.as_str() {
+            "cmp" => {
+                let (Some(sreg), Some(CMP_EQ), Some(data)) = (u32_of(1), u32_of(2), find(&d, 3))
+                else {
+                    continue;
+                };
+                let value = data_value(data)?;
+                // A masked register compares a prefix, not one address.
+                let Some(Reg { source, mask: None }) = regs.get(&sreg) else {
+                    continue;
+                };
+                match (source, family) {
+                    (Source::Meta(16), _)
+                    | (
+                        Source::Payload {
+                            base: 1,
+                            offset: 9,
+                            len: 1,
+                        },
+                        NFPROTO_IPV4,
+                    ) => {
+                        m.proto = value.first().copied();
+                    }
+                    (
+                        Source::Payload {
+                            base: 1,
+                            offset: 16,
+                            len: 4,
+                        },
+                        NFPROTO_IPV4,
+                    ) => {
+                        m.daddr = <[u8; 4]>::try_from(value.as_slice())
+                            .ok()
+                            .map(|b| IpAddr::V4(Ipv4Addr::from(b)));
+                    }
+                    (
+                        Source::Payload {
+                            base: 1,
+                            offset: 24,
+                            len: 16,
+                        },
+                        NFPROTO_IPV6,
+                    ) => {
+                        m.daddr = <[u8; 16]>::try_from(value.as_slice())
+                            .ok()
+                            .map(|b| IpAddr::V6(Ipv6Addr::from(b)));
+                    }
+                    (
+                        Source::Payload {
+                            base: 2,
+                            offset: 2,
+                            len: 2,
+                        },
+                        _,
+                    ) => {
+                        m.dport = <[u8; 2]>::try_from(value.as_slice())
+                            .ok()
+                            .map(u16::from_be_bytes);
+                    }
+                    _ => {}
+                }
+            }
+            "match" => {
+                let xt_name = find(&d, 1).map(string).unwrap_or_default();
+                xt::service_match(&xt_name, find(&d, 3).unwrap_or_default(), &mut m);
+            }
+            _ => {}
+        }
+    }
+    Ok(m.entry())
+}
+
+/// The comment in a rule's user data: libnftnl TLVs of `u8 type, u8 length, value`.
+fn udata_comment(mut udata: &[u8]) -> Option<String> {
+    while let [kind, len, rest @ ..] = udata {
+        let value = rest.get(..usize::from(*len))?;
+        if *kind == UDATA_RULE_COMMENT {
+            return Some(string(value));
+        }
+        udata = &rest[usize::from(*len)..];
+    }
+    None
 }
 
 fn reg(source: Source) -> Reg {
@@ -733,6 +907,110 @@ mod tests {
             decode_rule(NFPROTO_IPV4, &nla(NFTA_RULE_TABLE, b"t\0")).unwrap(),
             None
         );
+    }
+
+    /// `-A KUBE-SERVICES -d 10.96.0.10/32 -p tcp -m comment --comment C -m tcp --dport 53
+    /// -j KUBE-SVC-X` as iptables-nft 1.8.9 stores it (nft --debug=netlink shows the same).
+    fn kube_services_exprs(daddr: Vec<Vec<u8>>, comment: Option<&str>) -> Vec<Vec<u8>> {
+        let mut exprs = vec![
+            expr("meta", vec![be(1, 1), be(2, 16)]),
+            expr("cmp", vec![be(1, 1), be(2, CMP_EQ), value(3, &[6])]),
+        ];
+        exprs.extend(daddr);
+        if let Some(c) = comment {
+            let mut text = c.as_bytes().to_vec();
+            text.resize(256, 0);
+            exprs.push(expr(
+                "match",
+                vec![nla(1, b"comment\0"), be(2, 0), nla(3, &text)],
+            ));
+        }
+        exprs.push(expr(
+            "payload",
+            vec![be(1, 1), be(2, 2), be(3, 2), be(4, 2)],
+        ));
+        exprs.push(expr(
+            "cmp",
+            vec![be(1, 1), be(2, CMP_EQ), value(3, &53u16.to_be_bytes())],
+        ));
+        exprs.push(expr("counter", vec![]));
+        exprs
+    }
+
+    fn v4_daddr(addr: [u8; 4]) -> Vec<Vec<u8>> {
+        vec![
+            expr("payload", vec![be(1, 1), be(2, 1), be(3, 16), be(4, 4)]),
+            expr("cmp", vec![be(1, 1), be(2, CMP_EQ), value(3, &addr)]),
+        ]
+    }
+
+    #[test]
+    fn iptables_nft_service_rule() {
+        let comment = "kube-system/kube-dns:dns-tcp cluster IP";
+        let bytes = rule(
+            "nat",
+            KUBE_SERVICES,
+            kube_services_exprs(v4_daddr([10, 96, 0, 10]), Some(comment)),
+        );
+        assert_eq!(
+            decode_service_rule(NFPROTO_IPV4, &bytes).unwrap(),
+            Some((
+                (6, "10.96.0.10".parse().unwrap(), 53),
+                "kube-system/kube-dns:dns-tcp".to_string()
+            ))
+        );
+        // The same rule in another chain or table, or with a prefix for a destination, names
+        // no Service.
+        for (table, chain) in [("nat", "KUBE-SVC-X"), ("filter", KUBE_SERVICES)] {
+            let other = rule(
+                table,
+                chain,
+                kube_services_exprs(v4_daddr([10, 96, 0, 10]), Some(comment)),
+            );
+            assert_eq!(decode_service_rule(NFPROTO_IPV4, &other).unwrap(), None);
+        }
+        let prefix = vec![
+            expr("payload", vec![be(1, 1), be(2, 1), be(3, 16), be(4, 3)]),
+            expr("cmp", vec![be(1, 1), be(2, CMP_EQ), value(3, &[10, 96, 0])]),
+        ];
+        let bytes = rule(
+            "nat",
+            KUBE_SERVICES,
+            kube_services_exprs(prefix, Some(comment)),
+        );
+        assert_eq!(decode_service_rule(NFPROTO_IPV4, &bytes).unwrap(), None);
+        // kube-proxy's last rule (nodeports, no destination) is no Service either.
+        let bytes = rule(
+            "nat",
+            KUBE_SERVICES,
+            kube_services_exprs(vec![], Some("kubernetes service nodeports; NOTE")),
+        );
+        assert_eq!(decode_service_rule(NFPROTO_IPV4, &bytes).unwrap(), None);
+    }
+
+    #[test]
+    fn service_comment_in_rule_user_data() {
+        // Newer iptables-nft and nft keep the comment in NFTA_RULE_USERDATA TLVs; an unknown
+        // TLV before it is skipped.
+        let addr: std::net::Ipv6Addr = "fd00::a".parse().unwrap();
+        let daddr = vec![
+            expr("payload", vec![be(1, 1), be(2, 1), be(3, 24), be(4, 16)]),
+            expr(
+                "cmp",
+                vec![be(1, 1), be(2, CMP_EQ), value(3, &addr.octets())],
+            ),
+        ];
+        let mut bytes = rule("nat", KUBE_SERVICES, kube_services_exprs(daddr, None));
+        let text = b"default/web:http cluster IP\0";
+        let mut udata = vec![9, 2, 0xaa, 0xbb, UDATA_RULE_COMMENT, text.len() as u8];
+        udata.extend_from_slice(text);
+        bytes.extend(nla(NFTA_RULE_USERDATA, &udata));
+        assert_eq!(
+            decode_service_rule(NFPROTO_IPV6, &bytes).unwrap(),
+            Some(((6, IpAddr::V6(addr), 53), "default/web:http".to_string()))
+        );
+        // A TLV longer than the user data ends the walk without a comment.
+        assert_eq!(udata_comment(&[UDATA_RULE_COMMENT, 200, b'x']), None);
     }
 
     #[test]
