@@ -2,13 +2,22 @@
 //! per network namespace), and the exposure table `netlat doctor` prints — per catalog entry,
 //! whether this node's configuration is exposed, and why.
 
-use std::{cell::RefCell, collections::HashMap};
+use std::{
+    cell::RefCell,
+    collections::HashMap,
+    net::SocketAddr,
+    os::unix::fs::MetadataExt,
+    time::{Duration, Instant},
+};
 
 use serde::Serialize;
 
 use crate::{
     netns::NetnsIndex,
-    node::{self, KubeProxyMode, NodeFacts},
+    node::{
+        self, KubeProxyMode, NodeFacts,
+        services::{self, ServiceMap},
+    },
     verdict::{CATALOG, DROP_CATALOG, NodeView},
 };
 
@@ -42,11 +51,70 @@ impl NodeView for NodeFacts {
     }
 }
 
+/// How long a namespace's Service map is used before it is read again: Services come and go
+/// during an incident, and one read per namespace and period keeps the cost bounded.
+const SERVICE_TTL: Duration = Duration::from_secs(30);
+/// IPPROTO_TCP: netlat watches TCP connects.
+const TCP: u8 = 6;
+
 /// Facts gathered on demand for each network namespace a verdict asks about.
 #[derive(Default)]
 pub struct LiveFacts {
     index: RefCell<NetnsIndex>,
     cache: RefCell<HashMap<u32, Option<NodeFacts>>>,
+    services: RefCell<HashMap<u32, (Instant, ServiceMap)>>,
+}
+
+/// The Service `dst` is in the client's namespace, or else in the node's own: a pod's
+/// connect to a ClusterIP is translated by the host namespace's rules, not the pod's.
+pub fn service_name(
+    client: &ServiceMap,
+    node: Option<&ServiceMap>,
+    dst: SocketAddr,
+) -> Option<String> {
+    let key = (TCP, dst.ip(), dst.port());
+    client
+        .get(&key)
+        .or_else(|| node.and_then(|n| n.get(&key)))
+        .cloned()
+}
+
+/// The inode of netlat's own network namespace (the node's, in the DaemonSet).
+fn own_netns() -> Option<u32> {
+    std::fs::metadata("/proc/self/ns/net")
+        .ok()
+        .and_then(|m| u32::try_from(m.ino()).ok())
+}
+
+impl LiveFacts {
+    /// Reads the Service map of `netns` when it is missing or older than [`SERVICE_TTL`]. A
+    /// namespace that cannot be entered or read has an empty map until the next read (with a
+    /// warning).
+    fn refresh_services(&self, netns: u32) {
+        if let Some((at, _)) = self.services.borrow().get(&netns)
+            && at.elapsed() < SERVICE_TTL
+        {
+            return;
+        }
+        let map = if Some(netns) == own_netns() {
+            services::read().map_err(|e| e.to_string())
+        } else {
+            match self.index.borrow_mut().path(netns) {
+                Some(path) => match crate::netns::in_netns(&path, services::read) {
+                    Ok(r) => r.map_err(|e| e.to_string()),
+                    Err(e) => Err(format!("cannot enter {}: {e}", path.display())),
+                },
+                None => Err("no path to the namespace".into()),
+            }
+        };
+        let map = map.unwrap_or_else(|e| {
+            tracing::warn!("Service names in netns {netns}: {e}");
+            ServiceMap::new()
+        });
+        self.services
+            .borrow_mut()
+            .insert(netns, (Instant::now(), map));
+    }
 }
 
 impl LiveFacts {
@@ -69,6 +137,20 @@ impl NodeView for LiveFacts {
     }
     fn udp_timeout_s(&self, netns: u32) -> Option<u64> {
         self.with(netns, |f| f.udp_timeout_s(netns))
+    }
+    fn service(&self, netns: u32, dst: SocketAddr) -> Option<String> {
+        let node = own_netns().filter(|own| *own != netns);
+        self.refresh_services(netns);
+        if let Some(own) = node {
+            self.refresh_services(own);
+        }
+        let maps = self.services.borrow();
+        let client = maps.get(&netns).map(|(_, m)| m)?;
+        service_name(
+            client,
+            node.and_then(|own| maps.get(&own).map(|(_, m)| m)),
+            dst,
+        )
     }
 }
 
@@ -289,6 +371,32 @@ pub fn exposure(f: &NodeFacts) -> Vec<Exposure> {
 mod tests {
     use super::*;
     use crate::node::{KernelVersion, NatKind, NatRule, VxlanDev};
+
+    #[test]
+    fn services_from_the_client_namespace_then_the_node() {
+        let dns: SocketAddr = "10.96.0.10:53".parse().unwrap();
+        let web: SocketAddr = "10.96.0.20:80".parse().unwrap();
+        let mut node = ServiceMap::new();
+        node.insert((TCP, dns.ip(), 53), "kube-system/kube-dns:dns-tcp".into());
+        node.insert((TCP, web.ip(), 80), "default/web:http".into());
+        // UDP only: a TCP connect to the same address and port is no such Service.
+        node.insert((17, dns.ip(), 5353), "kube-system/mdns".into());
+        let mut pod = ServiceMap::new();
+        pod.insert((TCP, web.ip(), 80), "pod-local/web:http".into());
+        assert_eq!(
+            service_name(&pod, Some(&node), dns).as_deref(),
+            Some("kube-system/kube-dns:dns-tcp")
+        );
+        assert_eq!(
+            service_name(&pod, Some(&node), web).as_deref(),
+            Some("pod-local/web:http")
+        );
+        assert_eq!(service_name(&pod, None, dns), None);
+        assert_eq!(
+            service_name(&pod, Some(&node), "10.96.0.10:5353".parse().unwrap()),
+            None
+        );
+    }
 
     fn facts() -> NodeFacts {
         let mut f = NodeFacts {

@@ -236,6 +236,7 @@ pub(crate) mod tests {
             comm: "curl".into(),
             src: "10.0.0.1:40000".into(),
             dst: dst.into(),
+            service: None,
             outcome: Outcome::Established,
             connect_ms: ms,
             syn_retransmits: retries,
