@@ -220,7 +220,21 @@ pub struct Watch {
 impl Watch {
     /// Start netlat and wait for its capabilities line (hooks attached).
     pub fn start(extra: &[&str]) -> Watch {
-        let mut child = Command::new(netlat_bin())
+        Watch::start_cmd(Command::new(netlat_bin()), extra)
+    }
+
+    /// Start netlat in `ns`'s network namespace, as on a node whose pods have namespaces of
+    /// their own (`nsenter` joins only the network namespace: tracefs stays mounted).
+    pub fn start_in(ns: &Netns, extra: &[&str]) -> Watch {
+        let mut cmd = Command::new("nsenter");
+        cmd.arg(format!("--net=/run/netns/{}", ns.name))
+            .arg("--")
+            .arg(netlat_bin());
+        Watch::start_cmd(cmd, extra)
+    }
+
+    fn start_cmd(mut cmd: Command, extra: &[&str]) -> Watch {
+        let mut child = cmd
             .args(["watch", "--output", "json"])
             .args(extra)
             .stdout(Stdio::piped())
