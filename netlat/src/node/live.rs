@@ -372,3 +372,58 @@ fn live_kube_services_from_iptables_nft_and_legacy() {
     let map = crate::netns::in_netns(&empty.path(), services::read).expect("enter");
     assert_eq!(map.expect("no tables is no error").len(), 0);
 }
+
+#[test]
+fn live_kube_services_from_nftables_mode() {
+    let Some(ns) = NamespaceGuard::new("nftsvc", &["nft"]) else {
+        return;
+    };
+    // kube-proxy 1.29+'s shape: a verdict map from daddr . l4proto . dport to a chain per
+    // Service port.
+    for (family, addr) in [("ip", "10.96.0.10"), ("ip6", "fd00::a")] {
+        let addr_type = if family == "ip" {
+            "ipv4_addr"
+        } else {
+            "ipv6_addr"
+        };
+        ns.run(&["nft", "add", "table", family, "kube-proxy"]);
+        ns.run(&[
+            "nft",
+            "add",
+            "chain",
+            family,
+            "kube-proxy",
+            "service-NWBZK7IH-kube-system/kube-dns/tcp/dns-tcp",
+        ]);
+        ns.run(&[
+            "nft",
+            "add",
+            "map",
+            family,
+            "kube-proxy",
+            "service-ips",
+            &format!("{{ type {addr_type} . inet_proto . inet_service : verdict ; }}"),
+        ]);
+        ns.run(&[
+            "nft",
+            "add",
+            "element",
+            family,
+            "kube-proxy",
+            "service-ips",
+            &format!(
+                "{{ {addr} . tcp . 53 : goto service-NWBZK7IH-kube-system/kube-dns/tcp/dns-tcp }}"
+            ),
+        ]);
+    }
+    let map = crate::netns::in_netns(&ns.path(), services::read)
+        .expect("enter the namespace")
+        .expect("read the Services");
+    assert_eq!(map.len(), 2, "{map:?}");
+    for addr in ["10.96.0.10", "fd00::a"] {
+        assert_eq!(
+            map[&(6u8, addr.parse().unwrap(), 53u16)],
+            "kube-system/kube-dns:dns-tcp"
+        );
+    }
+}

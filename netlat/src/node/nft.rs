@@ -16,7 +16,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use rtnetlink::sys::protocols::NETLINK_NETFILTER;
 
 use super::nl::{self, be32, be64, find, string};
-use super::services::{KUBE_SERVICES, ServiceKey, ServiceMatch};
+use super::services::{self, KUBE_SERVICES, ServiceKey, ServiceMatch};
 use super::xt;
 use super::{NatKind, NatRule, NodeError};
 
@@ -24,6 +24,7 @@ const NFNL_SUBSYS_NFTABLES: u16 = 10;
 const NFT_MSG_GETTABLE: u16 = 1;
 const NFT_MSG_GETCHAIN: u16 = 4;
 const NFT_MSG_GETRULE: u16 = 7;
+const NFT_MSG_GETSETELEM: u16 = 13;
 
 pub(super) const NFPROTO_UNSPEC: u8 = 0;
 pub(super) const NFPROTO_INET: u8 = 1;
@@ -43,6 +44,16 @@ const UDATA_RULE_COMMENT: u8 = 0;
 /// NFT_CMP_EQ.
 const CMP_EQ: u32 = 0;
 const NFTA_LIST_ELEM: u16 = 1;
+const NFTA_SET_ELEM_LIST_TABLE: u16 = 1;
+const NFTA_SET_ELEM_LIST_SET: u16 = 2;
+const NFTA_SET_ELEM_LIST_ELEMENTS: u16 = 3;
+const NFTA_SET_ELEM_KEY: u16 = 1;
+const NFTA_SET_ELEM_DATA: u16 = 2;
+const NFTA_SET_ELEM_USERDATA: u16 = 6;
+/// kube-proxy's nftables mode (1.29+): `table ip kube-proxy` (and `ip6`), whose verdict map
+/// `service-ips` sends `daddr . l4proto . dport` to a chain per Service port.
+const KUBE_PROXY_TABLE: &str = "kube-proxy";
+const KUBE_PROXY_SERVICE_MAP: &str = "service-ips";
 const NFTA_EXPR_NAME: u16 = 1;
 const NFTA_EXPR_DATA: u16 = 2;
 const NFTA_DATA_VALUE: u16 = 1;
@@ -383,14 +394,7 @@ pub(super) fn read_services(family: u8) -> std::io::Result<Vec<(ServiceKey, Stri
     ));
     let rules = match dump(NFT_MSG_GETRULE, family, &filter) {
         Ok(r) => r,
-        Err(e)
-            if matches!(
-                e.raw_os_error(),
-                Some(libc::ENOENT | libc::EOPNOTSUPP | libc::EPROTONOSUPPORT)
-            ) =>
-        {
-            return Ok(Vec::new());
-        }
+        Err(e) if absent(&e) => return Ok(Vec::new()),
         Err(e) => return Err(e),
     };
     let mut out = Vec::new();
@@ -398,6 +402,101 @@ pub(super) fn read_services(family: u8) -> std::io::Result<Vec<(ServiceKey, Stri
         // A rule that does not decode names no Service; the others still do.
         if let Ok(Some(entry)) = decode_service_rule(f, &attrs) {
             out.push(entry);
+        }
+    }
+    Ok(out)
+}
+
+/// The elements of kube-proxy's nftables-mode `service-ips` map in `family` as Service map
+/// entries. No such table or map: none.
+pub(super) fn read_service_map(family: u8) -> std::io::Result<Vec<(ServiceKey, String)>> {
+    let mut filter = nl::nla(
+        NFTA_SET_ELEM_LIST_TABLE,
+        format!("{KUBE_PROXY_TABLE}\0").as_bytes(),
+    );
+    filter.extend(nl::nla(
+        NFTA_SET_ELEM_LIST_SET,
+        format!("{KUBE_PROXY_SERVICE_MAP}\0").as_bytes(),
+    ));
+    let replies = match dump(NFT_MSG_GETSETELEM, family, &filter) {
+        Ok(r) => r,
+        Err(e) if absent(&e) => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    let mut out = Vec::new();
+    for (f, attrs) in replies {
+        out.extend(
+            decode_service_elements(f, &attrs)
+                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?,
+        );
+    }
+    Ok(out)
+}
+
+/// Whether a dump failed only because the table, chain or set (or nf_tables) is not there.
+fn absent(e: &std::io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::ENOENT | libc::EOPNOTSUPP | libc::EPROTONOSUPPORT)
+    )
+}
+
+/// Decodes one NFT_MSG_NEWSETELEM of `service-ips`: each element's key is
+/// `addr . proto . port`, every part padded to 4 bytes (nft's concatenation), and its verdict
+/// a `goto` to `service-HASH-ns/name/proto/portname`, the Service's name; an element comment
+/// of the same shape stands in when the chain name does not parse.
+pub(super) fn decode_service_elements(
+    family: u8,
+    attrs: &[u8],
+) -> Result<Vec<(ServiceKey, String)>, NodeError> {
+    let a = nl::attrs(attrs)?;
+    if find(&a, NFTA_SET_ELEM_LIST_TABLE).map(string).as_deref() != Some(KUBE_PROXY_TABLE)
+        || find(&a, NFTA_SET_ELEM_LIST_SET).map(string).as_deref() != Some(KUBE_PROXY_SERVICE_MAP)
+    {
+        return Ok(Vec::new());
+    }
+    let addr_len = if family == NFPROTO_IPV6 { 16 } else { 4 };
+    let mut out = Vec::new();
+    for (kind, elem) in nl::attrs(find(&a, NFTA_SET_ELEM_LIST_ELEMENTS).unwrap_or_default())? {
+        if kind != NFTA_LIST_ELEM {
+            continue;
+        }
+        let e = nl::attrs(elem)?;
+        let key = find(&e, NFTA_SET_ELEM_KEY)
+            .map(data_value)
+            .transpose()?
+            .unwrap_or_default();
+        let (Some(addr), Some(proto), Some(port)) = (
+            key.get(..addr_len),
+            key.get(addr_len),
+            key.get(addr_len + 4..addr_len + 6),
+        ) else {
+            continue;
+        };
+        let addr = match <[u8; 16]>::try_from(addr) {
+            Ok(b) => IpAddr::V6(Ipv6Addr::from(b)),
+            Err(_) => match <[u8; 4]>::try_from(addr) {
+                Ok(b) => IpAddr::V4(Ipv4Addr::from(b)),
+                Err(_) => continue,
+            },
+        };
+        let chain = match find(&e, NFTA_SET_ELEM_DATA) {
+            Some(data) => {
+                let verdict = find(&nl::attrs(data)?, NFTA_DATA_VERDICT).map(nl::attrs);
+                match verdict.transpose()? {
+                    Some(v) => find(&v, NFTA_VERDICT_CHAIN).map(string),
+                    None => None,
+                }
+            }
+            None => None,
+        };
+        let comment = find(&e, NFTA_SET_ELEM_USERDATA).and_then(udata_comment);
+        let name = chain
+            .as_deref()
+            .and_then(services::name_from_chain)
+            .or_else(|| comment.as_deref().and_then(services::name_from_port_path));
+        if let Some(name) = name {
+            out.push(((*proto, addr, u16::from_be_bytes([port[0], port[1]])), name));
         }
     }
     Ok(out)
@@ -1011,6 +1110,110 @@ mod tests {
         );
         // A TLV longer than the user data ends the walk without a comment.
         assert_eq!(udata_comment(&[UDATA_RULE_COMMENT, 200, b'x']), None);
+    }
+
+    /// One `service-ips` element: `key` (the padded concatenation), a goto `chain`, a comment.
+    fn element(key: &[u8], chain: Option<&str>, comment: Option<&str>) -> Vec<u8> {
+        let mut e = value(NFTA_SET_ELEM_KEY, key);
+        if let Some(chain) = chain {
+            let mut verdict = be(NFTA_VERDICT_CODE, (-4i32) as u32);
+            verdict.extend(nla(NFTA_VERDICT_CHAIN, format!("{chain}\0").as_bytes()));
+            e.extend(nla(
+                NFTA_SET_ELEM_DATA | NESTED,
+                &nla(NFTA_DATA_VERDICT | NESTED, &verdict),
+            ));
+        }
+        if let Some(c) = comment {
+            let mut udata = vec![0, (c.len() + 1) as u8];
+            udata.extend_from_slice(c.as_bytes());
+            udata.push(0);
+            e.extend(nla(NFTA_SET_ELEM_USERDATA, &udata));
+        }
+        nla(NFTA_LIST_ELEM | NESTED, &e)
+    }
+
+    fn set_elems(table: &str, set: &str, elems: Vec<Vec<u8>>) -> Vec<u8> {
+        let mut m = nla(NFTA_SET_ELEM_LIST_TABLE, format!("{table}\0").as_bytes());
+        m.extend(nla(NFTA_SET_ELEM_LIST_SET, format!("{set}\0").as_bytes()));
+        m.extend(nla(NFTA_SET_ELEM_LIST_ELEMENTS | NESTED, &elems.concat()));
+        m
+    }
+
+    #[test]
+    fn nftables_mode_service_map() {
+        // 10.96.0.10 . tcp . 53 and 10.96.0.11 . udp . 53, each part padded to 4 bytes (what
+        // `nft --debug=netlink` shows: 0a00600a 00000006 00003500).
+        let key = |last: u8, proto: u8| {
+            let mut k = vec![10, 96, 0, last, proto, 0, 0, 0];
+            k.extend([0, 53, 0, 0]);
+            k
+        };
+        let bytes = set_elems(
+            KUBE_PROXY_TABLE,
+            KUBE_PROXY_SERVICE_MAP,
+            vec![
+                element(
+                    &key(10, 6),
+                    Some("service-NWBZK7IH-kube-system/kube-dns/tcp/dns-tcp"),
+                    None,
+                ),
+                // No parsable chain: the comment names it.
+                element(
+                    &key(11, 17),
+                    Some("odd-chain"),
+                    Some("kube-system/kube-dns/udp/dns"),
+                ),
+                // Neither: left out. A short key: left out.
+                element(&key(12, 6), Some("odd-chain"), None),
+                element(&[10, 96], Some("service-NWBZK7IH-a/b/tcp/c"), None),
+            ],
+        );
+        assert_eq!(
+            decode_service_elements(NFPROTO_IPV4, &bytes).unwrap(),
+            vec![
+                (
+                    (6, "10.96.0.10".parse().unwrap(), 53),
+                    "kube-system/kube-dns:dns-tcp".to_string()
+                ),
+                (
+                    (17, "10.96.0.11".parse().unwrap(), 53),
+                    "kube-system/kube-dns:dns".to_string()
+                ),
+            ]
+        );
+        let mut v6 = "fd00::a".parse::<Ipv6Addr>().unwrap().octets().to_vec();
+        v6.extend([6, 0, 0, 0, 0x1f, 0x90, 0, 0]);
+        let bytes = set_elems(
+            KUBE_PROXY_TABLE,
+            KUBE_PROXY_SERVICE_MAP,
+            vec![element(
+                &v6,
+                Some("service-ABCDEFGH-default/web/tcp/http"),
+                None,
+            )],
+        );
+        assert_eq!(
+            decode_service_elements(NFPROTO_IPV6, &bytes).unwrap(),
+            vec![(
+                (6, "fd00::a".parse().unwrap(), 8080),
+                "default/web:http".to_string()
+            )]
+        );
+        // Another set of the table is not the Service map.
+        let other = set_elems(
+            KUBE_PROXY_TABLE,
+            "cluster-ips",
+            vec![element(
+                &key(10, 6),
+                Some("service-NWBZK7IH-a/b/tcp/c"),
+                None,
+            )],
+        );
+        assert!(
+            decode_service_elements(NFPROTO_IPV4, &other)
+                .unwrap()
+                .is_empty()
+        );
     }
 
     #[test]

@@ -32,6 +32,12 @@ pub enum ServiceError {
         #[source]
         source: io::Error,
     },
+    #[error("{family} kube-proxy table, map service-ips: {source}")]
+    NftablesMode {
+        family: &'static str,
+        #[source]
+        source: io::Error,
+    },
     #[error("{backend} nat table: {source}")]
     Legacy {
         backend: &'static str,
@@ -66,20 +72,52 @@ pub fn service_name(comment: &str) -> Option<String> {
     (!ns.is_empty() && !name.is_empty()).then(|| first.to_string())
 }
 
-/// Reads every Service of the calling thread's network namespace, from iptables-nft and
-/// iptables-legacy rules (a node uses one of them; stale rules of the other are merged in).
+/// `ns/name:port` from the chain kube-proxy's nftables mode sends a Service port to:
+/// `service-HASH-ns/name/proto/portname` (HASH is 8 characters).
+pub fn name_from_chain(chain: &str) -> Option<String> {
+    let rest = chain.strip_prefix("service-")?;
+    let (hash, path) = rest.split_once('-')?;
+    if hash.len() != 8 {
+        return None;
+    }
+    name_from_port_path(path)
+}
+
+/// `ns/name:port` (`ns/name` for an unnamed port) from `ns/name/proto/portname`.
+pub fn name_from_port_path(path: &str) -> Option<String> {
+    let mut parts = path.splitn(4, '/');
+    let (ns, name, _proto, port) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+    if ns.is_empty() || name.is_empty() {
+        return None;
+    }
+    Some(if port.is_empty() {
+        format!("{ns}/{name}")
+    } else {
+        format!("{ns}/{name}:{port}")
+    })
+}
+
+/// Reads every Service of the calling thread's network namespace: kube-proxy's nftables mode
+/// (`table ip/ip6 kube-proxy`, map `service-ips`) and its iptables mode through iptables-nft
+/// and iptables-legacy rules (a node uses one of them; stale rules of another are merged in).
 pub fn read() -> Result<ServiceMap, ServiceError> {
     let mut map = ServiceMap::new();
     for family in [nft::NFPROTO_IPV4, nft::NFPROTO_IPV6] {
-        let entries = nft::read_services(family).map_err(|source| ServiceError::Nftables {
-            family: if family == nft::NFPROTO_IPV6 {
-                "ip6"
-            } else {
-                "ip"
-            },
+        let name = if family == nft::NFPROTO_IPV6 {
+            "ip6"
+        } else {
+            "ip"
+        };
+        let rules = nft::read_services(family).map_err(|source| ServiceError::Nftables {
+            family: name,
             source,
         })?;
-        map.extend(entries);
+        let elements =
+            nft::read_service_map(family).map_err(|source| ServiceError::NftablesMode {
+                family: name,
+                source,
+            })?;
+        map.extend(rules.into_iter().chain(elements));
     }
     for family in [xt::Family::Ipv4, xt::Family::Ipv6] {
         match xt::read_legacy_nat(family) {
@@ -117,6 +155,31 @@ mod tests {
         );
         assert_eq!(service_name("/x cluster IP"), None);
         assert_eq!(service_name(""), None);
+    }
+
+    #[test]
+    fn names_from_nftables_mode_chains() {
+        assert_eq!(
+            name_from_chain("service-NWBZK7IH-kube-system/kube-dns/tcp/dns-tcp").as_deref(),
+            Some("kube-system/kube-dns:dns-tcp")
+        );
+        assert_eq!(
+            name_from_chain("service-ULMVA6XW-ns1/svc1/tcp/").as_deref(),
+            Some("ns1/svc1")
+        );
+        // Other kube-proxy chains, and a hash of another length.
+        for other in [
+            "services",
+            "external-NWBZK7IH-kube-system/kube-dns/tcp/dns-tcp",
+            "service-SHORT-a/b/tcp/p",
+            "service-NWBZK7IH-kube-system/kube-dns",
+        ] {
+            assert_eq!(name_from_chain(other), None, "{other}");
+        }
+        assert_eq!(
+            name_from_port_path("default/web/tcp/http").as_deref(),
+            Some("default/web:http")
+        );
     }
 
     #[test]
