@@ -341,6 +341,10 @@ mod tests {
     }
 
     fn engine() -> Engine {
+        engine_with(Box::new(crate::verdict::NoFacts))
+    }
+
+    fn engine_with(node: Box<dyn NodeView>) -> Engine {
         let mut names = Names::default();
         names.reasons.insert(12, "NETFILTER_DROP".into());
         names.kallsyms = symbols::Kallsyms::parse("ffffffff81a00000 t nft_do_chain\n");
@@ -352,7 +356,7 @@ mod tests {
                 tracker: TrackerConfig::default(),
             },
             names,
-            Box::new(crate::verdict::NoFacts),
+            node,
             Box::new(NoCounters),
             Box::new(NoNatLookup),
         )
@@ -657,20 +661,7 @@ mod tests {
 
     #[test]
     fn connect_lines_carry_the_service_the_node_knows() {
-        let mut names = Names::default();
-        names.reasons.insert(12, "NETFILTER_DROP".into());
-        let mut e = Engine::new(
-            EngineConfig {
-                threshold_ns: 200_000_000,
-                clock: WallClock { offset_ns: 0 },
-                has_reasons: true,
-                tracker: TrackerConfig::default(),
-            },
-            names,
-            Box::new(OneService),
-            Box::new(NoCounters),
-            Box::new(NoNatLookup),
-        );
+        let mut e = engine_with(Box::new(OneService));
         let lines = lines_of(
             &mut e,
             &[

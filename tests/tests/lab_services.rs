@@ -11,20 +11,9 @@
 use std::{process::Command, time::Duration};
 
 use netlat_tests::{
-    Netns, Watch, connect_times, connects_to, is_root, lab::TempDir, netlat_bin, tcp_server, veth,
+    Netns, Watch, connect_times, connects_to, first_syn_drop, is_root, json_lines, lab::TempDir,
+    netlat_bin, netlat_unprivileged, tcp_server, veth,
 };
-
-/// The first SYN of each new flow to 8080 is dropped.
-const FIRST_SYN_DROP: &str = r#"
-table inet labsvc {
-  set seen { type ipv4_addr . inet_service; flags dynamic,timeout; timeout 60s; }
-  chain in {
-    type filter hook input priority 0; policy accept;
-    tcp dport 8080 tcp flags & (syn|ack) == syn ip saddr . tcp sport @seen accept
-    tcp dport 8080 tcp flags & (syn|ack) == syn add @seen { ip saddr . tcp sport } drop
-  }
-}
-"#;
 
 /// One client namespace with its own kube-proxy backend.
 struct Client {
@@ -158,7 +147,7 @@ fn lab_connect_lines_name_the_kubernetes_service() {
         "iptables-nft is needed (Debian's iptables package)"
     );
     let server = Netns::new("svs");
-    server.nft(FIRST_SYN_DROP);
+    server.nft(&first_syn_drop("labsvc", 8080));
     let mut clients = vec![client(
         &server,
         "iptables-nft",
@@ -235,22 +224,9 @@ fn lab_connect_lines_name_the_kubernetes_service() {
     assert_eq!(hist["by_dst"][&key]["count"], 2, "{hist}");
 
     // The recording replays to the same lines, Services included, with no privileges.
-    let out = Command::new("setpriv")
-        .args([
-            "--reuid=65534",
-            "--regid=65534",
-            "--clear-groups",
-            "--inh-caps=-all",
-        ])
-        .arg(netlat_bin())
-        .args(["replay", "--output", "json", &rec])
-        .output()
-        .expect("run replay");
+    let out = netlat_unprivileged(&["replay", "--output", "json", &rec]);
     assert!(out.status.success(), "replay failed: {out:?}");
-    let replayed: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("replay JSON"))
-        .collect();
+    let replayed = json_lines(&out);
     let connects = |v: &[serde_json::Value]| -> Vec<serde_json::Value> {
         v.iter()
             .filter(|l| l["type"] == "connect")
@@ -315,7 +291,7 @@ fn lab_pod_connects_are_named_from_the_node_rules() {
         "prod/api:grpc",
         "10.237.2.2",
     );
-    backend.nft(FIRST_SYN_DROP);
+    backend.nft(&first_syn_drop("labsvc", 8080));
     let _srv = tcp_server(&backend, &[8080]);
 
     let watch = Watch::start_in(&node, &[]);
