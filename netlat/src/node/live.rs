@@ -427,3 +427,62 @@ fn live_kube_services_from_nftables_mode() {
         );
     }
 }
+
+#[test]
+fn live_service_names_are_reread_off_the_loop() {
+    use crate::verdict::NodeView as _;
+    use std::os::unix::fs::MetadataExt as _;
+    let Some(ns) = NamespaceGuard::new("svcttl", &["iptables-nft"]) else {
+        return;
+    };
+    let inode = std::fs::metadata(ns.path())
+        .map(|m| m.ino() as u32)
+        .expect("namespace inode");
+    let dst: std::net::SocketAddr = "10.96.0.40:80".parse().unwrap();
+    // Every lookup finds the map stale, so each one starts a re-read if none is running.
+    let facts = crate::facts::LiveFacts::with_service_ttl(std::time::Duration::ZERO);
+    assert_eq!(facts.service(inode, dst), None);
+    for rule in [
+        vec!["-N", "KUBE-SERVICES"],
+        vec![
+            "-A",
+            "KUBE-SERVICES",
+            "-d",
+            "10.96.0.40/32",
+            "-p",
+            "tcp",
+            "-m",
+            "comment",
+            "--comment",
+            "default/web:http cluster IP",
+            "-m",
+            "tcp",
+            "--dport",
+            "80",
+            "-j",
+            "ACCEPT",
+        ],
+    ] {
+        let mut args = vec!["iptables-nft", "-t", "nat"];
+        args.extend(rule);
+        ns.run(&args);
+    }
+    // The stale map answers at once while the re-read runs; the new rule shows up when it
+    // lands.
+    let start = std::time::Instant::now();
+    let mut answers = Vec::new();
+    while start.elapsed() < std::time::Duration::from_secs(5) {
+        let a = facts.service(inode, dst);
+        answers.push(a.clone());
+        if a.is_some() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    assert_eq!(answers.first(), Some(&None), "{answers:?}");
+    assert_eq!(
+        answers.last().cloned().flatten().as_deref(),
+        Some("default/web:http"),
+        "{answers:?}"
+    );
+}
