@@ -215,6 +215,24 @@ pub fn write_human(h: &HistogramSummary, w: &mut dyn Write) -> io::Result<()> {
         writeln!(w, "netlat: no slow connects in {:.1} s", h.elapsed_s)?;
         return w.flush();
     }
+    // The busiest destinations, as row names.
+    let top = |m: &BTreeMap<String, Percentiles>| {
+        let mut dsts: Vec<_> = m.iter().collect();
+        dsts.sort_by(|a, b| b.1.count.cmp(&a.1.count).then(a.0.cmp(b.0)));
+        dsts.into_iter()
+            .take(HUMAN_TOP_DST)
+            .map(|(dst, p)| (format!("→ {dst}"), p.clone()))
+            .collect::<Vec<_>>()
+    };
+    let d = &h.syn_retry_delay;
+    let (dsts, delay_dsts) = (top(&h.by_dst), top(&d.by_dst));
+    // Wide enough for every name shown (a Service makes destinations long), so columns align.
+    let width = h
+        .by_cause
+        .keys()
+        .chain(dsts.iter().chain(&delay_dsts).map(|(n, _)| n))
+        .map(|n| n.chars().count())
+        .fold(26, usize::max);
     writeln!(
         w,
         "netlat: latency of slow connects after {:.1} s{}:",
@@ -223,13 +241,13 @@ pub fn write_human(h: &HistogramSummary, w: &mut dyn Write) -> io::Result<()> {
     )?;
     writeln!(
         w,
-        "netlat:   {:<26} {:>6} {:>9} {:>9} {:>9} {:>9}",
+        "netlat:   {:<width$} {:>6} {:>9} {:>9} {:>9} {:>9}",
         "cause", "count", "p50 ms", "p90 ms", "p99 ms", "max ms"
     )?;
     let row = |w: &mut dyn Write, name: &str, p: &Percentiles| {
         writeln!(
             w,
-            "netlat:   {name:<26} {:>6} {:>9.1} {:>9.1} {:>9.1} {:>9.1}",
+            "netlat:   {name:<width$} {:>6} {:>9.1} {:>9.1} {:>9.1} {:>9.1}",
             p.count, p.p50_ms, p.p90_ms, p.p99_ms, p.max_ms
         )
     };
@@ -239,16 +257,14 @@ pub fn write_human(h: &HistogramSummary, w: &mut dyn Write) -> io::Result<()> {
     if h.by_cause.len() != 1 {
         row(w, "(all)", &h.all)?;
     }
-    let mut dsts: Vec<_> = h.by_dst.iter().collect();
-    dsts.sort_by(|a, b| b.1.count.cmp(&a.1.count).then(a.0.cmp(b.0)));
-    for (dst, p) in dsts.iter().take(HUMAN_TOP_DST) {
-        row(w, &format!("→ {dst}"), p)?;
+    for (name, p) in &dsts {
+        row(w, name, p)?;
     }
-    if dsts.len() > HUMAN_TOP_DST {
+    if h.by_dst.len() > HUMAN_TOP_DST {
         writeln!(
             w,
             "netlat:   … and {} more destinations",
-            dsts.len() - HUMAN_TOP_DST
+            h.by_dst.len() - HUMAN_TOP_DST
         )?;
     }
     let ladder: Vec<String> = h
@@ -267,7 +283,6 @@ pub fn write_human(h: &HistogramSummary, w: &mut dyn Write) -> io::Result<()> {
             ladder.join(", ")
         }
     )?;
-    let d = &h.syn_retry_delay;
     if d.all.count > 0 {
         writeln!(
             w,
@@ -276,10 +291,8 @@ pub fn write_human(h: &HistogramSummary, w: &mut dyn Write) -> io::Result<()> {
         for (cause, p) in &d.by_cause {
             row(w, cause, p)?;
         }
-        let mut dsts: Vec<_> = d.by_dst.iter().collect();
-        dsts.sort_by(|a, b| b.1.count.cmp(&a.1.count).then(a.0.cmp(b.0)));
-        for (dst, p) in dsts.iter().take(HUMAN_TOP_DST) {
-            row(w, &format!("→ {dst}"), p)?;
+        for (name, p) in &delay_dsts {
+            row(w, name, p)?;
         }
     }
     w.flush()
@@ -439,6 +452,17 @@ pub(crate) mod tests {
             "{text}"
         );
         assert!(delay.contains(key), "{text}");
+        // Long Service names widen the name column: every row's numbers line up.
+        let widths: Vec<usize> = text
+            .lines()
+            .filter(|l| {
+                let t: Vec<&str> = l.split_whitespace().collect();
+                t.len() > 5 && t[t.len() - 5..].iter().all(|x| x.parse::<f64>().is_ok())
+            })
+            .map(|l| l.chars().count())
+            .collect();
+        assert_eq!(widths.len(), 9, "{text}");
+        assert!(widths.windows(2).all(|w| w[0] == w[1]), "{text}");
         // Summaries of netlat versions without the delay still parse.
         let mut json = serde_json::to_value(&s).unwrap();
         assert_eq!(json["syn_retry_delay"]["all"]["count"], 3);
