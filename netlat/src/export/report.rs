@@ -141,16 +141,23 @@ impl Report {
             self.span.as_secs_f64(),
             self.all.len()
         )?;
+        // Wide enough for the longest destination (a Service makes them long), so columns align.
+        let width = [&self.causes, &self.retry_causes]
+            .into_iter()
+            .flat_map(|m| m.values())
+            .flat_map(|c| c.by_dst.keys())
+            .map(|d| d.chars().count() + 2)
+            .fold(40, usize::max);
         writeln!(
             w,
-            "{:<40} {:>7} {:>10} {:>10} {:>10} {:>10}",
+            "{:<width$} {:>7} {:>10} {:>10} {:>10} {:>10}",
             "cause / destination", "count", "p50 ms", "p90 ms", "p99 ms", "max ms"
         )?;
         let row = |w: &mut dyn Write, label: &str, h: &Histogram<u64>| {
             let p = Percentiles::of(h);
             writeln!(
                 w,
-                "{label:<40} {:>7} {:>10.1} {:>10.1} {:>10.1} {:>10.1}",
+                "{label:<width$} {:>7} {:>10.1} {:>10.1} {:>10.1} {:>10.1}",
                 p.count, p.p50_ms, p.p90_ms, p.p99_ms, p.max_ms
             )
         };
@@ -173,7 +180,7 @@ impl Report {
             writeln!(w)?;
             writeln!(
                 w,
-                "{:<40} {:>7} {:>10} {:>10} {:>10} {:>10}",
+                "{:<width$} {:>7} {:>10} {:>10} {:>10} {:>10}",
                 "SYN retry delay (first → last SYN)",
                 "count",
                 "p50 ms",
@@ -351,6 +358,22 @@ mod tests {
             "{text}"
         );
         assert_eq!(r.retry_all.len(), 2);
+        // A long Service destination widens the label column: every row lines up.
+        let mut long = Report::from_intervals(&hlog::read(&path, &bytes).unwrap()).unwrap();
+        let none = long.causes.get_mut("none").unwrap();
+        let svc = "10.96.0.10:53 (kube-system/kube-dns-with-a-long-name:dns-tcp)";
+        none.by_dst.insert(svc.into(), none.total.clone());
+        let mut out = Vec::new();
+        long.write_table("r.hlog", &mut out).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        let widths: Vec<usize> = text
+            .lines()
+            .skip(1)
+            .filter(|l| !l.is_empty())
+            .map(|l| l.chars().count())
+            .collect();
+        assert!(widths.windows(2).all(|w| w[0] == w[1]), "{text}");
+        assert!(text.contains(svc), "{text}");
         // p50 of 1010/1020/1030/3000 ms is ~1020 ms; max ~3000 ms (3 significant digits).
         let c = cols(lines[2]);
         let p50: f64 = c[2].parse().unwrap();
