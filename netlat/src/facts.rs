@@ -89,7 +89,14 @@ pub fn service_name(
     node: Option<&ServiceMap>,
     dst: SocketAddr,
 ) -> Option<String> {
-    let key = (TCP, dst.ip(), dst.port());
+    // A dual-stack socket connecting to an IPv4 Service reports it as ::ffff:a.b.c.d.
+    let ip = match dst.ip() {
+        std::net::IpAddr::V6(v6) => v6
+            .to_ipv4_mapped()
+            .map_or(std::net::IpAddr::V6(v6), std::net::IpAddr::V4),
+        v4 => v4,
+    };
+    let key = (TCP, ip, dst.port());
     client
         .get(&key)
         .or_else(|| node.and_then(|n| n.get(&key)))
@@ -469,6 +476,10 @@ mod tests {
             Some("pod-local/web:http")
         );
         assert_eq!(service_name(&pod, None, dns), None);
+        assert_eq!(
+            service_name(&pod, Some(&node), "[::ffff:10.96.0.10]:53".parse().unwrap()).as_deref(),
+            Some("kube-system/kube-dns:dns-tcp")
+        );
         assert_eq!(
             service_name(&pod, Some(&node), "10.96.0.10:5353".parse().unwrap()),
             None
