@@ -361,6 +361,17 @@ fn live_kube_services_from_iptables_nft_and_legacy() {
     let map = crate::netns::in_netns(&ns.path(), services::read)
         .expect("enter the namespace")
         .expect("read the Services");
+    // The fingerprint (doctor, the node line) counts them.
+    let facts = gather_in_netns(&ns.path());
+    assert_eq!(facts.kube_proxy.services, Some(2), "{facts:?}");
+    assert!(
+        facts
+            .kube_proxy
+            .evidence
+            .iter()
+            .any(|e| e == "2 Service ports named in its rules"),
+        "{facts:?}"
+    );
     let key = |ip: &str| (6u8, ip.parse().unwrap(), 53u16);
     assert_eq!(map.len(), 2, "{map:?}");
     assert_eq!(map[&key("10.96.0.10")], "kube-system/kube-dns:dns-tcp");
