@@ -120,11 +120,15 @@ fn read_services(netns: u32, target: Result<Option<PathBuf>, String>) -> Service
     })
 }
 
-/// The inode of netlat's own network namespace (the node's, in the DaemonSet).
+/// The inode of netlat's own network namespace (the node's, in the DaemonSet). Read once: the
+/// process never changes namespace (only short-lived worker threads enter others).
 fn own_netns() -> Option<u32> {
-    std::fs::metadata("/proc/self/ns/net")
-        .ok()
-        .and_then(|m| u32::try_from(m.ino()).ok())
+    static OWN: std::sync::OnceLock<Option<u32>> = std::sync::OnceLock::new();
+    *OWN.get_or_init(|| {
+        std::fs::metadata("/proc/self/ns/net")
+            .ok()
+            .and_then(|m| u32::try_from(m.ino()).ok())
+    })
 }
 
 impl LiveFacts {
