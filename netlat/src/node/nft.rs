@@ -385,8 +385,8 @@ fn load(regs: &mut HashMap<u32, Reg>, name: &str, d: &[(u16, &[u8])]) -> Result<
 /// The `KUBE-SERVICES` rules of table `nat` in `family` (iptables-nft's kube-proxy rules) as
 /// Service map entries. No such table or chain: none.
 pub(super) fn read_services(family: u8) -> std::io::Result<Vec<(ServiceKey, String)>> {
-    // The kernel narrows the dump to the table and chain (since 4.19; older kernels ignore
-    // the filter and the decoder checks the names itself).
+    // The kernel narrows the dump to the table and chain; a kernel that does not know the
+    // filter dumps every rule, and the decoder checks the names itself.
     let mut filter = nl::nla(NFTA_RULE_TABLE, b"nat\0");
     filter.extend(nl::nla(
         NFTA_RULE_CHAIN,
