@@ -112,7 +112,11 @@ fn read_services(netns: u32, target: Result<Option<PathBuf>, String>) -> Service
             Ok(r) => r.map_err(|e| e.to_string()),
             Err(e) => Err(format!("cannot enter {}: {e}", path.display())),
         },
-        Err(e) => Err(e),
+        // The namespace is gone (or never had a path): nothing to warn about, as for facts.
+        Err(e) => {
+            tracing::debug!("Service names in netns {netns}: {e}");
+            return ServiceMap::new();
+        }
     };
     map.unwrap_or_else(|e| {
         tracing::warn!("Service names in netns {netns}: {e}");
