@@ -490,11 +490,14 @@ impl NodeView for Replayed {
             .flatten()
     }
     fn service(&self, netns: u32, dst: SocketAddr) -> Option<String> {
+        // The first recorded answer for this question: a replay with a higher `--threshold`
+        // skips connects the live run asked about, and must not lose the answers after them.
         let mut a = self.0.borrow_mut();
-        match a.services.front() {
-            Some((n, d, _)) if *n == netns && *d == dst => a.services.pop_front().and_then(|x| x.2),
-            _ => None,
-        }
+        let at = a
+            .services
+            .iter()
+            .position(|(n, d, _)| *n == netns && *d == dst)?;
+        a.services.remove(at).and_then(|x| x.2)
     }
 }
 
@@ -623,8 +626,16 @@ mod tests {
         assert_eq!(r.claim(7, 1), Some(ev));
         assert_eq!(r.masquerade(7), Some((1, 1)));
         assert_eq!(r.masquerade(7), None);
+        let web: SocketAddr = "10.96.0.20:80".parse().unwrap();
+        answers.borrow_mut().push(Note::Service {
+            netns: 7,
+            dst: web,
+            answer: Some("default/web:http".into()),
+        });
         assert_eq!(r.service(8, dst), None);
         assert_eq!(r.service(7, "10.96.0.10:80".parse().unwrap()), None);
+        // A replay that skips the first connect (higher threshold) still gets the second's.
+        assert_eq!(r.service(7, web).as_deref(), Some("default/web:http"));
         assert_eq!(
             r.service(7, dst).as_deref(),
             Some("kube-system/kube-dns:dns-tcp")
