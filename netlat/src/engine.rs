@@ -237,7 +237,10 @@ impl Engine {
         .verdict();
         let id = verdict.as_ref().map_or("none", |v| v.issue);
         *self.summary.by_issue.entry(id.to_string()).or_default() += 1;
-        sink.connect(&ConnectJson::new(a, verdict.as_ref(), &self.cfg.clock))
+        let mut line = ConnectJson::new(a, verdict.as_ref(), &self.cfg.clock);
+        // Asked only for reported connects: a lookup may read the namespace's rules.
+        line.service = self.node.service(a.sock.netns, a.dst);
+        sink.connect(&line)
     }
 
     /// Periodic housekeeping at monotonic time `now_ns`.
@@ -359,6 +362,10 @@ mod tests {
     }
 
     fn engine() -> Engine {
+        engine_with(Box::new(crate::verdict::NoFacts))
+    }
+
+    fn engine_with(node: Box<dyn NodeView>) -> Engine {
         let mut names = Names::default();
         names.reasons.insert(12, "NETFILTER_DROP".into());
         names.kallsyms = symbols::Kallsyms::parse("ffffffff81a00000 t nft_do_chain\n");
@@ -370,7 +377,7 @@ mod tests {
                 tracker: TrackerConfig::default(),
             },
             names,
-            Box::new(crate::verdict::NoFacts),
+            node,
             Box::new(NoCounters),
             Box::new(NoNatLookup),
         )
@@ -757,5 +764,45 @@ mod tests {
         let last: serde_json::Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
         assert_eq!(last["outcome"], "pending");
         assert_eq!(last["connect_ms"], 4000.0);
+    }
+
+    /// Knows one Service: 10.231.0.2:8080 seen from netns 111.
+    struct OneService;
+    impl crate::verdict::NodeView for OneService {
+        fn masquerade(&self, _: u32) -> Option<(usize, usize)> {
+            None
+        }
+        fn vxlan_offloaded(&self, _: u32) -> Option<Vec<String>> {
+            None
+        }
+        fn udp_timeout_s(&self, _: u32) -> Option<u64> {
+            None
+        }
+        fn service(&self, netns: u32, dst: std::net::SocketAddr) -> Option<String> {
+            (netns == 111 && dst.to_string() == "10.231.0.2:8080")
+                .then(|| "default/web:http".to_string())
+        }
+    }
+
+    #[test]
+    fn connect_lines_carry_the_service_the_node_knows() {
+        let mut e = engine_with(Box::new(OneService));
+        let lines = lines_of(
+            &mut e,
+            &[
+                state(10 * S, 7, 2, 0),
+                retrans(11 * S, 40000),
+                state(11 * S + 1_000_000, 2, 1, 40000),
+            ],
+        );
+        assert_eq!(lines.len(), 1, "{lines:#?}");
+        assert_eq!(lines[0]["service"], "default/web:http");
+        // Without Service knowledge the field is absent.
+        let (plain, _) = run(&[
+            state(10 * S, 7, 2, 0),
+            retrans(11 * S, 40000),
+            state(11 * S + 1_000_000, 2, 1, 40000),
+        ]);
+        assert!(plain[0].get("service").is_none(), "{}", plain[0]);
     }
 }

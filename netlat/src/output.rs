@@ -87,6 +87,9 @@ pub struct ConnectJson {
     pub comm: String,
     pub src: String,
     pub dst: String,
+    /// The Kubernetes Service `dst` belongs to (`namespace/name:port`), where the node knows it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub service: Option<String>,
     pub outcome: Outcome,
     pub connect_ms: f64,
     pub syn_retransmits: u32,
@@ -110,6 +113,7 @@ impl ConnectJson {
             comm: a.comm.clone(),
             src: a.src.to_string(),
             dst: a.dst.to_string(),
+            service: None,
             outcome: a.outcome,
             connect_ms: ms3(ns_to_ms(a.duration_ns())),
             syn_retransmits: u32::try_from(a.retransmits.len()).unwrap_or(u32::MAX),
@@ -451,9 +455,14 @@ impl<W: Write, E: Write> Sink for HumanSink<W, E> {
         } else {
             format!("{}[{}] ", c.comm, c.pid)
         };
+        let service = c
+            .service
+            .as_ref()
+            .map(|s| format!(" (service {s})"))
+            .unwrap_or_default();
         writeln!(
             self.out,
-            "{} SLOW {:>9.1} ms  {who}{} -> {}  {:?}  netns {}",
+            "{} SLOW {:>9.1} ms  {who}{} -> {}{service}  {:?}  netns {}",
             c.ts, c.connect_ms, c.src, c.dst, c.outcome, c.netns
         )?;
         writeln!(self.out, "    {ladder}")?;
@@ -639,6 +648,8 @@ mod tests {
         assert_eq!(v["retransmit_at_ms"], serde_json::json!([1011.0]));
         assert_eq!(v["drops"], serde_json::json!([]));
         assert!(v["verdict"].is_null());
+        // Unknown Service: no field at all, so lines of older runs keep their shape.
+        assert!(v.get("service").is_none(), "{v}");
         assert_eq!(buf.last(), Some(&b'\n'));
     }
 
@@ -657,9 +668,21 @@ mod tests {
             .connect(&ConnectJson::new(&a, v.as_ref(), &clock))
             .unwrap();
         let text = String::from_utf8(out).unwrap();
-        assert!(text.contains("SLOW    1011.5 ms  curl[42] 10.0.0.1:40000 -> 10.0.0.2:8080"));
+        assert!(text.contains("SLOW    1011.5 ms  curl[42] 10.0.0.1:40000 -> 10.0.0.2:8080  "));
         assert!(text.contains("retries at 1011 ms"));
         assert!(text.contains("=> unanswered-syn (Low confidence)"));
+        // A known Service follows the destination, in the JSON line as `service`.
+        let mut line = ConnectJson::new(&a, v.as_ref(), &clock);
+        line.service = Some("default/web:http".into());
+        let mut out = Vec::new();
+        HumanSink::new(&mut out, Vec::new()).connect(&line).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(
+            text.contains("-> 10.0.0.2:8080 (service default/web:http)  Established"),
+            "{text}"
+        );
+        let json = serde_json::to_value(&line).unwrap();
+        assert_eq!(json["service"], "default/web:http");
     }
 
     #[test]

@@ -3,17 +3,22 @@
 //! `netlat replay FILE` reproduces the same lines, verdicts and summary with no kernel and no
 //! privileges. A bug report is a recording.
 //!
-//! Format (version 1), little-endian:
+//! Format (version 2), little-endian:
 //! `b"NETLATR\0"`, `u16` version, `u32` header length, header (JSON), then records:
 //! `u8` tag, `u32` payload length, payload. Ring-buffer items are stored raw (the hot path);
 //! the rare annotations as JSON. Annotations produced while the engine handled an item follow
 //! that item, so a reader applies them before handing the item over.
+//!
+//! Version 2 added the `Service` note (the Service name answered for a slow connect). Version 1
+//! files have none and still replay: their lines carry no Service, as when they were recorded.
+//! Older netlat refuses version 2 files by their version rather than at the first new note.
 
 use std::{
     cell::RefCell,
     collections::{BTreeMap, HashMap, VecDeque},
     fs::File,
     io::{self, BufReader, BufWriter, Read, Write},
+    net::SocketAddr,
     path::Path,
     rc::Rc,
 };
@@ -31,7 +36,9 @@ use crate::{
 };
 
 pub const MAGIC: &[u8; 8] = b"NETLATR\0";
-pub const VERSION: u16 = 1;
+pub const VERSION: u16 = 2;
+/// The oldest version this netlat still reads.
+pub const OLDEST_VERSION: u16 = 1;
 /// Largest record payload accepted; a larger length means a corrupt file.
 const MAX_PAYLOAD: u32 = 64 << 20;
 
@@ -86,6 +93,12 @@ pub enum Note {
         netns: u32,
         answer: Option<u64>,
     },
+    /// The Kubernetes Service of a slow connect's destination (version 2).
+    Service {
+        netns: u32,
+        dst: SocketAddr,
+        answer: Option<String>,
+    },
     /// Housekeeping at monotonic `now_ns`.
     Tick {
         now_ns: u64,
@@ -109,7 +122,9 @@ pub enum Record {
 pub enum RecordError {
     #[error("{path}: not a netlat recording (bad magic)")]
     Magic { path: String },
-    #[error("{path}: recording version {found}, this netlat reads version {VERSION}")]
+    #[error(
+        "{path}: recording version {found}, this netlat reads versions {OLDEST_VERSION} to {VERSION}"
+    )]
     Version { path: String, found: u16 },
     #[error("recording truncated at byte {offset}: {what}")]
     Truncated { offset: u64, what: &'static str },
@@ -202,7 +217,7 @@ impl<R: Read> Reader<R> {
         let mut v = [0u8; 2];
         r.exact(&mut v, "version")?;
         let found = u16::from_le_bytes(v);
-        if found != VERSION {
+        if !(OLDEST_VERSION..=VERSION).contains(&found) {
             return Err(RecordError::Version {
                 path: name.to_string(),
                 found,
@@ -398,6 +413,15 @@ impl<V: NodeView> NodeView for RecordingView<V> {
         );
         answer
     }
+    fn service(&self, netns: u32, dst: SocketAddr) -> Option<String> {
+        let answer = self.inner.service(netns, dst);
+        log_err(self.rec.borrow_mut().note(&Note::Service {
+            netns,
+            dst,
+            answer: answer.clone(),
+        }));
+        answer
+    }
 }
 
 /// Answers read back from a recording, served in the order they were given.
@@ -410,6 +434,7 @@ pub struct Answers {
     masq: HashMap<u32, VecDeque<Option<(usize, usize)>>>,
     vxlan: HashMap<u32, VecDeque<Option<Vec<String>>>>,
     udp: HashMap<u32, VecDeque<Option<u64>>>,
+    services: VecDeque<(u32, SocketAddr, Option<String>)>,
 }
 
 pub type SharedAnswers = Rc<RefCell<Answers>>;
@@ -432,6 +457,7 @@ impl Answers {
             Note::UdpTimeout { netns, answer } => {
                 self.udp.entry(netns).or_default().push_back(answer)
             }
+            Note::Service { netns, dst, answer } => self.services.push_back((netns, dst, answer)),
             Note::Symbol { .. } | Note::Tick { .. } | Note::End { .. } => {}
         }
     }
@@ -491,6 +517,16 @@ impl NodeView for Replayed {
             .get_mut(&netns)
             .and_then(|q| q.pop_front())
             .flatten()
+    }
+    fn service(&self, netns: u32, dst: SocketAddr) -> Option<String> {
+        // The first recorded answer for this question: a replay with a higher `--threshold`
+        // skips connects the live run asked about, and must not lose the answers after them.
+        let mut a = self.0.borrow_mut();
+        let at = a
+            .services
+            .iter()
+            .position(|(n, d, _)| *n == netns && *d == dst)?;
+        a.services.remove(at).and_then(|x| x.2)
     }
 }
 
@@ -607,11 +643,65 @@ mod tests {
             netns: 7,
             answer: Some((1, 1)),
         });
+        let dst: SocketAddr = "10.96.0.10:53".parse().unwrap();
+        answers.borrow_mut().push(Note::Service {
+            netns: 7,
+            dst,
+            answer: Some("kube-system/kube-dns:dns-tcp".into()),
+        });
         let mut r = Replayed(answers.clone());
         // A question the recording never answered gets "unknown", not someone else's answer.
         assert_eq!(r.claim(7, 0), None);
         assert_eq!(r.claim(7, 1), Some(ev));
         assert_eq!(r.masquerade(7), Some((1, 1)));
         assert_eq!(r.masquerade(7), None);
+        let web: SocketAddr = "10.96.0.20:80".parse().unwrap();
+        answers.borrow_mut().push(Note::Service {
+            netns: 7,
+            dst: web,
+            answer: Some("default/web:http".into()),
+        });
+        assert_eq!(r.service(8, dst), None);
+        assert_eq!(r.service(7, "10.96.0.10:80".parse().unwrap()), None);
+        // A replay that skips the first connect (higher threshold) still gets the second's.
+        assert_eq!(r.service(7, web).as_deref(), Some("default/web:http"));
+        assert_eq!(
+            r.service(7, dst).as_deref(),
+            Some("kube-system/kube-dns:dns-tcp")
+        );
+        assert_eq!(r.service(7, dst), None);
+    }
+
+    #[test]
+    fn version_1_recordings_still_read() {
+        let h = serde_json::to_vec(&header()).unwrap();
+        let mut v = MAGIC.to_vec();
+        v.extend_from_slice(&1u16.to_le_bytes());
+        v.extend_from_slice(&(h.len() as u32).to_le_bytes());
+        v.extend_from_slice(&h);
+        let note = serde_json::to_vec(&Note::Masquerade {
+            netns: 1,
+            answer: None,
+        })
+        .unwrap();
+        v.push(TAG_NOTE);
+        v.extend_from_slice(&(note.len() as u32).to_le_bytes());
+        v.extend_from_slice(&note);
+        let (got, mut r) = Reader::new(&v[..], "v1").unwrap();
+        assert_eq!(got, header());
+        assert!(matches!(
+            r.next_record().unwrap(),
+            Some(Record::Note(Note::Masquerade { netns: 1, .. }))
+        ));
+        assert_eq!(r.next_record().unwrap(), None);
+        // Version 0 never existed; a future version is refused by number.
+        for bad in [0u16, VERSION + 1] {
+            let mut w = v.clone();
+            w[8..10].copy_from_slice(&bad.to_le_bytes());
+            assert!(matches!(
+                Reader::new(&w[..], "x"),
+                Err(RecordError::Version { found, .. }) if found == bad
+            ));
+        }
     }
 }

@@ -129,3 +129,54 @@ pub fn run(
         None => Ok(ExitCode::SUCCESS),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    fn lines(text: &[u8], kinds: &[&str]) -> Vec<serde_json::Value> {
+        String::from_utf8_lossy(text)
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .filter(|v| kinds.contains(&v["type"].as_str().unwrap_or("")))
+            .collect()
+    }
+
+    /// A version 1 recording (three ~1 s first-SYN-drop connects, made by netlat before
+    /// Service names and format version 2) next to what that netlat's replay printed.
+    #[test]
+    fn version_1_recording_replays_to_the_lines_it_gave_then() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/record");
+        let args = ReplayArgs {
+            file: dir.join("v1-first-syn.rec"),
+            output: OutputFormat::Json,
+            threshold: None,
+        };
+        let mut out = Vec::new();
+        run(
+            &args,
+            &mut JsonSink::new(&mut out),
+            &ExportOptions::default(),
+        )
+        .unwrap();
+        let then = std::fs::read(dir.join("v1-first-syn.replay.jsonl")).unwrap();
+        let kinds = ["connect", "drop", "summary"];
+        let got = lines(&out, &kinds);
+        assert_eq!(got, lines(&then, &kinds));
+        assert_eq!(got.iter().filter(|l| l["type"] == "connect").count(), 3);
+        assert!(got.iter().all(|l| l.get("service").is_none()));
+        // The histograms of that run, and now also the delay its SYN retries added.
+        let hist = lines(&out, &["histogram"]).pop().unwrap();
+        let old = lines(&then, &["histogram"]).pop().unwrap();
+        for k in ["all", "by_cause", "by_dst", "syn_retries"] {
+            assert_eq!(hist[k], old[k], "{k}");
+        }
+        let delay = &hist["syn_retry_delay"]["all"];
+        assert_eq!(delay["count"], 3, "{hist}");
+        assert!(
+            (1000.0..1100.0).contains(&delay["max_ms"].as_f64().unwrap()),
+            "{hist}"
+        );
+    }
+}

@@ -47,6 +47,12 @@ pub trait NodeView {
     fn vxlan_offloaded(&self, netns: u32) -> Option<Vec<String>>;
     /// `net.netfilter.nf_conntrack_udp_timeout` in `netns`, seconds.
     fn udp_timeout_s(&self, netns: u32) -> Option<u64>;
+    /// The Kubernetes Service (`namespace/name:port`) a TCP connect from `netns` to `dst` is
+    /// addressed to, where the node knows it (kube-proxy's rules). Views without Service
+    /// knowledge know none.
+    fn service(&self, _netns: u32, _dst: std::net::SocketAddr) -> Option<String> {
+        None
+    }
 }
 
 /// A view that knows nothing (replays without facts, and tests).

@@ -71,6 +71,44 @@ pub fn sh_stdin(args: &[&str], stdin: &str) {
     );
 }
 
+/// An nftables ruleset (`table inet TABLE`) that drops the first SYN of every new flow to
+/// `port` in the namespace it is loaded into: the foundation's ~1 s connect.
+pub fn first_syn_drop(table: &str, port: u16) -> String {
+    format!(
+        "table inet {table} {{\n\
+         \x20 set seen {{ type ipv4_addr . inet_service; flags dynamic,timeout; timeout 60s; }}\n\
+         \x20 chain in {{\n\
+         \x20   type filter hook input priority 0; policy accept;\n\
+         \x20   tcp dport {port} tcp flags & (syn|ack) == syn ip saddr . tcp sport @seen accept\n\
+         \x20   tcp dport {port} tcp flags & (syn|ack) == syn add @seen {{ ip saddr . tcp sport }} drop\n\
+         \x20 }}\n\
+         }}\n"
+    )
+}
+
+/// `netlat ARGS` as user nobody with no capabilities (through `setpriv`), e.g. a replay.
+pub fn netlat_unprivileged(args: &[&str]) -> Output {
+    Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+        ])
+        .arg(netlat_bin())
+        .args(args)
+        .output()
+        .expect("run netlat through setpriv")
+}
+
+/// The JSON lines of a command's stdout.
+pub fn json_lines(out: &Output) -> Vec<serde_json::Value> {
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("non-JSON line {l:?}: {e}")))
+        .collect()
+}
+
 /// A network namespace, deleted on drop.
 pub struct Netns {
     pub name: String,
@@ -220,7 +258,21 @@ pub struct Watch {
 impl Watch {
     /// Start netlat and wait for its capabilities line (hooks attached).
     pub fn start(extra: &[&str]) -> Watch {
-        let mut child = Command::new(netlat_bin())
+        Watch::start_cmd(Command::new(netlat_bin()), extra)
+    }
+
+    /// Start netlat in `ns`'s network namespace, as on a node whose pods have namespaces of
+    /// their own (`nsenter` joins only the network namespace: tracefs stays mounted).
+    pub fn start_in(ns: &Netns, extra: &[&str]) -> Watch {
+        let mut cmd = Command::new("nsenter");
+        cmd.arg(format!("--net=/run/netns/{}", ns.name))
+            .arg("--")
+            .arg(netlat_bin());
+        Watch::start_cmd(cmd, extra)
+    }
+
+    fn start_cmd(mut cmd: Command, extra: &[&str]) -> Watch {
+        let mut child = cmd
             .args(["watch", "--output", "json"])
             .args(extra)
             .stdout(Stdio::piped())

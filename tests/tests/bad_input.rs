@@ -2,7 +2,7 @@
 
 use std::process::{Command, Output};
 
-use netlat_tests::{is_root, netlat_bin};
+use netlat_tests::{is_root, netlat_bin, netlat_unprivileged};
 
 fn stderr_lines(o: &Output) -> Vec<String> {
     String::from_utf8_lossy(&o.stderr)
@@ -48,17 +48,7 @@ fn not_root_says_which_privilege_is_missing() {
         is_root(),
         "this test drops privileges and needs to start as root"
     );
-    let o = Command::new("setpriv")
-        .args([
-            "--reuid=65534",
-            "--regid=65534",
-            "--clear-groups",
-            "--inh-caps=-all",
-        ])
-        .arg(netlat_bin())
-        .args(["watch", "--duration", "1"])
-        .output()
-        .expect("run setpriv");
+    let o = netlat_unprivileged(&["watch", "--duration", "1"]);
     assert_one_error_line(&o, "CAP_BPF");
     assert!(stderr_lines(&o)[0].contains("root"));
 }

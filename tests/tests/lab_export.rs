@@ -345,6 +345,28 @@ fn lab_export_prometheus_scrapes_the_retry_ladder_buckets() {
     assert_eq!(at("0.2"), Some("0"), "{series:?}");
     assert_eq!(at("2.0"), Some("3"), "{series:?}");
     assert_eq!(at("+Inf"), Some("3"), "{series:?}");
+    // The SYN-retry delay has its own histogram on the same buckets: each connect waited ~1 s
+    // for its one retry, and the destination has no Service (empty label).
+    let retry = wait_until(Duration::from_secs(30), || {
+        let b = buckets(&prom.query("netlat_syn_retry_delay_seconds_bucket"), dst);
+        b.iter().any(|(le, v)| le == "1.5" && v == "3").then_some(b)
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "prometheus never saw 3 retry delays in le=1.5: {:#?}",
+            prom.query("netlat_syn_retry_delay_seconds_bucket")
+        )
+    });
+    let retry_at = |le: &str| retry.iter().find(|(l, _)| l == le).map(|(_, v)| v.as_str());
+    assert_eq!(retry_at("0.5"), Some("0"), "{retry:?}");
+    assert_eq!(retry_at("+Inf"), Some("3"), "{retry:?}");
+    let labels = prom.query("netlat_syn_retry_delay_seconds_count");
+    assert!(
+        labels
+            .iter()
+            .any(|r| r["metric"]["dst"] == dst && r["metric"]["service"].is_null()),
+        "{labels:#?}"
+    );
     let slow = prom.query(&format!("netlat_slow_connects_total{{cause=\"{CAUSE}\"}}"));
     let slow: f64 = slow
         .first()

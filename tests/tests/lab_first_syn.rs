@@ -6,19 +6,9 @@
 use std::{process::Command, time::Duration};
 
 use netlat_tests::{
-    Netns, Watch, connect_times, connects_to, is_root, netlat_bin, tcp_server, veth,
+    Netns, Watch, connect_times, connects_to, first_syn_drop, is_root, json_lines, netlat_bin,
+    netlat_unprivileged, tcp_server, veth,
 };
-
-const FIRST_SYN_DROP: &str = r#"
-table inet labsyn {
-  set seen { type ipv4_addr . inet_service; flags dynamic,timeout; timeout 60s; }
-  chain in {
-    type filter hook input priority 0; policy accept;
-    tcp dport 8080 tcp flags & (syn|ack) == syn ip saddr . tcp sport @seen accept
-    tcp dport 8080 tcp flags & (syn|ack) == syn add @seen { ip saddr . tcp sport } drop
-  }
-}
-"#;
 
 #[test]
 fn lab_first_syn_drop_is_a_one_second_netfilter_drop() {
@@ -33,7 +23,7 @@ fn lab_first_syn_drop_is_a_one_second_netfilter_drop() {
         "nl-vb",
         "10.231.0.2/24",
     );
-    server.nft(FIRST_SYN_DROP);
+    server.nft(&first_syn_drop("labsyn", 8080));
     let _srv = tcp_server(&server, &[8080, 8081]);
 
     let recording = std::env::temp_dir().join(format!("netlat-lab1-{}.rec", std::process::id()));
@@ -109,22 +99,9 @@ fn lab_first_syn_drop_is_a_one_second_netfilter_drop() {
     assert!(summary["lost_events"].is_object());
 
     // The recording replays to the same lines and summary, with no privileges.
-    let out = Command::new("setpriv")
-        .args([
-            "--reuid=65534",
-            "--regid=65534",
-            "--clear-groups",
-            "--inh-caps=-all",
-        ])
-        .arg(netlat_bin())
-        .args(["replay", "--output", "json", &rec_arg])
-        .output()
-        .expect("run replay");
+    let out = netlat_unprivileged(&["replay", "--output", "json", &rec_arg]);
     assert!(out.status.success(), "replay failed: {out:?}");
-    let replayed: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("replay JSON"))
-        .collect();
+    let replayed = json_lines(&out);
     let pick = |v: &[serde_json::Value]| -> Vec<serde_json::Value> {
         v.iter()
             .filter(|l| ["connect", "drop", "summary"].contains(&l["type"].as_str().unwrap_or("")))
@@ -138,17 +115,7 @@ fn lab_first_syn_drop_is_a_one_second_netfilter_drop() {
     );
 
     // `netlat report` reads a recording too: a table by cause, unprivileged.
-    let out = Command::new("setpriv")
-        .args([
-            "--reuid=65534",
-            "--regid=65534",
-            "--clear-groups",
-            "--inh-caps=-all",
-        ])
-        .arg(netlat_bin())
-        .args(["report", &rec_arg])
-        .output()
-        .expect("run report");
+    let out = netlat_unprivileged(&["report", &rec_arg]);
     assert!(out.status.success(), "report failed: {out:?}");
     let table = String::from_utf8_lossy(&out.stdout);
     assert!(table.contains("netfilter-rule-drop"), "{table}");

@@ -16,7 +16,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use netlat_tests::{Netns, connect_times, connects_to, is_root, netlat_bin, tcp_server, veth};
+use netlat_tests::{
+    Netns, connect_times, connects_to, is_root, netlat_bin, netlat_unprivileged, tcp_server, veth,
+};
 use serde_json::Value;
 
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -633,23 +635,10 @@ fn watch_keeps_only_needed_capabilities_and_still_names_the_drop() {
     );
 }
 
-/// `setpriv` arguments that run a command as nobody with no capabilities at all.
-const NOBODY: [&str; 4] = [
-    "--reuid=65534",
-    "--regid=65534",
-    "--clear-groups",
-    "--inh-caps=-all",
-];
-
 #[test]
 fn doctor_and_replay_need_no_privileges() {
     let _g = serial();
-    let out = Command::new("setpriv")
-        .args(NOBODY)
-        .arg(netlat_bin())
-        .args(["doctor"])
-        .output()
-        .expect("run doctor");
+    let out = netlat_unprivileged(&["doctor"]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "doctor as nobody failed: {out:?}");
     // What nobody may not read is a note, not a failure.
@@ -668,13 +657,7 @@ fn doctor_and_replay_need_no_privileges() {
     assert!(made.status.success(), "{made:?}");
     std::fs::set_permissions(&rec, std::os::unix::fs::PermissionsExt::from_mode(0o644))
         .expect("chmod");
-    let out = Command::new("setpriv")
-        .args(NOBODY)
-        .arg(netlat_bin())
-        .args(["replay", "--output", "json"])
-        .arg(&rec)
-        .output()
-        .expect("run replay");
+    let out = netlat_unprivileged(&["replay", "--output", "json", &rec.display().to_string()]);
     let _ = std::fs::remove_file(&rec);
     assert!(out.status.success(), "replay as nobody failed: {out:?}");
     assert!(String::from_utf8_lossy(&out.stdout).contains("\"type\":\"summary\""));

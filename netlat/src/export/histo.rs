@@ -1,6 +1,10 @@
 //! Connect-latency histograms (HdrHistogram, µs, 1 µs … 200 s, 3 significant digits) per cause
-//! (verdict id) and per destination, and the SYN retry ladder; and the compact summary printed
-//! every `--summary-interval` and at exit (`{"type":"histogram",…}` in JSON).
+//! (verdict id) and per destination, the same for the SYN-retry delay (first SYN → last SYN
+//! retransmit, of connects with at least one retry), and the SYN retry ladder; and the compact
+//! summary printed every `--summary-interval` and at exit (`{"type":"histogram",…}` in JSON).
+//!
+//! A destination is `ip:port`, or `ip:port (namespace/name:port)` when the node knows its
+//! Kubernetes Service.
 
 use std::{
     collections::BTreeMap,
@@ -10,7 +14,7 @@ use std::{
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
-use super::{ExportError, MAX_DESTINATIONS, bounded_key, cause_of, micros};
+use super::{ExportError, MAX_DESTINATIONS, bounded_key, cause_of, micros, retry_delay_us};
 use crate::output::ConnectJson;
 
 /// Smallest trackable latency, µs.
@@ -75,18 +79,78 @@ pub struct HistogramSummary {
     pub all: Percentiles,
     /// Per verdict id ("none" when nothing fit).
     pub by_cause: BTreeMap<String, Percentiles>,
-    /// Per destination `ip:port` ("other" past the first 100 destinations).
+    /// Per destination `ip:port` or `ip:port (ns/name:port)` ("other" past the first 100
+    /// destinations).
     pub by_dst: BTreeMap<String, Percentiles>,
     /// The retry ladder: `syn_retries[n]` slow connects took n SYN retransmits.
     pub syn_retries: Vec<u64>,
+    /// The delay SYN retries added (first SYN → last retransmit), of slow connects with at
+    /// least one; absent in lines of netlat versions before it.
+    #[serde(default)]
+    pub syn_retry_delay: Breakdown,
+}
+
+/// Percentiles overall, per cause and per destination.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Breakdown {
+    pub all: Percentiles,
+    pub by_cause: BTreeMap<String, Percentiles>,
+    pub by_dst: BTreeMap<String, Percentiles>,
+}
+
+/// Histograms overall, per cause and per destination (the key is chosen by the caller).
+#[derive(Clone)]
+struct Hists {
+    all: Hist,
+    by_cause: BTreeMap<String, Hist>,
+    by_dst: BTreeMap<String, Hist>,
+}
+
+impl Hists {
+    fn new(proto: &Hist) -> Self {
+        Hists {
+            all: proto.clone(),
+            by_cause: BTreeMap::new(),
+            by_dst: BTreeMap::new(),
+        }
+    }
+
+    fn record(&mut self, proto: &Hist, cause: &str, dst: &str, us: u64) {
+        self.all.saturating_record(us);
+        for (map, key) in [(&mut self.by_cause, cause), (&mut self.by_dst, dst)] {
+            map.entry(key.to_string())
+                .or_insert_with(|| proto.clone())
+                .saturating_record(us);
+        }
+    }
+
+    fn breakdown(&self) -> Breakdown {
+        let pct = |m: &BTreeMap<String, Hist>| {
+            m.iter()
+                .map(|(k, h)| (k.clone(), Percentiles::of(h)))
+                .collect()
+        };
+        Breakdown {
+            all: Percentiles::of(&self.all),
+            by_cause: pct(&self.by_cause),
+            by_dst: pct(&self.by_dst),
+        }
+    }
+}
+
+/// A connect's destination label: `ip:port`, with its Service when known.
+pub fn dst_label(c: &ConnectJson) -> String {
+    match &c.service {
+        Some(s) => format!("{} ({s})", c.dst),
+        None => c.dst.clone(),
+    }
 }
 
 /// The histograms of a run.
 pub struct Histograms {
     proto: Hist,
-    all: Hist,
-    by_cause: BTreeMap<String, Hist>,
-    by_dst: BTreeMap<String, Hist>,
+    latency: Hists,
+    retry_delay: Hists,
     ladder: Vec<u64>,
 }
 
@@ -94,28 +158,23 @@ impl Histograms {
     pub fn new() -> Result<Self, ExportError> {
         let proto = new_hist()?;
         Ok(Histograms {
-            all: proto.clone(),
+            latency: Hists::new(&proto),
+            retry_delay: Hists::new(&proto),
             proto,
-            by_cause: BTreeMap::new(),
-            by_dst: BTreeMap::new(),
             ladder: Vec::new(),
         })
     }
 
-    /// Record one reported connect; returns the destination key it was counted under.
+    /// Record one reported connect; returns the destination key it was counted under (the
+    /// same for its latency and its retry delay).
     pub fn record(&mut self, c: &ConnectJson) -> String {
-        let us = micros(c);
-        self.all.saturating_record(us);
         let cause = cause_of(c);
-        self.by_cause
-            .entry(cause.to_string())
-            .or_insert_with(|| self.proto.clone())
-            .saturating_record(us);
-        let dst = bounded_key(&self.by_dst, &c.dst, MAX_DESTINATIONS).to_string();
-        self.by_dst
-            .entry(dst.clone())
-            .or_insert_with(|| self.proto.clone())
-            .saturating_record(us);
+        let label = dst_label(c);
+        let dst = bounded_key(&self.latency.by_dst, &label, MAX_DESTINATIONS).to_string();
+        self.latency.record(&self.proto, cause, &dst, micros(c));
+        if let Some(us) = retry_delay_us(c) {
+            self.retry_delay.record(&self.proto, cause, &dst, us);
+        }
         let n = c.syn_retransmits as usize;
         // A ladder longer than any kernel retries (tcp_syn_retries ≤ 127) is not worth a slot.
         if n < 128 {
@@ -129,23 +188,20 @@ impl Histograms {
 
     /// Slow connects recorded.
     pub fn count(&self) -> u64 {
-        self.all.len()
+        self.latency.all.len()
     }
 
     pub fn summary(&self, elapsed_s: f64, at_exit: bool) -> HistogramSummary {
-        let pct = |m: &BTreeMap<String, Hist>| {
-            m.iter()
-                .map(|(k, h)| (k.clone(), Percentiles::of(h)))
-                .collect()
-        };
+        let latency = self.latency.breakdown();
         HistogramSummary {
             kind: "histogram".into(),
             elapsed_s: (elapsed_s * 1000.0).round() / 1000.0,
             at_exit,
-            all: Percentiles::of(&self.all),
-            by_cause: pct(&self.by_cause),
-            by_dst: pct(&self.by_dst),
+            all: latency.all,
+            by_cause: latency.by_cause,
+            by_dst: latency.by_dst,
             syn_retries: self.ladder.clone(),
+            syn_retry_delay: self.retry_delay.breakdown(),
         }
     }
 }
@@ -159,6 +215,24 @@ pub fn write_human(h: &HistogramSummary, w: &mut dyn Write) -> io::Result<()> {
         writeln!(w, "netlat: no slow connects in {:.1} s", h.elapsed_s)?;
         return w.flush();
     }
+    // The busiest destinations, as row names.
+    let top = |m: &BTreeMap<String, Percentiles>| {
+        let mut dsts: Vec<_> = m.iter().collect();
+        dsts.sort_by(|a, b| b.1.count.cmp(&a.1.count).then(a.0.cmp(b.0)));
+        dsts.into_iter()
+            .take(HUMAN_TOP_DST)
+            .map(|(dst, p)| (format!("→ {dst}"), p.clone()))
+            .collect::<Vec<_>>()
+    };
+    let d = &h.syn_retry_delay;
+    let (dsts, delay_dsts) = (top(&h.by_dst), top(&d.by_dst));
+    // Wide enough for every name shown (a Service makes destinations long), so columns align.
+    let width = h
+        .by_cause
+        .keys()
+        .chain(dsts.iter().chain(&delay_dsts).map(|(n, _)| n))
+        .map(|n| n.chars().count())
+        .fold(26, usize::max);
     writeln!(
         w,
         "netlat: latency of slow connects after {:.1} s{}:",
@@ -167,13 +241,13 @@ pub fn write_human(h: &HistogramSummary, w: &mut dyn Write) -> io::Result<()> {
     )?;
     writeln!(
         w,
-        "netlat:   {:<26} {:>6} {:>9} {:>9} {:>9} {:>9}",
+        "netlat:   {:<width$} {:>6} {:>9} {:>9} {:>9} {:>9}",
         "cause", "count", "p50 ms", "p90 ms", "p99 ms", "max ms"
     )?;
     let row = |w: &mut dyn Write, name: &str, p: &Percentiles| {
         writeln!(
             w,
-            "netlat:   {name:<26} {:>6} {:>9.1} {:>9.1} {:>9.1} {:>9.1}",
+            "netlat:   {name:<width$} {:>6} {:>9.1} {:>9.1} {:>9.1} {:>9.1}",
             p.count, p.p50_ms, p.p90_ms, p.p99_ms, p.max_ms
         )
     };
@@ -183,16 +257,14 @@ pub fn write_human(h: &HistogramSummary, w: &mut dyn Write) -> io::Result<()> {
     if h.by_cause.len() != 1 {
         row(w, "(all)", &h.all)?;
     }
-    let mut dsts: Vec<_> = h.by_dst.iter().collect();
-    dsts.sort_by(|a, b| b.1.count.cmp(&a.1.count).then(a.0.cmp(b.0)));
-    for (dst, p) in dsts.iter().take(HUMAN_TOP_DST) {
-        row(w, &format!("→ {dst}"), p)?;
+    for (name, p) in &dsts {
+        row(w, name, p)?;
     }
-    if dsts.len() > HUMAN_TOP_DST {
+    if h.by_dst.len() > HUMAN_TOP_DST {
         writeln!(
             w,
             "netlat:   … and {} more destinations",
-            dsts.len() - HUMAN_TOP_DST
+            h.by_dst.len() - HUMAN_TOP_DST
         )?;
     }
     let ladder: Vec<String> = h
@@ -211,6 +283,18 @@ pub fn write_human(h: &HistogramSummary, w: &mut dyn Write) -> io::Result<()> {
             ladder.join(", ")
         }
     )?;
+    if d.all.count > 0 {
+        writeln!(
+            w,
+            "netlat:   delay added by SYN retries (first SYN → last SYN):"
+        )?;
+        for (cause, p) in &d.by_cause {
+            row(w, cause, p)?;
+        }
+        for (name, p) in &delay_dsts {
+            row(w, name, p)?;
+        }
+    }
     w.flush()
 }
 
@@ -236,6 +320,7 @@ pub(crate) mod tests {
             comm: "curl".into(),
             src: "10.0.0.1:40000".into(),
             dst: dst.into(),
+            service: None,
             outcome: Outcome::Established,
             connect_ms: ms,
             syn_retransmits: retries,
@@ -300,6 +385,99 @@ pub(crate) mod tests {
         let json: serde_json::Value = serde_json::to_value(&s).unwrap();
         assert_eq!(json["type"], "histogram");
         assert_eq!(json["by_cause"]["none"]["count"], 3);
+    }
+
+    /// A slow connect whose SYNs were retransmitted at `retries` ms after the first.
+    fn retried(
+        dst: &str,
+        service: Option<&str>,
+        ms: f64,
+        retries: &[f64],
+        issue: Option<&'static str>,
+    ) -> ConnectJson {
+        let mut c = connect(dst, ms, retries.len() as u32, issue);
+        c.service = service.map(str::to_string);
+        c.retransmit_at_ms = retries.to_vec();
+        c
+    }
+
+    #[test]
+    fn retry_delay_per_cause_and_destination() {
+        let nf = Some("netfilter-rule-drop");
+        let web = Some("default/web:http");
+        let mut h = Histograms::new().unwrap();
+        h.record(&retried("10.0.0.2:8080", web, 1001.0, &[1000.5], nf));
+        h.record(&retried(
+            "10.0.0.2:8080",
+            web,
+            3002.0,
+            &[1000.0, 3000.0],
+            nf,
+        ));
+        // Slow without a retry (a slow accept): latency only.
+        h.record(&retried("10.0.0.3:80", None, 250.0, &[], None));
+        // Slow long after its last retry: the delay is the retries' part only.
+        h.record(&retried("10.0.0.3:80", None, 5000.0, &[1010.0], None));
+        let s = h.summary(1.0, true);
+        assert_eq!(s.all.count, 4);
+        let d = &s.syn_retry_delay;
+        assert_eq!(d.all.count, 3);
+        let by_nf = &d.by_cause["netfilter-rule-drop"];
+        assert_eq!(by_nf.count, 2);
+        assert!((1000.0..1002.0).contains(&by_nf.p50_ms), "{by_nf:?}");
+        assert!((2999.0..3003.0).contains(&by_nf.max_ms), "{by_nf:?}");
+        let none = &d.by_cause["none"];
+        assert_eq!(none.count, 1);
+        assert!((1009.0..1012.0).contains(&none.max_ms), "{none:?}");
+        assert!(s.by_cause["none"].max_ms >= 4990.0);
+        // The Service is part of the destination key, for latency and delay alike.
+        let key = "10.0.0.2:8080 (default/web:http)";
+        assert_eq!(s.by_dst[key].count, 2);
+        assert_eq!(d.by_dst[key].count, 2);
+        assert_eq!(s.by_dst["10.0.0.3:80"].count, 2);
+        assert_eq!(d.by_dst["10.0.0.3:80"].count, 1);
+        assert_eq!(s.syn_retries, vec![1, 2, 1]);
+
+        let mut out = Vec::new();
+        write_human(&s, &mut out).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        let delay = text
+            .split("delay added by SYN retries")
+            .nth(1)
+            .unwrap_or_else(|| panic!("no retry-delay section in {text}"));
+        assert!(
+            delay
+                .lines()
+                .any(|l| l.contains("netfilter-rule-drop") && l.contains(" 2 ")),
+            "{text}"
+        );
+        assert!(delay.contains(key), "{text}");
+        // Long Service names widen the name column: every row's numbers line up.
+        let widths: Vec<usize> = text
+            .lines()
+            .filter(|l| {
+                let t: Vec<&str> = l.split_whitespace().collect();
+                t.len() > 5 && t[t.len() - 5..].iter().all(|x| x.parse::<f64>().is_ok())
+            })
+            .map(|l| l.chars().count())
+            .collect();
+        assert_eq!(widths.len(), 9, "{text}");
+        assert!(widths.windows(2).all(|w| w[0] == w[1]), "{text}");
+        // Summaries of netlat versions without the delay still parse.
+        let mut json = serde_json::to_value(&s).unwrap();
+        assert_eq!(json["syn_retry_delay"]["all"]["count"], 3);
+        json.as_object_mut().unwrap().remove("syn_retry_delay");
+        let old: HistogramSummary = serde_json::from_value(json).unwrap();
+        assert_eq!(old.syn_retry_delay, Breakdown::default());
+    }
+
+    #[test]
+    fn retry_delay_is_first_to_last_syn() {
+        assert_eq!(
+            retry_delay_us(&retried("a:1", None, 9.0, &[1000.5, 3000.25], None)),
+            Some(3_000_250)
+        );
+        assert_eq!(retry_delay_us(&retried("a:1", None, 9.0, &[], None)), None);
     }
 
     #[test]

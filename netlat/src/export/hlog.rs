@@ -2,8 +2,11 @@
 //! histograms, readable by HdrHistogram's own log tools), values in microseconds.
 //!
 //! Each interval holds one untagged histogram of every slow connect (what HdrHistogram's
-//! `HistogramLogProcessor` reads by default) and one histogram per `Tag=<cause>/<destination>`
-//! that had slow connects in it. Interval timestamps are seconds since the `BaseTime` header.
+//! `HistogramLogProcessor` reads by default), one connect-latency histogram per
+//! `Tag=<cause>/<destination>` and one SYN-retry-delay histogram per
+//! `Tag=syn-retry-delay:<cause>/<destination>` that had slow connects in it. A destination with a
+//! known Service is `ip:port_(ns/name:port)` (tags cannot hold spaces). Interval timestamps are
+//! seconds since the `BaseTime` header.
 
 use std::{
     collections::BTreeMap,
@@ -29,7 +32,11 @@ use super::{
 
 /// First comment line: says what the numbers are.
 const HEADER: &str = "netlat slow TCP connect latency in microseconds; untagged: all slow \
-                      connects, Tag=<cause>/<destination>: per verdict and ip:port";
+                      connects, Tag=<cause>/<destination>: per verdict and ip:port, \
+                      Tag=syn-retry-delay:<cause>/<destination>: first to last SYN";
+
+/// Tag prefix of the SYN-retry-delay histograms (cause ids never contain `:`).
+pub const RETRY_PREFIX: &str = "syn-retry-delay:";
 
 /// Characters an interval-log tag cannot hold (the format splits on them).
 fn tag_char_ok(c: char) -> bool {
@@ -44,9 +51,32 @@ pub fn tag(cause: &str, dst: &str) -> String {
         .collect()
 }
 
-/// (cause, destination) of a tag written by [`tag`]; a foreign tag is all cause.
-pub fn split_tag(tag: &str) -> (&str, &str) {
-    tag.split_once('/').unwrap_or((tag, ""))
+/// The tag of a SYN-retry-delay histogram of (cause, destination).
+pub fn retry_tag(cause: &str, dst: &str) -> String {
+    format!("{RETRY_PREFIX}{}", tag(cause, dst))
+}
+
+/// What a tag written by [`tag`] or [`retry_tag`] names; a foreign tag is all cause.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TagParts<'a> {
+    /// A SYN-retry-delay histogram (else connect latency).
+    pub retry_delay: bool,
+    pub cause: &'a str,
+    /// The destination, with the space before a Service restored.
+    pub dst: String,
+}
+
+pub fn split_tag(tag: &str) -> TagParts<'_> {
+    let (retry_delay, rest) = match tag.strip_prefix(RETRY_PREFIX) {
+        Some(rest) => (true, rest),
+        None => (false, tag),
+    };
+    let (cause, dst) = rest.split_once('/').unwrap_or((rest, ""));
+    TagParts {
+        retry_delay,
+        cause,
+        dst: dst.replace("_(", " ("),
+    }
 }
 
 /// Writes the log: intervals accumulate in memory and go to the file at each
@@ -104,6 +134,14 @@ impl HlogWriter {
         self.all.saturating_record(us);
         self.tagged
             .entry(tag(cause, dst))
+            .or_insert_with(|| self.proto.clone())
+            .saturating_record(us);
+    }
+
+    /// Record the `us` microseconds SYN retries added to one slow connect.
+    pub fn record_retry_delay(&mut self, cause: &str, dst: &str, us: u64) {
+        self.tagged
+            .entry(retry_tag(cause, dst))
             .or_insert_with(|| self.proto.clone())
             .saturating_record(us);
     }
@@ -208,8 +246,32 @@ mod tests {
         );
         assert_eq!(tag("a b", "x,y"), "a_b/x_y");
         assert!(Tag::new(&tag("a b\n", "x,\ry")).is_some());
-        assert_eq!(split_tag("none/[::1]:80"), ("none", "[::1]:80"));
-        assert_eq!(split_tag("foreign"), ("foreign", ""));
+        let parts = |t| {
+            let p = split_tag(t);
+            (p.retry_delay, p.cause.to_string(), p.dst)
+        };
+        assert_eq!(
+            parts("none/[::1]:80"),
+            (false, "none".into(), "[::1]:80".into())
+        );
+        assert_eq!(parts("foreign"), (false, "foreign".into(), String::new()));
+        let with_service = tag("none", "10.96.0.10:53 (kube-system/kube-dns:dns-tcp)");
+        assert_eq!(
+            with_service,
+            "none/10.96.0.10:53_(kube-system/kube-dns:dns-tcp)"
+        );
+        assert_eq!(
+            parts(&with_service),
+            (
+                false,
+                "none".into(),
+                "10.96.0.10:53 (kube-system/kube-dns:dns-tcp)".into()
+            )
+        );
+        assert_eq!(
+            parts(&retry_tag("netfilter-rule-drop", "10.0.0.2:8080")),
+            (true, "netfilter-rule-drop".into(), "10.0.0.2:8080".into())
+        );
     }
 
     #[test]
@@ -226,6 +288,7 @@ mod tests {
         // A quiet interval: only the untagged total.
         w.write_interval(t0 + Duration::from_secs(20)).unwrap();
         w.record("netfilter-rule-drop", "10.0.0.2:8080", 1_030_000);
+        w.record_retry_delay("netfilter-rule-drop", "10.0.0.2:8080", 1_010_000);
         w.write_interval(t0 + Duration::from_millis(25_500))
             .unwrap();
         // An empty sliver at exit is not written.
@@ -243,10 +306,16 @@ mod tests {
         let iv = read(&path, &bytes).unwrap();
         let untagged: Vec<_> = iv.iter().filter(|i| i.tag.is_none()).collect();
         assert_eq!(untagged.len(), 3);
+        // The retry delay is a tagged histogram of its own, not part of the untagged total.
         assert_eq!(
             untagged.iter().map(|i| i.hist.len()).collect::<Vec<_>>(),
             vec![3, 0, 1]
         );
+        let retry = iv
+            .iter()
+            .find(|i| i.tag.as_deref() == Some("syn-retry-delay:netfilter-rule-drop/10.0.0.2:8080"))
+            .expect("retry-delay interval");
+        assert!(retry.hist.equivalent(retry.hist.max(), 1_010_000));
         assert_eq!(untagged[2].start, Duration::from_secs(20));
         assert_eq!(untagged[2].length, Duration::from_millis(5500));
         let nf: u64 = iv

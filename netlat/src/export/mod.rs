@@ -103,6 +103,17 @@ pub fn micros(c: &ConnectJson) -> u64 {
     (c.connect_ms * 1000.0).round().max(0.0) as u64
 }
 
+/// The delay SYN retries added to a connect, in microseconds: from the first SYN to the last
+/// retransmitted one (the time the connect spent waiting for retransmit timers). `None` for a
+/// connect without retries: it was slow for another reason.
+pub fn retry_delay_us(c: &ConnectJson) -> Option<u64> {
+    c.retransmit_at_ms
+        .iter()
+        .copied()
+        .reduce(f64::max)
+        .map(|ms| (ms * 1000.0).round().max(0.0) as u64)
+}
+
 /// `key` if it is tracked already or there is room, else [`OTHER_DST`].
 pub(crate) fn bounded_key<'a, V>(map: &BTreeMap<String, V>, key: &'a str, cap: usize) -> &'a str {
     if map.len() < cap || map.contains_key(key) {
@@ -236,11 +247,26 @@ impl Sink for Exports {
     fn connect(&mut self, c: &ConnectJson) -> io::Result<()> {
         let dst = self.hist.record(c);
         let cause = cause_of(c);
+        let retry_us = retry_delay_us(c);
         if let Some(h) = &mut self.hlog {
             h.record(cause, &dst, micros(c));
+            if let Some(us) = retry_us {
+                h.record_retry_delay(cause, &dst, us);
+            }
         }
         if let Some(m) = &self.metrics {
-            m.observe_connect(cause, &dst, c.connect_ms / 1000.0);
+            // The metric labels split the histogram key back into address and Service; past
+            // the destination bound both fold into "other" and "".
+            let (ip_port, service) = if dst == OTHER_DST {
+                (OTHER_DST, "")
+            } else {
+                (c.dst.as_str(), c.service.as_deref().unwrap_or(""))
+            };
+            let labels = prom::ConnectLabels::new(cause, ip_port, service);
+            m.observe_connect(&labels, c.connect_ms / 1000.0);
+            if let Some(us) = retry_us {
+                m.observe_retry_delay(&labels, us as f64 / 1e6);
+            }
         }
         Ok(())
     }

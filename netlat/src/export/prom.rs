@@ -33,10 +33,24 @@ const MAX_HEAD: usize = 8 * 1024;
 /// Connections served at once.
 const MAX_CONNECTIONS: usize = 8;
 
+/// Labels of the per-destination histograms: cause, `ip:port` and the Kubernetes Service
+/// (empty when unknown). The Service follows from the destination, so it adds no series beyond
+/// the bounded destinations.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct ConnectLabels {
+pub struct ConnectLabels {
     cause: String,
     dst: String,
+    service: String,
+}
+
+impl ConnectLabels {
+    pub fn new(cause: &str, dst: &str, service: &str) -> Self {
+        ConnectLabels {
+            cause: cause.into(),
+            dst: dst.into(),
+            service: service.into(),
+        }
+    }
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -64,6 +78,7 @@ fn ladder_histogram() -> Histogram {
 pub struct Metrics {
     registry: Arc<Registry>,
     connect: Family<ConnectLabels, Histogram, fn() -> Histogram>,
+    retry_delay: Family<ConnectLabels, Histogram, fn() -> Histogram>,
     slow: Family<CauseLabels, Counter>,
     drops: Family<CauseLabels, Counter>,
     lost: Family<KindLabels, Counter>,
@@ -83,6 +98,10 @@ impl Metrics {
         let connect = Family::<ConnectLabels, Histogram, fn() -> Histogram>::new_with_constructor(
             ladder_histogram,
         );
+        let retry_delay =
+            Family::<ConnectLabels, Histogram, fn() -> Histogram>::new_with_constructor(
+                ladder_histogram,
+            );
         let slow = Family::<CauseLabels, Counter>::default();
         let drops = Family::<CauseLabels, Counter>::default();
         let lost = Family::<KindLabels, Counter>::default();
@@ -91,8 +110,14 @@ impl Metrics {
         r.register(
             "netlat_connect_duration_seconds",
             "Duration of slow TCP connection attempts by cause (verdict id, none when no known \
-             issue fits) and destination ip:port",
+             issue fits), destination ip:port and Kubernetes Service (empty when unknown)",
             connect.clone(),
+        );
+        r.register(
+            "netlat_syn_retry_delay_seconds",
+            "Delay SYN retransmits added to slow TCP connection attempts (first SYN to the last \
+             retransmitted SYN), by cause, destination ip:port and Kubernetes Service",
+            retry_delay.clone(),
         );
         r.register(
             "netlat_slow_connects",
@@ -117,6 +142,7 @@ impl Metrics {
         Metrics {
             registry: Arc::new(r),
             connect,
+            retry_delay,
             slow,
             drops,
             lost,
@@ -129,18 +155,17 @@ impl Metrics {
         Arc::clone(&self.registry)
     }
 
-    pub fn observe_connect(&self, cause: &str, dst: &str, seconds: f64) {
-        self.connect
-            .get_or_create(&ConnectLabels {
-                cause: cause.into(),
-                dst: dst.into(),
-            })
-            .observe(seconds);
+    pub fn observe_connect(&self, labels: &ConnectLabels, seconds: f64) {
+        self.connect.get_or_create(labels).observe(seconds);
         self.slow
             .get_or_create(&CauseLabels {
-                cause: cause.into(),
+                cause: labels.cause.clone(),
             })
             .inc();
+    }
+
+    pub fn observe_retry_delay(&self, labels: &ConnectLabels, seconds: f64) {
+        self.retry_delay.get_or_create(labels).observe(seconds);
     }
 
     pub fn count_drop(&self, cause: &str) {
@@ -316,10 +341,12 @@ mod tests {
 
     fn metrics() -> Metrics {
         let mut m = Metrics::new();
+        let nf = ConnectLabels::new("netfilter-rule-drop", "10.0.0.2:8080", "default/web:http");
         for s in [1.02, 1.03, 1.04] {
-            m.observe_connect("netfilter-rule-drop", "10.0.0.2:8080", s);
+            m.observe_connect(&nf, s);
+            m.observe_retry_delay(&nf, s - 0.01);
         }
-        m.observe_connect("none", "10.0.0.3:80", 0.3);
+        m.observe_connect(&ConnectLabels::new("none", "10.0.0.3:80", ""), 0.3);
         m.count_drop("vxlan-csum-offload");
         m.set_lost(&[("drop", 5), ("connect", 0)]);
         m.set_lost(&[("drop", 7), ("connect", 0)]);
@@ -337,10 +364,14 @@ mod tests {
         let text = metrics().encode().unwrap();
         for want in [
             "# TYPE netlat_connect_duration_seconds histogram",
-            r#"netlat_connect_duration_seconds_bucket{le="1.0",cause="netfilter-rule-drop",dst="10.0.0.2:8080"} 0"#,
-            r#"netlat_connect_duration_seconds_bucket{le="1.5",cause="netfilter-rule-drop",dst="10.0.0.2:8080"} 3"#,
-            r#"netlat_connect_duration_seconds_bucket{le="131.0",cause="none",dst="10.0.0.3:80"} 1"#,
-            r#"netlat_connect_duration_seconds_count{cause="netfilter-rule-drop",dst="10.0.0.2:8080"} 3"#,
+            r#"netlat_connect_duration_seconds_bucket{le="1.0",cause="netfilter-rule-drop",dst="10.0.0.2:8080",service="default/web:http"} 0"#,
+            r#"netlat_connect_duration_seconds_bucket{le="1.5",cause="netfilter-rule-drop",dst="10.0.0.2:8080",service="default/web:http"} 3"#,
+            r#"netlat_connect_duration_seconds_bucket{le="131.0",cause="none",dst="10.0.0.3:80",service=""} 1"#,
+            r#"netlat_connect_duration_seconds_count{cause="netfilter-rule-drop",dst="10.0.0.2:8080",service="default/web:http"} 3"#,
+            "# TYPE netlat_syn_retry_delay_seconds histogram",
+            r#"netlat_syn_retry_delay_seconds_bucket{le="1.0",cause="netfilter-rule-drop",dst="10.0.0.2:8080",service="default/web:http"} 0"#,
+            r#"netlat_syn_retry_delay_seconds_bucket{le="1.5",cause="netfilter-rule-drop",dst="10.0.0.2:8080",service="default/web:http"} 3"#,
+            r#"netlat_syn_retry_delay_seconds_count{cause="netfilter-rule-drop",dst="10.0.0.2:8080",service="default/web:http"} 3"#,
             r#"netlat_slow_connects_total{cause="netfilter-rule-drop"} 3"#,
             r#"netlat_drops_total{cause="vxlan-csum-offload"} 1"#,
             r#"netlat_lost_events_total{kind="drop"} 7"#,
@@ -350,6 +381,8 @@ mod tests {
         ] {
             assert!(text.contains(want), "missing {want:?} in\n{text}");
         }
+        // A connect without retries has no retry delay.
+        assert!(!text.contains(r#"netlat_syn_retry_delay_seconds_count{cause="none""#));
     }
 
     fn status(resp: &[u8]) -> String {

@@ -62,6 +62,10 @@ pub struct Report {
     pub all: Histogram<u64>,
     /// Per cause: its total and per destination.
     pub causes: BTreeMap<String, CauseHists>,
+    /// The delay SYN retries added, of every slow connect with at least one.
+    pub retry_all: Histogram<u64>,
+    /// The same per cause and destination.
+    pub retry_causes: BTreeMap<String, CauseHists>,
 }
 
 pub struct CauseHists {
@@ -84,6 +88,8 @@ impl Report {
         let mut all = empty()?;
         let mut tagged_all = empty()?;
         let mut causes: BTreeMap<String, CauseHists> = BTreeMap::new();
+        let mut retry_all = empty()?;
+        let mut retry_causes: BTreeMap<String, CauseHists> = BTreeMap::new();
         let mut untagged = false;
         let (mut first, mut last) = (None::<Duration>, Duration::ZERO);
         let mut starts = std::collections::BTreeSet::new();
@@ -97,19 +103,21 @@ impl Report {
                     add(&mut all, &iv.hist)?;
                 }
                 Some(tag) => {
-                    add(&mut tagged_all, &iv.hist)?;
-                    let (cause, dst) = hlog::split_tag(tag);
+                    let parts = hlog::split_tag(tag);
+                    let (total, causes) = if parts.retry_delay {
+                        (&mut retry_all, &mut retry_causes)
+                    } else {
+                        (&mut tagged_all, &mut causes)
+                    };
+                    add(total, &iv.hist)?;
                     // An empty auto-resizing histogram is a few KB: building one per
                     // interval for `or_insert` costs nothing next to the decoding.
-                    let c = causes.entry(cause.to_string()).or_insert(CauseHists {
+                    let c = causes.entry(parts.cause.to_string()).or_insert(CauseHists {
                         total: empty()?,
                         by_dst: BTreeMap::new(),
                     });
                     add(&mut c.total, &iv.hist)?;
-                    add(
-                        c.by_dst.entry(dst.to_string()).or_insert(empty()?),
-                        &iv.hist,
-                    )?;
+                    add(c.by_dst.entry(parts.dst).or_insert(empty()?), &iv.hist)?;
                 }
             }
         }
@@ -119,6 +127,8 @@ impl Report {
             span: first.map_or(Duration::ZERO, |f| last.saturating_sub(f)),
             all: if untagged { all } else { tagged_all },
             causes,
+            retry_all,
+            retry_causes,
         })
     }
 
@@ -131,30 +141,56 @@ impl Report {
             self.span.as_secs_f64(),
             self.all.len()
         )?;
+        // Wide enough for the longest destination (a Service makes them long), so columns align.
+        let width = [&self.causes, &self.retry_causes]
+            .into_iter()
+            .flat_map(|m| m.values())
+            .flat_map(|c| c.by_dst.keys())
+            .map(|d| d.chars().count() + 2)
+            .fold(40, usize::max);
         writeln!(
             w,
-            "{:<40} {:>7} {:>10} {:>10} {:>10} {:>10}",
+            "{:<width$} {:>7} {:>10} {:>10} {:>10} {:>10}",
             "cause / destination", "count", "p50 ms", "p90 ms", "p99 ms", "max ms"
         )?;
         let row = |w: &mut dyn Write, label: &str, h: &Histogram<u64>| {
             let p = Percentiles::of(h);
             writeln!(
                 w,
-                "{label:<40} {:>7} {:>10.1} {:>10.1} {:>10.1} {:>10.1}",
+                "{label:<width$} {:>7} {:>10.1} {:>10.1} {:>10.1} {:>10.1}",
                 p.count, p.p50_ms, p.p90_ms, p.p99_ms, p.max_ms
             )
         };
-        let mut causes: Vec<_> = self.causes.iter().collect();
-        causes.sort_by(|a, b| b.1.total.len().cmp(&a.1.total.len()).then(a.0.cmp(b.0)));
-        for (cause, c) in causes {
-            row(w, cause, &c.total)?;
-            let mut dsts: Vec<_> = c.by_dst.iter().collect();
-            dsts.sort_by(|a, b| b.1.len().cmp(&a.1.len()).then(a.0.cmp(b.0)));
-            for (dst, h) in dsts {
-                row(w, &format!("  {dst}"), h)?;
+        let by_cause = |w: &mut dyn Write, causes: &BTreeMap<String, CauseHists>| {
+            let mut causes: Vec<_> = causes.iter().collect();
+            causes.sort_by(|a, b| b.1.total.len().cmp(&a.1.total.len()).then(a.0.cmp(b.0)));
+            for (cause, c) in causes {
+                row(w, cause, &c.total)?;
+                let mut dsts: Vec<_> = c.by_dst.iter().collect();
+                dsts.sort_by(|a, b| b.1.len().cmp(&a.1.len()).then(a.0.cmp(b.0)));
+                for (dst, h) in dsts {
+                    row(w, &format!("  {dst}"), h)?;
+                }
             }
-        }
+            io::Result::Ok(())
+        };
+        by_cause(w, &self.causes)?;
         row(w, "all slow connects", &self.all)?;
+        if !self.retry_all.is_empty() {
+            writeln!(w)?;
+            writeln!(
+                w,
+                "{:<width$} {:>7} {:>10} {:>10} {:>10} {:>10}",
+                "SYN retry delay (first → last SYN)",
+                "count",
+                "p50 ms",
+                "p90 ms",
+                "p99 ms",
+                "max ms"
+            )?;
+            by_cause(w, &self.retry_causes)?;
+            row(w, "all slow connects with SYN retries", &self.retry_all)?;
+        }
         w.flush()
     }
 
@@ -270,6 +306,10 @@ mod tests {
         w.write_interval(t0 + Duration::from_secs(10)).unwrap();
         w.record("netfilter-rule-drop", "10.0.0.2:8080", 1_030_000);
         w.record("netfilter-rule-drop", "10.0.0.4:443", 3_000_000);
+        w.record_retry_delay("netfilter-rule-drop", "10.0.0.4:443", 2_995_000);
+        let web = "10.96.0.20:80 (default/web:http)";
+        w.record("none", web, 1_500_000);
+        w.record_retry_delay("none", web, 1_000_000);
         w.write_interval(t0 + Duration::from_secs(20)).unwrap();
         drop(w);
         let bytes = std::fs::read(&path).unwrap();
@@ -283,21 +323,57 @@ mod tests {
         let r = Report::from_intervals(&hlog::read(&path, &bytes).unwrap()).unwrap();
         assert_eq!(r.intervals, 2);
         assert_eq!(r.span, Duration::from_secs(20));
-        assert_eq!(r.all.len(), 5);
+        assert_eq!(r.all.len(), 6);
         let mut out = Vec::new();
         r.write_table("r.hlog", &mut out).unwrap();
         let text = String::from_utf8(out).unwrap();
         let lines: Vec<&str> = text.lines().collect();
-        assert_eq!(lines[0], "r.hlog: 2 intervals over 20.0 s, 5 slow connects");
+        assert_eq!(lines[0], "r.hlog: 2 intervals over 20.0 s, 6 slow connects");
         assert!(lines[1].starts_with("cause / destination"));
         let cols = |l: &str| l.split_whitespace().map(str::to_string).collect::<Vec<_>>();
         // Causes by count, destinations under them by count.
         assert_eq!(cols(lines[2])[..2], ["netfilter-rule-drop", "4"]);
         assert_eq!(cols(lines[3])[..2], ["10.0.0.2:8080", "3"]);
         assert_eq!(cols(lines[4])[..2], ["10.0.0.4:443", "1"]);
-        assert_eq!(cols(lines[5])[..2], ["none", "1"]);
+        assert_eq!(cols(lines[5])[..2], ["none", "2"]);
         assert_eq!(cols(lines[6])[..2], ["10.0.0.3:80", "1"]);
-        assert!(lines[7].starts_with("all slow connects"));
+        // The Service reads back with its space (tags hold none).
+        assert!(
+            lines[7]
+                .trim_start()
+                .starts_with("10.96.0.20:80 (default/web:http) "),
+            "{text}"
+        );
+        assert!(lines[8].starts_with("all slow connects"));
+        // The retry delays are a section of their own, not mixed into the latencies.
+        assert_eq!(lines[9], "");
+        assert!(lines[10].starts_with("SYN retry delay"), "{text}");
+        assert_eq!(cols(lines[11])[..2], ["netfilter-rule-drop", "1"]);
+        assert_eq!(cols(lines[12])[..2], ["10.0.0.4:443", "1"]);
+        let p50: f64 = cols(lines[12])[2].parse().unwrap();
+        assert!((2994.0..2998.0).contains(&p50), "{text}");
+        assert_eq!(cols(lines[13])[..2], ["none", "1"]);
+        assert!(
+            lines[15].starts_with("all slow connects with SYN retries"),
+            "{text}"
+        );
+        assert_eq!(r.retry_all.len(), 2);
+        // A long Service destination widens the label column: every row lines up.
+        let mut long = Report::from_intervals(&hlog::read(&path, &bytes).unwrap()).unwrap();
+        let none = long.causes.get_mut("none").unwrap();
+        let svc = "10.96.0.10:53 (kube-system/kube-dns-with-a-long-name:dns-tcp)";
+        none.by_dst.insert(svc.into(), none.total.clone());
+        let mut out = Vec::new();
+        long.write_table("r.hlog", &mut out).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        let widths: Vec<usize> = text
+            .lines()
+            .skip(1)
+            .filter(|l| !l.is_empty())
+            .map(|l| l.chars().count())
+            .collect();
+        assert!(widths.windows(2).all(|w| w[0] == w[1]), "{text}");
+        assert!(text.contains(svc), "{text}");
         // p50 of 1010/1020/1030/3000 ms is ~1020 ms; max ~3000 ms (3 significant digits).
         let c = cols(lines[2]);
         let p50: f64 = c[2].parse().unwrap();
@@ -308,6 +384,7 @@ mod tests {
         let series = r.series();
         assert_eq!(series.len(), 2);
         assert_eq!(series[0].points.iter().map(|p| p.1).sum::<u64>(), 4);
+        assert_eq!(series[1].points.iter().map(|p| p.1).sum::<u64>(), 2);
         let doc = svg::render("t", &series);
         svg::tests::check_xml(&doc).unwrap();
     }

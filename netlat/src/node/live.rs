@@ -306,3 +306,194 @@ fn live_xtables_legacy_and_nft() {
         facts.calico
     );
 }
+
+#[test]
+fn live_kube_services_from_iptables_nft_and_legacy() {
+    let Some(ns) = NamespaceGuard::new("svc", &["iptables-nft", "iptables-legacy"]) else {
+        return;
+    };
+    // kube-proxy's rule shape, one Service in each backend.
+    for (tool, ip, comment) in [
+        (
+            "iptables-nft",
+            "10.96.0.10",
+            "kube-system/kube-dns:dns-tcp cluster IP",
+        ),
+        ("iptables-legacy", "10.96.0.11", "default/web cluster IP"),
+    ] {
+        ns.run(&[tool, "-t", "nat", "-N", "KUBE-SERVICES"]);
+        ns.run(&[tool, "-t", "nat", "-N", "KUBE-SVC-X"]);
+        ns.run(&[
+            tool,
+            "-t",
+            "nat",
+            "-A",
+            "KUBE-SERVICES",
+            "-d",
+            &format!("{ip}/32"),
+            "-p",
+            "tcp",
+            "-m",
+            "comment",
+            "--comment",
+            comment,
+            "-m",
+            "tcp",
+            "--dport",
+            "53",
+            "-j",
+            "KUBE-SVC-X",
+        ]);
+        ns.run(&[
+            tool,
+            "-t",
+            "nat",
+            "-A",
+            "KUBE-SERVICES",
+            "-m",
+            "comment",
+            "--comment",
+            "kubernetes service nodeports; NOTE: this must be the last rule in this chain",
+            "-j",
+            "KUBE-SVC-X",
+        ]);
+    }
+    let map = crate::netns::in_netns(&ns.path(), services::read)
+        .expect("enter the namespace")
+        .expect("read the Services");
+    // The fingerprint (doctor, the node line) counts them.
+    let facts = gather_in_netns(&ns.path());
+    assert_eq!(facts.kube_proxy.services, Some(2), "{facts:?}");
+    assert!(
+        facts
+            .kube_proxy
+            .evidence
+            .iter()
+            .any(|e| e == "2 Service ports named in its rules"),
+        "{facts:?}"
+    );
+    let key = |ip: &str| (6u8, ip.parse().unwrap(), 53u16);
+    assert_eq!(map.len(), 2, "{map:?}");
+    assert_eq!(map[&key("10.96.0.10")], "kube-system/kube-dns:dns-tcp");
+    assert_eq!(map[&key("10.96.0.11")], "default/web");
+    // A namespace without kube-proxy has no Services, and that is no error.
+    let Some(empty) = NamespaceGuard::new("nosvc", &[]) else {
+        return;
+    };
+    let map = crate::netns::in_netns(&empty.path(), services::read).expect("enter");
+    assert_eq!(map.expect("no tables is no error").len(), 0);
+}
+
+#[test]
+fn live_kube_services_from_nftables_mode() {
+    let Some(ns) = NamespaceGuard::new("nftsvc", &["nft"]) else {
+        return;
+    };
+    // kube-proxy 1.29+'s shape: a verdict map from daddr . l4proto . dport to a chain per
+    // Service port.
+    for (family, addr) in [("ip", "10.96.0.10"), ("ip6", "fd00::a")] {
+        let addr_type = if family == "ip" {
+            "ipv4_addr"
+        } else {
+            "ipv6_addr"
+        };
+        ns.run(&["nft", "add", "table", family, "kube-proxy"]);
+        ns.run(&[
+            "nft",
+            "add",
+            "chain",
+            family,
+            "kube-proxy",
+            "service-NWBZK7IH-kube-system/kube-dns/tcp/dns-tcp",
+        ]);
+        ns.run(&[
+            "nft",
+            "add",
+            "map",
+            family,
+            "kube-proxy",
+            "service-ips",
+            &format!("{{ type {addr_type} . inet_proto . inet_service : verdict ; }}"),
+        ]);
+        ns.run(&[
+            "nft",
+            "add",
+            "element",
+            family,
+            "kube-proxy",
+            "service-ips",
+            &format!(
+                "{{ {addr} . tcp . 53 : goto service-NWBZK7IH-kube-system/kube-dns/tcp/dns-tcp }}"
+            ),
+        ]);
+    }
+    let map = crate::netns::in_netns(&ns.path(), services::read)
+        .expect("enter the namespace")
+        .expect("read the Services");
+    assert_eq!(map.len(), 2, "{map:?}");
+    for addr in ["10.96.0.10", "fd00::a"] {
+        assert_eq!(
+            map[&(6u8, addr.parse().unwrap(), 53u16)],
+            "kube-system/kube-dns:dns-tcp"
+        );
+    }
+}
+
+#[test]
+fn live_service_names_are_reread_off_the_loop() {
+    use crate::verdict::NodeView as _;
+    use std::os::unix::fs::MetadataExt as _;
+    let Some(ns) = NamespaceGuard::new("svcttl", &["iptables-nft"]) else {
+        return;
+    };
+    let inode = std::fs::metadata(ns.path())
+        .map(|m| m.ino() as u32)
+        .expect("namespace inode");
+    let dst: std::net::SocketAddr = "10.96.0.40:80".parse().unwrap();
+    // Every lookup finds the map stale, so each one starts a re-read if none is running.
+    let facts = crate::facts::LiveFacts::with_service_ttl(std::time::Duration::ZERO);
+    assert_eq!(facts.service(inode, dst), None);
+    for rule in [
+        vec!["-N", "KUBE-SERVICES"],
+        vec![
+            "-A",
+            "KUBE-SERVICES",
+            "-d",
+            "10.96.0.40/32",
+            "-p",
+            "tcp",
+            "-m",
+            "comment",
+            "--comment",
+            "default/web:http cluster IP",
+            "-m",
+            "tcp",
+            "--dport",
+            "80",
+            "-j",
+            "ACCEPT",
+        ],
+    ] {
+        let mut args = vec!["iptables-nft", "-t", "nat"];
+        args.extend(rule);
+        ns.run(&args);
+    }
+    // The stale map answers at once while the re-read runs; the new rule shows up when it
+    // lands.
+    let start = std::time::Instant::now();
+    let mut answers = Vec::new();
+    while start.elapsed() < std::time::Duration::from_secs(5) {
+        let a = facts.service(inode, dst);
+        answers.push(a.clone());
+        if a.is_some() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    assert_eq!(answers.first(), Some(&None), "{answers:?}");
+    assert_eq!(
+        answers.last().cloned().flatten().as_deref(),
+        Some("default/web:http"),
+        "{answers:?}"
+    );
+}

@@ -23,6 +23,7 @@ mod links;
 mod live;
 mod nft;
 pub(crate) mod nl;
+pub mod services;
 mod xt;
 
 use std::collections::BTreeMap;
@@ -153,6 +154,9 @@ pub struct KubeProxy {
     pub evidence: Vec<String>,
     /// IPVS virtual services in this namespace; `None` when IPVS is not loaded or unreadable.
     pub ipvs_services: Option<u32>,
+    /// Service ports kube-proxy's iptables- or nftables-mode rules name here (what connect
+    /// lines can be labelled with); `None` when the rules could not be read.
+    pub services: Option<usize>,
 }
 
 /// What a NAT rule does to the source.
@@ -407,6 +411,18 @@ fn collect() -> NodeFacts {
         .collect();
 
     facts.kube_proxy = classify_kube_proxy(&links, &tables, &chains, ipvs_services);
+    match services::read() {
+        Ok(map) => {
+            if !map.is_empty() {
+                facts
+                    .kube_proxy
+                    .evidence
+                    .push(format!("{} Service ports named in its rules", map.len()));
+            }
+            facts.kube_proxy.services = Some(map.len());
+        }
+        Err(e) => facts.notes.push(format!("services: {e}")),
+    }
     facts.calico = calico_evidence(
         &links,
         &tables,
@@ -534,6 +550,7 @@ fn classify_kube_proxy(
         mode,
         evidence,
         ipvs_services,
+        services: None,
     }
 }
 

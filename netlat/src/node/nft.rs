@@ -11,11 +11,12 @@
 
 use std::collections::HashMap;
 use std::fmt::Write;
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use rtnetlink::sys::protocols::NETLINK_NETFILTER;
 
 use super::nl::{self, be32, be64, find, string};
+use super::services::{self, KUBE_SERVICES, ServiceKey, ServiceMatch};
 use super::xt;
 use super::{NatKind, NatRule, NodeError};
 
@@ -23,6 +24,7 @@ const NFNL_SUBSYS_NFTABLES: u16 = 10;
 const NFT_MSG_GETTABLE: u16 = 1;
 const NFT_MSG_GETCHAIN: u16 = 4;
 const NFT_MSG_GETRULE: u16 = 7;
+const NFT_MSG_GETSETELEM: u16 = 13;
 
 pub(super) const NFPROTO_UNSPEC: u8 = 0;
 pub(super) const NFPROTO_INET: u8 = 1;
@@ -36,7 +38,22 @@ const NFTA_RULE_TABLE: u16 = 1;
 const NFTA_RULE_CHAIN: u16 = 2;
 const NFTA_RULE_HANDLE: u16 = 3;
 const NFTA_RULE_EXPRESSIONS: u16 = 4;
+const NFTA_RULE_USERDATA: u16 = 7;
+/// NFTNL_UDATA_RULE_COMMENT: the rule comment's TLV type in libnftnl's rule user data.
+const UDATA_RULE_COMMENT: u8 = 0;
+/// NFT_CMP_EQ.
+const CMP_EQ: u32 = 0;
 const NFTA_LIST_ELEM: u16 = 1;
+const NFTA_SET_ELEM_LIST_TABLE: u16 = 1;
+const NFTA_SET_ELEM_LIST_SET: u16 = 2;
+const NFTA_SET_ELEM_LIST_ELEMENTS: u16 = 3;
+const NFTA_SET_ELEM_KEY: u16 = 1;
+const NFTA_SET_ELEM_DATA: u16 = 2;
+const NFTA_SET_ELEM_USERDATA: u16 = 6;
+/// kube-proxy's nftables mode (1.29+): `table ip kube-proxy` (and `ip6`), whose verdict map
+/// `service-ips` sends `daddr . l4proto . dport` to a chain per Service port.
+const KUBE_PROXY_TABLE: &str = "kube-proxy";
+const KUBE_PROXY_SERVICE_MAP: &str = "service-ips";
 const NFTA_EXPR_NAME: u16 = 1;
 const NFTA_EXPR_DATA: u16 = 2;
 const NFTA_DATA_VALUE: u16 = 1;
@@ -89,7 +106,7 @@ pub(super) fn family_name(family: u8) -> String {
 /// out with a note each; an error means nothing could be dumped.
 pub(super) fn read(notes: &mut Vec<String>) -> std::io::Result<Ruleset> {
     let mut ruleset = Ruleset::default();
-    for (family, attrs) in dump(NFT_MSG_GETTABLE)? {
+    for (family, attrs) in dump(NFT_MSG_GETTABLE, NFPROTO_UNSPEC, &[])? {
         match nl::attrs(&attrs) {
             Ok(a) => ruleset.tables.push(Table {
                 family,
@@ -98,7 +115,7 @@ pub(super) fn read(notes: &mut Vec<String>) -> std::io::Result<Ruleset> {
             Err(e) => notes.push(format!("nftables: a table cannot be decoded: {e}")),
         }
     }
-    for (family, attrs) in dump(NFT_MSG_GETCHAIN)? {
+    for (family, attrs) in dump(NFT_MSG_GETCHAIN, NFPROTO_UNSPEC, &[])? {
         match nl::attrs(&attrs) {
             Ok(a) => ruleset.chains.push(Chain {
                 family,
@@ -108,7 +125,7 @@ pub(super) fn read(notes: &mut Vec<String>) -> std::io::Result<Ruleset> {
             Err(e) => notes.push(format!("nftables: a chain cannot be decoded: {e}")),
         }
     }
-    for (family, attrs) in dump(NFT_MSG_GETRULE)? {
+    for (family, attrs) in dump(NFT_MSG_GETRULE, NFPROTO_UNSPEC, &[])? {
         match decode_rule(family, &attrs) {
             Ok(Some(rule)) => ruleset.nat_rules.push(rule),
             Ok(None) => {}
@@ -121,10 +138,12 @@ pub(super) fn read(notes: &mut Vec<String>) -> std::io::Result<Ruleset> {
     Ok(ruleset)
 }
 
-/// One nftables dump of all families: (family, attributes) per object.
-fn dump(msg: u16) -> std::io::Result<Vec<(u8, Vec<u8>)>> {
+/// One nftables dump of `family` (NFPROTO_UNSPEC: all), narrowed by the kernel to the objects
+/// `filter` (attributes) names: (family, attributes) per object.
+fn dump(msg: u16, family: u8, filter: &[u8]) -> std::io::Result<Vec<(u8, Vec<u8>)>> {
     // nfgenmsg: family, version (NFNETLINK_V0), resource id (big endian).
-    let body = [NFPROTO_UNSPEC, 0, 0, 0];
+    let mut body = vec![family, 0, 0, 0];
+    body.extend_from_slice(filter);
     let replies = nl::dump(NETLINK_NETFILTER, (NFNL_SUBSYS_NFTABLES << 8) | msg, &body)?;
     Ok(replies
         .into_iter()
@@ -198,38 +217,18 @@ pub(super) fn decode_rule(family: u8, attrs: &[u8]) -> Result<Option<NatRule>, N
     let mut regs: HashMap<u32, Reg> = HashMap::new();
     let mut parts: Vec<String> = Vec::new();
     let mut found: Option<(Nat, &'static str)> = None;
-    for (kind, elem) in nl::attrs(exprs)? {
-        if kind != NFTA_LIST_ELEM {
+    for (name, d) in expressions(exprs)? {
+        if load(&mut regs, &name, &d)? {
             continue;
         }
-        let e = nl::attrs(elem)?;
-        let name = find(&e, NFTA_EXPR_NAME).map(string).unwrap_or_default();
-        let d = nl::attrs(find(&e, NFTA_EXPR_DATA).unwrap_or_default())?;
         let u32_of = |k: u16| find(&d, k).and_then(be32);
         match name.as_str() {
-            "meta" => match (u32_of(1), u32_of(2), u32_of(3)) {
-                (Some(dreg), Some(key), _) => {
-                    regs.insert(dreg, reg(Source::Meta(key)));
-                }
-                (None, Some(key), Some(sreg)) => parts.push(format!(
+            "meta" => match (u32_of(2), u32_of(3)) {
+                (Some(key), Some(sreg)) => parts.push(format!(
                     "meta {} set {}",
                     meta_name(key),
                     regs.get(&sreg).map_or("?".into(), render_source)
                 )),
-                _ => parts.push(name),
-            },
-            "payload" => match (u32_of(1), u32_of(2), u32_of(3), u32_of(4)) {
-                (Some(dreg), Some(base), Some(offset), Some(len)) => {
-                    regs.insert(dreg, reg(Source::Payload { base, offset, len }));
-                }
-                _ => parts.push(name),
-            },
-            "bitwise" => match (u32_of(1), u32_of(2)) {
-                (Some(sreg), Some(dreg)) => {
-                    let mut r = regs.get(&sreg).cloned().unwrap_or(reg(Source::Other(name)));
-                    r.mask = find(&d, 4).map(data_value).transpose()?;
-                    regs.insert(dreg, r);
-                }
                 _ => parts.push(name),
             },
             "immediate" => {
@@ -338,6 +337,280 @@ pub(super) fn decode_rule(family: u8, attrs: &[u8]) -> Result<Option<NatRule>, N
         to: nat.to,
         text,
     }))
+}
+
+/// One expression of a rule: its name and its data attributes.
+type Expr<'a> = (String, Vec<(u16, &'a [u8])>);
+
+/// A rule's expressions.
+fn expressions(exprs: &[u8]) -> Result<Vec<Expr<'_>>, NodeError> {
+    let mut out = Vec::new();
+    for (kind, elem) in nl::attrs(exprs)? {
+        if kind != NFTA_LIST_ELEM {
+            continue;
+        }
+        let e = nl::attrs(elem)?;
+        let name = find(&e, NFTA_EXPR_NAME).map(string).unwrap_or_default();
+        out.push((
+            name,
+            nl::attrs(find(&e, NFTA_EXPR_DATA).unwrap_or_default())?,
+        ));
+    }
+    Ok(out)
+}
+
+/// Follows a load into a register (`meta`, `payload` or `bitwise` with a destination
+/// register); false for every other expression, including meta and payload stores.
+fn load(regs: &mut HashMap<u32, Reg>, name: &str, d: &[(u16, &[u8])]) -> Result<bool, NodeError> {
+    let u32_of = |k: u16| find(d, k).and_then(be32);
+    let (dreg, r) = match (name, u32_of(1), u32_of(2), u32_of(3), u32_of(4)) {
+        ("meta", Some(dreg), Some(key), _, _) => (dreg, reg(Source::Meta(key))),
+        ("payload", Some(dreg), Some(base), Some(offset), Some(len)) => {
+            (dreg, reg(Source::Payload { base, offset, len }))
+        }
+        ("bitwise", Some(sreg), Some(dreg), _, _) => {
+            let mut r = regs
+                .get(&sreg)
+                .cloned()
+                .unwrap_or(reg(Source::Other(name.into())));
+            r.mask = find(d, 4).map(data_value).transpose()?;
+            (dreg, r)
+        }
+        _ => return Ok(false),
+    };
+    regs.insert(dreg, r);
+    Ok(true)
+}
+
+/// The `KUBE-SERVICES` rules of table `nat` in `family` (iptables-nft's kube-proxy rules) as
+/// Service map entries. No such table or chain: none.
+pub(super) fn read_services(family: u8) -> std::io::Result<Vec<(ServiceKey, String)>> {
+    // The kernel narrows the dump to the table and chain; a kernel that does not know the
+    // filter dumps every rule, and the decoder checks the names itself.
+    let mut filter = nl::nla(NFTA_RULE_TABLE, b"nat\0");
+    filter.extend(nl::nla(
+        NFTA_RULE_CHAIN,
+        format!("{KUBE_SERVICES}\0").as_bytes(),
+    ));
+    let rules = match dump(NFT_MSG_GETRULE, family, &filter) {
+        Ok(r) => r,
+        Err(e) if absent(&e) => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    let mut out = Vec::new();
+    for (f, attrs) in rules {
+        // A rule that does not decode names no Service; the others still do.
+        if let Ok(Some(entry)) = decode_service_rule(f, &attrs) {
+            out.push(entry);
+        }
+    }
+    Ok(out)
+}
+
+/// The elements of kube-proxy's nftables-mode `service-ips` map in `family` as Service map
+/// entries. No such table or map: none.
+pub(super) fn read_service_map(family: u8) -> std::io::Result<Vec<(ServiceKey, String)>> {
+    let mut filter = nl::nla(
+        NFTA_SET_ELEM_LIST_TABLE,
+        format!("{KUBE_PROXY_TABLE}\0").as_bytes(),
+    );
+    filter.extend(nl::nla(
+        NFTA_SET_ELEM_LIST_SET,
+        format!("{KUBE_PROXY_SERVICE_MAP}\0").as_bytes(),
+    ));
+    let replies = match dump(NFT_MSG_GETSETELEM, family, &filter) {
+        Ok(r) => r,
+        Err(e) if absent(&e) => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    let mut out = Vec::new();
+    for (f, attrs) in replies {
+        out.extend(
+            decode_service_elements(f, &attrs)
+                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?,
+        );
+    }
+    Ok(out)
+}
+
+/// Whether a dump failed only because the table, chain or set (or nf_tables) is not there.
+fn absent(e: &std::io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::ENOENT | libc::EOPNOTSUPP | libc::EPROTONOSUPPORT)
+    )
+}
+
+/// Decodes one NFT_MSG_NEWSETELEM of `service-ips`: each element's key is
+/// `addr . proto . port`, every part padded to 4 bytes (nft's concatenation), and its verdict
+/// a `goto` to `service-HASH-ns/name/proto/portname`, the Service's name; an element comment
+/// of the same shape stands in when the chain name does not parse.
+pub(super) fn decode_service_elements(
+    family: u8,
+    attrs: &[u8],
+) -> Result<Vec<(ServiceKey, String)>, NodeError> {
+    let a = nl::attrs(attrs)?;
+    if find(&a, NFTA_SET_ELEM_LIST_TABLE).map(string).as_deref() != Some(KUBE_PROXY_TABLE)
+        || find(&a, NFTA_SET_ELEM_LIST_SET).map(string).as_deref() != Some(KUBE_PROXY_SERVICE_MAP)
+    {
+        return Ok(Vec::new());
+    }
+    let addr_len = if family == NFPROTO_IPV6 { 16 } else { 4 };
+    let mut out = Vec::new();
+    for (kind, elem) in nl::attrs(find(&a, NFTA_SET_ELEM_LIST_ELEMENTS).unwrap_or_default())? {
+        if kind != NFTA_LIST_ELEM {
+            continue;
+        }
+        let e = nl::attrs(elem)?;
+        let key = find(&e, NFTA_SET_ELEM_KEY)
+            .map(data_value)
+            .transpose()?
+            .unwrap_or_default();
+        let (Some(addr), Some(proto), Some(port)) = (
+            key.get(..addr_len),
+            key.get(addr_len),
+            key.get(addr_len + 4..addr_len + 6),
+        ) else {
+            continue;
+        };
+        let addr = match <[u8; 16]>::try_from(addr) {
+            Ok(b) => IpAddr::V6(Ipv6Addr::from(b)),
+            Err(_) => match <[u8; 4]>::try_from(addr) {
+                Ok(b) => IpAddr::V4(Ipv4Addr::from(b)),
+                Err(_) => continue,
+            },
+        };
+        let chain = match find(&e, NFTA_SET_ELEM_DATA) {
+            Some(data) => {
+                let verdict = find(&nl::attrs(data)?, NFTA_DATA_VERDICT).map(nl::attrs);
+                match verdict.transpose()? {
+                    Some(v) => find(&v, NFTA_VERDICT_CHAIN).map(string),
+                    None => None,
+                }
+            }
+            None => None,
+        };
+        let comment = find(&e, NFTA_SET_ELEM_USERDATA).and_then(udata_comment);
+        let name = chain
+            .as_deref()
+            .and_then(services::name_from_chain)
+            .or_else(|| comment.as_deref().and_then(services::name_from_port_path));
+        if let Some(name) = name {
+            out.push(((*proto, addr, u16::from_be_bytes([port[0], port[1]])), name));
+        }
+    }
+    Ok(out)
+}
+
+/// Decodes a `KUBE-SERVICES` rule of table `nat`: its destination, protocol, port and comment
+/// (from the rule's user data, where nft and newer iptables-nft keep it, or an xtables
+/// `comment` match, where iptables-nft 1.8.9 and older keep it).
+pub(super) fn decode_service_rule(
+    family: u8,
+    attrs: &[u8],
+) -> Result<Option<(ServiceKey, String)>, NodeError> {
+    let a = nl::attrs(attrs)?;
+    let name_of = |k: u16| find(&a, k).map(string);
+    if name_of(NFTA_RULE_TABLE).as_deref() != Some("nat")
+        || name_of(NFTA_RULE_CHAIN).as_deref() != Some(KUBE_SERVICES)
+    {
+        return Ok(None);
+    }
+    let Some(exprs) = find(&a, NFTA_RULE_EXPRESSIONS) else {
+        return Ok(None);
+    };
+    let mut m = ServiceMatch {
+        comment: find(&a, NFTA_RULE_USERDATA).and_then(udata_comment),
+        ..ServiceMatch::default()
+    };
+    let mut regs: HashMap<u32, Reg> = HashMap::new();
+    for (name, d) in expressions(exprs)? {
+        if load(&mut regs, &name, &d)? {
+            continue;
+        }
+        let u32_of = |k: u16| find(&d, k).and_then(be32);
+        match name.as_str() {
+            "cmp" => {
+                let (Some(sreg), Some(CMP_EQ), Some(data)) = (u32_of(1), u32_of(2), find(&d, 3))
+                else {
+                    continue;
+                };
+                let value = data_value(data)?;
+                // A masked register compares a prefix, not one address.
+                let Some(Reg { source, mask: None }) = regs.get(&sreg) else {
+                    continue;
+                };
+                match (source, family) {
+                    (Source::Meta(16), _)
+                    | (
+                        Source::Payload {
+                            base: 1,
+                            offset: 9,
+                            len: 1,
+                        },
+                        NFPROTO_IPV4,
+                    ) => {
+                        m.proto = value.first().copied();
+                    }
+                    (
+                        Source::Payload {
+                            base: 1,
+                            offset: 16,
+                            len: 4,
+                        },
+                        NFPROTO_IPV4,
+                    ) => {
+                        m.daddr = <[u8; 4]>::try_from(value.as_slice())
+                            .ok()
+                            .map(|b| IpAddr::V4(Ipv4Addr::from(b)));
+                    }
+                    (
+                        Source::Payload {
+                            base: 1,
+                            offset: 24,
+                            len: 16,
+                        },
+                        NFPROTO_IPV6,
+                    ) => {
+                        m.daddr = <[u8; 16]>::try_from(value.as_slice())
+                            .ok()
+                            .map(|b| IpAddr::V6(Ipv6Addr::from(b)));
+                    }
+                    (
+                        Source::Payload {
+                            base: 2,
+                            offset: 2,
+                            len: 2,
+                        },
+                        _,
+                    ) => {
+                        m.dport = <[u8; 2]>::try_from(value.as_slice())
+                            .ok()
+                            .map(u16::from_be_bytes);
+                    }
+                    _ => {}
+                }
+            }
+            "match" => {
+                let xt_name = find(&d, 1).map(string).unwrap_or_default();
+                xt::service_match(&xt_name, find(&d, 3).unwrap_or_default(), &mut m);
+            }
+            _ => {}
+        }
+    }
+    Ok(m.entry())
+}
+
+/// The comment in a rule's user data: libnftnl TLVs of `u8 type, u8 length, value`.
+fn udata_comment(mut udata: &[u8]) -> Option<String> {
+    while let [kind, len, rest @ ..] = udata {
+        let value = rest.get(..usize::from(*len))?;
+        if *kind == UDATA_RULE_COMMENT {
+            return Some(string(value));
+        }
+        udata = &rest[usize::from(*len)..];
+    }
+    None
 }
 
 fn reg(source: Source) -> Reg {
@@ -732,6 +1005,214 @@ mod tests {
         assert_eq!(
             decode_rule(NFPROTO_IPV4, &nla(NFTA_RULE_TABLE, b"t\0")).unwrap(),
             None
+        );
+    }
+
+    /// `-A KUBE-SERVICES -d 10.96.0.10/32 -p tcp -m comment --comment C -m tcp --dport 53
+    /// -j KUBE-SVC-X` as iptables-nft 1.8.9 stores it (nft --debug=netlink shows the same).
+    fn kube_services_exprs(daddr: Vec<Vec<u8>>, comment: Option<&str>) -> Vec<Vec<u8>> {
+        let mut exprs = vec![
+            expr("meta", vec![be(1, 1), be(2, 16)]),
+            expr("cmp", vec![be(1, 1), be(2, CMP_EQ), value(3, &[6])]),
+        ];
+        exprs.extend(daddr);
+        if let Some(c) = comment {
+            let mut text = c.as_bytes().to_vec();
+            text.resize(256, 0);
+            exprs.push(expr(
+                "match",
+                vec![nla(1, b"comment\0"), be(2, 0), nla(3, &text)],
+            ));
+        }
+        exprs.push(expr(
+            "payload",
+            vec![be(1, 1), be(2, 2), be(3, 2), be(4, 2)],
+        ));
+        exprs.push(expr(
+            "cmp",
+            vec![be(1, 1), be(2, CMP_EQ), value(3, &53u16.to_be_bytes())],
+        ));
+        exprs.push(expr("counter", vec![]));
+        exprs
+    }
+
+    fn v4_daddr(addr: [u8; 4]) -> Vec<Vec<u8>> {
+        vec![
+            expr("payload", vec![be(1, 1), be(2, 1), be(3, 16), be(4, 4)]),
+            expr("cmp", vec![be(1, 1), be(2, CMP_EQ), value(3, &addr)]),
+        ]
+    }
+
+    #[test]
+    fn iptables_nft_service_rule() {
+        let comment = "kube-system/kube-dns:dns-tcp cluster IP";
+        let bytes = rule(
+            "nat",
+            KUBE_SERVICES,
+            kube_services_exprs(v4_daddr([10, 96, 0, 10]), Some(comment)),
+        );
+        assert_eq!(
+            decode_service_rule(NFPROTO_IPV4, &bytes).unwrap(),
+            Some((
+                (6, "10.96.0.10".parse().unwrap(), 53),
+                "kube-system/kube-dns:dns-tcp".to_string()
+            ))
+        );
+        // The same rule in another chain or table, or with a prefix for a destination, names
+        // no Service.
+        for (table, chain) in [("nat", "KUBE-SVC-X"), ("filter", KUBE_SERVICES)] {
+            let other = rule(
+                table,
+                chain,
+                kube_services_exprs(v4_daddr([10, 96, 0, 10]), Some(comment)),
+            );
+            assert_eq!(decode_service_rule(NFPROTO_IPV4, &other).unwrap(), None);
+        }
+        let prefix = vec![
+            expr("payload", vec![be(1, 1), be(2, 1), be(3, 16), be(4, 3)]),
+            expr("cmp", vec![be(1, 1), be(2, CMP_EQ), value(3, &[10, 96, 0])]),
+        ];
+        let bytes = rule(
+            "nat",
+            KUBE_SERVICES,
+            kube_services_exprs(prefix, Some(comment)),
+        );
+        assert_eq!(decode_service_rule(NFPROTO_IPV4, &bytes).unwrap(), None);
+        // kube-proxy's last rule (nodeports, no destination) is no Service either.
+        let bytes = rule(
+            "nat",
+            KUBE_SERVICES,
+            kube_services_exprs(vec![], Some("kubernetes service nodeports; NOTE")),
+        );
+        assert_eq!(decode_service_rule(NFPROTO_IPV4, &bytes).unwrap(), None);
+    }
+
+    #[test]
+    fn service_comment_in_rule_user_data() {
+        // Newer iptables-nft and nft keep the comment in NFTA_RULE_USERDATA TLVs; an unknown
+        // TLV before it is skipped.
+        let addr: std::net::Ipv6Addr = "fd00::a".parse().unwrap();
+        let daddr = vec![
+            expr("payload", vec![be(1, 1), be(2, 1), be(3, 24), be(4, 16)]),
+            expr(
+                "cmp",
+                vec![be(1, 1), be(2, CMP_EQ), value(3, &addr.octets())],
+            ),
+        ];
+        let mut bytes = rule("nat", KUBE_SERVICES, kube_services_exprs(daddr, None));
+        let text = b"default/web:http cluster IP\0";
+        let mut udata = vec![9, 2, 0xaa, 0xbb, UDATA_RULE_COMMENT, text.len() as u8];
+        udata.extend_from_slice(text);
+        bytes.extend(nla(NFTA_RULE_USERDATA, &udata));
+        assert_eq!(
+            decode_service_rule(NFPROTO_IPV6, &bytes).unwrap(),
+            Some(((6, IpAddr::V6(addr), 53), "default/web:http".to_string()))
+        );
+        // A TLV longer than the user data ends the walk without a comment.
+        assert_eq!(udata_comment(&[UDATA_RULE_COMMENT, 200, b'x']), None);
+    }
+
+    /// One `service-ips` element: `key` (the padded concatenation), a goto `chain`, a comment.
+    fn element(key: &[u8], chain: Option<&str>, comment: Option<&str>) -> Vec<u8> {
+        let mut e = value(NFTA_SET_ELEM_KEY, key);
+        if let Some(chain) = chain {
+            let mut verdict = be(NFTA_VERDICT_CODE, (-4i32) as u32);
+            verdict.extend(nla(NFTA_VERDICT_CHAIN, format!("{chain}\0").as_bytes()));
+            e.extend(nla(
+                NFTA_SET_ELEM_DATA | NESTED,
+                &nla(NFTA_DATA_VERDICT | NESTED, &verdict),
+            ));
+        }
+        if let Some(c) = comment {
+            let mut udata = vec![0, (c.len() + 1) as u8];
+            udata.extend_from_slice(c.as_bytes());
+            udata.push(0);
+            e.extend(nla(NFTA_SET_ELEM_USERDATA, &udata));
+        }
+        nla(NFTA_LIST_ELEM | NESTED, &e)
+    }
+
+    fn set_elems(table: &str, set: &str, elems: Vec<Vec<u8>>) -> Vec<u8> {
+        let mut m = nla(NFTA_SET_ELEM_LIST_TABLE, format!("{table}\0").as_bytes());
+        m.extend(nla(NFTA_SET_ELEM_LIST_SET, format!("{set}\0").as_bytes()));
+        m.extend(nla(NFTA_SET_ELEM_LIST_ELEMENTS | NESTED, &elems.concat()));
+        m
+    }
+
+    #[test]
+    fn nftables_mode_service_map() {
+        // 10.96.0.10 . tcp . 53 and 10.96.0.11 . udp . 53, each part padded to 4 bytes (what
+        // `nft --debug=netlink` shows: 0a00600a 00000006 00003500).
+        let key = |last: u8, proto: u8| {
+            let mut k = vec![10, 96, 0, last, proto, 0, 0, 0];
+            k.extend([0, 53, 0, 0]);
+            k
+        };
+        let bytes = set_elems(
+            KUBE_PROXY_TABLE,
+            KUBE_PROXY_SERVICE_MAP,
+            vec![
+                element(
+                    &key(10, 6),
+                    Some("service-NWBZK7IH-kube-system/kube-dns/tcp/dns-tcp"),
+                    None,
+                ),
+                // No parsable chain: the comment names it.
+                element(
+                    &key(11, 17),
+                    Some("odd-chain"),
+                    Some("kube-system/kube-dns/udp/dns"),
+                ),
+                // Neither: left out. A short key: left out.
+                element(&key(12, 6), Some("odd-chain"), None),
+                element(&[10, 96], Some("service-NWBZK7IH-a/b/tcp/c"), None),
+            ],
+        );
+        assert_eq!(
+            decode_service_elements(NFPROTO_IPV4, &bytes).unwrap(),
+            vec![
+                (
+                    (6, "10.96.0.10".parse().unwrap(), 53),
+                    "kube-system/kube-dns:dns-tcp".to_string()
+                ),
+                (
+                    (17, "10.96.0.11".parse().unwrap(), 53),
+                    "kube-system/kube-dns:dns".to_string()
+                ),
+            ]
+        );
+        let mut v6 = "fd00::a".parse::<Ipv6Addr>().unwrap().octets().to_vec();
+        v6.extend([6, 0, 0, 0, 0x1f, 0x90, 0, 0]);
+        let bytes = set_elems(
+            KUBE_PROXY_TABLE,
+            KUBE_PROXY_SERVICE_MAP,
+            vec![element(
+                &v6,
+                Some("service-ABCDEFGH-default/web/tcp/http"),
+                None,
+            )],
+        );
+        assert_eq!(
+            decode_service_elements(NFPROTO_IPV6, &bytes).unwrap(),
+            vec![(
+                (6, "fd00::a".parse().unwrap(), 8080),
+                "default/web:http".to_string()
+            )]
+        );
+        // Another set of the table is not the Service map.
+        let other = set_elems(
+            KUBE_PROXY_TABLE,
+            "cluster-ips",
+            vec![element(
+                &key(10, 6),
+                Some("service-NWBZK7IH-a/b/tcp/c"),
+                None,
+            )],
+        );
+        assert!(
+            decode_service_elements(NFPROTO_IPV4, &other)
+                .unwrap()
+                .is_empty()
         );
     }
 

@@ -181,8 +181,7 @@ pub(super) fn string(value: &[u8]) -> String {
     String::from_utf8_lossy(&value[..end]).into_owned()
 }
 
-/// Builds one attribute, padded to 4 bytes; for tests of the decoders.
-#[cfg(test)]
+/// Builds one attribute, padded to 4 bytes (dump filters, and tests of the decoders).
 pub(super) fn nla(kind: u16, value: &[u8]) -> Vec<u8> {
     let len = 4 + value.len();
     let mut out = Vec::with_capacity(align4(len));

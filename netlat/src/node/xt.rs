@@ -15,6 +15,7 @@ use super::nft::{
     nat_target, render_addr,
 };
 use super::nl::string;
+use super::services::{KUBE_SERVICES, ServiceKey, ServiceMatch};
 use super::{NatKind, NatRule, NodeError};
 
 /// The built-in chains, by NF_INET_* hook number.
@@ -36,6 +37,8 @@ const INV_VIA_OUT: u8 = 0x02;
 const INV_SRCIP: u8 = 0x08;
 const INV_DSTIP: u8 = 0x10;
 const INV_PROTO: u8 = 0x40;
+/// XT_TCP_INV_DSTPT == XT_UDP_INV_DSTPT.
+const INV_DSTPT: u8 = 0x02;
 
 const fn align(n: usize, to: usize) -> usize {
     n.div_ceil(to) * to
@@ -135,12 +138,13 @@ const IP6T_ENTRY: Layout = Layout {
     size: align(148, std::mem::align_of::<u64>()) + 16,
 };
 
-/// A legacy `nat` table: its user-defined chains and its NAT rules.
+/// A legacy `nat` table: its user-defined chains, its NAT rules and kube-proxy's Services.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub(super) struct LegacyTable {
     pub backend: &'static str,
     pub chains: Vec<String>,
     pub nat_rules: Vec<NatRule>,
+    pub services: Vec<(ServiceKey, String)>,
 }
 
 /// Reads the legacy `nat` table of `family` in the calling thread's namespace; `None` when it
@@ -155,13 +159,9 @@ pub(super) fn read_legacy_nat(family: Family) -> io::Result<Option<LegacyTable>>
         return Ok(None);
     }
     let (info, entries) = get_table(family)?;
-    let (chains, nat_rules) = parse_entries(family, &info, &entries)
-        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
-    Ok(Some(LegacyTable {
-        backend: family.backend(),
-        chains,
-        nat_rules,
-    }))
+    parse_entries(family, &info, &entries)
+        .map(Some)
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
 }
 
 /// What IPT_SO_GET_INFO says about a table.
@@ -189,14 +189,10 @@ fn get_table(family: Family) -> io::Result<(TableInfo, Vec<u8>)> {
         Family::Ipv4 => (libc::AF_INET, libc::IPPROTO_IP),
         Family::Ipv6 => (libc::AF_INET6, libc::IPPROTO_IPV6),
     };
+    // The xtables getsockopts answer on any socket of the family, and a datagram socket needs
+    // no CAP_NET_RAW (which `watch` drops after attach); the kernel checks CAP_NET_ADMIN.
     // SAFETY: socket(2) has no memory arguments; a non-negative result is a descriptor we own.
-    let fd = unsafe {
-        libc::socket(
-            domain,
-            libc::SOCK_RAW | libc::SOCK_CLOEXEC,
-            libc::IPPROTO_RAW,
-        )
-    };
+    let fd = unsafe { libc::socket(domain, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
     if fd < 0 {
         return Err(io::Error::last_os_error());
     }
@@ -259,7 +255,7 @@ pub(super) fn parse_entries(
     family: Family,
     info: &TableInfo,
     entries: &[u8],
-) -> Result<(Vec<String>, Vec<NatRule>), NodeError> {
+) -> Result<LegacyTable, NodeError> {
     let layout = family.layout();
     let truncated = |need: usize| NodeError::Truncated {
         what: "xtables entry",
@@ -268,6 +264,7 @@ pub(super) fn parse_entries(
     };
     let mut chains = Vec::new();
     let mut rules = Vec::new();
+    let mut services = Vec::new();
     let mut chain = String::new();
     let mut off = 0usize;
     while off < entries.len() {
@@ -297,6 +294,11 @@ pub(super) fn parse_entries(
         let target_name = string(&target[2..31]);
         let revision = u32::from(target[31]);
         let data = &target[XT_HEADER..target_size];
+        if chain == KUBE_SERVICES
+            && let Some(service) = service_entry(family, &layout, entry, target_offset)
+        {
+            services.push(service);
+        }
         if target_name == "ERROR" {
             // The last entry is an ERROR target named ERROR: the table's end, not a chain.
             let name = string(data);
@@ -324,7 +326,71 @@ pub(super) fn parse_entries(
         }
         off += next_offset;
     }
-    Ok((chains, rules))
+    Ok(LegacyTable {
+        backend: family.backend(),
+        chains,
+        nat_rules: rules,
+        services,
+    })
+}
+
+/// A `KUBE-SERVICES` entry as a Service map entry: an exact destination, a protocol, and the
+/// port and comment from its matches.
+fn service_entry(
+    family: Family,
+    l: &Layout,
+    entry: &[u8],
+    target_offset: usize,
+) -> Option<(ServiceKey, String)> {
+    let inv = entry[l.invflags];
+    let mask = &entry[l.dmsk..l.dmsk + l.addr];
+    let dst = &entry[l.dst..l.dst + l.addr];
+    let mut m = ServiceMatch::default();
+    if inv & INV_DSTIP == 0 && mask.iter().all(|b| *b == 0xff) {
+        m.daddr = match family {
+            Family::Ipv4 => <[u8; 4]>::try_from(dst).ok().map(|b| b.into()),
+            Family::Ipv6 => <[u8; 16]>::try_from(dst).ok().map(|b| b.into()),
+        };
+    }
+    let proto = ne_u16(entry, l.proto);
+    if inv & INV_PROTO == 0 && proto != 0 {
+        m.proto = u8::try_from(proto).ok();
+    }
+    each_match(&entry[l.size..target_offset], |name, data| {
+        service_match(name, data, &mut m)
+    });
+    m.entry()
+}
+
+/// What an xtables match says about a Service rule: `comment` its text, `tcp`/`udp`/`sctp`
+/// a single destination port (host byte order in `xt_tcp`, `xt_udp` and `xt_sctp_info`).
+pub(super) fn service_match(name: &str, info: &[u8], m: &mut ServiceMatch) {
+    // The `invflags` byte of each match's info.
+    let (proto, inv_at) = match name {
+        "comment" => {
+            m.comment = Some(string(info));
+            return;
+        }
+        "tcp" => (6, 11),
+        "udp" => (17, 8),
+        "sctp" => (132, 8),
+        _ => return,
+    };
+    let (min, max) = (ne_u16(info, 4), ne_u16(info, 6));
+    let inverted = info.get(inv_at).is_none_or(|f| f & INV_DSTPT != 0);
+    if info.len() >= 8 && min == max && !inverted {
+        m.dport = Some(min);
+        m.proto.get_or_insert(proto);
+    }
+}
+
+/// Calls `f(name, data)` for each `xt_entry_match` in an entry's match area.
+fn each_match(mut matches: &[u8], mut f: impl FnMut(&str, &[u8])) {
+    while matches.len() >= XT_HEADER {
+        let size = usize::from(ne_u16(matches, 0)).clamp(XT_HEADER, matches.len());
+        f(&string(&matches[2..31]), &matches[XT_HEADER..size]);
+        matches = &matches[size..];
+    }
 }
 
 /// Decodes the info of a MASQUERADE or SNAT target; `None` for other targets.
@@ -473,17 +539,11 @@ fn render_ip(family: Family, l: &Layout, entry: &[u8], text: &mut String) {
 }
 
 /// The entry's matches (`-m NAME`, with the comment's text).
-fn render_matches(mut matches: &[u8], text: &mut String) {
-    while matches.len() >= XT_HEADER {
-        let size = usize::from(ne_u16(matches, 0)).clamp(XT_HEADER, matches.len());
-        let name = string(&matches[2..31]);
-        let data = &matches[XT_HEADER..size];
-        match name.as_str() {
-            "comment" => text.push_str(&format!(" -m comment --comment {:?}", string(data))),
-            _ => text.push_str(&format!(" -m {name}")),
-        }
-        matches = &matches[size..];
-    }
+fn render_matches(matches: &[u8], text: &mut String) {
+    each_match(matches, |name, data| match name {
+        "comment" => text.push_str(&format!(" -m comment --comment {:?}", string(data))),
+        _ => text.push_str(&format!(" -m {name}")),
+    });
 }
 
 #[cfg(test)]
@@ -584,7 +644,11 @@ mod tests {
             hook_entry: [0, 0, 0, 0, post],
             size: table.len() as u32,
         };
-        let (chains, rules) = parse_entries(Family::Ipv4, &info, &table).unwrap();
+        let LegacyTable {
+            chains,
+            nat_rules: rules,
+            ..
+        } = parse_entries(Family::Ipv4, &info, &table).unwrap();
         assert_eq!(chains, ["KUBE-POSTROUTING"]);
         assert_eq!(rules.len(), 2);
         assert_eq!(
@@ -611,6 +675,61 @@ mod tests {
     }
 
     #[test]
+    fn legacy_kube_services_entry() {
+        let l = IPT_ENTRY;
+        // -d 10.96.0.10/32 -p tcp -m comment --comment C -m tcp --dport 53 -j KUBE-SVC-X
+        // (a jump is a standard target with an empty name).
+        let service = |dst: [u8; 4], mask: [u8; 4], dport: (u16, u16)| {
+            let mut e = entry(
+                &l,
+                "",
+                Some("kube-system/kube-dns:dns-tcp cluster IP"),
+                "",
+                0,
+                &[0; 8],
+            );
+            e[l.dst..l.dst + 4].copy_from_slice(&dst);
+            e[l.dmsk..l.dmsk + 4].copy_from_slice(&mask);
+            e[l.proto..l.proto + 2].copy_from_slice(&6u16.to_ne_bytes());
+            // Insert the tcp match (xt_tcp: spts, dpts, option, flg_mask, flg_cmp, invflags)
+            // after the comment, moving the target.
+            let target_offset = usize::from(ne_u16(&e, l.target_offset));
+            let mut m = xt_header(XT_HEADER + 16, "tcp", 0);
+            for port in [0u16, 0xffff, dport.0, dport.1] {
+                m.extend(port.to_ne_bytes());
+            }
+            m.extend([0u8; 8]);
+            e.splice(target_offset..target_offset, m.iter().copied());
+            let (t, n) = (target_offset + m.len(), e.len());
+            e[l.target_offset..l.target_offset + 2].copy_from_slice(&(t as u16).to_ne_bytes());
+            e[l.next_offset..l.next_offset + 2].copy_from_slice(&(n as u16).to_ne_bytes());
+            e
+        };
+        let mut table = error_entry(&l, KUBE_SERVICES);
+        table.extend(service([10, 96, 0, 10], [0xff; 4], (53, 53)));
+        // A /24 and a port range name no single Service port.
+        table.extend(service([10, 97, 0, 0], [0xff, 0xff, 0xff, 0], (80, 80)));
+        table.extend(service([10, 96, 0, 11], [0xff; 4], (80, 81)));
+        table.extend(error_entry(&l, "KUBE-SVC-X"));
+        // The same rule outside KUBE-SERVICES is not read as a Service.
+        table.extend(service([10, 96, 0, 12], [0xff; 4], (53, 53)));
+        table.extend(error_entry(&l, "ERROR"));
+        let info = TableInfo {
+            size: table.len() as u32,
+            ..TableInfo::default()
+        };
+        let t = parse_entries(Family::Ipv4, &info, &table).unwrap();
+        assert_eq!(t.chains, [KUBE_SERVICES, "KUBE-SVC-X"]);
+        assert_eq!(
+            t.services,
+            [(
+                (6, "10.96.0.10".parse().unwrap(), 53),
+                "kube-system/kube-dns:dns-tcp".to_string()
+            )]
+        );
+    }
+
+    #[test]
     fn legacy_ipv6_layout() {
         let l = IP6T_ENTRY;
         let mut range = Vec::new();
@@ -622,7 +741,9 @@ mod tests {
             hook_entry: [0; 5],
             size: table.len() as u32,
         };
-        let (_, rules) = parse_entries(Family::Ipv6, &info, &table).unwrap();
+        let rules = parse_entries(Family::Ipv6, &info, &table)
+            .unwrap()
+            .nat_rules;
         assert_eq!(rules.len(), 1);
         assert_eq!(rules[0].backend, "ip6tables-legacy");
         assert!(rules[0].fully_random);
@@ -641,7 +762,7 @@ mod tests {
         // iptables keeps the `+` in the name and masks only "eth".
         wild[l.outiface_mask + 3] = 0;
         wild[l.outiface_mask + 4] = 0;
-        let (_, rules) = parse_entries(Family::Ipv4, &info, &wild).unwrap();
+        let rules = parse_entries(Family::Ipv4, &info, &wild).unwrap().nat_rules;
         assert_eq!(rules[0].text, "-A  -o eth+ -j MASQUERADE");
     }
 
