@@ -29,6 +29,10 @@ pub mod hook {
     pub const IPVS: u32 = 1;
     /// `__nf_conntrack_confirm` (an insertion clash).
     pub const CONNTRACK_CONFIRM: u32 = 2;
+    /// `nft_do_chain`: an nftables rule's verdict (also iptables-nft's rules).
+    pub const NFT_CHAIN: u32 = 3;
+    /// `ipt_do_table` / `ip6t_do_table`: an iptables-legacy rule's verdict.
+    pub const IPT_TABLE: u32 = 4;
 }
 
 /// Offset value meaning "this field is absent on the running kernel".
@@ -230,6 +234,29 @@ impl Default for IpvsLayout {
     }
 }
 
+/// Where the rule-table probes find the skb. Before 5.17 a rule's drop is freed in
+/// `nf_hook_slow` like any hook's, so only the table function's return value names the rule.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RuleLayout {
+    /// `nft_pktinfo.skb` (`nft_do_chain`'s first argument is `struct nft_pktinfo *`).
+    pub nft_pktinfo_skb: u32,
+    /// Which argument of `ipt_do_table`/`ip6t_do_table` is the skb: 0 for `(skb, state, table)`
+    /// before 5.16, 1 for `(priv, skb, state)` since; [`ABSENT`] when unknown (no event).
+    pub ipt_skb_arg: u32,
+}
+
+impl Default for RuleLayout {
+    fn default() -> Self {
+        Self {
+            // First member of struct nft_pktinfo from 4.x through 6.12 (include/net/netfilter/
+            // nf_tables.h); user space replaces it with the BTF offset when it has one.
+            nft_pktinfo_skb: 0,
+            ipt_skb_arg: ABSENT,
+        }
+    }
+}
+
 /// Byte offsets of the `sock:inet_sock_set_state` fields, read from its tracefs format file.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -337,6 +364,7 @@ pub struct Config {
     pub kfree: KfreeLayout,
     pub kernel: KernelLayout,
     pub ipvs: IpvsLayout,
+    pub rules: RuleLayout,
     /// Bit `r` set = drop reason `r` is an ordinary free and is not shipped (e.g. NOT_SPECIFIED).
     pub ignore_reasons: [u64; REASON_BITMAP_WORDS],
     /// Without drop reasons: `[start, end)` text ranges of the functions whose frees are drops
@@ -377,7 +405,7 @@ const _: () = assert!(core::mem::size_of::<DropEvent>() == 304);
 const _: () = assert!(core::mem::size_of::<KernelLayout>() == 56);
 const _: () = assert!(core::mem::size_of::<HookDropEvent>() == 32);
 const _: () = assert!(core::mem::size_of::<IpvsExpireEvent>() == 32);
-const _: () = assert!(core::mem::size_of::<Config>() == 44 + 36 + 16 + 56 + 16 + 32 + 128 + 8);
+const _: () = assert!(core::mem::size_of::<Config>() == 44 + 36 + 16 + 56 + 16 + 8 + 32 + 128 + 8);
 
 #[cfg(feature = "user")]
 mod pod {

@@ -592,6 +592,76 @@ mod tests {
         assert_eq!(s.by_issue["netfilter-rule-drop"], 1);
     }
 
+    fn hook_drop(ts: u64, skbaddr: u64, hook: u32) -> Vec<u8> {
+        event::encode(&netlat_ebpf::HookDropEvent {
+            header: EventHeader {
+                kind: kind::HOOK_DROP,
+                cpu: 1,
+                ts_ns: ts,
+            },
+            skbaddr,
+            hook,
+            ret: 0,
+        })
+    }
+
+    /// A 5.10-like engine: no drop reasons, so drops are shipped from nf_hook_slow only.
+    fn engine_without_reasons() -> Engine {
+        let names = Names {
+            kallsyms: symbols::Kallsyms::parse("ffffffff81a00000 t nf_hook_slow\n"),
+            ..Names::default()
+        };
+        Engine::new(
+            EngineConfig {
+                threshold_ns: 200_000_000,
+                clock: WallClock { offset_ns: 0 },
+                has_reasons: false,
+                tracker: TrackerConfig::default(),
+            },
+            names,
+            Box::new(crate::verdict::NoFacts),
+            Box::new(NoCounters),
+            Box::new(NoNatLookup),
+        )
+    }
+
+    /// The first-SYN rule drop on a kernel without drop reasons: the skb is freed in
+    /// nf_hook_slow, and only nft_do_chain's NF_DROP (kretprobe) names the rule.
+    #[test]
+    fn rule_drop_without_drop_reasons_is_named_by_the_table_hook() {
+        let mut drop = syn_drop(10 * S + 300_000, 40000, 0xffffffff81a000a4);
+        let mut ev: DropEvent = unsafe { std::ptr::read_unaligned(drop.as_ptr().cast()) };
+        ev.skbaddr = 0x5eb;
+        ev.reason = 0;
+        drop = event::encode(&ev);
+        let stream = |hook: Option<Vec<u8>>| {
+            let mut v = vec![state(10 * S, 7, 2, 0)];
+            v.extend(hook);
+            v.extend([
+                drop.clone(),
+                retrans(11 * S, 40000),
+                state(11 * S + 1_000_000, 2, 1, 40000),
+            ]);
+            v
+        };
+        let nft = hook_drop(10 * S + 290_000, 0x5eb, netlat_ebpf::hook::NFT_CHAIN);
+        let lines = lines_of(&mut engine_without_reasons(), &stream(Some(nft)));
+        assert_eq!(lines.len(), 1, "{lines:#?}");
+        assert_eq!(lines[0]["drops"][0]["location"], "nf_hook_slow+0xa4");
+        assert_eq!(lines[0]["verdict"]["issue"], "netfilter-rule-drop");
+        assert_eq!(lines[0]["verdict"]["confidence"], "high");
+        // The same drop without the hook event: a generic netfilter drop.
+        let lines = lines_of(&mut engine_without_reasons(), &stream(None));
+        assert_eq!(lines[0]["verdict"]["issue"], "netfilter-drop");
+        // A hook drop of another skb, or one too old, does not attach.
+        let other = hook_drop(10 * S + 290_000, 0x999, netlat_ebpf::hook::NFT_CHAIN);
+        let lines = lines_of(&mut engine_without_reasons(), &stream(Some(other)));
+        assert_eq!(lines[0]["verdict"]["issue"], "netfilter-drop");
+        let stale = hook_drop(9 * S, 0x5eb, netlat_ebpf::hook::IPT_TABLE);
+        let lines = lines_of(&mut engine_without_reasons(), &stream(Some(stale)));
+        assert_eq!(lines[0]["verdict"]["issue"], "netfilter-drop");
+    }
+
     #[test]
     fn fast_connects_are_not_reported_and_replay_is_deterministic() {
         let stream = [

@@ -2,13 +2,13 @@
 //! per network namespace), and the exposure table `netlat doctor` prints — per catalog entry,
 //! whether this node's configuration is exposed, and why.
 
-use std::{cell::RefCell, collections::HashMap};
+use std::{cell::RefCell, collections::HashMap, net::SocketAddr};
 
 use serde::Serialize;
 
 use crate::{
     netns::NetnsIndex,
-    node::{self, KubeProxyMode, NodeFacts},
+    node::{self, IpvsService, KubeProxyMode, NodeFacts, RealServer},
     verdict::{CATALOG, DROP_CATALOG, NodeView},
 };
 
@@ -40,6 +40,17 @@ impl NodeView for NodeFacts {
     fn udp_timeout_s(&self, _: u32) -> Option<u64> {
         sysctl(self, UDP_TIMEOUT).and_then(|v| v.parse().ok())
     }
+    fn ipvs_real_servers(&self, _: u32, vip: SocketAddr) -> Option<Vec<RealServer>> {
+        tcp_service(&self.ipvs, vip)
+    }
+}
+
+/// The real servers of the TCP virtual service at `vip` (IPPROTO_TCP = 6).
+fn tcp_service(services: &[IpvsService], vip: SocketAddr) -> Option<Vec<RealServer>> {
+    services
+        .iter()
+        .find(|s| s.protocol == 6 && s.vip == Some(vip))
+        .map(|s| s.real_servers.clone())
 }
 
 /// Facts gathered on demand for each network namespace a verdict asks about.
@@ -69,6 +80,19 @@ impl NodeView for LiveFacts {
     }
     fn udp_timeout_s(&self, netns: u32) -> Option<u64> {
         self.with(netns, |f| f.udp_timeout_s(netns))
+    }
+    /// Read now, not from the cache: weights change during a rolling update, and the verdict
+    /// must see the table as it is when the connect is judged.
+    fn ipvs_real_servers(&self, netns: u32, vip: SocketAddr) -> Option<Vec<RealServer>> {
+        let path = self.index.borrow_mut().path(netns)?;
+        match node::ipvs_services_in_netns(&path) {
+            Ok(Some(services)) => tcp_service(&services, vip),
+            Ok(None) => None,
+            Err(e) => {
+                tracing::debug!("IPVS services of netns {netns}: {e}");
+                None
+            }
+        }
     }
 }
 

@@ -26,6 +26,8 @@ const MODULES: &[&str] = &[
     "nft_masq",
     "nft_chain_nat",
     "nf_conntrack_netlink",
+    // ipt_do_table, for the iptables-legacy rule-drop probe (capabilities scenario).
+    "ip_tables",
     "ip_vs",
     "ip_vs_rr",
     "veth",
