@@ -234,27 +234,19 @@ impl Default for IpvsLayout {
     }
 }
 
-/// Where the rule-table probes find the skb. Before 5.17 a rule's drop is freed in
+/// Where the `nft_do_chain` probe finds the skb. Before 5.17 a rule's drop is freed in
 /// `nf_hook_slow` like any hook's, so only the table function's return value names the rule.
+/// (`ipt_do_table`'s skb argument moved in 5.16; user space attaches the program for the
+/// running kernel's argument order instead of passing it here.)
 #[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct RuleLayout {
-    /// `nft_pktinfo.skb` (`nft_do_chain`'s first argument is `struct nft_pktinfo *`).
+    /// `nft_pktinfo.skb` (`nft_do_chain`'s first argument is `struct nft_pktinfo *`). The
+    /// default 0 is right from 4.x through 6.12, where it is the first member (include/net/
+    /// netfilter/nf_tables.h); user space puts the BTF offset here when it has one.
     pub nft_pktinfo_skb: u32,
-    /// Which argument of `ipt_do_table`/`ip6t_do_table` is the skb: 0 for `(skb, state, table)`
-    /// before 5.16, 1 for `(priv, skb, state)` since; [`ABSENT`] when unknown (no event).
-    pub ipt_skb_arg: u32,
-}
-
-impl Default for RuleLayout {
-    fn default() -> Self {
-        Self {
-            // First member of struct nft_pktinfo from 4.x through 6.12 (include/net/netfilter/
-            // nf_tables.h); user space replaces it with the BTF offset when it has one.
-            nft_pktinfo_skb: 0,
-            ipt_skb_arg: ABSENT,
-        }
-    }
+    /// Explicit padding; always 0.
+    pub _pad: u32,
 }
 
 /// Byte offsets of the `sock:inet_sock_set_state` fields, read from its tracefs format file.

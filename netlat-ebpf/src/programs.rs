@@ -73,7 +73,7 @@ static CONFIG: Config = Config {
     },
     rules: netlat_ebpf::RuleLayout {
         nft_pktinfo_skb: 0,
-        ipt_skb_arg: ABSENT,
+        _pad: 0,
     },
     ignore_reasons: [0; netlat_ebpf::REASON_BITMAP_WORDS],
     locations: [[0; 2]; netlat_ebpf::MAX_LOCATIONS],
@@ -513,16 +513,19 @@ pub fn nft_chain_exit(ctx: RetProbeContext) -> u32 {
     0
 }
 
-/// `ipt_do_table`/`ip6t_do_table`: `(skb, state, table)` before 5.16, `(priv, skb, state)`
-/// since; user space says which argument the skb is.
+/// `ipt_do_table`/`ip6t_do_table` before 5.16: `(skb, state, table)`. One program per argument
+/// position, picked by user space: a runtime-chosen argument compiles to a computed context
+/// offset, which the 5.10 verifier refuses ("dereference of modified ctx ptr").
 #[kprobe]
-pub fn ipt_table_entry(ctx: ProbeContext) -> u32 {
-    let skb = match cfg!(rules.ipt_skb_arg) {
-        0 => ctx.arg::<u64>(0),
-        1 => ctx.arg::<u64>(1),
-        _ => None,
-    };
-    hook_entry(skb, hook::IPT_TABLE);
+pub fn ipt_table_entry_skb0(ctx: ProbeContext) -> u32 {
+    hook_entry(ctx.arg::<u64>(0), hook::IPT_TABLE);
+    0
+}
+
+/// `ipt_do_table`/`ip6t_do_table` since 5.16: `(priv, skb, state)`.
+#[kprobe]
+pub fn ipt_table_entry_skb1(ctx: ProbeContext) -> u32 {
+    hook_entry(ctx.arg::<u64>(1), hook::IPT_TABLE);
     0
 }
 

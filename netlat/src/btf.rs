@@ -504,6 +504,29 @@ mod tests {
     }
 
     #[test]
+    fn live_rule_table_prototypes() {
+        let Some(k) = live() else { return };
+        // The kernel's own function prototypes: ipt_do_table(priv, skb, state) since 5.16 (the
+        // host is 6.18), and nft_pktinfo.skb is the first member.
+        match k.param_index("ip_tables", "ipt_do_table", "skb") {
+            Ok(i) => assert_eq!(i, 1),
+            Err(e) => println!("skipping ipt_do_table: {e}"),
+        }
+        assert!(matches!(
+            k.param_index("ip_tables", "ipt_do_table", "no_such_param"),
+            Err(BtfError::NoMember { .. } | BtfError::NoBtf { .. })
+        ));
+        assert!(
+            k.param_index("none", "no_such_function_xyz", "skb")
+                .is_err()
+        );
+        match k.nft_pktinfo_skb() {
+            Ok(off) => assert_eq!(off, 0),
+            Err(e) => println!("skipping nft_pktinfo: {e}"),
+        }
+    }
+
+    #[test]
     fn live_layout_is_complete_and_plausible() {
         let Some(k) = live() else { return };
         let (layout, missing) = k.kernel_layout();

@@ -12,7 +12,7 @@ use aya::{
 use netlat_ebpf::{Config, kind};
 
 use crate::{
-    btf::KernelBtf,
+    btf::{BtfError, KernelBtf},
     output::Hook,
     symbols::{Kallsyms, Names},
     tracefs::{self, Tracefs},
@@ -299,12 +299,19 @@ pub fn load(verbose: bool) -> Result<Loaded, LoadError> {
         }
     }
     for set in PROBES {
+        let mut set = *set;
         let note = match set.evidence {
             NFT_EVIDENCE => rule_notes.nft.clone(),
-            IPT_EVIDENCE => rule_notes.ipt.clone(),
+            IPT_EVIDENCE => {
+                // The entry program that reads the skb from this kernel's argument position.
+                if rule_notes.ipt_skb_arg == Some(1) {
+                    set.programs = &[("ipt_table_entry_skb1", false), ("ipt_table_exit", true)];
+                }
+                rule_notes.ipt.clone()
+            }
             _ => Ok(String::new()),
         };
-        hooks.push(attach_probes(&mut ebpf, set, &names.kallsyms, note));
+        hooks.push(attach_probes(&mut ebpf, &set, &names.kallsyms, note));
     }
     Ok(Loaded {
         ebpf,
@@ -324,6 +331,8 @@ const IPT_EVIDENCE: &str = "iptables-legacy rule drops";
 pub struct RuleNotes {
     pub nft: Result<String, String>,
     pub ipt: Result<String, String>,
+    /// Which argument of `ipt_do_table` is the skb (0 or 1), when known.
+    pub ipt_skb_arg: Option<u32>,
 }
 
 /// Kernel where ipt_do_table/ip6t_do_table became `(priv, skb, state)` (was `(skb, state,
@@ -334,14 +343,19 @@ const IPT_PRIV_FIRST: (u32, u32, u32) = (5, 16, 0);
 /// ip_tables modules' split BTF when they are modules), else from what is known per version.
 pub fn rule_layout(btf: Option<&KernelBtf>, release: &str) -> (netlat_ebpf::RuleLayout, RuleNotes) {
     let mut layout = netlat_ebpf::RuleLayout::default();
+    let mut ipt_skb_arg = None;
     let nft = match btf.map(KernelBtf::nft_pktinfo_skb) {
         Some(Ok(off)) => {
             layout.nft_pktinfo_skb = off;
             Ok(format!("skb at nft_pktinfo+{off} (BTF)"))
         }
         Some(Err(e)) => Ok(format!(
-            "skb at nft_pktinfo+{} (its first member on 5.10 … 6.12; no BTF for it: {e})",
-            layout.nft_pktinfo_skb
+            "skb at nft_pktinfo+{} (its first member on 5.10 … 6.12; no BTF for it: {})",
+            layout.nft_pktinfo_skb,
+            match e {
+                BtfError::NoBtf { path } => format!("no module BTF at {}", path.display()),
+                other => other.to_string(),
+            }
         )),
         None => Ok(format!(
             "skb at nft_pktinfo+{} (its first member on 5.10 … 6.12; no kernel BTF)",
@@ -351,7 +365,7 @@ pub fn rule_layout(btf: Option<&KernelBtf>, release: &str) -> (netlat_ebpf::Rule
     let by_btf = btf.map(|b| b.param_index("ip_tables", "ipt_do_table", "skb"));
     let ipt = match by_btf {
         Some(Ok(i)) if i <= 1 => {
-            layout.ipt_skb_arg = i;
+            ipt_skb_arg = Some(i);
             Ok(format!(
                 "skb is argument {i} (BTF prototype of ipt_do_table)"
             ))
@@ -372,7 +386,7 @@ pub fn rule_layout(btf: Option<&KernelBtf>, release: &str) -> (netlat_ebpf::Rule
                     } else {
                         (0, "(skb, state, table) before 5.16")
                     };
-                    layout.ipt_skb_arg = i;
+                    ipt_skb_arg = Some(i);
                     Ok(format!(
                         "skb is argument {i}: kernel {} has {shape}; {why}",
                         v.release
@@ -384,11 +398,19 @@ pub fn rule_layout(btf: Option<&KernelBtf>, release: &str) -> (netlat_ebpf::Rule
             }
         }
     };
-    (layout, RuleNotes { nft, ipt })
+    (
+        layout,
+        RuleNotes {
+            nft,
+            ipt,
+            ipt_skb_arg,
+        },
+    )
 }
 
 /// Evidence from kprobes on kernel functions: the rung above tracepoints. (fentry/fexit would
 /// be cheaper, but aya 0.14 cannot attach them to module functions such as IPVS's.)
+#[derive(Clone, Copy)]
 struct ProbeSet {
     evidence: &'static str,
     /// Candidate functions across kernel versions; every one present is probed.
@@ -437,7 +459,8 @@ const PROBES: &[ProbeSet] = &[
     ProbeSet {
         evidence: IPT_EVIDENCE,
         functions: &["ipt_do_table", "ip6t_do_table"],
-        programs: &[("ipt_table_entry", false), ("ipt_table_exit", true)],
+        // ipt_table_entry_skb1 replaces the entry program on kernels ≥ 5.16 (see `load`).
+        programs: &[("ipt_table_entry_skb0", false), ("ipt_table_exit", true)],
         fallback: "a rule's drop is named from the kfree_skb location where the kernel has \
                    drop reasons (≥ 5.17); before that it looks like any netfilter hook drop \
                    (netfilter-drop)",
@@ -552,22 +575,22 @@ mod tests {
     #[test]
     fn ipt_skb_argument_follows_the_kernel_version_without_btf() {
         let (l, n) = rule_layout(None, "5.10.0-46-amd64");
-        assert_eq!(l.ipt_skb_arg, 0);
+        assert_eq!(n.ipt_skb_arg, Some(0));
         assert!(
             n.ipt.as_ref().is_ok_and(|t| t.contains("before 5.16")),
             "{n:?}"
         );
         assert_eq!(l.nft_pktinfo_skb, 0);
-        let (l, n) = rule_layout(None, "6.1.0-56-amd64");
-        assert_eq!(l.ipt_skb_arg, 1);
+        let (_, n) = rule_layout(None, "6.1.0-56-amd64");
+        assert_eq!(n.ipt_skb_arg, Some(1));
         assert!(
             n.ipt.as_ref().is_ok_and(|t| t.contains("since 5.16")),
             "{n:?}"
         );
-        assert_eq!(rule_layout(None, "5.16.0").0.ipt_skb_arg, 1);
-        assert_eq!(rule_layout(None, "5.15.99").0.ipt_skb_arg, 0);
-        let (l, n) = rule_layout(None, "garbage");
-        assert_eq!(l.ipt_skb_arg, netlat_ebpf::ABSENT);
+        assert_eq!(rule_layout(None, "5.16.0").1.ipt_skb_arg, Some(1));
+        assert_eq!(rule_layout(None, "5.15.99").1.ipt_skb_arg, Some(0));
+        let (_, n) = rule_layout(None, "garbage");
+        assert_eq!(n.ipt_skb_arg, None);
         assert!(n.ipt.is_err(), "{n:?}");
     }
 
