@@ -58,9 +58,13 @@ const HOOK_WINDOW_NS: u64 = 50_000_000;
 /// `IP_VS_DEST_F_AVAILABLE` (include/net/ip_vs.h, stable since 2.6).
 const IP_VS_DEST_F_AVAILABLE: u32 = 1;
 
-/// Drops whose counters are worth reading: a hook (not a rule table) returned NF_DROP.
+/// Drops whose counters are worth reading: a hook (not a rule table) returned NF_DROP. Without
+/// drop reasons a rule's drop is also freed in nf_hook_slow; its table's kretprobe tells it
+/// apart, and it must not claim an insert_failed increment a clash on that CPU needs.
 fn wants_counters(d: &DropRecord) -> bool {
-    d.reason == "NETFILTER_DROP" && d.function() == "nf_hook_slow"
+    d.reason == "NETFILTER_DROP"
+        && d.function() == "nf_hook_slow"
+        && !matches!(d.hook, Some("nft_do_chain" | "ipt_do_table"))
 }
 
 /// What the engine needs to know about the kernel and the user's wishes.
@@ -660,6 +664,33 @@ mod tests {
         let stale = hook_drop(9 * S, 0x5eb, netlat_ebpf::hook::IPT_TABLE);
         let lines = lines_of(&mut engine_without_reasons(), &stream(Some(stale)));
         assert_eq!(lines[0]["verdict"]["issue"], "netfilter-drop");
+    }
+
+    /// Counts how often the engine reads the conntrack counters.
+    struct CountingClaims(std::rc::Rc<std::cell::Cell<u32>>);
+    impl Counters for CountingClaims {
+        fn claim(&mut self, _: u32, _: u32) -> Option<CounterEvidence> {
+            self.0.set(self.0.get() + 1);
+            None
+        }
+    }
+
+    #[test]
+    fn rule_table_drops_do_not_claim_conntrack_counters() {
+        let claims = std::rc::Rc::new(std::cell::Cell::new(0));
+        let mut e = engine_without_reasons();
+        e.counters = Box::new(CountingClaims(claims.clone()));
+        let mut ev: DropEvent = unsafe {
+            std::ptr::read_unaligned(syn_drop(10 * S, 40000, 0xffffffff81a000a4).as_ptr().cast())
+        };
+        ev.skbaddr = 0x5eb;
+        lines_of(&mut e, &[event::encode(&ev)]);
+        assert_eq!(claims.get(), 1, "a bare hook drop reads the counters");
+        let nft = hook_drop(10 * S + 100, 0x5eb, netlat_ebpf::hook::NFT_CHAIN);
+        let mut ev2 = ev;
+        ev2.header.ts_ns = 10 * S + 200;
+        lines_of(&mut e, &[nft, event::encode(&ev2)]);
+        assert_eq!(claims.get(), 1, "a rule table's drop does not");
     }
 
     #[test]

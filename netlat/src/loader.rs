@@ -352,10 +352,7 @@ pub fn rule_layout(btf: Option<&KernelBtf>, release: &str) -> (netlat_ebpf::Rule
         Some(Err(e)) => Ok(format!(
             "skb at nft_pktinfo+{} (its first member on 5.10 … 6.12; no BTF for it: {})",
             layout.nft_pktinfo_skb,
-            match e {
-                BtfError::NoBtf { path } => format!("no module BTF at {}", path.display()),
-                other => other.to_string(),
-            }
+            btf_why(&e)
         )),
         None => Ok(format!(
             "skb at nft_pktinfo+{} (its first member on 5.10 … 6.12; no kernel BTF)",
@@ -375,7 +372,7 @@ pub fn rule_layout(btf: Option<&KernelBtf>, release: &str) -> (netlat_ebpf::Rule
         )),
         other => {
             let why = match other {
-                Some(Err(e)) => format!("no BTF prototype ({e})"),
+                Some(Err(e)) => format!("no BTF prototype ({})", btf_why(&e)),
                 _ => "no kernel BTF".to_string(),
             };
             match crate::node::KernelVersion::parse(release) {
@@ -406,6 +403,15 @@ pub fn rule_layout(btf: Option<&KernelBtf>, release: &str) -> (netlat_ebpf::Rule
             ipt_skb_arg,
         },
     )
+}
+
+/// A BTF lookup failure in words; a missing file here is a module's split BTF (e.g. Debian
+/// 5.10 ships none), not the kernel's.
+fn btf_why(e: &BtfError) -> String {
+    match e {
+        BtfError::NoBtf { path } => format!("no module BTF at {}", path.display()),
+        other => other.to_string(),
+    }
 }
 
 /// Evidence from kprobes on kernel functions: the rung above tracepoints. (fentry/fexit would
