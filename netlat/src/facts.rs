@@ -394,6 +394,40 @@ mod tests {
     }
 
     #[test]
+    fn ipvs_real_servers_of_the_tcp_service_at_the_vip() {
+        use crate::node::{IpvsService, RealServer};
+        let rs = |a: &str, weight| RealServer {
+            addr: a.parse().unwrap(),
+            weight,
+            active_conns: 0,
+            inactive_conns: 0,
+        };
+        let svc = |protocol, vip: &str, servers| IpvsService {
+            family: 2,
+            protocol,
+            vip: Some(vip.parse().unwrap()),
+            fwmark: 0,
+            real_servers: servers,
+        };
+        let mut f = facts();
+        f.ipvs = vec![
+            svc(17, "10.96.0.10:53", vec![rs("10.0.0.5:53", 0)]),
+            svc(6, "10.96.0.10:53", vec![rs("10.0.0.5:53", 1)]),
+            svc(6, "10.96.0.1:443", vec![rs("10.0.0.9:6443", 0)]),
+        ];
+        let vip: SocketAddr = "10.96.0.10:53".parse().unwrap();
+        // The TCP service, not the UDP one at the same address.
+        assert_eq!(
+            f.ipvs_real_servers(0, vip),
+            Some(vec![rs("10.0.0.5:53", 1)])
+        );
+        assert_eq!(
+            f.ipvs_real_servers(0, "10.96.0.2:80".parse().unwrap()),
+            None
+        );
+    }
+
+    #[test]
     fn every_catalog_id_appears_once() {
         let rows = exposure(&facts());
         let mut ids: Vec<&str> = rows.iter().map(|r| r.issue).collect();
