@@ -336,7 +336,7 @@ pub struct RuleNotes {
 }
 
 /// Kernel where ipt_do_table/ip6t_do_table became `(priv, skb, state)` (was `(skb, state,
-/// table)`).
+/// table)`): "netfilter: iptables: allow use of ipt_do_table as hookfn", nf-next for 5.16.
 const IPT_PRIV_FIRST: (u32, u32, u32) = (5, 16, 0);
 
 /// Where the skb is for `nft_do_chain` and `ipt_do_table`: from BTF (the nf_tables and
@@ -370,6 +370,11 @@ pub fn rule_layout(btf: Option<&KernelBtf>, release: &str) -> (netlat_ebpf::Rule
         Some(Ok(i)) => Err(format!(
             "ipt_do_table's skb is argument {i} in BTF, which this probe cannot read"
         )),
+        // A prototype without `skb` is a shape this probe does not know (e.g. the proposed
+        // one-argument `ipt_do_table(state)`): guessing by version would read the wrong value.
+        Some(Err(BtfError::NoMember { .. })) => Err(
+            "ipt_do_table's BTF prototype has no `skb` parameter: unknown argument order".into(),
+        ),
         other => {
             let why = match other {
                 Some(Err(e)) => format!("no BTF prototype ({})", btf_why(&e)),
