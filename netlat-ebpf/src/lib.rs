@@ -29,6 +29,10 @@ pub mod hook {
     pub const IPVS: u32 = 1;
     /// `__nf_conntrack_confirm` (an insertion clash).
     pub const CONNTRACK_CONFIRM: u32 = 2;
+    /// `nft_do_chain`: an nftables rule's verdict (also iptables-nft's rules).
+    pub const NFT_CHAIN: u32 = 3;
+    /// `ipt_do_table` / `ip6t_do_table`: an iptables-legacy rule's verdict.
+    pub const IPT_TABLE: u32 = 4;
 }
 
 /// Offset value meaning "this field is absent on the running kernel".
@@ -230,6 +234,21 @@ impl Default for IpvsLayout {
     }
 }
 
+/// Where the `nft_do_chain` probe finds the skb. Before 5.17 a rule's drop is freed in
+/// `nf_hook_slow` like any hook's, so only the table function's return value names the rule.
+/// (`ipt_do_table`'s skb argument moved in 5.16; user space attaches the program for the
+/// running kernel's argument order instead of passing it here.)
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RuleLayout {
+    /// `nft_pktinfo.skb` (`nft_do_chain`'s first argument is `struct nft_pktinfo *`). The
+    /// default 0 is right from 4.x through 6.12, where it is the first member (include/net/
+    /// netfilter/nf_tables.h); user space puts the BTF offset here when it has one.
+    pub nft_pktinfo_skb: u32,
+    /// Explicit padding; always 0.
+    pub _pad: u32,
+}
+
 /// Byte offsets of the `sock:inet_sock_set_state` fields, read from its tracefs format file.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -337,6 +356,7 @@ pub struct Config {
     pub kfree: KfreeLayout,
     pub kernel: KernelLayout,
     pub ipvs: IpvsLayout,
+    pub rules: RuleLayout,
     /// Bit `r` set = drop reason `r` is an ordinary free and is not shipped (e.g. NOT_SPECIFIED).
     pub ignore_reasons: [u64; REASON_BITMAP_WORDS],
     /// Without drop reasons: `[start, end)` text ranges of the functions whose frees are drops
@@ -377,7 +397,7 @@ const _: () = assert!(core::mem::size_of::<DropEvent>() == 304);
 const _: () = assert!(core::mem::size_of::<KernelLayout>() == 56);
 const _: () = assert!(core::mem::size_of::<HookDropEvent>() == 32);
 const _: () = assert!(core::mem::size_of::<IpvsExpireEvent>() == 32);
-const _: () = assert!(core::mem::size_of::<Config>() == 44 + 36 + 16 + 56 + 16 + 32 + 128 + 8);
+const _: () = assert!(core::mem::size_of::<Config>() == 44 + 36 + 16 + 56 + 16 + 8 + 32 + 128 + 8);
 
 #[cfg(feature = "user")]
 mod pod {

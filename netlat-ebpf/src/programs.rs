@@ -71,6 +71,10 @@ static CONFIG: Config = Config {
         dest_flags: ABSENT,
         _pad: 0,
     },
+    rules: netlat_ebpf::RuleLayout {
+        nft_pktinfo_skb: 0,
+        _pad: 0,
+    },
     ignore_reasons: [0; netlat_ebpf::REASON_BITMAP_WORDS],
     locations: [[0; 2]; netlat_ebpf::MAX_LOCATIONS],
     tcp_syn_sent: 2,
@@ -427,24 +431,38 @@ fn try_kfree(ctx: &TracePointContext) -> Result<(), i32> {
 static HOOK_SKB: LruHashMap<u64, u64> = LruHashMap::with_max_entries(4096, 0);
 
 const NF_DROP: u64 = 0;
+/// `NF_VERDICT_MASK`: the verdict proper; the bits above carry NF_DROP_ERR's errno.
+const NF_VERDICT_MASK: u64 = 0xff;
+
+/// Key of the hook call in progress on this task. One task runs one hook at a time; the hook
+/// id keeps the hooks apart. Softirqs on idle CPUs all run as pid 0, so there the CPU is the key.
+#[inline(always)]
+fn hook_key(hook_id: u32) -> u64 {
+    let mut task = bpf_get_current_pid_tgid();
+    if task == 0 {
+        task = (1u64 << 56) | unsafe { bpf_get_smp_processor_id() } as u64;
+    }
+    task ^ ((hook_id as u64) << 60)
+}
 
 #[inline(always)]
 fn hook_entry(skb: Option<u64>, hook_id: u32) {
     let Some(skb) = skb else { return };
-    // One task runs one hook at a time; the hook id keeps IPVS and conntrack apart.
-    let key = bpf_get_current_pid_tgid() ^ ((hook_id as u64) << 60);
-    let _ = HOOK_SKB.insert(&key, &skb, 0);
+    if skb == 0 {
+        return;
+    }
+    let _ = HOOK_SKB.insert(&hook_key(hook_id), &skb, 0);
 }
 
 #[inline(always)]
 fn hook_exit(ret: u64, hook_id: u32) {
-    let key = bpf_get_current_pid_tgid() ^ ((hook_id as u64) << 60);
+    let key = hook_key(hook_id);
     let skb = match unsafe { HOOK_SKB.get(&key) } {
         Some(s) => *s,
         None => return,
     };
     let _ = HOOK_SKB.remove(&key);
-    if ret & 0xff != NF_DROP {
+    if ret & NF_VERDICT_MASK != NF_DROP {
         return;
     }
     let Some(mut entry) = EVENTS.reserve::<HookDropEvent>(0) else {
@@ -483,6 +501,44 @@ pub fn ct_confirm_entry(ctx: ProbeContext) -> u32 {
 #[kretprobe]
 pub fn ct_confirm_exit(ctx: RetProbeContext) -> u32 {
     hook_exit(ctx.ret::<u64>(), hook::CONNTRACK_CONFIRM);
+    0
+}
+
+/// `nft_do_chain(struct nft_pktinfo *pkt, void *priv)`: the skb is a member of `pkt`.
+#[kprobe]
+pub fn nft_chain_entry(ctx: ProbeContext) -> u32 {
+    let skb = ctx
+        .arg::<u64>(0)
+        .and_then(|pkt| kread::<u64>(pkt, cfg!(rules.nft_pktinfo_skb)));
+    hook_entry(skb, hook::NFT_CHAIN);
+    0
+}
+
+#[kretprobe]
+pub fn nft_chain_exit(ctx: RetProbeContext) -> u32 {
+    hook_exit(ctx.ret::<u64>(), hook::NFT_CHAIN);
+    0
+}
+
+/// `ipt_do_table`/`ip6t_do_table` before 5.16: `(skb, state, table)`. One program per argument
+/// position, picked by user space: a runtime-chosen argument compiles to a computed context
+/// offset, which the 5.10 verifier refuses ("dereference of modified ctx ptr").
+#[kprobe]
+pub fn ipt_table_entry_skb0(ctx: ProbeContext) -> u32 {
+    hook_entry(ctx.arg::<u64>(0), hook::IPT_TABLE);
+    0
+}
+
+/// `ipt_do_table`/`ip6t_do_table` since 5.16: `(priv, skb, state)`.
+#[kprobe]
+pub fn ipt_table_entry_skb1(ctx: ProbeContext) -> u32 {
+    hook_entry(ctx.arg::<u64>(1), hook::IPT_TABLE);
+    0
+}
+
+#[kretprobe]
+pub fn ipt_table_exit(ctx: RetProbeContext) -> u32 {
+    hook_exit(ctx.ret::<u64>(), hook::IPT_TABLE);
     0
 }
 

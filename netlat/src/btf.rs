@@ -158,6 +158,68 @@ impl KernelBtf {
         })
     }
 
+    /// `nft_pktinfo.skb`, here or in the nf_tables module's BTF.
+    pub fn nft_pktinfo_skb(&self) -> Result<u32, BtfError> {
+        if self.find_struct("nft_pktinfo").is_ok() {
+            return self.member_offset("nft_pktinfo", "skb");
+        }
+        self.module("nf_tables")?
+            .member_offset("nft_pktinfo", "skb")
+    }
+
+    /// Index of the parameter named `param` of function `func`, here or in `module`'s BTF.
+    pub fn param_index(&self, module: &str, func: &str, param: &str) -> Result<u32, BtfError> {
+        match self.param_index_here(func, param) {
+            Err(BtfError::NoStruct { .. }) => self.module(module)?.param_index_here(func, param),
+            other => other,
+        }
+    }
+
+    fn param_index_here(&self, func: &str, param: &str) -> Result<u32, BtfError> {
+        let malformed = |detail: String| BtfError::Malformed {
+            what: func.to_string(),
+            detail,
+        };
+        // NoStruct doubles as "no such function here", so the caller can try the module.
+        let missing = || BtfError::NoStruct {
+            strukt: format!("function {func}"),
+        };
+        let types = self
+            .btf
+            .resolve_types_by_name(func)
+            .map_err(|_| missing())?;
+        let f = types
+            .into_iter()
+            .find_map(|t| match t {
+                Type::Func(f) => Some(f),
+                _ => None,
+            })
+            .ok_or_else(missing)?;
+        let Type::FuncProto(proto) = self
+            .btf
+            .resolve_chained_type(&f)
+            .map_err(|e| malformed(e.to_string()))?
+        else {
+            return Err(malformed("its type is not a function prototype".into()));
+        };
+        for (i, p) in proto.parameters.iter().enumerate() {
+            if p.get_name_offset().unwrap_or(0) == 0 {
+                continue;
+            }
+            let name = self
+                .btf
+                .resolve_name(p)
+                .map_err(|e| malformed(e.to_string()))?;
+            if name == param {
+                return u32::try_from(i).map_err(|e| malformed(e.to_string()));
+            }
+        }
+        Err(BtfError::NoMember {
+            strukt: format!("function {func}"),
+            path: param.to_string(),
+        })
+    }
+
     /// Conntrack offsets: `(skb_nfct, ct_tuple_orig, ct_tuple_reply, ct_status)` and the layout of
     /// a tuple. `nf_conn` is looked up here, then in the nf_conntrack module's BTF.
     pub fn conntrack_layout(&self) -> Result<([u32; 4], CtTupleLayout), BtfError> {
@@ -438,6 +500,29 @@ mod tests {
                 None
             }
             Err(e) => panic!("{e}"),
+        }
+    }
+
+    #[test]
+    fn live_rule_table_prototypes() {
+        let Some(k) = live() else { return };
+        // The kernel's own function prototypes: ipt_do_table(priv, skb, state) since 5.16 (the
+        // host is 6.18), and nft_pktinfo.skb is the first member.
+        match k.param_index("ip_tables", "ipt_do_table", "skb") {
+            Ok(i) => assert_eq!(i, 1),
+            Err(e) => println!("skipping ipt_do_table: {e}"),
+        }
+        assert!(matches!(
+            k.param_index("ip_tables", "ipt_do_table", "no_such_param"),
+            Err(BtfError::NoMember { .. } | BtfError::NoBtf { .. })
+        ));
+        assert!(
+            k.param_index("none", "no_such_function_xyz", "skb")
+                .is_err()
+        );
+        match k.nft_pktinfo_skb() {
+            Ok(off) => assert_eq!(off, 0),
+            Err(e) => println!("skipping nft_pktinfo: {e}"),
         }
     }
 

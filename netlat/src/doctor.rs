@@ -69,6 +69,15 @@ pub fn main(args: DoctorArgs) -> anyhow::Result<ExitCode> {
     }
 }
 
+fn proto_name(p: u16) -> String {
+    match p {
+        6 => "tcp".into(),
+        17 => "udp".into(),
+        132 => "sctp".into(),
+        n => format!("proto {n}"),
+    }
+}
+
 fn yes_no(v: Option<bool>) -> &'static str {
     match v {
         Some(true) => "on",
@@ -97,6 +106,36 @@ pub fn print_human(out: &mut impl Write, f: &NodeFacts, rows: &[Exposure]) -> io
             format!(" ({})", f.kube_proxy.evidence.join("; "))
         }
     )?;
+    for svc in &f.ipvs {
+        let name = match svc.vip {
+            Some(vip) => format!("{} {vip}", proto_name(svc.protocol)),
+            None => format!("fwmark {}", svc.fwmark),
+        };
+        let servers: Vec<String> = svc
+            .real_servers
+            .iter()
+            .map(|r| {
+                format!(
+                    "{} weight {}{} ({} active, {} inactive)",
+                    r.addr,
+                    r.weight,
+                    // kube-proxy's graceful termination: issue A's weight-0 case.
+                    if r.weight == 0 { " <- draining" } else { "" },
+                    r.active_conns,
+                    r.inactive_conns
+                )
+            })
+            .collect();
+        writeln!(
+            out,
+            "ipvs service  {name} -> {}",
+            if servers.is_empty() {
+                "no real servers".to_string()
+            } else {
+                servers.join(", ")
+            }
+        )?;
+    }
     if f.nat_rules.is_empty() {
         writeln!(out, "nat rules     none")?;
     }
@@ -172,4 +211,53 @@ pub fn print_human(out: &mut impl Write, f: &NodeFacts, rows: &[Exposure]) -> io
         }
     }
     out.flush()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::node::{IpvsService, RealServer};
+
+    #[test]
+    fn human_report_lists_ipvs_real_servers_and_marks_weight_zero() {
+        let rs = |a: &str, weight| RealServer {
+            addr: a.parse().unwrap(),
+            weight,
+            active_conns: 1,
+            inactive_conns: 2,
+        };
+        let f = NodeFacts {
+            ipvs: vec![
+                IpvsService {
+                    family: 2,
+                    protocol: 6,
+                    vip: Some("10.96.0.10:80".parse().unwrap()),
+                    fwmark: 0,
+                    real_servers: vec![rs("10.0.1.2:8080", 0), rs("10.0.2.2:8080", 1)],
+                },
+                IpvsService {
+                    family: 2,
+                    protocol: 0,
+                    vip: None,
+                    fwmark: 7,
+                    real_servers: Vec::new(),
+                },
+            ],
+            ..NodeFacts::default()
+        };
+        let mut out = Vec::new();
+        print_human(&mut out, &f, &[]).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(
+            text.contains(
+                "ipvs service  tcp 10.96.0.10:80 -> 10.0.1.2:8080 weight 0 <- draining \
+                 (1 active, 2 inactive), 10.0.2.2:8080 weight 1 (1 active, 2 inactive)"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("ipvs service  fwmark 7 -> no real servers"),
+            "{text}"
+        );
+    }
 }

@@ -66,9 +66,13 @@ const HOOK_WINDOW_NS: u64 = 50_000_000;
 /// `IP_VS_DEST_F_AVAILABLE` (include/net/ip_vs.h, stable since 2.6).
 const IP_VS_DEST_F_AVAILABLE: u32 = 1;
 
-/// Drops whose counters are worth reading: a hook (not a rule table) returned NF_DROP.
+/// Drops whose counters are worth reading: a hook (not a rule table) returned NF_DROP. Without
+/// drop reasons a rule's drop is also freed in nf_hook_slow; its table's kretprobe tells it
+/// apart, and it must not claim an insert_failed increment a clash on that CPU needs.
 fn wants_counters(d: &DropRecord) -> bool {
-    d.reason == "NETFILTER_DROP" && d.function() == "nf_hook_slow"
+    d.reason == "NETFILTER_DROP"
+        && d.function() == "nf_hook_slow"
+        && !matches!(d.hook, Some("nft_do_chain" | "ipt_do_table"))
 }
 
 /// What the engine needs to know about the kernel and the user's wishes.
@@ -722,6 +726,103 @@ mod tests {
         assert_eq!(s.attempts, 1);
         assert_eq!(s.slow, 1);
         assert_eq!(s.by_issue["netfilter-rule-drop"], 1);
+    }
+
+    fn hook_drop(ts: u64, skbaddr: u64, hook: u32) -> Vec<u8> {
+        event::encode(&netlat_ebpf::HookDropEvent {
+            header: EventHeader {
+                kind: kind::HOOK_DROP,
+                cpu: 1,
+                ts_ns: ts,
+            },
+            skbaddr,
+            hook,
+            ret: 0,
+        })
+    }
+
+    /// A 5.10-like engine: no drop reasons, so drops are shipped from nf_hook_slow only.
+    fn engine_without_reasons() -> Engine {
+        let names = Names {
+            kallsyms: symbols::Kallsyms::parse("ffffffff81a00000 t nf_hook_slow\n"),
+            ..Names::default()
+        };
+        Engine::new(
+            EngineConfig {
+                threshold_ns: 200_000_000,
+                clock: WallClock { offset_ns: 0 },
+                has_reasons: false,
+                tracker: TrackerConfig::default(),
+            },
+            names,
+            Box::new(crate::verdict::NoFacts),
+            Box::new(NoCounters),
+            Box::new(NoNatLookup),
+        )
+    }
+
+    /// The first-SYN rule drop on a kernel without drop reasons: the skb is freed in
+    /// nf_hook_slow, and only nft_do_chain's NF_DROP (kretprobe) names the rule.
+    #[test]
+    fn rule_drop_without_drop_reasons_is_named_by_the_table_hook() {
+        let mut drop = syn_drop(10 * S + 300_000, 40000, 0xffffffff81a000a4);
+        let mut ev: DropEvent = unsafe { std::ptr::read_unaligned(drop.as_ptr().cast()) };
+        ev.skbaddr = 0x5eb;
+        ev.reason = 0;
+        drop = event::encode(&ev);
+        let stream = |hook: Option<Vec<u8>>| {
+            let mut v = vec![state(10 * S, 7, 2, 0)];
+            v.extend(hook);
+            v.extend([
+                drop.clone(),
+                retrans(11 * S, 40000),
+                state(11 * S + 1_000_000, 2, 1, 40000),
+            ]);
+            v
+        };
+        let nft = hook_drop(10 * S + 290_000, 0x5eb, netlat_ebpf::hook::NFT_CHAIN);
+        let lines = lines_of(&mut engine_without_reasons(), &stream(Some(nft)));
+        assert_eq!(lines.len(), 1, "{lines:#?}");
+        assert_eq!(lines[0]["drops"][0]["location"], "nf_hook_slow+0xa4");
+        assert_eq!(lines[0]["verdict"]["issue"], "netfilter-rule-drop");
+        assert_eq!(lines[0]["verdict"]["confidence"], "high");
+        // The same drop without the hook event: a generic netfilter drop.
+        let lines = lines_of(&mut engine_without_reasons(), &stream(None));
+        assert_eq!(lines[0]["verdict"]["issue"], "netfilter-drop");
+        // A hook drop of another skb, or one too old, does not attach.
+        let other = hook_drop(10 * S + 290_000, 0x999, netlat_ebpf::hook::NFT_CHAIN);
+        let lines = lines_of(&mut engine_without_reasons(), &stream(Some(other)));
+        assert_eq!(lines[0]["verdict"]["issue"], "netfilter-drop");
+        let stale = hook_drop(9 * S, 0x5eb, netlat_ebpf::hook::IPT_TABLE);
+        let lines = lines_of(&mut engine_without_reasons(), &stream(Some(stale)));
+        assert_eq!(lines[0]["verdict"]["issue"], "netfilter-drop");
+    }
+
+    /// Counts how often the engine reads the conntrack counters.
+    struct CountingClaims(std::rc::Rc<std::cell::Cell<u32>>);
+    impl Counters for CountingClaims {
+        fn claim(&mut self, _: u32, _: u32) -> Option<CounterEvidence> {
+            self.0.set(self.0.get() + 1);
+            None
+        }
+    }
+
+    #[test]
+    fn rule_table_drops_do_not_claim_conntrack_counters() {
+        let claims = std::rc::Rc::new(std::cell::Cell::new(0));
+        let mut e = engine_without_reasons();
+        e.counters = Box::new(CountingClaims(claims.clone()));
+        let mut ev: DropEvent = unsafe {
+            std::ptr::read_unaligned(syn_drop(10 * S, 40000, 0xffffffff81a000a4).as_ptr().cast())
+        };
+        ev.skbaddr = 0x5eb;
+        lines_of(&mut e, &[event::encode(&ev)]);
+        assert_eq!(claims.get(), 1, "a bare hook drop reads the counters");
+        let nft = hook_drop(10 * S + 100, 0x5eb, netlat_ebpf::hook::NFT_CHAIN);
+        let mut ev2 = ev;
+        ev2.header.ts_ns = 10 * S + 200;
+        lines_of(&mut e, &[nft, event::encode(&ev2)]);
+        assert_eq!(claims.get(), 1, "a rule table's drop does not");
     }
 
     #[test]

@@ -17,7 +17,7 @@ use serde::Serialize;
 use crate::{
     netns::NetnsIndex,
     node::{
-        self, KubeProxyMode, NodeFacts,
+        self, IpvsService, KubeProxyMode, NodeFacts, RealServer,
         services::{self, ServiceMap},
     },
     verdict::{CATALOG, DROP_CATALOG, NodeView},
@@ -51,6 +51,17 @@ impl NodeView for NodeFacts {
     fn udp_timeout_s(&self, _: u32) -> Option<u64> {
         sysctl(self, UDP_TIMEOUT).and_then(|v| v.parse().ok())
     }
+    fn ipvs_real_servers(&self, _: u32, vip: SocketAddr) -> Option<Vec<RealServer>> {
+        tcp_service(&self.ipvs, vip)
+    }
+}
+
+/// The real servers of the TCP virtual service at `vip` (IPPROTO_TCP = 6).
+fn tcp_service(services: &[IpvsService], vip: SocketAddr) -> Option<Vec<RealServer>> {
+    services
+        .iter()
+        .find(|s| s.protocol == 6 && s.vip == Some(vip))
+        .map(|s| s.real_servers.clone())
 }
 
 /// How long a namespace's Service map is used before it is read again: Services come and go
@@ -243,6 +254,19 @@ impl NodeView for LiveFacts {
             node.and_then(|own| maps.get(&own)).map(|c| &c.map),
             dst,
         )
+    }
+    /// Read now, not from the cache: weights change during a rolling update, and the verdict
+    /// must see the table as it is when the connect is judged.
+    fn ipvs_real_servers(&self, netns: u32, vip: SocketAddr) -> Option<Vec<RealServer>> {
+        let path = self.index.borrow_mut().path(netns)?;
+        match node::ipvs_services_in_netns(&path) {
+            Ok(Some(services)) => tcp_service(&services, vip),
+            Ok(None) => None,
+            Err(e) => {
+                tracing::debug!("IPVS services of netns {netns}: {e}");
+                None
+            }
+        }
     }
 }
 
@@ -571,6 +595,40 @@ mod tests {
             .insert("net.ipv4.vs.conntrack".into(), Some("1".into()));
         assert_eq!(row(&f, "ipvs-conn-reuse").exposed, Exposed::Yes);
         assert_eq!(row(&f, "unanswered-syn").exposed, Exposed::NotApplicable);
+    }
+
+    #[test]
+    fn ipvs_real_servers_of_the_tcp_service_at_the_vip() {
+        use crate::node::{IpvsService, RealServer};
+        let rs = |a: &str, weight| RealServer {
+            addr: a.parse().unwrap(),
+            weight,
+            active_conns: 0,
+            inactive_conns: 0,
+        };
+        let svc = |protocol, vip: &str, servers| IpvsService {
+            family: 2,
+            protocol,
+            vip: Some(vip.parse().unwrap()),
+            fwmark: 0,
+            real_servers: servers,
+        };
+        let mut f = facts();
+        f.ipvs = vec![
+            svc(17, "10.96.0.10:53", vec![rs("10.0.0.5:53", 0)]),
+            svc(6, "10.96.0.10:53", vec![rs("10.0.0.5:53", 1)]),
+            svc(6, "10.96.0.1:443", vec![rs("10.0.0.9:6443", 0)]),
+        ];
+        let vip: SocketAddr = "10.96.0.10:53".parse().unwrap();
+        // The TCP service, not the UDP one at the same address.
+        assert_eq!(
+            f.ipvs_real_servers(0, vip),
+            Some(vec![rs("10.0.0.5:53", 1)])
+        );
+        assert_eq!(
+            f.ipvs_real_servers(0, "10.96.0.2:80".parse().unwrap()),
+            None
+        );
     }
 
     #[test]

@@ -12,7 +12,7 @@ use aya::{
 use netlat_ebpf::{Config, kind};
 
 use crate::{
-    btf::KernelBtf,
+    btf::{BtfError, KernelBtf},
     output::Hook,
     symbols::{Kallsyms, Names},
     tracefs::{self, Tracefs},
@@ -206,8 +206,14 @@ pub fn load(verbose: bool) -> Result<Loaded, LoadError> {
         }
     }
 
+    let release = fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default();
     let mut btf_notes = Vec::new();
-    match KernelBtf::from_sys() {
+    let kernel_btf = KernelBtf::from_sys();
+    let (rules, rule_notes) = rule_layout(kernel_btf.as_ref().ok(), &release);
+    config.rules = rules;
+    match kernel_btf {
         Ok(btf) => {
             let (layout, missing) = btf.kernel_layout();
             config.kernel = layout;
@@ -293,21 +299,129 @@ pub fn load(verbose: bool) -> Result<Loaded, LoadError> {
         }
     }
     for set in PROBES {
-        hooks.push(attach_probes(&mut ebpf, set, &names.kallsyms));
+        let mut set = *set;
+        let note = match set.evidence {
+            NFT_EVIDENCE => rule_notes.nft.clone(),
+            IPT_EVIDENCE => {
+                // The entry program that reads the skb from this kernel's argument position.
+                if rule_notes.ipt_skb_arg == Some(1) {
+                    set.programs = &[("ipt_table_entry_skb1", false), ("ipt_table_exit", true)];
+                }
+                rule_notes.ipt.clone()
+            }
+            _ => Ok(String::new()),
+        };
+        hooks.push(attach_probes(&mut ebpf, &set, &names.kallsyms, note));
     }
     Ok(Loaded {
         ebpf,
-        kernel: fs::read_to_string("/proc/sys/kernel/osrelease")
-            .map(|s| s.trim().to_string())
-            .unwrap_or_default(),
+        kernel: release,
         hooks,
         names,
         has_reasons,
     })
 }
 
+const NFT_EVIDENCE: &str = "nftables rule drops";
+const IPT_EVIDENCE: &str = "iptables-legacy rule drops";
+
+/// How the rule-table probes find their skb on this kernel: a note for the capabilities line,
+/// or why the probe cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuleNotes {
+    pub nft: Result<String, String>,
+    pub ipt: Result<String, String>,
+    /// Which argument of `ipt_do_table` is the skb (0 or 1), when known.
+    pub ipt_skb_arg: Option<u32>,
+}
+
+/// Kernel where ipt_do_table/ip6t_do_table became `(priv, skb, state)` (was `(skb, state,
+/// table)`): "netfilter: iptables: allow use of ipt_do_table as hookfn", nf-next for 5.16.
+const IPT_PRIV_FIRST: (u32, u32, u32) = (5, 16, 0);
+
+/// Where the skb is for `nft_do_chain` and `ipt_do_table`: from BTF (the nf_tables and
+/// ip_tables modules' split BTF when they are modules), else from what is known per version.
+pub fn rule_layout(btf: Option<&KernelBtf>, release: &str) -> (netlat_ebpf::RuleLayout, RuleNotes) {
+    let mut layout = netlat_ebpf::RuleLayout::default();
+    let mut ipt_skb_arg = None;
+    let nft = match btf.map(KernelBtf::nft_pktinfo_skb) {
+        Some(Ok(off)) => {
+            layout.nft_pktinfo_skb = off;
+            Ok(format!("skb at nft_pktinfo+{off} (BTF)"))
+        }
+        Some(Err(e)) => Ok(format!(
+            "skb at nft_pktinfo+{} (its first member on 5.10 … 6.12; no BTF for it: {})",
+            layout.nft_pktinfo_skb,
+            btf_why(&e)
+        )),
+        None => Ok(format!(
+            "skb at nft_pktinfo+{} (its first member on 5.10 … 6.12; no kernel BTF)",
+            layout.nft_pktinfo_skb
+        )),
+    };
+    let by_btf = btf.map(|b| b.param_index("ip_tables", "ipt_do_table", "skb"));
+    let ipt = match by_btf {
+        Some(Ok(i)) if i <= 1 => {
+            ipt_skb_arg = Some(i);
+            Ok(format!(
+                "skb is argument {i} (BTF prototype of ipt_do_table)"
+            ))
+        }
+        Some(Ok(i)) => Err(format!(
+            "ipt_do_table's skb is argument {i} in BTF, which this probe cannot read"
+        )),
+        // A prototype without `skb` is a shape this probe does not know (e.g. the proposed
+        // one-argument `ipt_do_table(state)`): guessing by version would read the wrong value.
+        Some(Err(BtfError::NoMember { .. })) => Err(
+            "ipt_do_table's BTF prototype has no `skb` parameter: unknown argument order".into(),
+        ),
+        other => {
+            let why = match other {
+                Some(Err(e)) => format!("no BTF prototype ({})", btf_why(&e)),
+                _ => "no kernel BTF".to_string(),
+            };
+            match crate::node::KernelVersion::parse(release) {
+                Ok(v) => {
+                    let (a, b, c) = IPT_PRIV_FIRST;
+                    let (i, shape) = if v.at_least(a, b, c) {
+                        (1, "(priv, skb, state) since 5.16")
+                    } else {
+                        (0, "(skb, state, table) before 5.16")
+                    };
+                    ipt_skb_arg = Some(i);
+                    Ok(format!(
+                        "skb is argument {i}: kernel {} has {shape}; {why}",
+                        v.release
+                    ))
+                }
+                Err(e) => Err(format!(
+                    "cannot tell which argument of ipt_do_table is the skb: {why}, and {e}"
+                )),
+            }
+        }
+    };
+    (
+        layout,
+        RuleNotes {
+            nft,
+            ipt,
+            ipt_skb_arg,
+        },
+    )
+}
+
+/// A BTF lookup failure in words; a missing file here is a module's split BTF (e.g. Debian
+/// 5.10 ships none), not the kernel's.
+fn btf_why(e: &BtfError) -> String {
+    match e {
+        BtfError::NoBtf { path } => format!("no module BTF at {}", path.display()),
+        other => other.to_string(),
+    }
+}
+
 /// Evidence from kprobes on kernel functions: the rung above tracepoints. (fentry/fexit would
 /// be cheaper, but aya 0.14 cannot attach them to module functions such as IPVS's.)
+#[derive(Clone, Copy)]
 struct ProbeSet {
     evidence: &'static str,
     /// Candidate functions across kernel versions; every one present is probed.
@@ -345,9 +459,32 @@ const PROBES: &[ProbeSet] = &[
         fallback: "SNAT clashes are inferred from the kfree_skb location, the skb's conntrack \
                    entry and per-CPU insert_failed counters",
     },
+    ProbeSet {
+        evidence: NFT_EVIDENCE,
+        functions: &["nft_do_chain"],
+        programs: &[("nft_chain_entry", false), ("nft_chain_exit", true)],
+        fallback: "a rule's drop is named from the kfree_skb location (nft_do_chain) where the \
+                   kernel has drop reasons (≥ 5.17); before that it looks like any netfilter \
+                   hook drop (netfilter-drop)",
+    },
+    ProbeSet {
+        evidence: IPT_EVIDENCE,
+        functions: &["ipt_do_table", "ip6t_do_table"],
+        // ipt_table_entry_skb1 replaces the entry program on kernels ≥ 5.16 (see `load`).
+        programs: &[("ipt_table_entry_skb0", false), ("ipt_table_exit", true)],
+        fallback: "a rule's drop is named from the kfree_skb location where the kernel has \
+                   drop reasons (≥ 5.17); before that it looks like any netfilter hook drop \
+                   (netfilter-drop)",
+    },
 ];
 
-fn attach_probes(ebpf: &mut Ebpf, set: &ProbeSet, ksyms: &Kallsyms) -> Hook {
+/// Attach one probe set; `note` is the detail of an active hook, or why it must stay off.
+fn attach_probes(
+    ebpf: &mut Ebpf,
+    set: &ProbeSet,
+    ksyms: &Kallsyms,
+    note: Result<String, String>,
+) -> Hook {
     let present: Vec<&str> = set
         .functions
         .iter()
@@ -375,6 +512,10 @@ fn attach_probes(ebpf: &mut Ebpf, set: &ProbeSet, ksyms: &Kallsyms) -> Hook {
         );
     }
     let hook = format!("{kind} {}", present.join(", "));
+    let note = match note {
+        Ok(n) => n,
+        Err(why) => return inactive(hook, why),
+    };
     for (program, _) in set.programs {
         let result = (|| -> Result<(), String> {
             let prog: &mut KProbe = ebpf
@@ -398,7 +539,7 @@ fn attach_probes(ebpf: &mut Ebpf, set: &ProbeSet, ksyms: &Kallsyms) -> Hook {
         evidence: set.evidence.into(),
         hook,
         active: true,
-        detail: String::new(),
+        detail: note,
     }
 }
 
@@ -441,6 +582,28 @@ pub fn lost_events(ebpf: &Ebpf) -> Vec<(&'static str, u64)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ipt_skb_argument_follows_the_kernel_version_without_btf() {
+        let (l, n) = rule_layout(None, "5.10.0-46-amd64");
+        assert_eq!(n.ipt_skb_arg, Some(0));
+        assert!(
+            n.ipt.as_ref().is_ok_and(|t| t.contains("before 5.16")),
+            "{n:?}"
+        );
+        assert_eq!(l.nft_pktinfo_skb, 0);
+        let (_, n) = rule_layout(None, "6.1.0-56-amd64");
+        assert_eq!(n.ipt_skb_arg, Some(1));
+        assert!(
+            n.ipt.as_ref().is_ok_and(|t| t.contains("since 5.16")),
+            "{n:?}"
+        );
+        assert_eq!(rule_layout(None, "5.16.0").1.ipt_skb_arg, Some(1));
+        assert_eq!(rule_layout(None, "5.15.99").1.ipt_skb_arg, Some(0));
+        let (_, n) = rule_layout(None, "garbage");
+        assert_eq!(n.ipt_skb_arg, None);
+        assert!(n.ipt.is_err(), "{n:?}");
+    }
 
     #[test]
     fn capability_parsing() {

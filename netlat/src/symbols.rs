@@ -206,6 +206,8 @@ pub fn hook_name(id: u32) -> Option<&'static str> {
     match id {
         netlat_ebpf::hook::IPVS => Some("ipvs"),
         netlat_ebpf::hook::CONNTRACK_CONFIRM => Some("conntrack-confirm"),
+        netlat_ebpf::hook::NFT_CHAIN => Some("nft_do_chain"),
+        netlat_ebpf::hook::IPT_TABLE => Some("ipt_do_table"),
         _ => None,
     }
 }

@@ -8,8 +8,11 @@
 //! says so). The first entry whose requirements hold wins, so specific entries come first and
 //! the generic ones (`netfilter-drop`, `unanswered-syn`) close the list.
 
+use std::net::SocketAddr;
+
 use serde::Serialize;
 
+pub use crate::node::RealServer;
 use crate::{
     flow::{Attempt, Direction, MatchedDrop, ns_to_ms},
     symbols::DropRecord,
@@ -51,6 +54,11 @@ pub trait NodeView {
     /// addressed to, where the node knows it (kube-proxy's rules). Views without Service
     /// knowledge know none.
     fn service(&self, _netns: u32, _dst: std::net::SocketAddr) -> Option<String> {
+        None
+    }
+    /// The real servers of the TCP IPVS virtual service `vip` in `netns`, as they are now
+    /// (`None`: unknown, or no such service).
+    fn ipvs_real_servers(&self, _netns: u32, _vip: SocketAddr) -> Option<Vec<RealServer>> {
         None
     }
 }
@@ -97,7 +105,9 @@ pub enum Signal {
     OneRto,
     /// A drop of the SYN with one of these reasons.
     DropReason(&'static [&'static str]),
-    /// A NETFILTER_DROP of the SYN inside one of these kernel functions.
+    /// A NETFILTER_DROP of the SYN by one of these kernel functions: freed inside it (the
+    /// kfree_skb location, ≥ 5.17), or it returned NF_DROP for the skb (kretprobe; kernels
+    /// without drop reasons free the skb in nf_hook_slow, so only the return value names it).
     NfDropIn(&'static [&'static str]),
     /// No drop of this attempt's packets was seen on this node.
     NoLocalDrop,
@@ -236,7 +246,9 @@ pub static CATALOG: &[Entry] = &[
             Signal::IpvsDrop,
             Signal::IpvsNoDestExpire,
         ],
-        supports: &[Signal::OneRto],
+        // Without IPVS BTF the weight comes from the node's IPVS table at verdict time, not
+        // from the expired connection's own real server: one level less.
+        supports: &[Signal::OneRto, Signal::IpvsDestWeightKnown],
         max: Confidence::High,
         remedy: "expected during endpoint removal; shorten client connection reuse or keep \
                  terminating pods serving until clients moved",
@@ -506,6 +518,36 @@ impl Judge<'_> {
             .find_map(|d| d.drop.ipvs_dest)
     }
 
+    /// Node-state stand-in for the expired connection's weight when the kernel event has none:
+    /// the virtual service the connect went to (its destination is the VIP) has a real server
+    /// with weight 0 now. Read at verdict time, so it may not be the expired connection's own
+    /// real server; the text says so.
+    fn weight_zero_now(&self) -> Option<String> {
+        let a = self.attempt;
+        let netns = self
+            .forward_drops()
+            .find(|d| is_syn(&d.drop) && d.drop.hook == Some("ipvs"))?
+            .drop
+            .netns;
+        let servers = self.node.ipvs_real_servers(netns, a.dst)?;
+        let zero: Vec<String> = servers
+            .iter()
+            .filter(|r| r.weight == 0)
+            .map(|r| r.addr.to_string())
+            .collect();
+        if zero.is_empty() {
+            return None;
+        }
+        Some(format!(
+            "IPVS expired the reused port's old connection, and virtual service {} in netns \
+             {netns} has real server(s) {} with weight 0 (node state read at verdict time; the \
+             kernel event carried no weight, so this is not necessarily the expired \
+             connection's own real server)",
+            a.dst,
+            zero.join(", ")
+        ))
+    }
+
     fn snat_confirm_drop(&self) -> Option<&MatchedDrop> {
         // A kretprobe on __nf_conntrack_confirm names the hook directly; without it, the
         // hook runner's drop of an unconfirmed SNATed entry can only be the confirm step.
@@ -551,9 +593,11 @@ impl Judge<'_> {
                 }
             }
             Signal::NfDropIn(funcs) => {
-                match self
-                    .syn_drop(|d| d.reason == "NETFILTER_DROP" && funcs.contains(&d.function()))
-                {
+                match self.syn_drop(|d| {
+                    d.reason == "NETFILTER_DROP"
+                        && (funcs.contains(&d.function())
+                            || d.hook.is_some_and(|h| funcs.contains(&h)))
+                }) {
                     Some(d) => (true, describe(&d.drop, a.start_ns)),
                     None => (false, format!("a NETFILTER_DROP in {}", funcs.join("/"))),
                 }
@@ -722,6 +766,18 @@ impl Judge<'_> {
                     true,
                     "IPVS expired the old connection of a real server with weight 0".into(),
                 ),
+                Some(x) if x.weight.is_none() => match self.weight_zero_now() {
+                    Some(text) => (true, text),
+                    None => (
+                        false,
+                        format!(
+                            "ip_vs_conn_expire_now for a real server with weight 0 (the kernel \
+                             gave no weight, and virtual service {} has no weight-0 real server \
+                             now, or its table is unreadable)",
+                            a.dst
+                        ),
+                    ),
+                },
                 _ => (
                     false,
                     "ip_vs_conn_expire_now for a real server with weight 0".into(),
@@ -739,7 +795,9 @@ impl Judge<'_> {
                 ),
                 None => (
                     false,
-                    "the real server's weight at expiry (no IPVS BTF on this kernel)".into(),
+                    "the expired connection's own real server weight (no IPVS BTF on this \
+                     kernel)"
+                        .into(),
                 ),
             },
             Signal::IpvsStaleDestination => {

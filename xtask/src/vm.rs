@@ -63,6 +63,7 @@ const TOOLS: &[(&str, &str)] = &[
     ("ip", "iproute2"),
     ("nft", "nftables"),
     ("ipvsadm", "ipvsadm"),
+    ("xtables-legacy-multi", "iptables"),
 ];
 
 pub fn vm_test(opts: Options) -> Result<()> {

@@ -37,6 +37,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 pub use ctstat::parse_ct_stats;
+pub use ipvs::{IpvsService, RealServer};
 
 /// The sysctls [`NodeFacts::sysctls`] reports, by their dotted names.
 pub const SYSCTLS: &[&str] = &[
@@ -79,6 +80,8 @@ pub struct NodeFacts {
     /// Per-CPU conntrack counters; `None` when nf_conntrack is not loaded or the file is
     /// unreadable (then a note says why).
     pub conntrack: Option<Vec<CtCpuStats>>,
+    /// IPVS virtual services with their real servers (empty when IPVS is not loaded).
+    pub ipvs: Vec<IpvsService>,
     /// One line per fact that could not be read, saying what and why.
     pub notes: Vec<String>,
 }
@@ -285,6 +288,20 @@ pub fn gather_in_netns(path: &Path) -> NodeFacts {
     gather_on_thread(Some(path.to_path_buf()))
 }
 
+/// The IPVS virtual services of the network namespace at `path`, read now on a thread that
+/// joins it (`Ok(None)`: IPVS is not loaded).
+pub fn ipvs_services_in_netns(path: &Path) -> io::Result<Option<Vec<IpvsService>>> {
+    let path = path.to_path_buf();
+    std::thread::Builder::new()
+        .name("netlat-ipvs".into())
+        .spawn(move || {
+            enter_netns(&path)?;
+            ipvs::services()
+        })?
+        .join()
+        .map_err(|_| io::Error::other("the IPVS reader thread panicked"))?
+}
+
 /// Runs the gathering on a fresh thread, so that joining another namespace never changes the
 /// caller's, and so the thread can own a current-thread tokio runtime even when the caller
 /// already runs inside one.
@@ -370,8 +387,13 @@ fn collect() -> NodeFacts {
             )),
         }
     }
-    let ipvs_services = match ipvs::count_services() {
-        Ok(Some(n)) => Some(n),
+    let mut ipvs_list = Vec::new();
+    let ipvs_services = match ipvs::services() {
+        Ok(Some(list)) => {
+            let n = u32::try_from(list.len()).unwrap_or(u32::MAX);
+            ipvs_list = list;
+            Some(n)
+        }
         Ok(None) => {
             notes.push("ipvs: not loaded (no IPVS generic netlink family)".into());
             None
@@ -423,6 +445,7 @@ fn collect() -> NodeFacts {
         }
         Err(e) => facts.notes.push(format!("services: {e}")),
     }
+    facts.ipvs = ipvs_list;
     facts.calico = calico_evidence(
         &links,
         &tables,

@@ -128,6 +128,8 @@ struct Facts {
     masq: Option<(usize, usize)>,
     vxlan: Option<Vec<String>>,
     udp_timeout: Option<u64>,
+    /// The IPVS table of ROUTER_NS: the real servers of the service at `server()`.
+    ipvs: Option<Vec<RealServer>>,
 }
 
 impl NodeView for Facts {
@@ -139,6 +141,11 @@ impl NodeView for Facts {
     }
     fn udp_timeout_s(&self, _: u32) -> Option<u64> {
         self.udp_timeout
+    }
+    fn ipvs_real_servers(&self, netns: u32, vip: SocketAddr) -> Option<Vec<RealServer>> {
+        (netns == ROUTER_NS && vip == server())
+            .then(|| self.ipvs.clone())
+            .flatten()
     }
 }
 
@@ -156,6 +163,7 @@ fn offload_facts() -> Facts {
         masq: Some((1, 0)),
         vxlan: Some(vec!["vxlan.calico".into()]),
         udp_timeout: Some(30),
+        ipvs: None,
     }
 }
 
@@ -488,4 +496,107 @@ fn ipvs_reuse_weight_zero_and_stale_need_the_ipvs_hook() {
     d.drop.hook = Some("conntrack-confirm");
     let v = judge(&attempt(&[1.0], vec![d]), &Facts::default());
     assert_eq!(v.issue, "snat-port-clash");
+}
+
+fn real_server(addr: &str, weight: u32) -> RealServer {
+    RealServer {
+        addr: addr.parse().unwrap(),
+        weight,
+        active_conns: 1,
+        inactive_conns: 0,
+    }
+}
+
+#[test]
+fn ipvs_weight_zero_from_node_state_when_the_kernel_gives_no_weight() {
+    use crate::symbols::IpvsDest;
+    // 5.10 without IPVS BTF: the expiry carries no weight.
+    let unknown = Some(IpvsDest {
+        weight: None,
+        available: None,
+    });
+    let rolling = Facts {
+        ipvs: Some(vec![
+            real_server("10.0.1.2:8080", 0),
+            real_server("10.0.2.2:8080", 1),
+        ]),
+        ..Facts::default()
+    };
+    let v = judge(&attempt(&[1.01], vec![ipvs_drop(unknown)]), &rolling);
+    assert_eq!(v.issue, "ipvs-weight-zero");
+    // Node state at verdict time, not the expired connection's own server: one level less.
+    assert_eq!(v.confidence, Confidence::Medium);
+    let text = v.evidence.join(" | ");
+    assert!(text.contains("10.0.1.2:8080 with weight 0"), "{text}");
+    assert!(text.contains("node state read at verdict time"), "{text}");
+    assert!(text.contains("172.16.0.2:8080"), "{text}");
+    assert!(v.missing.iter().any(|m| m.contains("no IPVS BTF")), "{v:?}");
+
+    // Every real server of the service still has weight: the reuse case.
+    let steady = Facts {
+        ipvs: Some(vec![
+            real_server("10.0.1.2:8080", 1),
+            real_server("10.0.2.2:8080", 1),
+        ]),
+        ..Facts::default()
+    };
+    let v = judge(&attempt(&[1.01], vec![ipvs_drop(unknown)]), &steady);
+    assert_eq!(v.issue, "ipvs-conn-reuse");
+
+    // A weight from the kernel wins over the node's table either way.
+    let live = Some(IpvsDest {
+        weight: Some(1),
+        available: Some(true),
+    });
+    let v = judge(&attempt(&[1.01], vec![ipvs_drop(live)]), &rolling);
+    assert_eq!(v.issue, "ipvs-conn-reuse");
+    let zero = Some(IpvsDest {
+        weight: Some(0),
+        available: Some(true),
+    });
+    let v = judge(&attempt(&[1.01], vec![ipvs_drop(zero)]), &steady);
+    assert_eq!(v.issue, "ipvs-weight-zero");
+    assert_eq!(v.confidence, Confidence::High);
+
+    // The table of another service (or netns) does not count.
+    let mut d = ipvs_drop(unknown);
+    d.drop.netns = CLIENT_NS;
+    let v = judge(&attempt(&[1.01], vec![d]), &rolling);
+    assert_eq!(v.issue, "ipvs-conn-reuse");
+}
+
+#[test]
+fn rule_drop_named_by_the_table_hook_without_drop_reasons() {
+    // < 5.17: the rule's drop is freed in nf_hook_slow; nft_do_chain's NF_DROP names it.
+    let mut d = drop_rec(
+        "NETFILTER_DROP",
+        "nf_hook_slow+0xa4",
+        ROUTER_NS,
+        syn(tcp(client(), server())),
+    );
+    let without = judge(
+        &attempt(&[1.0], vec![matched(d.clone(), false, false)]),
+        &Facts::default(),
+    );
+    assert_eq!(without.issue, "netfilter-drop");
+    for hook in ["nft_do_chain", "ipt_do_table"] {
+        d.hook = Some(hook);
+        let v = judge(
+            &attempt(&[1.0], vec![matched(d.clone(), false, false)]),
+            &Facts::default(),
+        );
+        assert_eq!(v.issue, "netfilter-rule-drop", "{hook}");
+        assert_eq!(v.confidence, Confidence::High);
+        assert!(
+            v.evidence[1].contains(&format!("hook {hook} returned NF_DROP")),
+            "{v:?}"
+        );
+    }
+    // Another hook's NF_DROP (conntrack confirm of an untracked packet) is not a rule's.
+    d.hook = Some("conntrack-confirm");
+    let v = judge(
+        &attempt(&[1.0], vec![matched(d, false, false)]),
+        &Facts::default(),
+    );
+    assert_ne!(v.issue, "netfilter-rule-drop");
 }

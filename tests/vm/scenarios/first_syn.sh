@@ -1,6 +1,8 @@
 # first-syn (the foundation's lab, as tests/tests/lab_first_syn.rs): an nft rule in the server's
 # namespace drops the first SYN of every new flow to port 8080, so each 8080 connect takes the
 # 1 s RTO; port 8081 is the control and must stay fast (and unreported).
+# first-syn-ipt: the same with an iptables-legacy rule (port 8082, every other SYN dropped by
+# `-m statistic --mode nth`, i.e. each connect's first), so the drop comes from ipt_do_table.
 
 scenario_first_syn() {
 	n=first-syn
@@ -37,7 +39,27 @@ NFT
 		i=$((i + 1))
 		sleep 0.05
 	done
-	stop_all
 	lab_done $n
 	lab_done $n-control
+	first_syn_ipt
+	stop_all
+}
+
+first_syn_ipt() {
+	n=first-syn-ipt
+	res "NETLAT-SCENARIO $n dst=10.231.0.2:8082"
+	{ in_ns fs-b iptables-legacy -A INPUT -p tcp --dport 8082 --syn \
+		-m statistic --mode nth --every 2 --packet 0 -j DROP &&
+		serve fs-b 0.0.0.0 8082 accept x; } || {
+		fail $n "iptables-legacy rule or server"
+		lab_done $n
+		return
+	}
+	for i in 0 1; do
+		client $n fs-a 10.231.0.2 8082 -t 5 -i $i
+		s=$(field connect_s 0)
+		between "$s" 0.9 1.6 || fail $n "connect $i to 8082 took $s s (want ~1 s)"
+		sleep 0.05
+	done
+	lab_done $n
 }

@@ -26,6 +26,11 @@ const MODULES: &[&str] = &[
     "nft_masq",
     "nft_chain_nat",
     "nf_conntrack_netlink",
+    // iptables-legacy (first-syn-ipt): ipt_do_table, the filter table and the rule's matches.
+    "ip_tables",
+    "iptable_filter",
+    "xt_tcpudp",
+    "xt_statistic",
     "ip_vs",
     "ip_vs_rr",
     "veth",
@@ -40,7 +45,14 @@ pub const PROGRAMS: &[(&str, &str)] = &[
     ("ip", "usr/sbin/ip"),
     ("nft", "usr/sbin/nft"),
     ("ipvsadm", "usr/sbin/ipvsadm"),
+    // The multi-call binary picks iptables-legacy from its name.
+    ("xtables-legacy-multi", "usr/sbin/iptables-legacy"),
 ];
+
+/// Where iptables looks for its extensions (Debian's XTABLES_LIBDIR), and the ones the guest's
+/// rules use (`-p tcp --dport --syn -m statistic -j DROP`).
+const XTABLES_LIBDIR: &str = "usr/lib/x86_64-linux-gnu/xtables";
+const XTABLES_EXTENSIONS: &[&str] = &["libxt_tcp.so", "libxt_statistic.so", "libxt_standard.so"];
 
 pub struct Inputs<'a> {
     pub netlat: &'a Path,
@@ -87,6 +99,10 @@ pub fn build(kernel: &Kernel, inputs: &Inputs, work: &Path) -> Result<PathBuf> {
                 format!("`{name}` is not installed (cargo xtask setup installs it)")
             })?;
         binaries.push((path, (*dest).to_owned()));
+    }
+    for ext in XTABLES_EXTENSIONS {
+        let rel = Path::new(XTABLES_LIBDIR).join(ext);
+        binaries.push((Path::new("/").join(&rel), rel.display().to_string()));
     }
     let mut libs = BTreeSet::new();
     for (src, dest) in &binaries {
