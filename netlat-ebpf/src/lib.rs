@@ -249,6 +249,45 @@ pub struct RuleLayout {
     pub _pad: u32,
 }
 
+/// Byte offsets inside `struct sock` for the BTF-typed (tp_btf) connect programs, which read the
+/// socket directly instead of the tracepoint record. All are [`ABSENT`] unless BTF resolved
+/// every one; user space then attaches the tracepoint programs instead.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SockLayout {
+    /// `__sk_common.skc_daddr` (__be32).
+    pub daddr: u32,
+    /// `__sk_common.skc_rcv_saddr` (__be32).
+    pub rcv_saddr: u32,
+    /// `__sk_common.skc_dport` (__be16).
+    pub dport: u32,
+    /// `__sk_common.skc_num` (u16, host order: the local port).
+    pub num: u32,
+    /// `__sk_common.skc_state` (u8).
+    pub state: u32,
+    /// `__sk_common.skc_v6_daddr` (16 bytes).
+    pub v6_daddr: u32,
+    /// `__sk_common.skc_v6_rcv_saddr` (16 bytes).
+    pub v6_rcv_saddr: u32,
+    /// `sk_protocol` (u16 since 5.6; a bitfield before, which leaves the layout absent).
+    pub protocol: u32,
+}
+
+impl Default for SockLayout {
+    fn default() -> Self {
+        Self {
+            daddr: ABSENT,
+            rcv_saddr: ABSENT,
+            dport: ABSENT,
+            num: ABSENT,
+            state: ABSENT,
+            v6_daddr: ABSENT,
+            v6_rcv_saddr: ABSENT,
+            protocol: ABSENT,
+        }
+    }
+}
+
 /// Byte offsets of the `sock:inet_sock_set_state` fields, read from its tracefs format file.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -357,6 +396,7 @@ pub struct Config {
     pub kernel: KernelLayout,
     pub ipvs: IpvsLayout,
     pub rules: RuleLayout,
+    pub sock: SockLayout,
     /// Bit `r` set = drop reason `r` is an ordinary free and is not shipped (e.g. NOT_SPECIFIED).
     pub ignore_reasons: [u64; REASON_BITMAP_WORDS],
     /// Without drop reasons: `[start, end)` text ranges of the functions whose frees are drops
@@ -397,7 +437,9 @@ const _: () = assert!(core::mem::size_of::<DropEvent>() == 304);
 const _: () = assert!(core::mem::size_of::<KernelLayout>() == 56);
 const _: () = assert!(core::mem::size_of::<HookDropEvent>() == 32);
 const _: () = assert!(core::mem::size_of::<IpvsExpireEvent>() == 32);
-const _: () = assert!(core::mem::size_of::<Config>() == 44 + 36 + 16 + 56 + 16 + 8 + 32 + 128 + 8);
+const _: () = assert!(core::mem::size_of::<SockLayout>() == 32);
+const _: () =
+    assert!(core::mem::size_of::<Config>() == 44 + 36 + 16 + 56 + 16 + 8 + 32 + 32 + 128 + 8);
 
 #[cfg(feature = "user")]
 mod pod {

@@ -158,6 +158,21 @@ impl KernelBtf {
         })
     }
 
+    /// `struct sock` offsets for the tp_btf connect programs; all or nothing.
+    pub fn sock_layout(&self) -> Result<netlat_ebpf::SockLayout, BtfError> {
+        let at = |path: &str| self.member_offset("sock", path);
+        Ok(netlat_ebpf::SockLayout {
+            daddr: at("__sk_common.skc_daddr")?,
+            rcv_saddr: at("__sk_common.skc_rcv_saddr")?,
+            dport: at("__sk_common.skc_dport")?,
+            num: at("__sk_common.skc_num")?,
+            state: at("__sk_common.skc_state")?,
+            v6_daddr: at("__sk_common.skc_v6_daddr")?,
+            v6_rcv_saddr: at("__sk_common.skc_v6_rcv_saddr")?,
+            protocol: at("sk_protocol")?,
+        })
+    }
+
     /// `nft_pktinfo.skb`, here or in the nf_tables module's BTF.
     pub fn nft_pktinfo_skb(&self) -> Result<u32, BtfError> {
         if self.find_struct("nft_pktinfo").is_ok() {
@@ -524,6 +539,20 @@ mod tests {
             Ok(off) => assert_eq!(off, 0),
             Err(e) => println!("skipping nft_pktinfo: {e}"),
         }
+    }
+
+    #[test]
+    fn live_sock_layout_follows_struct_sock_common() {
+        let Some(k) = live() else { return };
+        let l = k.sock_layout().expect("struct sock offsets");
+        // include/net/sock.h: skc_daddr then skc_rcv_saddr (the addrpair), skc_dport then
+        // skc_num (the portpair), all in __sk_common at the start of struct sock.
+        assert_eq!(l.rcv_saddr, l.daddr + 4, "{l:?}");
+        assert_eq!(l.num, l.dport + 2, "{l:?}");
+        assert!(l.state > l.num && l.v6_daddr > l.state, "{l:?}");
+        assert_eq!(l.v6_rcv_saddr, l.v6_daddr + 16, "{l:?}");
+        // sk_protocol lies past __sk_common (which is well over 100 bytes).
+        assert!(l.protocol > l.v6_rcv_saddr + 16, "{l:?}");
     }
 
     #[test]

@@ -7,7 +7,7 @@ use std::fs;
 use aya::{
     Ebpf, EbpfLoader,
     maps::PerCpuArray,
-    programs::{KProbe, TracePoint},
+    programs::{BtfTracePoint, KProbe, TracePoint},
 };
 use netlat_ebpf::{Config, kind};
 
@@ -118,6 +118,8 @@ fn check_privileges() -> Result<(), LoadError> {
 /// One tracepoint program to attach.
 struct Tp {
     program: &'static str,
+    /// The tp_btf variant of the program, tried first.
+    btf_program: Option<&'static str>,
     category: &'static str,
     name: &'static str,
     evidence: &'static str,
@@ -126,18 +128,21 @@ struct Tp {
 const TRACEPOINTS: [Tp; 3] = [
     Tp {
         program: "inet_sock_set_state",
+        btf_program: Some("inet_sock_set_state_btf"),
         category: "sock",
         name: "inet_sock_set_state",
         evidence: "connect attempts",
     },
     Tp {
         program: "tcp_retransmit_skb",
+        btf_program: Some("tcp_retransmit_skb_btf"),
         category: "tcp",
         name: "tcp_retransmit_skb",
         evidence: "SYN retransmits",
     },
     Tp {
         program: "kfree_skb",
+        btf_program: None,
         category: "skb",
         name: "kfree_skb",
         evidence: "packet drops",
@@ -210,6 +215,8 @@ pub fn load(verbose: bool) -> Result<Loaded, LoadError> {
         .map(|s| s.trim().to_string())
         .unwrap_or_default();
     let mut btf_notes = Vec::new();
+    // Whether the tp_btf connect programs can run: they need struct sock from BTF.
+    let mut sock_btf: Result<(), String> = Err("no kernel BTF".into());
     let kernel_btf = KernelBtf::from_sys();
     let (rules, rule_notes) = rule_layout(kernel_btf.as_ref().ok(), &release);
     config.rules = rules;
@@ -222,6 +229,14 @@ pub fn load(verbose: bool) -> Result<Loaded, LoadError> {
             if let Ok(l) = btf.ipvs_layout() {
                 config.ipvs = l;
             }
+            let k = &config.kernel;
+            sock_btf = if [k.sock_family, k.sock_net, k.net_inum].contains(&netlat_ebpf::ABSENT) {
+                Err("the socket's family or netns offsets are not in BTF".to_string())
+            } else {
+                btf.sock_layout()
+                    .map(|l| config.sock = l)
+                    .map_err(|e| e.to_string())
+            };
         }
         Err(e) => btf_notes.push(format!(
             "no kernel BTF ({e}): netns and packet headers of drops are unknown"
@@ -251,6 +266,9 @@ pub fn load(verbose: bool) -> Result<Loaded, LoadError> {
     // aya-log is quiet unless asked: level 0 disables every log statement in the programs.
     let log_level: u8 = if verbose { 0xff } else { 0 };
     let mut ebpf_loader = EbpfLoader::new();
+    // Parsed once: the loader relocates with it and the tp_btf programs attach through it.
+    let aya_btf = aya::Btf::from_sys_fs().ok();
+    ebpf_loader.btf(aya_btf.as_ref());
     // NETLAT_RING_BYTES resizes the ring buffer (validated by `watch` before loading).
     if let Some(bytes) = crate::limits::ring_bytes() {
         ebpf_loader.map_max_entries("EVENTS", bytes);
@@ -263,6 +281,28 @@ pub fn load(verbose: bool) -> Result<Loaded, LoadError> {
 
     let mut hooks = Vec::new();
     for (i, tp) in TRACEPOINTS.iter().enumerate() {
+        // The connect programs prefer tp_btf: direct typed loads instead of a helper call per
+        // field (see BENCHMARKS.md); the tracepoint is the next rung down.
+        let mut btf_fallback = None;
+        if let Some(btf_program) = tp.btf_program {
+            let tried = match (&sock_btf, aya_btf.as_ref()) {
+                (Ok(()), Some(btf)) => attach_btf(&mut ebpf, btf_program, tp.name, btf),
+                (Err(why), _) => Err(why.clone()),
+                (_, None) => Err("aya could not read /sys/kernel/btf/vmlinux".into()),
+            };
+            match tried {
+                Ok(()) => {
+                    hooks.push(Hook {
+                        evidence: tp.evidence.into(),
+                        hook: format!("tp_btf {}", tp.name),
+                        active: true,
+                        detail: btf_notes.join("; "),
+                    });
+                    continue;
+                }
+                Err(why) => btf_fallback = Some(format!("tp_btf unavailable ({why})")),
+            }
+        }
         let hook = format!("tracepoint {}:{}", tp.category, tp.name);
         let result = match &usable[i] {
             Some(why) => Err(why.clone()),
@@ -275,6 +315,9 @@ pub fn load(verbose: bool) -> Result<Loaded, LoadError> {
                 } else {
                     String::new()
                 };
+                if let Some(why) = &btf_fallback {
+                    detail = why.clone();
+                }
                 if !btf_notes.is_empty() {
                     detail = [detail, btf_notes.join("; ")]
                         .into_iter()
@@ -300,6 +343,19 @@ pub fn load(verbose: bool) -> Result<Loaded, LoadError> {
     }
     for set in PROBES {
         let mut set = *set;
+        if set.evidence == NFT_EVIDENCE && has_reasons {
+            // With drop reasons an nft rule's drop is freed in nft_do_chain itself, which the
+            // drop tracepoint already names; a kretprobe would run on every packet of every
+            // nft chain for nothing.
+            hooks.push(Hook {
+                evidence: NFT_EVIDENCE.into(),
+                hook: "tracepoint skb:kfree_skb (free location nft_do_chain)".into(),
+                active: true,
+                detail: "drop reasons name the rule table; no kretprobe on nft_do_chain needed"
+                    .into(),
+            });
+            continue;
+        }
         let note = match set.evidence {
             NFT_EVIDENCE => rule_notes.nft.clone(),
             IPT_EVIDENCE => {
@@ -472,9 +528,8 @@ const PROBES: &[ProbeSet] = &[
         functions: &["ipt_do_table", "ip6t_do_table"],
         // ipt_table_entry_skb1 replaces the entry program on kernels ≥ 5.16 (see `load`).
         programs: &[("ipt_table_entry_skb0", false), ("ipt_table_exit", true)],
-        fallback: "a rule's drop is named from the kfree_skb location where the kernel has \
-                   drop reasons (≥ 5.17); before that it looks like any netfilter hook drop \
-                   (netfilter-drop)",
+        fallback: "an iptables-legacy rule's drop is freed in nf_hook_slow like any netfilter \
+                   hook drop, so it is named netfilter-drop, not the rule",
     },
 ];
 
@@ -553,6 +608,18 @@ fn attach(ebpf: &mut Ebpf, tp: &Tp) -> Result<(), String> {
         .map_err(|e| format!("verifier refused it: {e}"))?;
     prog.attach(tp.category, tp.name)
         .map_err(|e| format!("attach failed: {e}"))?;
+    Ok(())
+}
+
+fn attach_btf(ebpf: &mut Ebpf, program: &str, name: &str, btf: &aya::Btf) -> Result<(), String> {
+    let prog: &mut BtfTracePoint = ebpf
+        .program_mut(program)
+        .ok_or_else(|| format!("program {program} missing from the eBPF object"))?
+        .try_into()
+        .map_err(|e| format!("{e}"))?;
+    prog.load(name, btf)
+        .map_err(|e| format!("verifier refused it: {e}"))?;
+    prog.attach().map_err(|e| format!("attach failed: {e}"))?;
     Ok(())
 }
 
