@@ -217,6 +217,7 @@ pub fn load(verbose: bool) -> Result<Loaded, LoadError> {
     let mut btf_notes = Vec::new();
     // Whether the tp_btf connect programs can run: they need struct sock from BTF.
     let mut sock_btf: Result<(), String> = Err("no kernel BTF".into());
+    let tracepoints_only = std::env::var_os(TRACEPOINTS_ONLY_VAR).is_some_and(|v| v == "1");
     let kernel_btf = KernelBtf::from_sys();
     let (rules, rule_notes) = rule_layout(kernel_btf.as_ref().ok(), &release);
     config.rules = rules;
@@ -230,7 +231,9 @@ pub fn load(verbose: bool) -> Result<Loaded, LoadError> {
                 config.ipvs = l;
             }
             let k = &config.kernel;
-            sock_btf = if [k.sock_family, k.sock_net, k.net_inum].contains(&netlat_ebpf::ABSENT) {
+            sock_btf = if tracepoints_only {
+                Err(format!("{TRACEPOINTS_ONLY_VAR}=1"))
+            } else if [k.sock_family, k.sock_net, k.net_inum].contains(&netlat_ebpf::ABSENT) {
                 Err("the socket's family or netns offsets are not in BTF".to_string())
             } else {
                 btf.sock_layout()
@@ -377,6 +380,10 @@ pub fn load(verbose: bool) -> Result<Loaded, LoadError> {
         has_reasons,
     })
 }
+
+/// `NETLAT_TRACEPOINTS_ONLY=1`: use the classic tracepoint programs even where tp_btf works
+/// (the rung below, for a kernel whose BTF misleads, and for testing that rung).
+pub const TRACEPOINTS_ONLY_VAR: &str = "NETLAT_TRACEPOINTS_ONLY";
 
 const NFT_EVIDENCE: &str = "nftables rule drops";
 const IPT_EVIDENCE: &str = "iptables-legacy rule drops";

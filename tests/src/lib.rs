@@ -261,6 +261,13 @@ impl Watch {
         Watch::start_cmd(Command::new(netlat_bin()), extra)
     }
 
+    /// Start netlat with extra environment variables.
+    pub fn start_env(env: &[(&str, &str)], extra: &[&str]) -> Watch {
+        let mut cmd = Command::new(netlat_bin());
+        cmd.envs(env.iter().copied());
+        Watch::start_cmd(cmd, extra)
+    }
+
     /// Start netlat in `ns`'s network namespace, as on a node whose pods have namespaces of
     /// their own (`nsenter` joins only the network namespace: tracefs stays mounted).
     pub fn start_in(ns: &Netns, extra: &[&str]) -> Watch {

@@ -140,3 +140,53 @@ impl Drop for RemoveOnDrop {
         let _ = std::fs::remove_file(&self.0);
     }
 }
+
+/// The rung below tp_btf: the classic tracepoint programs (kernels without BTF) see the same.
+#[test]
+fn lab_first_syn_on_classic_tracepoints() {
+    assert!(is_root(), "the lab tests need root");
+    let client = Netns::new("ta");
+    let server = Netns::new("tb");
+    veth(
+        &client,
+        "nl-ta",
+        "10.231.1.1/24",
+        &server,
+        "nl-tb",
+        "10.231.1.2/24",
+    );
+    server.nft(&first_syn_drop("labsyn", 8080));
+    let _srv = tcp_server(&server, &[8080]);
+    let watch = Watch::start_env(&[("NETLAT_TRACEPOINTS_ONLY", "1")], &[]);
+    let times = connect_times(&client, &[("10.231.1.2", 8080)], 10.0);
+    assert!(
+        times.first().copied().flatten().is_some_and(|t| t >= 0.9),
+        "client: {times:?}"
+    );
+    std::thread::sleep(Duration::from_millis(200));
+    let (ok, lines) = watch.stop();
+    assert!(ok, "netlat did not exit cleanly on SIGINT");
+    let caps = lines
+        .iter()
+        .find(|v| v["type"] == "capabilities")
+        .expect("capabilities line");
+    let hooks: Vec<&str> = caps["hooks"]
+        .as_array()
+        .expect("hooks")
+        .iter()
+        .take(2)
+        .filter_map(|h| h["hook"].as_str())
+        .collect();
+    assert_eq!(
+        hooks,
+        [
+            "tracepoint sock:inet_sock_set_state",
+            "tracepoint tcp:tcp_retransmit_skb"
+        ]
+    );
+    let slow = connects_to(&lines, "10.231.1.2:8080");
+    assert_eq!(slow.len(), 1, "{lines:#?}");
+    assert_eq!(slow[0]["syn_retransmits"], 1);
+    assert_eq!(slow[0]["netns"].as_u64(), Some(client.inode()));
+    assert_eq!(slow[0]["verdict"]["issue"], "netfilter-rule-drop");
+}
