@@ -271,6 +271,10 @@ pub struct SockLayout {
     pub v6_rcv_saddr: u32,
     /// `sk_protocol` (u16 since 5.6; a bitfield before, which leaves the layout absent).
     pub protocol: u32,
+    /// `sk_buff.protocol` (__be16), for the tp_btf drop program.
+    pub skb_protocol: u32,
+    /// Explicit padding; always 0.
+    pub _pad: u32,
 }
 
 impl Default for SockLayout {
@@ -284,6 +288,8 @@ impl Default for SockLayout {
             v6_daddr: ABSENT,
             v6_rcv_saddr: ABSENT,
             protocol: ABSENT,
+            skb_protocol: ABSENT,
+            _pad: 0,
         }
     }
 }
@@ -437,9 +443,9 @@ const _: () = assert!(core::mem::size_of::<DropEvent>() == 304);
 const _: () = assert!(core::mem::size_of::<KernelLayout>() == 56);
 const _: () = assert!(core::mem::size_of::<HookDropEvent>() == 32);
 const _: () = assert!(core::mem::size_of::<IpvsExpireEvent>() == 32);
-const _: () = assert!(core::mem::size_of::<SockLayout>() == 32);
+const _: () = assert!(core::mem::size_of::<SockLayout>() == 40);
 const _: () =
-    assert!(core::mem::size_of::<Config>() == 44 + 36 + 16 + 56 + 16 + 8 + 32 + 32 + 128 + 8);
+    assert!(core::mem::size_of::<Config>() == 44 + 36 + 16 + 56 + 16 + 8 + 40 + 32 + 128 + 8);
 
 #[cfg(feature = "user")]
 mod pod {

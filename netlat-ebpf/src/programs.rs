@@ -84,6 +84,8 @@ static CONFIG: Config = Config {
         v6_daddr: ABSENT,
         v6_rcv_saddr: ABSENT,
         protocol: ABSENT,
+        skb_protocol: ABSENT,
+        _pad: 0,
     },
     ignore_reasons: [0; netlat_ebpf::REASON_BITMAP_WORDS],
     locations: [[0; 2]; netlat_ebpf::MAX_LOCATIONS],
@@ -439,15 +441,8 @@ fn try_kfree(ctx: &TracePointContext) -> Result<(), i32> {
     } else {
         unsafe { ctx.read_at(reason_off as usize)? }
     };
-    // Ordinary frees (NOT_SPECIFIED, and whatever else user space listed) never leave the kernel.
-    let word = (reason / 64) as usize;
-    if word < netlat_ebpf::REASON_BITMAP_WORDS {
-        let bits: u64 = unsafe {
-            core::ptr::read_volatile((&raw const CONFIG.ignore_reasons).cast::<u64>().add(word))
-        };
-        if bits & (1u64 << (reason % 64)) != 0 {
-            return Ok(());
-        }
+    if reason_ignored(reason) {
+        return Ok(());
     }
     // The tracepoint stores ntohs(skb->protocol): host order already.
     let protocol: u16 = unsafe { ctx.read_at(cfg!(kfree.protocol) as usize)? };
@@ -461,10 +456,51 @@ fn try_kfree(ctx: &TracePointContext) -> Result<(), i32> {
     if reason_off == ABSENT && !location_listed(location) {
         return Ok(());
     }
+    emit_drop::<false>(skb, location, reason, protocol);
+    Ok(())
+}
 
+/// Ordinary frees (NOT_SPECIFIED, and whatever else user space listed) never leave the kernel.
+#[inline(always)]
+fn reason_ignored(reason: u32) -> bool {
+    let word = (reason / 64) as usize;
+    if word < netlat_ebpf::REASON_BITMAP_WORDS {
+        let bits: u64 = unsafe {
+            core::ptr::read_volatile((&raw const CONFIG.ignore_reasons).cast::<u64>().add(word))
+        };
+        return bits & (1u64 << (reason % 64)) != 0;
+    }
+    false
+}
+
+/// Read a field of a kernel object: a direct load when `TYPED` (tp_btf: `base` is a pointer
+/// the verifier knows the BTF type of), else `bpf_probe_read_kernel`.
+#[inline(always)]
+fn field<T: Copy, const TYPED: bool>(base: u64, off: u32) -> Option<T> {
+    if TYPED {
+        if base == 0 || off == ABSENT {
+            return None;
+        }
+        Some(btf_load(base as *const u8, off))
+    } else {
+        kread(base, off)
+    }
+}
+
+/// Netns inode of the `struct net *` in the `possible_net_t` at `holder + off`.
+#[inline(always)]
+fn netns_field<const TYPED: bool>(holder: u64, off: u32) -> u32 {
+    let net: u64 = field::<u64, TYPED>(holder, off).unwrap_or(0);
+    field::<u32, TYPED>(net, cfg!(kernel.net_inum)).unwrap_or(0)
+}
+
+/// Ship one drop: where, why, the device and netns, the conntrack entry and the first bytes of
+/// the packet from its network header.
+#[inline(always)]
+fn emit_drop<const TYPED: bool>(skb: u64, location: u64, reason: u32, protocol: u16) {
     let Some(mut entry) = EVENTS.reserve::<DropEvent>(0) else {
         count_lost(kind::DROP);
-        return Ok(());
+        return;
     };
     let ev = entry.as_mut_ptr();
     // Fill in place: a DropEvent does not fit the 512-byte eBPF stack comfortably.
@@ -475,21 +511,22 @@ fn try_kfree(ctx: &TracePointContext) -> Result<(), i32> {
         (*ev).reason = reason;
         (*ev).protocol = protocol;
         (*ev)._pad = 0;
-        (*ev).len = kread::<u32>(skb, cfg!(kernel.skb_len)).unwrap_or(0);
-        let dev: u64 = kread(skb, cfg!(kernel.skb_dev)).unwrap_or(0);
-        (*ev).ifindex = kread::<u32>(dev, cfg!(kernel.dev_ifindex)).unwrap_or(0);
+        (*ev).len = field::<u32, TYPED>(skb, cfg!(kernel.skb_len)).unwrap_or(0);
+        let dev: u64 = field::<u64, TYPED>(skb, cfg!(kernel.skb_dev)).unwrap_or(0);
+        (*ev).ifindex = field::<u32, TYPED>(dev, cfg!(kernel.dev_ifindex)).unwrap_or(0);
         (*ev).netns = if dev != 0 {
-            netns_at(dev, cfg!(kernel.dev_net))
+            netns_field::<TYPED>(dev, cfg!(kernel.dev_net))
         } else {
-            let sk: u64 = kread(skb, cfg!(kernel.skb_sk)).unwrap_or(0);
-            sock_netns(sk)
+            let sk: u64 = field::<u64, TYPED>(skb, cfg!(kernel.skb_sk)).unwrap_or(0);
+            netns_field::<TYPED>(sk, cfg!(kernel.sock_net))
         };
         (*ev).cap_len = 0;
         (*ev).ct_flags = 0;
         (*ev).ct_status = 0;
         // The conntrack entry tells the pre-NAT tuple of a NATed packet and whether it was
-        // confirmed: the evidence that separates an SNAT clash from a rule drop.
-        let nfct: u64 = kread::<u64>(skb, cfg!(kernel.skb_nfct)).unwrap_or(0) & !7u64;
+        // confirmed: the evidence that separates an SNAT clash from a rule drop. `_nfct` is an
+        // integer (pointer | ctinfo), so the entry itself is always read with helpers.
+        let nfct: u64 = field::<u64, TYPED>(skb, cfg!(kernel.skb_nfct)).unwrap_or(0) & !7u64;
         let orig_off = cfg!(kernel.ct_tuple_orig);
         let reply_off = cfg!(kernel.ct_tuple_reply);
         if nfct != 0 && orig_off != ABSENT && reply_off != ABSENT {
@@ -508,8 +545,8 @@ fn try_kfree(ctx: &TracePointContext) -> Result<(), i32> {
                 (*ev).ct_status = kread::<u64>(nfct, cfg!(kernel.ct_status)).unwrap_or(0) as u32;
             }
         }
-        let head: u64 = kread(skb, cfg!(kernel.skb_head)).unwrap_or(0);
-        let nh: u16 = kread(skb, cfg!(kernel.skb_network_header)).unwrap_or(0xffff);
+        let head: u64 = field::<u64, TYPED>(skb, cfg!(kernel.skb_head)).unwrap_or(0);
+        let nh: u16 = field::<u16, TYPED>(skb, cfg!(kernel.skb_network_header)).unwrap_or(0xffff);
         if head != 0 && nh != 0xffff {
             let src = (head + nh as u64) as *const u8;
             let data = &mut (*ev).data;
@@ -522,7 +559,28 @@ fn try_kfree(ctx: &TracePointContext) -> Result<(), i32> {
         }
     }
     entry.submit(submit_flags());
-    Ok(())
+}
+
+/// The drop program as tp_btf: the reason is an argument, so an ordinary free costs no helper
+/// call, and the skb's fields are direct loads. Only where the kernel has drop reasons (the
+/// location-filtered path for older kernels stays on the tracepoint).
+#[btf_tracepoint(function = "kfree_skb")]
+pub fn kfree_skb_btf(ctx: BtfTracePointContext) -> u32 {
+    let reason = ctx.arg::<u64>(2) as u32;
+    if reason_ignored(reason) {
+        return 0;
+    }
+    let skb: *const u8 = ctx.arg(0);
+    if skb.is_null() {
+        return 0;
+    }
+    let protocol = u16::from_be(btf_load::<u16>(skb, cfg!(sock.skb_protocol)));
+    if protocol != ETH_P_IP && protocol != ETH_P_IPV6 {
+        return 0;
+    }
+    let location = ctx.arg::<u64>(1);
+    emit_drop::<true>(skb as u64, location, reason, protocol);
+    0
 }
 
 /// skb of a hook call in progress, per task, for its kretprobe (LRU: a missed return cannot

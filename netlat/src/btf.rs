@@ -170,6 +170,8 @@ impl KernelBtf {
             v6_daddr: at("__sk_common.skc_v6_daddr")?,
             v6_rcv_saddr: at("__sk_common.skc_v6_rcv_saddr")?,
             protocol: at("sk_protocol")?,
+            skb_protocol: self.member_offset("sk_buff", "protocol")?,
+            _pad: 0,
         })
     }
 

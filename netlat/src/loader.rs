@@ -142,7 +142,7 @@ const TRACEPOINTS: [Tp; 3] = [
     },
     Tp {
         program: "kfree_skb",
-        btf_program: None,
+        btf_program: Some("kfree_skb_btf"),
         category: "skb",
         name: "kfree_skb",
         evidence: "packet drops",
@@ -289,6 +289,9 @@ pub fn load(verbose: bool) -> Result<Loaded, LoadError> {
         let mut btf_fallback = None;
         if let Some(btf_program) = tp.btf_program {
             let tried = match (&sock_btf, aya_btf.as_ref()) {
+                // Without drop reasons the drop program filters by free location, which only
+                // the tracepoint program does.
+                _ if i == 2 && !has_reasons => Err("no drop reasons on this kernel".into()),
                 (Ok(()), Some(btf)) => attach_btf(&mut ebpf, btf_program, tp.name, btf),
                 (Err(why), _) => Err(why.clone()),
                 (_, None) => Err("aya could not read /sys/kernel/btf/vmlinux".into()),
@@ -299,7 +302,18 @@ pub fn load(verbose: bool) -> Result<Loaded, LoadError> {
                         evidence: tp.evidence.into(),
                         hook: format!("tp_btf {}", tp.name),
                         active: true,
-                        detail: btf_notes.join("; "),
+                        detail: [
+                            if i == 2 {
+                                kfree_detail.clone()
+                            } else {
+                                String::new()
+                            },
+                            btf_notes.join("; "),
+                        ]
+                        .into_iter()
+                        .filter(|s| !s.is_empty())
+                        .collect::<Vec<_>>()
+                        .join("; "),
                     });
                     continue;
                 }

@@ -174,14 +174,15 @@ fn lab_first_syn_on_classic_tracepoints() {
         .as_array()
         .expect("hooks")
         .iter()
-        .take(2)
+        .take(3)
         .filter_map(|h| h["hook"].as_str())
         .collect();
     assert_eq!(
         hooks,
         [
             "tracepoint sock:inet_sock_set_state",
-            "tracepoint tcp:tcp_retransmit_skb"
+            "tracepoint tcp:tcp_retransmit_skb",
+            "tracepoint skb:kfree_skb"
         ]
     );
     let slow = connects_to(&lines, "10.231.1.2:8080");
@@ -189,4 +190,14 @@ fn lab_first_syn_on_classic_tracepoints() {
     assert_eq!(slow[0]["syn_retransmits"], 1);
     assert_eq!(slow[0]["netns"].as_u64(), Some(client.inode()));
     assert_eq!(slow[0]["verdict"]["issue"], "netfilter-rule-drop");
+    assert_eq!(slow[0]["drops"][0]["netns"].as_u64(), Some(server.inode()));
+    assert_eq!(
+        slow[0]["drops"][0]["packet"],
+        "tcp 10.231.1.1:".to_string()
+            + &slow[0]["src"]
+                .as_str()
+                .unwrap_or("")
+                .replace("10.231.1.1:", "")
+            + " -> 10.231.1.2:8080 [SYN]"
+    );
 }
