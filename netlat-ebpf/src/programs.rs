@@ -91,6 +91,8 @@ static CONFIG: Config = Config {
     locations: [[0; 2]; netlat_ebpf::MAX_LOCATIONS],
     tcp_syn_sent: 2,
     verbose: 0,
+    wake_at: 1 << 20,
+    _pad: 0,
 };
 
 /// Read one `CONFIG` field through a volatile load so the compiler cannot fold the default in.
@@ -126,7 +128,6 @@ fn count_lost(k: u32) {
 const BPF_RB_NO_WAKEUP: u64 = 1;
 const BPF_RB_FORCE_WAKEUP: u64 = 2;
 const BPF_RB_AVAIL_DATA: u64 = 0;
-const BPF_RB_RING_SIZE: u64 = 1;
 
 /// Bytes above the wake-up watermark within which a submit still wakes the reader.
 const WAKE_BAND: u64 = 1024;
@@ -137,7 +138,7 @@ const WAKE_BAND: u64 = 1024;
 /// and a wake-up per event would only slow the node further.
 #[inline(always)]
 fn submit_flags() -> u64 {
-    let mark = EVENTS.query(BPF_RB_RING_SIZE) / 4;
+    let mark = cfg!(wake_at) as u64;
     let avail = EVENTS.query(BPF_RB_AVAIL_DATA);
     if avail > mark && avail <= mark + WAKE_BAND {
         BPF_RB_FORCE_WAKEUP
