@@ -6,12 +6,13 @@
 
 use std::{
     collections::{HashMap, VecDeque},
+    hash::{BuildHasher, RandomState},
     net::SocketAddr,
     rc::Rc,
 };
 
 use crate::{
-    event::{Retransmit, SockKey, SockState, TcpState},
+    event::{Retransmit, SockKey, SockState, TcpState, comm_string},
     packet::FiveTuple,
     symbols::DropRecord,
 };
@@ -162,34 +163,84 @@ pub struct TrackerStats {
     pub drops_forgotten: u64,
 }
 
+/// An attempt in flight: what the tracker keeps until it ends (the [`Attempt`] is made then).
+/// Compact on purpose, since 100 k of these must fit in a few tens of MiB: the tuple is derived
+/// from `src`/`dst`, the rare NAT aliases live beside it, `comm` stays the kernel's 16 bytes.
 #[derive(Debug)]
 struct Flow {
-    attempt: Attempt,
-    /// The 5-tuple once the source port is known.
-    tuple: Option<FiveTuple>,
-    /// Other tuples the flow's packets carry on the wire after NAT (from conntrack).
-    aliases: Vec<FiveTuple>,
+    start_ns: u64,
+    tgid: u32,
+    /// CPU that entered SYN_SENT.
+    cpu: u32,
+    comm: [u8; 16],
+    /// Its port is 0 until the kernel picks it; the flow's tuple is known once it is not.
+    src: SocketAddr,
+    dst: SocketAddr,
+    retransmits: Vec<u64>,
+    drops: Vec<MatchedDrop>,
 }
 
 impl Flow {
-    fn keys(&self) -> impl Iterator<Item = &FiveTuple> {
-        self.tuple.iter().chain(&self.aliases)
+    /// The 5-tuple once the source port is known.
+    fn tuple(&self) -> Option<FiveTuple> {
+        (self.src.port() != 0).then(|| tcp_tuple(self.src, self.dst))
+    }
+
+    fn attempt(&self, sock: SockKey, end_ns: u64, outcome: Outcome) -> Attempt {
+        Attempt {
+            sock,
+            tgid: self.tgid,
+            comm: comm_string(&self.comm),
+            src: self.src,
+            dst: self.dst,
+            start_ns: self.start_ns,
+            end_ns,
+            outcome,
+            retransmits: self.retransmits.clone(),
+            drops: self.drops.clone(),
+            cpu: self.cpu,
+        }
+    }
+
+    fn into_attempt(self, sock: SockKey, end_ns: u64, outcome: Outcome) -> Attempt {
+        Attempt {
+            sock,
+            tgid: self.tgid,
+            comm: comm_string(&self.comm),
+            src: self.src,
+            dst: self.dst,
+            start_ns: self.start_ns,
+            end_ns,
+            outcome,
+            retransmits: self.retransmits,
+            drops: self.drops,
+            cpu: self.cpu,
+        }
     }
 }
 
-/// The connection-attempt tracker.
+/// The connection-attempt tracker. Tuples are indexed by a keyed 64-bit hash (8 bytes, not
+/// a 72-byte [`FiveTuple`]); every hit is checked against the flow's own tuples, so a hash
+/// collision can only cost a lookup, never attach a drop to the wrong attempt.
 #[derive(Debug)]
-pub struct Tracker {
+pub struct Tracker<S = RandomState> {
     cfg: TrackerConfig,
+    hasher: S,
     flows: HashMap<SockKey, Flow>,
+    /// Other tuples a flow's packets carry on the wire after NAT (from conntrack); few flows
+    /// have any, so they are kept here rather than in every [`Flow`].
+    aliases: HashMap<SockKey, Vec<FiveTuple>>,
     /// Insertion order, for eviction; entries whose flow is gone are skipped lazily.
     order: VecDeque<(SockKey, u64)>,
-    by_tuple: HashMap<FiveTuple, SockKey>,
-    /// Unclaimed drops, oldest first, each with the tuples it can be claimed by.
-    recent: VecDeque<(Rc<DropRecord>, DropKeys)>,
-    /// Tuple → unclaimed drops carrying it (oldest first), so learning a tuple is a lookup,
-    /// not a scan of every remembered drop.
-    recent_by_key: HashMap<FiveTuple, VecDeque<Rc<DropRecord>>>,
+    /// Hash of a tuple → the flow holding it.
+    by_tuple: HashMap<u64, SockKey>,
+    /// Tuples whose hash slot in `by_tuple` is taken by another flow's different tuple.
+    by_tuple_spill: HashMap<FiveTuple, SockKey>,
+    /// Unclaimed drops, oldest first (their keys are recomputed when they leave).
+    recent: VecDeque<Rc<DropRecord>>,
+    /// Hash of a tuple → unclaimed drops carrying it (oldest first), so learning a tuple is a
+    /// lookup, not a scan of every remembered drop. Claims check the drop's real tuples.
+    recent_by_key: HashMap<u64, VecDeque<Rc<DropRecord>>>,
     stats: TrackerStats,
 }
 
@@ -209,28 +260,42 @@ struct Via {
     nat: bool,
 }
 
-/// The tuples a drop can be claimed by, each with how it relates to the connect.
-type DropKeys = Vec<(FiveTuple, Via)>;
+/// The tuples a drop can be claimed by (at most 3 tuples, each either way round), each with
+/// how it relates to the connect. Inline: computed for every drop, so it must not allocate.
+#[derive(Debug, Clone, Copy)]
+struct DropKeys([Option<(FiveTuple, Via)>; 6]);
+
+impl DropKeys {
+    fn iter(&self) -> impl Iterator<Item = &(FiveTuple, Via)> {
+        self.0.iter().flatten()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.0[0].is_none()
+    }
+}
 
 /// The tuples of a drop that could identify a connect: the packet itself, the pre-NAT tuple of
 /// its conntrack entry, and for VXLAN the inner packet; each either way round.
 fn drop_keys(d: &DropRecord) -> DropKeys {
-    let mut keys = Vec::with_capacity(6);
+    let mut keys = DropKeys([None; 6]);
+    let mut n = 0;
     let mut add = |t: FiveTuple, vxlan: bool, nat: bool| {
-        if t.proto == IPPROTO_TCP {
+        if t.proto == IPPROTO_TCP && n + 2 <= keys.0.len() {
             let fwd = Via {
                 dir: Direction::Forward,
                 vxlan,
                 nat,
             };
-            keys.push((t, fwd));
-            keys.push((
+            keys.0[n] = Some((t, fwd));
+            keys.0[n + 1] = Some((
                 t.reversed(),
                 Via {
                     dir: Direction::Reply,
                     ..fwd
                 },
             ));
+            n += 2;
         }
     };
     if let Some(p) = &d.packet {
@@ -250,11 +315,21 @@ fn drop_keys(d: &DropRecord) -> DropKeys {
 
 impl Tracker {
     pub fn new(cfg: TrackerConfig) -> Self {
+        Self::with_hasher(cfg, RandomState::new())
+    }
+}
+
+impl<S: BuildHasher> Tracker<S> {
+    /// A tracker hashing tuples with `hasher` (tests force collisions with it).
+    pub fn with_hasher(cfg: TrackerConfig, hasher: S) -> Self {
         Self {
             cfg,
+            hasher,
             flows: HashMap::new(),
+            aliases: HashMap::new(),
             order: VecDeque::new(),
             by_tuple: HashMap::new(),
+            by_tuple_spill: HashMap::new(),
             recent: VecDeque::new(),
             recent_by_key: HashMap::new(),
             stats: TrackerStats::default(),
@@ -269,11 +344,51 @@ impl Tracker {
         self.flows.len()
     }
 
+    fn hash(&self, t: &FiveTuple) -> u64 {
+        self.hasher.hash_one(t)
+    }
+
+    /// Whether `t` is one of the tuples of the flow of `sock` (its own or a NAT alias).
+    fn holds(&self, sock: &SockKey, t: &FiveTuple) -> bool {
+        self.flows
+            .get(sock)
+            .is_some_and(|f| f.tuple().as_ref() == Some(t))
+            || self.aliases.get(sock).is_some_and(|a| a.contains(t))
+    }
+
+    /// The flow holding tuple `t`, if any.
+    fn lookup(&self, t: &FiveTuple) -> Option<SockKey> {
+        if let Some(s) = self.by_tuple.get(&self.hash(t))
+            && self.holds(s, t)
+        {
+            return Some(*s);
+        }
+        self.by_tuple_spill.get(t).copied()
+    }
+
+    /// Index `t`, already one of the tuples of the flow of `sock`. The newest flow holding a
+    /// tuple wins it (a reused tuple belongs to the newer connect).
+    fn index(&mut self, sock: SockKey, t: FiveTuple) {
+        let h = self.hash(&t);
+        let slot_free = self.by_tuple.get(&h).is_none_or(|s| self.holds(s, &t));
+        if slot_free {
+            self.by_tuple.insert(h, sock);
+            self.by_tuple_spill.remove(&t);
+        } else {
+            self.by_tuple_spill.insert(t, sock);
+        }
+    }
+
     /// Drop the tuple index entries of a flow that is leaving the tracker.
-    fn forget(&mut self, flow: &Flow) {
-        for t in flow.keys() {
-            if self.by_tuple.get(t) == Some(&flow.attempt.sock) {
-                self.by_tuple.remove(t);
+    fn forget(&mut self, sock: &SockKey, flow: &Flow) {
+        let aliases = self.aliases.remove(sock).unwrap_or_default();
+        for t in flow.tuple().iter().chain(&aliases) {
+            let h = self.hash(t);
+            if self.by_tuple.get(&h) == Some(sock) {
+                self.by_tuple.remove(&h);
+            }
+            if self.by_tuple_spill.get(t) == Some(sock) {
+                self.by_tuple_spill.remove(t);
             }
         }
     }
@@ -287,30 +402,29 @@ impl Tracker {
         if e.old != TcpState::SYN_SENT {
             return None;
         }
-        let Some(mut flow) = self.flows.remove(&e.sock) else {
+        if !self.flows.contains_key(&e.sock) {
             self.stats.unknown_socket += 1;
             return None;
-        };
+        }
         // The end event carries the full tuple; late drops can still be matched to it.
-        self.learn_tuple(&mut flow, e.src, e.dst);
-        self.forget(&flow);
-        let a = &mut flow.attempt;
-        a.end_ns = e.ts_ns;
-        a.outcome = if e.new == TcpState::ESTABLISHED {
+        self.learn_tuple(e.sock, e.src);
+        let flow = self.flows.remove(&e.sock)?;
+        self.forget(&e.sock, &flow);
+        let outcome = if e.new == TcpState::ESTABLISHED {
             Outcome::Established
-        } else if a.retransmits.is_empty() {
+        } else if flow.retransmits.is_empty() {
             Outcome::Failed
         } else {
             Outcome::Timeout
         };
         self.stats.completed += 1;
-        Some(flow.attempt)
+        Some(flow.into_attempt(e.sock, e.ts_ns, outcome))
     }
 
     fn start(&mut self, e: &SockState) {
         // A socket address can be reused by a new connect; the old attempt is abandoned.
         if let Some(old) = self.flows.remove(&e.sock) {
-            self.forget(&old);
+            self.forget(&e.sock, &old);
         }
         while self.flows.len() >= self.cfg.max_flows {
             if !self.evict_oldest() {
@@ -318,39 +432,29 @@ impl Tracker {
             }
         }
         self.stats.attempts += 1;
-        let mut flow = Flow {
-            attempt: Attempt {
-                sock: e.sock,
-                tgid: e.tgid,
-                comm: e.comm.clone(),
-                src: e.src,
-                dst: e.dst,
-                start_ns: e.ts_ns,
-                end_ns: e.ts_ns,
-                outcome: Outcome::Pending,
-                retransmits: Vec::new(),
-                drops: Vec::new(),
-                cpu: e.cpu,
-            },
-            tuple: None,
-            aliases: Vec::new(),
+        let flow = Flow {
+            start_ns: e.ts_ns,
+            tgid: e.tgid,
+            cpu: e.cpu,
+            comm: e.comm,
+            src: e.src,
+            dst: e.dst,
+            retransmits: Vec::new(),
+            drops: Vec::new(),
         };
-        if e.src.port() != 0 {
-            self.learn_tuple(&mut flow, e.src, e.dst);
+        let tuple = flow.tuple();
+        self.flows.insert(e.sock, flow);
+        if let Some(t) = tuple {
+            self.index_key(e.sock, t, false);
         }
         self.order.push_back((e.sock, e.ts_ns));
-        self.flows.insert(e.sock, flow);
     }
 
     fn evict_oldest(&mut self) -> bool {
         while let Some((key, start)) = self.order.pop_front() {
-            if self
-                .flows
-                .get(&key)
-                .is_some_and(|f| f.attempt.start_ns == start)
-            {
+            if self.flows.get(&key).is_some_and(|f| f.start_ns == start) {
                 if let Some(f) = self.flows.remove(&key) {
-                    self.forget(&f);
+                    self.forget(&key, &f);
                 }
                 self.stats.evicted += 1;
                 return true;
@@ -361,55 +465,61 @@ impl Tracker {
 
     /// A SYN retransmit.
     pub fn retransmit(&mut self, e: &Retransmit) {
-        let Some(mut flow) = self.flows.remove(&e.sock) else {
+        let Some(flow) = self.flows.get_mut(&e.sock) else {
             self.stats.unknown_socket += 1;
             return;
         };
-        flow.attempt.retransmits.push(e.ts_ns);
-        if flow.tuple.is_none() {
-            self.learn_tuple(&mut flow, e.src, e.dst);
-        }
-        self.flows.insert(e.sock, flow);
+        // A SYN is retried a handful of times: grow by one, not to the default four.
+        flow.retransmits.reserve_exact(1);
+        flow.retransmits.push(e.ts_ns);
+        self.learn_tuple(e.sock, e.src);
     }
 
-    /// Record the full tuple and pick up remembered drops that belong to it.
-    fn learn_tuple(&mut self, flow: &mut Flow, src: SocketAddr, dst: SocketAddr) {
-        if flow.tuple.is_some() || src.port() == 0 {
-            return;
-        }
-        let t = tcp_tuple(src, dst);
-        flow.tuple = Some(t);
-        flow.attempt.src = src;
-        self.index_key(flow, t, false);
-    }
-
-    /// Index `t` for `flow` and claim remembered drops that carry it.
-    fn index_key(&mut self, flow: &mut Flow, t: FiveTuple, nat: bool) {
-        self.by_tuple.insert(t, flow.attempt.sock);
-        let start = flow.attempt.start_ns;
-        let Some(list) = self.recent_by_key.get(&t) else {
+    /// Record the source port and pick up remembered drops that belong to the tuple.
+    fn learn_tuple(&mut self, sock: SockKey, src: SocketAddr) {
+        let Some(flow) = self.flows.get_mut(&sock) else {
             return;
         };
-        for d in list.iter().filter(|d| d.ts_ns >= start) {
-            if let Some((_, via)) = drop_keys(d).into_iter().find(|(k, _)| *k == t) {
-                Self::push_drop(
-                    &mut self.stats,
-                    flow,
-                    MatchedDrop {
-                        drop: (**d).clone(),
-                        direction: via.dir,
-                        via_vxlan: via.vxlan,
-                        via_nat: via.nat || nat,
-                        repeats: 0,
-                    },
-                );
+        if flow.src.port() != 0 || src.port() == 0 {
+            return;
+        }
+        flow.src = src;
+        let t = tcp_tuple(src, flow.dst);
+        self.index_key(sock, t, false);
+    }
+
+    /// Index `t` (already a tuple of the flow of `sock`) and claim remembered drops carrying it.
+    fn index_key(&mut self, sock: SockKey, t: FiveTuple, nat: bool) {
+        self.index(sock, t);
+        let Some(start) = self.flows.get(&sock).map(|f| f.start_ns) else {
+            return;
+        };
+        let Some(list) = self.recent_by_key.get(&self.hash(&t)) else {
+            return;
+        };
+        let claimed: Vec<MatchedDrop> = list
+            .iter()
+            .filter(|d| d.ts_ns >= start)
+            .filter_map(|d| {
+                let (_, via) = drop_keys(d).iter().find(|(k, _)| *k == t).copied()?;
+                Some(MatchedDrop {
+                    drop: (**d).clone(),
+                    direction: via.dir,
+                    via_vxlan: via.vxlan,
+                    via_nat: via.nat || nat,
+                    repeats: 0,
+                })
+            })
+            .collect();
+        if let Some(flow) = self.flows.get_mut(&sock) {
+            for m in claimed {
+                Self::push_drop(&mut self.stats, &mut flow.drops, m);
             }
         }
     }
 
     /// Attach a drop to an attempt, at most [`MAX_DROPS_PER_ATTEMPT`]; the rest are counted.
-    fn push_drop(stats: &mut TrackerStats, flow: &mut Flow, m: MatchedDrop) {
-        let drops = &mut flow.attempt.drops;
+    fn push_drop(stats: &mut TrackerStats, drops: &mut Vec<MatchedDrop>, m: MatchedDrop) {
         if let Some(same) = drops.iter_mut().find(|d| d.folds(&m)) {
             same.repeats = same.repeats.saturating_add(1);
             stats.drops_matched += 1;
@@ -425,68 +535,73 @@ impl Tracker {
 
     /// The source-port-known tuple of an attempt in flight (for a conntrack lookup).
     pub fn tuple_of(&self, sock: &SockKey) -> Option<FiveTuple> {
-        self.flows.get(sock).and_then(|f| f.tuple)
+        self.flows.get(sock).and_then(Flow::tuple)
     }
 
     /// Whether the attempt has exactly one SYN retransmit so far (its first).
     pub fn first_retransmit(&self, sock: &SockKey) -> bool {
         self.flows
             .get(sock)
-            .is_some_and(|f| f.attempt.retransmits.len() == 1)
+            .is_some_and(|f| f.retransmits.len() == 1)
     }
 
     /// The flow's packets leave with tuple `wire` after NAT: match drops of that tuple too.
     pub fn alias(&mut self, sock: &SockKey, wire: FiveTuple) {
-        let Some(mut flow) = self.flows.remove(sock) else {
+        if !self.flows.contains_key(sock) || self.holds(sock, &wire) {
             return;
-        };
-        if !flow.keys().any(|k| *k == wire) {
-            flow.aliases.push(wire);
-            self.index_key(&mut flow, wire, true);
         }
-        self.flows.insert(*sock, flow);
+        let aliases = self.aliases.entry(*sock).or_default();
+        aliases.reserve_exact(1);
+        aliases.push(wire);
+        self.index_key(*sock, wire, true);
     }
 
     /// A drop. Returns whether it was matched to an attempt in flight now (it may still be
     /// matched later, when an attempt learns its source port).
     pub fn drop(&mut self, d: DropRecord) -> bool {
         self.stats.drops_seen += 1;
-        let mut matched = false;
-        for (key, via) in drop_keys(&d) {
-            let Some(sock) = self.by_tuple.get(&key) else {
+        let keys = drop_keys(&d);
+        for (key, via) in keys.iter() {
+            let Some(sock) = self.lookup(key) else {
                 continue;
             };
-            if let Some(flow) = self.flows.get_mut(sock)
-                && d.ts_ns >= flow.attempt.start_ns
+            let through_alias = self
+                .aliases
+                .get(&sock)
+                .is_some_and(|a| a.contains(key) || a.contains(&key.reversed()));
+            if let Some(flow) = self.flows.get_mut(&sock)
+                && d.ts_ns >= flow.start_ns
             {
-                let through_alias =
-                    flow.aliases.contains(&key) || flow.aliases.contains(&key.reversed());
                 Self::push_drop(
                     &mut self.stats,
-                    flow,
+                    &mut flow.drops,
                     MatchedDrop {
-                        drop: d.clone(),
+                        drop: d,
                         direction: via.dir,
                         via_vxlan: via.vxlan,
                         via_nat: via.nat || through_alias,
                         repeats: 0,
                     },
                 );
-                matched = true;
-                break;
+                return true;
             }
         }
-        if !matched {
-            let keys = drop_keys(&d);
-            if !keys.is_empty() {
-                self.remember(d, keys);
-            }
+        if !keys.is_empty() {
+            self.remember(d, &keys);
         }
-        matched
+        false
     }
 
-    fn remember(&mut self, d: DropRecord, keys: DropKeys) {
-        while let Some((front, _)) = self.recent.front() {
+    /// The distinct hashes of a drop's keys (a drop enters each list once).
+    fn key_hashes(&self, keys: &DropKeys) -> Vec<u64> {
+        let mut hs: Vec<u64> = keys.iter().map(|(k, _)| self.hash(k)).collect();
+        hs.sort_unstable();
+        hs.dedup();
+        hs
+    }
+
+    fn remember(&mut self, d: DropRecord, keys: &DropKeys) {
+        while let Some(front) = self.recent.front() {
             let too_old = d.ts_ns.saturating_sub(front.ts_ns) > self.cfg.recent_drop_ns;
             if !too_old && self.recent.len() < self.cfg.max_recent_drops {
                 break;
@@ -494,28 +609,28 @@ impl Tracker {
             if !too_old {
                 self.stats.drops_forgotten += 1;
             }
-            if let Some((old, old_keys)) = self.recent.pop_front() {
+            if let Some(old) = self.recent.pop_front() {
                 // Drops enter every list in arrival order, so the oldest is at each front.
-                for (k, _) in old_keys {
-                    if let Some(list) = self.recent_by_key.get_mut(&k) {
+                for h in self.key_hashes(&drop_keys(&old)) {
+                    if let Some(list) = self.recent_by_key.get_mut(&h) {
                         if list.front().is_some_and(|f| Rc::ptr_eq(f, &old)) {
                             list.pop_front();
                         }
                         if list.is_empty() {
-                            self.recent_by_key.remove(&k);
+                            self.recent_by_key.remove(&h);
                         }
                     }
                 }
             }
         }
         let d = Rc::new(d);
-        for (k, _) in &keys {
+        for h in self.key_hashes(keys) {
             self.recent_by_key
-                .entry(*k)
+                .entry(h)
                 .or_default()
                 .push_back(d.clone());
         }
-        self.recent.push_back((d, keys));
+        self.recent.push_back(d);
     }
 
     /// Move time forward: attempts older than `max_age_ns` whose end was never seen are dropped.
@@ -524,12 +639,12 @@ impl Tracker {
         let stale: Vec<SockKey> = self
             .flows
             .iter()
-            .filter(|(_, f)| now_ns.saturating_sub(f.attempt.start_ns) > max_age)
+            .filter(|(_, f)| now_ns.saturating_sub(f.start_ns) > max_age)
             .map(|(k, _)| *k)
             .collect();
         for k in stale {
             if let Some(f) = self.flows.remove(&k) {
-                self.forget(&f);
+                self.forget(&k, &f);
             }
             self.stats.expired += 1;
         }
@@ -537,7 +652,7 @@ impl Tracker {
             // Compact the lazily-deleted eviction queue so it cannot grow without bound.
             let flows = &self.flows;
             self.order
-                .retain(|(k, s)| flows.get(k).is_some_and(|f| f.attempt.start_ns == *s));
+                .retain(|(k, s)| flows.get(k).is_some_and(|f| f.start_ns == *s));
         }
     }
 
@@ -545,12 +660,8 @@ impl Tracker {
     pub fn pending(&self, now_ns: u64) -> Vec<Attempt> {
         let mut v: Vec<Attempt> = self
             .flows
-            .values()
-            .map(|f| {
-                let mut a = f.attempt.clone();
-                a.end_ns = now_ns.max(a.start_ns);
-                a
-            })
+            .iter()
+            .map(|(k, f)| f.attempt(*k, now_ns.max(f.start_ns), Outcome::Pending))
             .collect();
         v.sort_by_key(|a| (a.start_ns, a.sock));
         v
@@ -577,7 +688,7 @@ mod tests {
             cpu: 0,
             sock: key(sk),
             tgid: 10,
-            comm: "client".into(),
+            comm: *b"client\0\0\0\0\0\0\0\0\0\0",
             old,
             new,
             src: SocketAddr::new("10.0.0.1".parse().unwrap(), sport),
@@ -810,6 +921,76 @@ mod tests {
             .unwrap();
         assert_eq!(a.drops.len(), MAX_DROPS_PER_ATTEMPT);
         assert_eq!(t.stats().drops_forgotten, 40 - MAX_DROPS_PER_ATTEMPT as u64);
+    }
+
+    /// Hashes every tuple to 0: each index hit must be checked against the flows' own tuples.
+    #[derive(Clone, Copy)]
+    struct Colliding;
+    struct Zero;
+    impl std::hash::Hasher for Zero {
+        fn finish(&self) -> u64 {
+            0
+        }
+        fn write(&mut self, _: &[u8]) {}
+    }
+    impl BuildHasher for Colliding {
+        type Hasher = Zero;
+        fn build_hasher(&self) -> Zero {
+            Zero
+        }
+    }
+
+    #[test]
+    fn colliding_tuple_hashes_never_attach_a_drop_to_the_wrong_attempt() {
+        let mut t = Tracker::with_hasher(TrackerConfig::default(), Colliding);
+        for sk in 1..=3 {
+            t.sock_state(&st(S, sk, TcpState::CLOSE, TcpState::SYN_SENT, 0));
+        }
+        // Attempt 3's first SYN drop is remembered (in the one list every tuple hashes to).
+        assert!(!t.drop(syn_drop(S + 1, 7003, "NETFILTER_DROP")));
+        t.retransmit(&rt(2 * S, 1, 7001));
+        t.retransmit(&rt(2 * S, 2, 7002));
+        assert_eq!(t.by_tuple_spill.len(), 1, "the second tuple spills");
+        assert!(t.drop(syn_drop(2 * S + 1, 7002, "TCP_CSUM")));
+        assert!(t.drop(syn_drop(2 * S + 2, 7001, "NETFILTER_DROP")));
+        // A tuple nobody holds matches nothing, though its hash slot is taken.
+        assert!(!t.drop(syn_drop(2 * S + 3, 7009, "UDP_CSUM")));
+        t.retransmit(&rt(3 * S, 3, 7003));
+        let end = |t: &mut Tracker<Colliding>, sk: u64, port: u16| {
+            t.sock_state(&st(
+                4 * S,
+                sk,
+                TcpState::SYN_SENT,
+                TcpState::ESTABLISHED,
+                port,
+            ))
+            .unwrap()
+        };
+        let seen = |a: &Attempt| -> Vec<(String, u16)> {
+            a.drops
+                .iter()
+                .map(|d| {
+                    let port = d.drop.packet.as_ref().map_or(0, |p| p.tuple.src.port());
+                    (d.drop.reason.to_string(), port)
+                })
+                .collect()
+        };
+        let a1 = end(&mut t, 1, 7001);
+        assert_eq!(seen(&a1), [("NETFILTER_DROP".to_string(), 7001)]);
+        // Attempt 1 held the slot; attempt 2 is still found (through the spill).
+        assert!(t.drop(syn_drop(4 * S, 7002, "NO_SOCKET")));
+        let a2 = end(&mut t, 2, 7002);
+        assert_eq!(
+            seen(&a2),
+            [
+                ("TCP_CSUM".to_string(), 7002),
+                ("NO_SOCKET".to_string(), 7002)
+            ]
+        );
+        let a3 = end(&mut t, 3, 7003);
+        assert_eq!(seen(&a3), [("NETFILTER_DROP".to_string(), 7003)]);
+        assert!(t.by_tuple.is_empty() && t.by_tuple_spill.is_empty());
+        assert!(t.aliases.is_empty());
     }
 
     #[test]
