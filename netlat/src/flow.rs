@@ -163,9 +163,59 @@ pub struct TrackerStats {
     pub drops_forgotten: u64,
 }
 
+/// Both ends of a connect: 16 bytes for IPv4 (most connects) instead of two 32-byte
+/// `SocketAddr`s; other ends are boxed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Ends {
+    V4 {
+        src: [u8; 4],
+        dst: [u8; 4],
+        sport: u16,
+        dport: u16,
+    },
+    Other(Box<(SocketAddr, SocketAddr)>),
+}
+
+impl Ends {
+    fn new(src: SocketAddr, dst: SocketAddr) -> Self {
+        match (src, dst) {
+            (SocketAddr::V4(s), SocketAddr::V4(d)) => Ends::V4 {
+                src: s.ip().octets(),
+                dst: d.ip().octets(),
+                sport: s.port(),
+                dport: d.port(),
+            },
+            _ => Ends::Other(Box::new((src, dst))),
+        }
+    }
+
+    fn src(&self) -> SocketAddr {
+        match self {
+            Ends::V4 { src, sport, .. } => SocketAddr::from((*src, *sport)),
+            Ends::Other(b) => b.0,
+        }
+    }
+
+    fn dst(&self) -> SocketAddr {
+        match self {
+            Ends::V4 { dst, dport, .. } => SocketAddr::from((*dst, *dport)),
+            Ends::Other(b) => b.1,
+        }
+    }
+}
+
+/// Append to a boxed slice. An attempt holds a few retransmits and drops, so its slices grow
+/// one at a time and carry no spare capacity (nor a capacity field).
+fn push_boxed<T>(b: &mut Box<[T]>, v: T) {
+    let mut vec = std::mem::take(b).into_vec();
+    vec.reserve_exact(1);
+    vec.push(v);
+    *b = vec.into_boxed_slice();
+}
+
 /// An attempt in flight: what the tracker keeps until it ends (the [`Attempt`] is made then).
 /// Compact on purpose, since 100 k of these must fit in a few tens of MiB: the tuple is derived
-/// from `src`/`dst`, the rare NAT aliases live beside it, `comm` stays the kernel's 16 bytes.
+/// from the ends, the rare NAT aliases live beside it, `comm` stays the kernel's 16 bytes.
 #[derive(Debug)]
 struct Flow {
     start_ns: u64,
@@ -173,17 +223,17 @@ struct Flow {
     /// CPU that entered SYN_SENT.
     cpu: u32,
     comm: [u8; 16],
-    /// Its port is 0 until the kernel picks it; the flow's tuple is known once it is not.
-    src: SocketAddr,
-    dst: SocketAddr,
-    retransmits: Vec<u64>,
-    drops: Vec<MatchedDrop>,
+    /// The source port is 0 until the kernel picks it; the flow's tuple is known once it is not.
+    ends: Ends,
+    retransmits: Box<[u64]>,
+    drops: Box<[MatchedDrop]>,
 }
 
 impl Flow {
     /// The 5-tuple once the source port is known.
     fn tuple(&self) -> Option<FiveTuple> {
-        (self.src.port() != 0).then(|| tcp_tuple(self.src, self.dst))
+        let src = self.ends.src();
+        (src.port() != 0).then(|| tcp_tuple(src, self.ends.dst()))
     }
 
     fn attempt(&self, sock: SockKey, end_ns: u64, outcome: Outcome) -> Attempt {
@@ -191,13 +241,13 @@ impl Flow {
             sock,
             tgid: self.tgid,
             comm: comm_string(&self.comm),
-            src: self.src,
-            dst: self.dst,
+            src: self.ends.src(),
+            dst: self.ends.dst(),
             start_ns: self.start_ns,
             end_ns,
             outcome,
-            retransmits: self.retransmits.clone(),
-            drops: self.drops.clone(),
+            retransmits: self.retransmits.to_vec(),
+            drops: self.drops.to_vec(),
             cpu: self.cpu,
         }
     }
@@ -207,13 +257,13 @@ impl Flow {
             sock,
             tgid: self.tgid,
             comm: comm_string(&self.comm),
-            src: self.src,
-            dst: self.dst,
+            src: self.ends.src(),
+            dst: self.ends.dst(),
             start_ns: self.start_ns,
             end_ns,
             outcome,
-            retransmits: self.retransmits,
-            drops: self.drops,
+            retransmits: self.retransmits.into_vec(),
+            drops: self.drops.into_vec(),
             cpu: self.cpu,
         }
     }
@@ -348,6 +398,13 @@ impl<S: BuildHasher> Tracker<S> {
         self.hasher.hash_one(t)
     }
 
+    /// The same hash for a tuple and its reverse: a remembered drop is listed once for both
+    /// directions (claims check the direction against the drop's keys).
+    fn pair_hash(&self, t: &FiveTuple) -> u64 {
+        let r = t.reversed();
+        self.hash(if r < *t { &r } else { t })
+    }
+
     /// Whether `t` is one of the tuples of the flow of `sock` (its own or a NAT alias).
     fn holds(&self, sock: &SockKey, t: &FiveTuple) -> bool {
         self.flows
@@ -437,10 +494,9 @@ impl<S: BuildHasher> Tracker<S> {
             tgid: e.tgid,
             cpu: e.cpu,
             comm: e.comm,
-            src: e.src,
-            dst: e.dst,
-            retransmits: Vec::new(),
-            drops: Vec::new(),
+            ends: Ends::new(e.src, e.dst),
+            retransmits: Box::default(),
+            drops: Box::default(),
         };
         let tuple = flow.tuple();
         self.flows.insert(e.sock, flow);
@@ -469,9 +525,7 @@ impl<S: BuildHasher> Tracker<S> {
             self.stats.unknown_socket += 1;
             return;
         };
-        // A SYN is retried a handful of times: grow by one, not to the default four.
-        flow.retransmits.reserve_exact(1);
-        flow.retransmits.push(e.ts_ns);
+        push_boxed(&mut flow.retransmits, e.ts_ns);
         self.learn_tuple(e.sock, e.src);
     }
 
@@ -480,11 +534,12 @@ impl<S: BuildHasher> Tracker<S> {
         let Some(flow) = self.flows.get_mut(&sock) else {
             return;
         };
-        if flow.src.port() != 0 || src.port() == 0 {
+        if flow.ends.src().port() != 0 || src.port() == 0 {
             return;
         }
-        flow.src = src;
-        let t = tcp_tuple(src, flow.dst);
+        let dst = flow.ends.dst();
+        flow.ends = Ends::new(src, dst);
+        let t = tcp_tuple(src, dst);
         self.index_key(sock, t, false);
     }
 
@@ -494,7 +549,7 @@ impl<S: BuildHasher> Tracker<S> {
         let Some(start) = self.flows.get(&sock).map(|f| f.start_ns) else {
             return;
         };
-        let Some(list) = self.recent_by_key.get(&self.hash(&t)) else {
+        let Some(list) = self.recent_by_key.get(&self.pair_hash(&t)) else {
             return;
         };
         let claimed: Vec<MatchedDrop> = list
@@ -519,14 +574,12 @@ impl<S: BuildHasher> Tracker<S> {
     }
 
     /// Attach a drop to an attempt, at most [`MAX_DROPS_PER_ATTEMPT`]; the rest are counted.
-    fn push_drop(stats: &mut TrackerStats, drops: &mut Vec<MatchedDrop>, m: MatchedDrop) {
+    fn push_drop(stats: &mut TrackerStats, drops: &mut Box<[MatchedDrop]>, m: MatchedDrop) {
         if let Some(same) = drops.iter_mut().find(|d| d.folds(&m)) {
             same.repeats = same.repeats.saturating_add(1);
             stats.drops_matched += 1;
         } else if drops.len() < MAX_DROPS_PER_ATTEMPT {
-            // Most attempts see one kind of drop: room for one, not the default four.
-            drops.reserve_exact(1);
-            drops.push(m);
+            push_boxed(drops, m);
             stats.drops_matched += 1;
         } else {
             stats.drops_forgotten += 1;
@@ -592,12 +645,16 @@ impl<S: BuildHasher> Tracker<S> {
         false
     }
 
-    /// The distinct hashes of a drop's keys (a drop enters each list once).
-    fn key_hashes(&self, keys: &DropKeys) -> Vec<u64> {
-        let mut hs: Vec<u64> = keys.iter().map(|(k, _)| self.hash(k)).collect();
-        hs.sort_unstable();
-        hs.dedup();
-        hs
+    /// The distinct pair hashes of a drop's keys (a drop enters each list once).
+    fn key_hashes(&self, keys: &DropKeys) -> impl Iterator<Item = u64> + use<S> {
+        let mut hs = [None; 6];
+        for (i, (k, _)) in keys.iter().enumerate() {
+            let h = self.pair_hash(k);
+            if !hs.contains(&Some(h)) {
+                hs[i] = Some(h);
+            }
+        }
+        hs.into_iter().flatten()
     }
 
     fn remember(&mut self, d: DropRecord, keys: &DropKeys) {
@@ -658,13 +715,25 @@ impl<S: BuildHasher> Tracker<S> {
 
     /// Attempts still in SYN_SENT at `now_ns`, as `Pending`, oldest first; the tracker keeps them.
     pub fn pending(&self, now_ns: u64) -> Vec<Attempt> {
-        let mut v: Vec<Attempt> = self
-            .flows
+        self.pending_socks()
             .iter()
-            .map(|(k, f)| f.attempt(*k, now_ns.max(f.start_ns), Outcome::Pending))
-            .collect();
-        v.sort_by_key(|a| (a.start_ns, a.sock));
-        v
+            .filter_map(|k| self.pending_attempt(k, now_ns))
+            .collect()
+    }
+
+    /// The sockets of the attempts still in SYN_SENT, oldest first, to be made into attempts
+    /// one at a time ([`Tracker::pending_attempt`]): with 100 k in flight, copying them all at
+    /// once would double the tracker's memory at the end of a run.
+    pub fn pending_socks(&self) -> Vec<SockKey> {
+        let mut v: Vec<(u64, SockKey)> = self.flows.iter().map(|(k, f)| (f.start_ns, *k)).collect();
+        v.sort_unstable();
+        v.into_iter().map(|(_, k)| k).collect()
+    }
+
+    /// The attempt of `sock` if still in SYN_SENT, as `Pending` at `now_ns`.
+    pub fn pending_attempt(&self, sock: &SockKey, now_ns: u64) -> Option<Attempt> {
+        let f = self.flows.get(sock)?;
+        Some(f.attempt(*sock, now_ns.max(f.start_ns), Outcome::Pending))
     }
 }
 

@@ -98,8 +98,9 @@ pub struct Names {
 
 /// A shared immutable string: drop reasons and locations come from a small set, and each of
 /// 100 k attempts in flight keeps one, so they are shared rather than allocated per drop.
+/// `Arc<String>`, not `Arc<str>`: a thin pointer, 8 bytes per field. Hashes as the text.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Name(Arc<str>);
+pub struct Name(Arc<String>);
 
 impl Name {
     pub fn as_str(&self) -> &str {
@@ -128,31 +129,31 @@ impl fmt::Display for Name {
 
 impl fmt::Debug for Name {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(&*self.0, f)
+        fmt::Debug::fmt(self.as_str(), f)
     }
 }
 
 impl From<&str> for Name {
     fn from(s: &str) -> Self {
-        Name(s.into())
+        Name(Arc::new(s.to_string()))
     }
 }
 
 impl From<String> for Name {
     fn from(s: String) -> Self {
-        Name(s.into())
+        Name(Arc::new(s))
     }
 }
 
 impl PartialEq<str> for Name {
     fn eq(&self, other: &str) -> bool {
-        &*self.0 == other
+        self.as_str() == other
     }
 }
 
 impl PartialEq<&str> for Name {
     fn eq(&self, other: &&str) -> bool {
-        &*self.0 == *other
+        self.as_str() == *other
     }
 }
 
