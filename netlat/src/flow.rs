@@ -14,7 +14,7 @@ use std::{
 use crate::{
     event::{Retransmit, SockKey, SockState, TcpState, comm_string},
     packet::{FiveTuple, Packet, TcpFlags},
-    symbols::{CounterEvidence, CtInfo, DropRecord, IpvsDest, Name},
+    symbols::{CounterEvidence, CtInfo, DropRecord, HOOK_NAMES, IpvsDest, Name},
 };
 
 const IPPROTO_TCP: u8 = 6;
@@ -244,9 +244,11 @@ struct Rare {
     ct: Option<Box<CtInfo>>,
     counters: Option<CounterEvidence>,
     ipvs_dest: Option<IpvsDest>,
+    /// A hook name not in [`HOOK_NAMES`].
+    hook: Option<&'static str>,
 }
 
-/// A drop as a flow keeps it (the [`MatchedDrop`] is made when the attempt leaves): 88 bytes
+/// A drop as a flow keeps it (the [`MatchedDrop`] is made when the attempt leaves): 72 bytes
 /// instead of 216, as each of 100 k attempts in flight holds at least one.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct StoredDrop {
@@ -258,7 +260,8 @@ struct StoredDrop {
     reason: Name,
     location: Name,
     packet: StoredPacket,
-    hook: Option<&'static str>,
+    /// 1 + the index of the drop's hook in [`HOOK_NAMES`]; 0 for none (or one kept in `rare`).
+    hook: u8,
     rare: Option<Box<Rare>>,
     direction: Direction,
     via_vxlan: bool,
@@ -269,11 +272,21 @@ struct StoredDrop {
 impl StoredDrop {
     fn new(m: MatchedDrop, own: Option<FiveTuple>) -> Self {
         let d = m.drop;
-        let rare = (d.ct.is_some() || d.counters.is_some() || d.ipvs_dest.is_some()).then(|| {
+        let known = d
+            .hook
+            .and_then(|h| HOOK_NAMES.iter().position(|n| *n == h))
+            .and_then(|i| u8::try_from(i + 1).ok());
+        let other_hook = d.hook.filter(|_| known.is_none());
+        let rare = (d.ct.is_some()
+            || d.counters.is_some()
+            || d.ipvs_dest.is_some()
+            || other_hook.is_some())
+        .then(|| {
             Box::new(Rare {
                 ct: d.ct,
                 counters: d.counters,
                 ipvs_dest: d.ipvs_dest,
+                hook: other_hook,
             })
         });
         StoredDrop {
@@ -285,7 +298,7 @@ impl StoredDrop {
             reason: d.reason,
             location: d.location,
             packet: StoredPacket::new(d.packet, own),
-            hook: d.hook,
+            hook: known.unwrap_or(0),
             rare,
             direction: m.direction,
             via_vxlan: m.via_vxlan,
@@ -308,7 +321,10 @@ impl StoredDrop {
                 packet: self.packet.packet(own),
                 ct: rare.and_then(|r| r.ct.clone()),
                 counters: rare.and_then(|r| r.counters),
-                hook: self.hook,
+                hook: usize::from(self.hook)
+                    .checked_sub(1)
+                    .and_then(|i| HOOK_NAMES.get(i).copied())
+                    .or_else(|| rare.and_then(|r| r.hook)),
                 ipvs_dest: rare.and_then(|r| r.ipvs_dest),
             },
             direction: self.direction,
@@ -335,6 +351,57 @@ impl StoredDrop {
     }
 }
 
+/// SYN retransmit times of a flow, exact, as 32-bit gaps (each from the previous time, the
+/// first from the start): 4 bytes a retry instead of 8, since storms retry many times.
+/// A gap of 2^32 − 1 ns (4.3 s) or more is the marker `u32::MAX` then the gap's two halves.
+#[derive(Debug, Default)]
+struct Retransmits(Box<[u32]>);
+
+impl Retransmits {
+    fn push(&mut self, start_ns: u64, ts_ns: u64) {
+        let prev = self.times(start_ns).last().unwrap_or(start_ns);
+        let gap = ts_ns.wrapping_sub(prev);
+        let mut v = std::mem::take(&mut self.0).into_vec();
+        match u32::try_from(gap) {
+            Ok(g) if g != u32::MAX => {
+                v.reserve_exact(1);
+                v.push(g);
+            }
+            _ => {
+                v.reserve_exact(3);
+                v.extend([u32::MAX, (gap >> 32) as u32, gap as u32]);
+            }
+        }
+        self.0 = v.into_boxed_slice();
+    }
+
+    /// The times, in order.
+    fn times(&self, start_ns: u64) -> impl Iterator<Item = u64> + '_ {
+        let mut words = self.0.iter().copied();
+        let mut t = start_ns;
+        std::iter::from_fn(move || {
+            let w = words.next()?;
+            let gap = if w == u32::MAX {
+                let hi = u64::from(words.next()?);
+                let lo = u64::from(words.next()?);
+                (hi << 32) | lo
+            } else {
+                u64::from(w)
+            };
+            t = t.wrapping_add(gap);
+            Some(t)
+        })
+    }
+
+    fn len(&self, start_ns: u64) -> usize {
+        self.times(start_ns).count()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
 /// Append to a boxed slice. An attempt holds a few retransmits and drops, so its slices grow
 /// one at a time and carry no spare capacity (nor a capacity field).
 fn push_boxed<T>(b: &mut Box<[T]>, v: T) {
@@ -356,7 +423,7 @@ struct Flow {
     comm: [u8; 16],
     /// The source port is 0 until the kernel picks it; the flow's tuple is known once it is not.
     ends: Ends,
-    retransmits: Box<[u64]>,
+    retransmits: Retransmits,
     drops: Box<[StoredDrop]>,
 }
 
@@ -377,7 +444,7 @@ impl Flow {
             start_ns: self.start_ns,
             end_ns,
             outcome,
-            retransmits: self.retransmits.to_vec(),
+            retransmits: self.retransmits.times(self.start_ns).collect(),
             drops: self.drops.iter().map(|d| d.matched(self.tuple())).collect(),
             cpu: self.cpu,
         }
@@ -394,7 +461,7 @@ impl Flow {
             start_ns: self.start_ns,
             end_ns,
             outcome,
-            retransmits: self.retransmits.into_vec(),
+            retransmits: self.retransmits.times(self.start_ns).collect(),
             drops: self.drops.iter().map(|d| d.matched(own)).collect(),
             cpu: self.cpu,
         }
@@ -627,7 +694,7 @@ impl<S: BuildHasher> Tracker<S> {
             cpu: e.cpu,
             comm: e.comm,
             ends: Ends::new(e.src, e.dst),
-            retransmits: Box::default(),
+            retransmits: Retransmits::default(),
             drops: Box::default(),
         };
         let tuple = flow.tuple();
@@ -657,7 +724,7 @@ impl<S: BuildHasher> Tracker<S> {
             self.stats.unknown_socket += 1;
             return;
         };
-        push_boxed(&mut flow.retransmits, e.ts_ns);
+        flow.retransmits.push(flow.start_ns, e.ts_ns);
         self.learn_tuple(e.sock, e.src);
     }
 
@@ -728,7 +795,7 @@ impl<S: BuildHasher> Tracker<S> {
     pub fn first_retransmit(&self, sock: &SockKey) -> bool {
         self.flows
             .get(sock)
-            .is_some_and(|f| f.retransmits.len() == 1)
+            .is_some_and(|f| f.retransmits.len(f.start_ns) == 1)
     }
 
     /// The flow's packets leave with tuple `wire` after NAT: match drops of that tuple too.
@@ -1216,9 +1283,20 @@ mod tests {
         other.hook = Some("nft_do_chain");
         let none = DropRecord {
             packet: None,
+            hook: Some("a hook netlat does not name"),
             ..syn_drop(S, 7000, "NO_SOCKET")
         };
-        for (d, compact) in [(fwd, true), (reply, true), (other, false), (none, false)] {
+        let hooked = DropRecord {
+            hook: Some("ipt_do_table"),
+            ..syn_drop(S, 7000, "NETFILTER_DROP")
+        };
+        for (d, compact) in [
+            (fwd, true),
+            (reply, true),
+            (other, false),
+            (none, false),
+            (hooked, true),
+        ] {
             let m = MatchedDrop {
                 drop: d,
                 direction: Direction::Reply,
@@ -1230,7 +1308,32 @@ mod tests {
             assert_eq!(matches!(s.packet, StoredPacket::Own { .. }), compact);
             assert_eq!(s.matched(Some(own)), m);
         }
-        assert!(std::mem::size_of::<StoredDrop>() <= 88);
+        assert!(std::mem::size_of::<StoredDrop>() <= 72);
+    }
+
+    #[test]
+    fn retransmit_times_are_kept_exactly() {
+        let start = 10 * S;
+        let times = [
+            start + 1_000_000_000,
+            start + 1_000_000_000,
+            start + 5_500_000_123,
+            start + 5_500_000_123 + u64::from(u32::MAX) - 1,
+            start + 5_500_000_123 + 2 * u64::from(u32::MAX) - 1,
+            start + 200 * S,
+            start - 1,
+        ];
+        let mut r = Retransmits::default();
+        for (i, &t) in times.iter().enumerate() {
+            r.push(start, t);
+            assert_eq!(r.times(start).collect::<Vec<_>>(), times[..=i]);
+            assert_eq!(r.len(start), i + 1);
+        }
+        // Gaps under 4.3 s take one word each.
+        let mut r = Retransmits::default();
+        r.push(start, start + S);
+        r.push(start, start + 3 * S);
+        assert_eq!(r.0.len(), 2);
     }
 
     #[test]

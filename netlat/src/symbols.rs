@@ -299,13 +299,16 @@ pub struct IpvsDest {
     pub available: Option<bool>,
 }
 
+/// Every name [`hook_name`] gives.
+pub const HOOK_NAMES: [&str; 4] = ["ipvs", "conntrack-confirm", "nft_do_chain", "ipt_do_table"];
+
 /// Names of `netlat_ebpf::hook` ids.
 pub fn hook_name(id: u32) -> Option<&'static str> {
     match id {
-        netlat_ebpf::hook::IPVS => Some("ipvs"),
-        netlat_ebpf::hook::CONNTRACK_CONFIRM => Some("conntrack-confirm"),
-        netlat_ebpf::hook::NFT_CHAIN => Some("nft_do_chain"),
-        netlat_ebpf::hook::IPT_TABLE => Some("ipt_do_table"),
+        netlat_ebpf::hook::IPVS => Some(HOOK_NAMES[0]),
+        netlat_ebpf::hook::CONNTRACK_CONFIRM => Some(HOOK_NAMES[1]),
+        netlat_ebpf::hook::NFT_CHAIN => Some(HOOK_NAMES[2]),
+        netlat_ebpf::hook::IPT_TABLE => Some(HOOK_NAMES[3]),
         _ => None,
     }
 }
