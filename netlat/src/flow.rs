@@ -5,7 +5,7 @@
 //! Memory is bounded: flows and remembered drops have limits, and evictions are counted.
 
 use std::{
-    collections::{HashMap, VecDeque},
+    collections::{BinaryHeap, HashMap, VecDeque},
     hash::{BuildHasher, RandomState},
     net::SocketAddr,
     rc::Rc,
@@ -112,7 +112,10 @@ pub struct TrackerConfig {
     /// An attempt older than this whose end was never seen is dropped (the kernel gives up a
     /// SYN after ~131 s, so an older one means a lost close event).
     pub max_age_ns: u64,
-    /// Drops remembered for attempts whose source port is not yet known.
+    /// Drops remembered for attempts whose source port is not yet known. An attempt learns its
+    /// port at its first SYN retry (≈ 1 s) or its end, so this bounds the first-SYN drops per
+    /// second that can still be claimed; past it the first drop is forgotten (counted) and the
+    /// retries' drops, matched directly, still name the cause.
     pub max_recent_drops: usize,
     /// How long such drops are remembered.
     pub recent_drop_ns: u64,
@@ -123,7 +126,9 @@ impl Default for TrackerConfig {
         Self {
             max_flows: 100_000,
             max_age_ns: 300 * 1_000_000_000,
-            max_recent_drops: 16_384,
+            // ≈ 370 bytes each (the record and its index entry): 8 k is 3 MiB, an eighth of
+            // the room 100 k attempts in flight leave under 64 MiB; 16 k was twice that.
+            max_recent_drops: 8_192,
             recent_drop_ns: 140 * 1_000_000_000,
         }
     }
@@ -479,8 +484,6 @@ pub struct Tracker<S = RandomState> {
     /// Other tuples a flow's packets carry on the wire after NAT (from conntrack); few flows
     /// have any, so they are kept here rather than in every [`Flow`].
     aliases: HashMap<SockKey, Vec<FiveTuple>>,
-    /// Insertion order, for eviction; entries whose flow is gone are skipped lazily.
-    order: VecDeque<(SockKey, u64)>,
     /// Hash of a tuple → the flow holding it.
     by_tuple: HashMap<u64, SockKey>,
     /// Tuples whose hash slot in `by_tuple` is taken by another flow's different tuple.
@@ -576,7 +579,6 @@ impl<S: BuildHasher> Tracker<S> {
             hasher,
             flows: HashMap::new(),
             aliases: HashMap::new(),
-            order: VecDeque::new(),
             by_tuple: HashMap::new(),
             by_tuple_spill: HashMap::new(),
             recent: VecDeque::new(),
@@ -682,10 +684,8 @@ impl<S: BuildHasher> Tracker<S> {
         if let Some(old) = self.flows.remove(&e.sock) {
             self.forget(&e.sock, &old);
         }
-        while self.flows.len() >= self.cfg.max_flows {
-            if !self.evict_oldest() {
-                break;
-            }
+        if self.flows.len() >= self.cfg.max_flows {
+            self.evict_oldest();
         }
         self.stats.attempts += 1;
         let flow = Flow {
@@ -702,20 +702,27 @@ impl<S: BuildHasher> Tracker<S> {
         if let Some(t) = tuple {
             self.index_key(e.sock, t, false);
         }
-        self.order.push_back((e.sock, e.ts_ns));
     }
 
-    fn evict_oldest(&mut self) -> bool {
-        while let Some((key, start)) = self.order.pop_front() {
-            if self.flows.get(&key).is_some_and(|f| f.start_ns == start) {
-                if let Some(f) = self.flows.remove(&key) {
-                    self.forget(&key, &f);
-                }
-                self.stats.evicted += 1;
-                return true;
+    /// Make room at `max_flows` attempts in flight: evict the oldest 1/64 of them at once (at
+    /// least one). One scan a batch keeps a storm past the limit cheap without an
+    /// insertion-order queue beside the flows (24 bytes an attempt).
+    fn evict_oldest(&mut self) {
+        let n = (self.cfg.max_flows / 64).max(1).min(self.flows.len());
+        // The n oldest, in a max-heap bounded to n (the newest of them on top).
+        let mut oldest: BinaryHeap<(u64, SockKey)> = BinaryHeap::with_capacity(n + 1);
+        for (k, f) in &self.flows {
+            oldest.push((f.start_ns, *k));
+            if oldest.len() > n {
+                oldest.pop();
             }
         }
-        false
+        for (_, k) in oldest {
+            if let Some(f) = self.flows.remove(&k) {
+                self.forget(&k, &f);
+            }
+            self.stats.evicted += 1;
+        }
     }
 
     /// A SYN retransmit.
@@ -902,12 +909,6 @@ impl<S: BuildHasher> Tracker<S> {
                 self.forget(&k, &f);
             }
             self.stats.expired += 1;
-        }
-        while self.order.len() > 2 * self.flows.len() + 64 {
-            // Compact the lazily-deleted eviction queue so it cannot grow without bound.
-            let flows = &self.flows;
-            self.order
-                .retain(|(k, s)| flows.get(k).is_some_and(|f| f.start_ns == *s));
         }
     }
 
@@ -1129,6 +1130,18 @@ mod tests {
         t.advance(13 * S + 1);
         assert_eq!(t.in_flight(), 1);
         assert_eq!(t.stats().expired, 2);
+        // Past a larger limit the oldest 1/64 go at once.
+        let mut t = Tracker::new(TrackerConfig {
+            max_flows: 128,
+            ..TrackerConfig::default()
+        });
+        for i in 0..129 {
+            t.sock_state(&st(1000 - i, i, TcpState::CLOSE, TcpState::SYN_SENT, 0));
+        }
+        assert_eq!(t.in_flight(), 127);
+        assert_eq!(t.stats().evicted, 2);
+        let left: Vec<SockKey> = t.pending(2000).iter().map(|a| a.sock).collect();
+        assert!(!left.contains(&key(126)) && !left.contains(&key(127)));
     }
 
     #[test]
