@@ -192,54 +192,72 @@ impl Ends {
     }
 }
 
-/// A dropped packet as a flow keeps it: a drop of the flow's own packet (most drops) keeps only
-/// its flags, since its tuple is the flow's; others keep the whole decoded packet, boxed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum StoredPacket {
+/// Where a stored drop's packet is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PacketKind {
     None,
-    /// The flow's tuple (`reversed`: server → client), not VXLAN.
-    Own {
-        reversed: bool,
-        tcp_flags: Option<TcpFlags>,
-        udp_checksum: Option<u16>,
-    },
-    Full(Box<Packet>),
+    /// The flow's own tuple, not VXLAN: only the flags are kept.
+    Own,
+    /// The flow's tuple reversed (server → client), not VXLAN.
+    OwnReversed,
+    /// Any other packet, whole, in the drop's [`Rare`] parts.
+    InRare,
+}
+
+/// A dropped packet as a flow keeps it, 8 bytes: a drop of the flow's own packet (most drops)
+/// keeps only its flags, since its tuple is the flow's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct StoredPacket {
+    kind: PacketKind,
+    tcp_flags: Option<TcpFlags>,
+    udp_checksum: Option<u16>,
 }
 
 impl StoredPacket {
-    fn new(p: Option<Packet>, own: Option<FiveTuple>) -> Self {
-        let Some(p) = p else {
-            return StoredPacket::None;
+    /// The stored form, and the packet to keep whole when it is not of the flow's tuple.
+    fn new(p: Option<Packet>, own: Option<FiveTuple>) -> (Self, Option<Packet>) {
+        let none = StoredPacket {
+            kind: PacketKind::None,
+            tcp_flags: None,
+            udp_checksum: None,
         };
-        match own {
-            Some(t) if p.vxlan.is_none() && (p.tuple == t || p.tuple == t.reversed()) => {
-                StoredPacket::Own {
-                    reversed: p.tuple != t,
-                    tcp_flags: p.tcp_flags,
-                    udp_checksum: p.udp_checksum,
-                }
+        let Some(p) = p else {
+            return (none, None);
+        };
+        let kind = match own {
+            Some(t) if p.vxlan.is_none() && p.tuple == t => PacketKind::Own,
+            Some(t) if p.vxlan.is_none() && p.tuple == t.reversed() => PacketKind::OwnReversed,
+            _ => {
+                let whole = StoredPacket {
+                    kind: PacketKind::InRare,
+                    ..none
+                };
+                return (whole, Some(p));
             }
-            _ => StoredPacket::Full(Box::new(p)),
-        }
+        };
+        let stored = StoredPacket {
+            kind,
+            tcp_flags: p.tcp_flags,
+            udp_checksum: p.udp_checksum,
+        };
+        (stored, None)
     }
 
-    /// `own` is the flow's tuple, known whenever an `Own` was stored (it never changes once
-    /// known); were it missing, the packet is left out rather than invented.
-    fn packet(&self, own: Option<FiveTuple>) -> Option<Packet> {
-        match self {
-            StoredPacket::None => None,
-            StoredPacket::Own {
-                reversed,
-                tcp_flags,
-                udp_checksum,
-            } => own.map(|t| Packet {
-                tuple: if *reversed { t.reversed() } else { t },
-                tcp_flags: *tcp_flags,
-                udp_checksum: *udp_checksum,
-                vxlan: None,
-            }),
-            StoredPacket::Full(p) => Some((**p).clone()),
-        }
+    /// `own` is the flow's tuple, known whenever an own packet was stored (it never changes
+    /// once known); were it missing, the packet is left out rather than invented.
+    fn packet(&self, own: Option<FiveTuple>, rare: Option<&Rare>) -> Option<Packet> {
+        let tuple = match self.kind {
+            PacketKind::None => return None,
+            PacketKind::InRare => return rare.and_then(|r| r.packet.clone()),
+            PacketKind::Own => own?,
+            PacketKind::OwnReversed => own?.reversed(),
+        };
+        Some(Packet {
+            tuple,
+            tcp_flags: self.tcp_flags,
+            udp_checksum: self.udp_checksum,
+            vxlan: None,
+        })
     }
 }
 
@@ -251,9 +269,48 @@ struct Rare {
     ipvs_dest: Option<IpvsDest>,
     /// A hook name not in [`HOOK_NAMES`].
     hook: Option<&'static str>,
+    /// A packet not of the flow's tuple.
+    packet: Option<Packet>,
 }
 
-/// A drop as a flow keeps it (the [`MatchedDrop`] is made when the attempt leaves): 72 bytes
+/// Distinct program names and drop places shared at most: beyond, each flow gets its own copy
+/// (only garbage gets there: kernels have a few hundred drop sites, nodes few program names).
+const MAX_SHARED: usize = 4096;
+
+/// Values many flows hold alike, shared rather than copied into each.
+#[derive(Debug, Default)]
+struct Shared {
+    comms: HashMap<[u8; 16], Name>,
+    /// (reason, location) of drops.
+    places: HashMap<(Name, Name), Rc<(Name, Name)>>,
+}
+
+impl Shared {
+    fn comm(&mut self, raw: &[u8; 16]) -> Name {
+        if let Some(n) = self.comms.get(raw) {
+            return n.clone();
+        }
+        let n = Name::from(comm_string(raw));
+        if self.comms.len() < MAX_SHARED {
+            self.comms.insert(*raw, n.clone());
+        }
+        n
+    }
+
+    fn place(&mut self, reason: Name, location: Name) -> Rc<(Name, Name)> {
+        let key = (reason, location);
+        if let Some(p) = self.places.get(&key) {
+            return p.clone();
+        }
+        let p = Rc::new(key.clone());
+        if self.places.len() < MAX_SHARED {
+            self.places.insert(key, p.clone());
+        }
+        p
+    }
+}
+
+/// A drop as a flow keeps it (the [`MatchedDrop`] is made when the attempt leaves): 56 bytes
 /// instead of 216, as each of 100 k attempts in flight holds at least one.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct StoredDrop {
@@ -262,8 +319,8 @@ struct StoredDrop {
     netns: u32,
     ifindex: u32,
     len: u32,
-    reason: Name,
-    location: Name,
+    /// (reason, location), shared.
+    place: Rc<(Name, Name)>,
     packet: StoredPacket,
     /// 1 + the index of the drop's hook in [`HOOK_NAMES`]; 0 for none (or one kept in `rare`).
     hook: u8,
@@ -275,23 +332,26 @@ struct StoredDrop {
 }
 
 impl StoredDrop {
-    fn new(m: MatchedDrop, own: Option<FiveTuple>) -> Self {
+    fn new(m: MatchedDrop, own: Option<FiveTuple>, shared: &mut Shared) -> Self {
         let d = m.drop;
         let known = d
             .hook
             .and_then(|h| HOOK_NAMES.iter().position(|n| *n == h))
             .and_then(|i| u8::try_from(i + 1).ok());
         let other_hook = d.hook.filter(|_| known.is_none());
+        let (packet, whole) = StoredPacket::new(d.packet, own);
         let rare = (d.ct.is_some()
             || d.counters.is_some()
             || d.ipvs_dest.is_some()
-            || other_hook.is_some())
+            || other_hook.is_some()
+            || whole.is_some())
         .then(|| {
             Box::new(Rare {
                 ct: d.ct,
                 counters: d.counters,
                 ipvs_dest: d.ipvs_dest,
                 hook: other_hook,
+                packet: whole,
             })
         });
         StoredDrop {
@@ -300,9 +360,8 @@ impl StoredDrop {
             netns: d.netns,
             ifindex: d.ifindex,
             len: d.len,
-            reason: d.reason,
-            location: d.location,
-            packet: StoredPacket::new(d.packet, own),
+            place: shared.place(d.reason, d.location),
+            packet,
             hook: known.unwrap_or(0),
             rare,
             direction: m.direction,
@@ -320,10 +379,10 @@ impl StoredDrop {
                 cpu: self.cpu,
                 netns: self.netns,
                 ifindex: self.ifindex,
-                reason: self.reason.clone(),
-                location: self.location.clone(),
+                reason: self.place.0.clone(),
+                location: self.place.1.clone(),
                 len: self.len,
-                packet: self.packet.packet(own),
+                packet: self.packet.packet(own, rare),
                 ct: rare.and_then(|r| r.ct.clone()),
                 counters: rare.and_then(|r| r.counters),
                 hook: usize::from(self.hook)
@@ -346,8 +405,7 @@ impl StoredDrop {
         self.direction == later.direction
             && self.via_vxlan == later.via_vxlan
             && self.via_nat == later.via_nat
-            && self.reason == later.reason
-            && self.location == later.location
+            && self.place == later.place
             && self.netns == later.netns
             && self.ifindex == later.ifindex
             && self.packet == later.packet
@@ -418,14 +476,14 @@ fn push_boxed<T>(b: &mut Box<[T]>, v: T) {
 
 /// An attempt in flight: what the tracker keeps until it ends (the [`Attempt`] is made then).
 /// Compact on purpose, since 100 k of these must fit in a few tens of MiB: the tuple is derived
-/// from the ends, the rare NAT aliases live beside it, `comm` stays the kernel's 16 bytes.
+/// from the ends, the rare NAT aliases live beside it, `comm` is shared per program name.
 #[derive(Debug)]
 struct Flow {
     start_ns: u64,
     tgid: u32,
     /// CPU that entered SYN_SENT.
     cpu: u32,
-    comm: [u8; 16],
+    comm: Name,
     /// The source port is 0 until the kernel picks it; the flow's tuple is known once it is not.
     ends: Ends,
     retransmits: Retransmits,
@@ -443,7 +501,7 @@ impl Flow {
         Attempt {
             sock,
             tgid: self.tgid,
-            comm: comm_string(&self.comm),
+            comm: self.comm.to_string(),
             src: self.ends.src(),
             dst: self.ends.dst(),
             start_ns: self.start_ns,
@@ -460,7 +518,7 @@ impl Flow {
         Attempt {
             sock,
             tgid: self.tgid,
-            comm: comm_string(&self.comm),
+            comm: self.comm.to_string(),
             src: self.ends.src(),
             dst: self.ends.dst(),
             start_ns: self.start_ns,
@@ -493,6 +551,7 @@ pub struct Tracker<S = RandomState> {
     /// Hash of a tuple → unclaimed drops carrying it (oldest first), so learning a tuple is a
     /// lookup, not a scan of every remembered drop. Claims check the drop's real tuples.
     recent_by_key: HashMap<u64, VecDeque<Rc<DropRecord>>>,
+    shared: Shared,
     stats: TrackerStats,
 }
 
@@ -583,6 +642,7 @@ impl<S: BuildHasher> Tracker<S> {
             by_tuple_spill: HashMap::new(),
             recent: VecDeque::new(),
             recent_by_key: HashMap::new(),
+            shared: Shared::default(),
             stats: TrackerStats::default(),
         }
     }
@@ -692,7 +752,7 @@ impl<S: BuildHasher> Tracker<S> {
             start_ns: e.ts_ns,
             tgid: e.tgid,
             cpu: e.cpu,
-            comm: e.comm,
+            comm: self.shared.comm(&e.comm),
             ends: Ends::new(e.src, e.dst),
             retransmits: Retransmits::default(),
             drops: Box::default(),
@@ -775,7 +835,11 @@ impl<S: BuildHasher> Tracker<S> {
         if let Some(flow) = self.flows.get_mut(&sock) {
             let own = flow.tuple();
             for m in claimed {
-                Self::push_drop(&mut self.stats, &mut flow.drops, StoredDrop::new(m, own));
+                Self::push_drop(
+                    &mut self.stats,
+                    &mut flow.drops,
+                    StoredDrop::new(m, own, &mut self.shared),
+                );
             }
         }
     }
@@ -840,7 +904,11 @@ impl<S: BuildHasher> Tracker<S> {
                     repeats: 0,
                 };
                 let own = flow.tuple();
-                Self::push_drop(&mut self.stats, &mut flow.drops, StoredDrop::new(m, own));
+                Self::push_drop(
+                    &mut self.stats,
+                    &mut flow.drops,
+                    StoredDrop::new(m, own, &mut self.shared),
+                );
                 return true;
             }
         }
@@ -1317,11 +1385,14 @@ mod tests {
                 via_nat: true,
                 repeats: 3,
             };
-            let s = StoredDrop::new(m.clone(), Some(own));
-            assert_eq!(matches!(s.packet, StoredPacket::Own { .. }), compact);
+            let s = StoredDrop::new(m.clone(), Some(own), &mut Shared::default());
+            assert_eq!(
+                matches!(s.packet.kind, PacketKind::Own | PacketKind::OwnReversed),
+                compact
+            );
             assert_eq!(s.matched(Some(own)), m);
         }
-        assert!(std::mem::size_of::<StoredDrop>() <= 72);
+        assert!(std::mem::size_of::<StoredDrop>() <= 56);
     }
 
     #[test]
