@@ -1392,7 +1392,9 @@ mod tests {
             );
             assert_eq!(s.matched(Some(own)), m);
         }
+        // What 100 k attempts in flight cost depends on these.
         assert!(std::mem::size_of::<StoredDrop>() <= 56);
+        assert!(std::mem::size_of::<Flow>() <= 72);
     }
 
     #[test]
