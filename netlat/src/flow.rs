@@ -543,16 +543,38 @@ pub struct Tracker<S = RandomState> {
     /// have any, so they are kept here rather than in every [`Flow`].
     aliases: HashMap<SockKey, Vec<FiveTuple>>,
     /// Hash of a tuple → the flow holding it.
-    by_tuple: HashMap<u64, SockKey>,
+    by_tuple: HashMap<u64, SockKey, Prehashed>,
     /// Tuples whose hash slot in `by_tuple` is taken by another flow's different tuple.
     by_tuple_spill: HashMap<FiveTuple, SockKey>,
     /// Unclaimed drops, oldest first (their keys are recomputed when they leave).
     recent: VecDeque<Rc<DropRecord>>,
     /// Hash of a tuple → unclaimed drops carrying it (oldest first), so learning a tuple is a
     /// lookup, not a scan of every remembered drop. Claims check the drop's real tuples.
-    recent_by_key: HashMap<u64, VecDeque<Rc<DropRecord>>>,
+    recent_by_key: HashMap<u64, VecDeque<Rc<DropRecord>>, Prehashed>,
     shared: Shared,
     stats: TrackerStats,
+}
+
+/// Hashing for maps keyed by a tuple's keyed hash: the key is used as it is (hashing it again
+/// would double the cost of every lookup for nothing).
+type Prehashed = std::hash::BuildHasherDefault<PrehashedU64>;
+
+#[derive(Default)]
+struct PrehashedU64(u64);
+
+impl std::hash::Hasher for PrehashedU64 {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        // Only u64 keys are hashed with this; anything else still gets a usable hash.
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
 }
 
 fn tcp_tuple(src: SocketAddr, dst: SocketAddr) -> FiveTuple {
@@ -638,10 +660,10 @@ impl<S: BuildHasher> Tracker<S> {
             hasher,
             flows: HashMap::new(),
             aliases: HashMap::new(),
-            by_tuple: HashMap::new(),
+            by_tuple: HashMap::default(),
             by_tuple_spill: HashMap::new(),
             recent: VecDeque::new(),
-            recent_by_key: HashMap::new(),
+            recent_by_key: HashMap::default(),
             shared: Shared::default(),
             stats: TrackerStats::default(),
         }
@@ -671,7 +693,7 @@ impl<S: BuildHasher> Tracker<S> {
         self.flows
             .get(sock)
             .is_some_and(|f| f.tuple().as_ref() == Some(t))
-            || self.aliases.get(sock).is_some_and(|a| a.contains(t))
+            || (!self.aliases.is_empty() && self.aliases.get(sock).is_some_and(|a| a.contains(t)))
     }
 
     /// The flow holding tuple `t`, if any.
@@ -680,6 +702,9 @@ impl<S: BuildHasher> Tracker<S> {
             && self.holds(s, t)
         {
             return Some(*s);
+        }
+        if self.by_tuple_spill.is_empty() {
+            return None;
         }
         self.by_tuple_spill.get(t).copied()
     }
@@ -691,7 +716,10 @@ impl<S: BuildHasher> Tracker<S> {
         let slot_free = self.by_tuple.get(&h).is_none_or(|s| self.holds(s, &t));
         if slot_free {
             self.by_tuple.insert(h, sock);
-            self.by_tuple_spill.remove(&t);
+            // The side maps are nearly always empty: skip hashing the tuple for them.
+            if !self.by_tuple_spill.is_empty() {
+                self.by_tuple_spill.remove(&t);
+            }
         } else {
             self.by_tuple_spill.insert(t, sock);
         }
@@ -699,13 +727,17 @@ impl<S: BuildHasher> Tracker<S> {
 
     /// Drop the tuple index entries of a flow that is leaving the tracker.
     fn forget(&mut self, sock: &SockKey, flow: &Flow) {
-        let aliases = self.aliases.remove(sock).unwrap_or_default();
+        let aliases = if self.aliases.is_empty() {
+            Vec::new()
+        } else {
+            self.aliases.remove(sock).unwrap_or_default()
+        };
         for t in flow.tuple().iter().chain(&aliases) {
             let h = self.hash(t);
             if self.by_tuple.get(&h) == Some(sock) {
                 self.by_tuple.remove(&h);
             }
-            if self.by_tuple_spill.get(t) == Some(sock) {
+            if !self.by_tuple_spill.is_empty() && self.by_tuple_spill.get(t) == Some(sock) {
                 self.by_tuple_spill.remove(t);
             }
         }
@@ -812,6 +844,9 @@ impl<S: BuildHasher> Tracker<S> {
     /// Index `t` (already a tuple of the flow of `sock`) and claim remembered drops carrying it.
     fn index_key(&mut self, sock: SockKey, t: FiveTuple, nat: bool) {
         self.index(sock, t);
+        if self.recent_by_key.is_empty() {
+            return;
+        }
         let Some(start) = self.flows.get(&sock).map(|f| f.start_ns) else {
             return;
         };
@@ -918,10 +953,11 @@ impl<S: BuildHasher> Tracker<S> {
         false
     }
 
-    /// The distinct pair hashes of a drop's keys (a drop enters each list once).
+    /// The distinct pair hashes of a drop's keys (a drop enters each list once). Keys come in
+    /// (tuple, reverse) pairs, which hash alike: one of each pair is hashed.
     fn key_hashes(&self, keys: &DropKeys) -> impl Iterator<Item = u64> + use<S> {
         let mut hs = [None; 6];
-        for (i, (k, _)) in keys.iter().enumerate() {
+        for (i, (k, _)) in keys.iter().enumerate().step_by(2) {
             let h = self.pair_hash(k);
             if !hs.contains(&Some(h)) {
                 hs[i] = Some(h);
