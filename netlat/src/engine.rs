@@ -12,7 +12,7 @@ use std::{
 
 use crate::{
     event::{self, Event, SockKey, TcpState},
-    flow::{Attempt, Outcome, Tracker, TrackerConfig},
+    flow::{Attempt, Tracker, TrackerConfig},
     output::{ConnectJson, DropLineJson, Sink, Summary, WallClock},
     packet::FiveTuple,
     symbols::{self, CounterEvidence, DropRecord, Names},
@@ -256,9 +256,11 @@ impl Engine {
     /// End of run at `now_ns`: report attempts still waiting that are already slow, and return
     /// the summary (lost-event counts are filled in by the caller, who can read the kernel).
     pub fn finish(&mut self, now_ns: u64, sink: &mut dyn Sink) -> io::Result<Summary> {
-        let pending = self.tracker.pending(now_ns);
-        for a in pending.iter().filter(|a| a.outcome == Outcome::Pending) {
-            self.report(a, sink)?;
+        let pending = self.tracker.pending_socks();
+        for sock in &pending {
+            if let Some(a) = self.tracker.pending_attempt(sock, now_ns) {
+                self.report(&a, sink)?;
+            }
         }
         let mut s = self.summary.clone();
         s.in_flight = pending.len() as u64;

@@ -72,7 +72,9 @@ pub struct SockState {
     pub cpu: u32,
     pub sock: SockKey,
     pub tgid: u32,
-    pub comm: String,
+    /// The task's name as the kernel holds it (NUL-padded): kept raw, so an attempt in flight
+    /// stores 16 bytes, not a heap string; [`comm_string`] makes the text.
+    pub comm: [u8; 16],
     pub old: TcpState,
     pub new: TcpState,
     pub src: SocketAddr,
@@ -190,7 +192,8 @@ fn socket_addrs(a: &Addrs) -> (SocketAddr, SocketAddr) {
     )
 }
 
-fn comm_string(c: &[u8; 16]) -> String {
+/// The text of a kernel `comm` (up to the first NUL; invalid UTF-8 replaced).
+pub fn comm_string(c: &[u8; 16]) -> String {
     let end = c.iter().position(|&b| b == 0).unwrap_or(c.len());
     String::from_utf8_lossy(&c[..end]).into_owned()
 }
@@ -214,7 +217,7 @@ pub fn decode(bytes: &[u8]) -> Result<Event, EventError> {
                     skaddr: e.skaddr,
                 },
                 tgid: e.tgid,
-                comm: comm_string(&e.comm),
+                comm: e.comm,
                 old: TcpState(e.oldstate),
                 new: TcpState(e.newstate),
                 src,
@@ -324,7 +327,7 @@ mod tests {
         let Event::SockState(e) = decode(&encode(&raw)).unwrap() else {
             panic!("wrong kind")
         };
-        assert_eq!(e.comm, "curl");
+        assert_eq!(comm_string(&e.comm), "curl");
         assert_eq!(e.new, TcpState::SYN_SENT);
         assert_eq!(e.dst, "10.0.0.2:8080".parse().unwrap());
         assert_eq!(e.sock.netns, 4026531840);

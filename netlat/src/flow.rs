@@ -5,15 +5,16 @@
 //! Memory is bounded: flows and remembered drops have limits, and evictions are counted.
 
 use std::{
-    collections::{HashMap, VecDeque},
+    collections::{BinaryHeap, HashMap, VecDeque},
+    hash::{BuildHasher, RandomState},
     net::SocketAddr,
     rc::Rc,
 };
 
 use crate::{
-    event::{Retransmit, SockKey, SockState, TcpState},
-    packet::FiveTuple,
-    symbols::DropRecord,
+    event::{Retransmit, SockKey, SockState, TcpState, comm_string},
+    packet::{FiveTuple, Packet, TcpFlags},
+    symbols::{CounterEvidence, CtInfo, DropRecord, HOOK_NAMES, IpvsDest, Name},
 };
 
 const IPPROTO_TCP: u8 = 6;
@@ -76,23 +77,6 @@ pub struct Attempt {
 }
 
 impl MatchedDrop {
-    /// Whether `later` is this drop again: same packet, place, path and evidence.
-    fn folds(&self, later: &MatchedDrop) -> bool {
-        let (a, b) = (&self.drop, &later.drop);
-        self.direction == later.direction
-            && self.via_vxlan == later.via_vxlan
-            && self.via_nat == later.via_nat
-            && a.reason == b.reason
-            && a.location == b.location
-            && a.netns == b.netns
-            && a.ifindex == b.ifindex
-            && a.packet == b.packet
-            && a.ct == b.ct
-            && a.counters == b.counters
-            && a.hook == b.hook
-            && a.ipvs_dest == b.ipvs_dest
-    }
-
     /// This drop and its folded repeats.
     pub fn times(&self) -> usize {
         1 + self.repeats as usize
@@ -128,7 +112,10 @@ pub struct TrackerConfig {
     /// An attempt older than this whose end was never seen is dropped (the kernel gives up a
     /// SYN after ~131 s, so an older one means a lost close event).
     pub max_age_ns: u64,
-    /// Drops remembered for attempts whose source port is not yet known.
+    /// Drops remembered for attempts whose source port is not yet known. An attempt learns its
+    /// port at its first SYN retry (≈ 1 s) or its end, so this bounds the first-SYN drops per
+    /// second that can still be claimed; past it the first drop is forgotten (counted) and the
+    /// retries' drops, matched directly, still name the cause.
     pub max_recent_drops: usize,
     /// How long such drops are remembered.
     pub recent_drop_ns: u64,
@@ -139,7 +126,9 @@ impl Default for TrackerConfig {
         Self {
             max_flows: 100_000,
             max_age_ns: 300 * 1_000_000_000,
-            max_recent_drops: 16_384,
+            // ≈ 370 bytes each (the record and its index entry): 8 k is 3 MiB, an eighth of
+            // the room 100 k attempts in flight leave under 64 MiB; 16 k was twice that.
+            max_recent_drops: 8_192,
             recent_drop_ns: 140 * 1_000_000_000,
         }
     }
@@ -162,35 +151,430 @@ pub struct TrackerStats {
     pub drops_forgotten: u64,
 }
 
-#[derive(Debug)]
-struct Flow {
-    attempt: Attempt,
-    /// The 5-tuple once the source port is known.
-    tuple: Option<FiveTuple>,
-    /// Other tuples the flow's packets carry on the wire after NAT (from conntrack).
-    aliases: Vec<FiveTuple>,
+/// Both ends of a connect: 16 bytes for IPv4 (most connects) instead of two 32-byte
+/// `SocketAddr`s; other ends are boxed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Ends {
+    V4 {
+        src: [u8; 4],
+        dst: [u8; 4],
+        sport: u16,
+        dport: u16,
+    },
+    Other(Box<(SocketAddr, SocketAddr)>),
 }
 
-impl Flow {
-    fn keys(&self) -> impl Iterator<Item = &FiveTuple> {
-        self.tuple.iter().chain(&self.aliases)
+impl Ends {
+    fn new(src: SocketAddr, dst: SocketAddr) -> Self {
+        match (src, dst) {
+            (SocketAddr::V4(s), SocketAddr::V4(d)) => Ends::V4 {
+                src: s.ip().octets(),
+                dst: d.ip().octets(),
+                sport: s.port(),
+                dport: d.port(),
+            },
+            _ => Ends::Other(Box::new((src, dst))),
+        }
+    }
+
+    fn src(&self) -> SocketAddr {
+        match self {
+            Ends::V4 { src, sport, .. } => SocketAddr::from((*src, *sport)),
+            Ends::Other(b) => b.0,
+        }
+    }
+
+    fn dst(&self) -> SocketAddr {
+        match self {
+            Ends::V4 { dst, dport, .. } => SocketAddr::from((*dst, *dport)),
+            Ends::Other(b) => b.1,
+        }
     }
 }
 
-/// The connection-attempt tracker.
+/// Where a stored drop's packet is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PacketKind {
+    None,
+    /// The flow's own tuple, not VXLAN: only the flags are kept.
+    Own,
+    /// The flow's tuple reversed (server → client), not VXLAN.
+    OwnReversed,
+    /// Any other packet, whole, in the drop's [`Rare`] parts.
+    InRare,
+}
+
+/// A dropped packet as a flow keeps it, 8 bytes: a drop of the flow's own packet (most drops)
+/// keeps only its flags, since its tuple is the flow's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct StoredPacket {
+    kind: PacketKind,
+    tcp_flags: Option<TcpFlags>,
+    udp_checksum: Option<u16>,
+}
+
+impl StoredPacket {
+    /// The stored form, and the packet to keep whole when it is not of the flow's tuple.
+    fn new(p: Option<Packet>, own: Option<FiveTuple>) -> (Self, Option<Packet>) {
+        let none = StoredPacket {
+            kind: PacketKind::None,
+            tcp_flags: None,
+            udp_checksum: None,
+        };
+        let Some(p) = p else {
+            return (none, None);
+        };
+        let kind = match own {
+            Some(t) if p.vxlan.is_none() && p.tuple == t => PacketKind::Own,
+            Some(t) if p.vxlan.is_none() && p.tuple == t.reversed() => PacketKind::OwnReversed,
+            _ => {
+                let whole = StoredPacket {
+                    kind: PacketKind::InRare,
+                    ..none
+                };
+                return (whole, Some(p));
+            }
+        };
+        let stored = StoredPacket {
+            kind,
+            tcp_flags: p.tcp_flags,
+            udp_checksum: p.udp_checksum,
+        };
+        (stored, None)
+    }
+
+    /// `own` is the flow's tuple, known whenever an own packet was stored (it never changes
+    /// once known); were it missing, the packet is left out rather than invented.
+    fn packet(&self, own: Option<FiveTuple>, rare: Option<&Rare>) -> Option<Packet> {
+        let tuple = match self.kind {
+            PacketKind::None => return None,
+            PacketKind::InRare => return rare.and_then(|r| r.packet.clone()),
+            PacketKind::Own => own?,
+            PacketKind::OwnReversed => own?.reversed(),
+        };
+        Some(Packet {
+            tuple,
+            tcp_flags: self.tcp_flags,
+            udp_checksum: self.udp_checksum,
+            vxlan: None,
+        })
+    }
+}
+
+/// The parts of a drop that few drops have, boxed together.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Rare {
+    ct: Option<Box<CtInfo>>,
+    counters: Option<CounterEvidence>,
+    ipvs_dest: Option<IpvsDest>,
+    /// A hook name not in [`HOOK_NAMES`].
+    hook: Option<&'static str>,
+    /// A packet not of the flow's tuple.
+    packet: Option<Packet>,
+}
+
+/// Distinct program names and drop places shared at most: beyond, each flow gets its own copy
+/// (only garbage gets there: kernels have a few hundred drop sites, nodes few program names).
+const MAX_SHARED: usize = 4096;
+
+/// Values many flows hold alike, shared rather than copied into each.
+#[derive(Debug, Default)]
+struct Shared {
+    comms: HashMap<[u8; 16], Name>,
+    /// (reason, location) of drops.
+    places: HashMap<(Name, Name), Rc<(Name, Name)>>,
+}
+
+impl Shared {
+    fn comm(&mut self, raw: &[u8; 16]) -> Name {
+        if let Some(n) = self.comms.get(raw) {
+            return n.clone();
+        }
+        let n = Name::from(comm_string(raw));
+        if self.comms.len() < MAX_SHARED {
+            self.comms.insert(*raw, n.clone());
+        }
+        n
+    }
+
+    fn place(&mut self, reason: Name, location: Name) -> Rc<(Name, Name)> {
+        let key = (reason, location);
+        if let Some(p) = self.places.get(&key) {
+            return p.clone();
+        }
+        let p = Rc::new(key.clone());
+        if self.places.len() < MAX_SHARED {
+            self.places.insert(key, p.clone());
+        }
+        p
+    }
+}
+
+/// A drop as a flow keeps it (the [`MatchedDrop`] is made when the attempt leaves): 56 bytes
+/// instead of 216, as each of 100 k attempts in flight holds at least one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct StoredDrop {
+    ts_ns: u64,
+    cpu: u32,
+    netns: u32,
+    ifindex: u32,
+    len: u32,
+    /// (reason, location), shared.
+    place: Rc<(Name, Name)>,
+    packet: StoredPacket,
+    /// 1 + the index of the drop's hook in [`HOOK_NAMES`]; 0 for none (or one kept in `rare`).
+    hook: u8,
+    rare: Option<Box<Rare>>,
+    direction: Direction,
+    via_vxlan: bool,
+    via_nat: bool,
+    repeats: u32,
+}
+
+impl StoredDrop {
+    fn new(m: MatchedDrop, own: Option<FiveTuple>, shared: &mut Shared) -> Self {
+        let d = m.drop;
+        let known = d
+            .hook
+            .and_then(|h| HOOK_NAMES.iter().position(|n| *n == h))
+            .and_then(|i| u8::try_from(i + 1).ok());
+        let other_hook = d.hook.filter(|_| known.is_none());
+        let (packet, whole) = StoredPacket::new(d.packet, own);
+        let rare = (d.ct.is_some()
+            || d.counters.is_some()
+            || d.ipvs_dest.is_some()
+            || other_hook.is_some()
+            || whole.is_some())
+        .then(|| {
+            Box::new(Rare {
+                ct: d.ct,
+                counters: d.counters,
+                ipvs_dest: d.ipvs_dest,
+                hook: other_hook,
+                packet: whole,
+            })
+        });
+        StoredDrop {
+            ts_ns: d.ts_ns,
+            cpu: d.cpu,
+            netns: d.netns,
+            ifindex: d.ifindex,
+            len: d.len,
+            place: shared.place(d.reason, d.location),
+            packet,
+            hook: known.unwrap_or(0),
+            rare,
+            direction: m.direction,
+            via_vxlan: m.via_vxlan,
+            via_nat: m.via_nat,
+            repeats: m.repeats,
+        }
+    }
+
+    fn matched(&self, own: Option<FiveTuple>) -> MatchedDrop {
+        let rare = self.rare.as_deref();
+        MatchedDrop {
+            drop: DropRecord {
+                ts_ns: self.ts_ns,
+                cpu: self.cpu,
+                netns: self.netns,
+                ifindex: self.ifindex,
+                reason: self.place.0.clone(),
+                location: self.place.1.clone(),
+                len: self.len,
+                packet: self.packet.packet(own, rare),
+                ct: rare.and_then(|r| r.ct.clone()),
+                counters: rare.and_then(|r| r.counters),
+                hook: usize::from(self.hook)
+                    .checked_sub(1)
+                    .and_then(|i| HOOK_NAMES.get(i).copied())
+                    .or_else(|| rare.and_then(|r| r.hook)),
+                ipvs_dest: rare.and_then(|r| r.ipvs_dest),
+            },
+            direction: self.direction,
+            via_vxlan: self.via_vxlan,
+            via_nat: self.via_nat,
+            repeats: self.repeats,
+        }
+    }
+
+    /// Whether `later` is this drop again: same packet, place, path and evidence (not time,
+    /// CPU or length). Both were stored against the same flow tuple, so equal packets are
+    /// stored alike.
+    fn folds(&self, later: &StoredDrop) -> bool {
+        self.direction == later.direction
+            && self.via_vxlan == later.via_vxlan
+            && self.via_nat == later.via_nat
+            && self.place == later.place
+            && self.netns == later.netns
+            && self.ifindex == later.ifindex
+            && self.packet == later.packet
+            && self.rare == later.rare
+            && self.hook == later.hook
+    }
+}
+
+/// SYN retransmit times of a flow, exact, as 32-bit gaps (each from the previous time, the
+/// first from the start): 4 bytes a retry instead of 8, since storms retry many times.
+/// A gap of 2^32 − 1 ns (4.3 s) or more is the marker `u32::MAX` then the gap's two halves.
+#[derive(Debug, Default)]
+struct Retransmits(Box<[u32]>);
+
+impl Retransmits {
+    fn push(&mut self, start_ns: u64, ts_ns: u64) {
+        let prev = self.times(start_ns).last().unwrap_or(start_ns);
+        let gap = ts_ns.wrapping_sub(prev);
+        let mut v = std::mem::take(&mut self.0).into_vec();
+        match u32::try_from(gap) {
+            Ok(g) if g != u32::MAX => {
+                v.reserve_exact(1);
+                v.push(g);
+            }
+            _ => {
+                v.reserve_exact(3);
+                v.extend([u32::MAX, (gap >> 32) as u32, gap as u32]);
+            }
+        }
+        self.0 = v.into_boxed_slice();
+    }
+
+    /// The times, in order.
+    fn times(&self, start_ns: u64) -> impl Iterator<Item = u64> + '_ {
+        let mut words = self.0.iter().copied();
+        let mut t = start_ns;
+        std::iter::from_fn(move || {
+            let w = words.next()?;
+            let gap = if w == u32::MAX {
+                let hi = u64::from(words.next()?);
+                let lo = u64::from(words.next()?);
+                (hi << 32) | lo
+            } else {
+                u64::from(w)
+            };
+            t = t.wrapping_add(gap);
+            Some(t)
+        })
+    }
+
+    fn len(&self, start_ns: u64) -> usize {
+        self.times(start_ns).count()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+/// Append to a boxed slice. An attempt holds a few retransmits and drops, so its slices grow
+/// one at a time and carry no spare capacity (nor a capacity field).
+fn push_boxed<T>(b: &mut Box<[T]>, v: T) {
+    let mut vec = std::mem::take(b).into_vec();
+    vec.reserve_exact(1);
+    vec.push(v);
+    *b = vec.into_boxed_slice();
+}
+
+/// An attempt in flight: what the tracker keeps until it ends (the [`Attempt`] is made then).
+/// Compact on purpose, since 100 k of these must fit in a few tens of MiB: the tuple is derived
+/// from the ends, the rare NAT aliases live beside it, `comm` is shared per program name.
 #[derive(Debug)]
-pub struct Tracker {
+struct Flow {
+    start_ns: u64,
+    tgid: u32,
+    /// CPU that entered SYN_SENT.
+    cpu: u32,
+    comm: Name,
+    /// The source port is 0 until the kernel picks it; the flow's tuple is known once it is not.
+    ends: Ends,
+    retransmits: Retransmits,
+    drops: Box<[StoredDrop]>,
+}
+
+impl Flow {
+    /// The 5-tuple once the source port is known.
+    fn tuple(&self) -> Option<FiveTuple> {
+        let src = self.ends.src();
+        (src.port() != 0).then(|| tcp_tuple(src, self.ends.dst()))
+    }
+
+    fn attempt(&self, sock: SockKey, end_ns: u64, outcome: Outcome) -> Attempt {
+        Attempt {
+            sock,
+            tgid: self.tgid,
+            comm: self.comm.to_string(),
+            src: self.ends.src(),
+            dst: self.ends.dst(),
+            start_ns: self.start_ns,
+            end_ns,
+            outcome,
+            retransmits: self.retransmits.times(self.start_ns).collect(),
+            drops: self.drops.iter().map(|d| d.matched(self.tuple())).collect(),
+            cpu: self.cpu,
+        }
+    }
+
+    fn into_attempt(self, sock: SockKey, end_ns: u64, outcome: Outcome) -> Attempt {
+        let own = self.tuple();
+        Attempt {
+            sock,
+            tgid: self.tgid,
+            comm: self.comm.to_string(),
+            src: self.ends.src(),
+            dst: self.ends.dst(),
+            start_ns: self.start_ns,
+            end_ns,
+            outcome,
+            retransmits: self.retransmits.times(self.start_ns).collect(),
+            drops: self.drops.iter().map(|d| d.matched(own)).collect(),
+            cpu: self.cpu,
+        }
+    }
+}
+
+/// The connection-attempt tracker. Tuples are indexed by a keyed 64-bit hash (8 bytes, not
+/// a 72-byte [`FiveTuple`]); every hit is checked against the flow's own tuples, so a hash
+/// collision can only cost a lookup, never attach a drop to the wrong attempt.
+#[derive(Debug)]
+pub struct Tracker<S = RandomState> {
     cfg: TrackerConfig,
+    hasher: S,
     flows: HashMap<SockKey, Flow>,
-    /// Insertion order, for eviction; entries whose flow is gone are skipped lazily.
-    order: VecDeque<(SockKey, u64)>,
-    by_tuple: HashMap<FiveTuple, SockKey>,
-    /// Unclaimed drops, oldest first, each with the tuples it can be claimed by.
-    recent: VecDeque<(Rc<DropRecord>, DropKeys)>,
-    /// Tuple → unclaimed drops carrying it (oldest first), so learning a tuple is a lookup,
-    /// not a scan of every remembered drop.
-    recent_by_key: HashMap<FiveTuple, VecDeque<Rc<DropRecord>>>,
+    /// Other tuples a flow's packets carry on the wire after NAT (from conntrack); few flows
+    /// have any, so they are kept here rather than in every [`Flow`].
+    aliases: HashMap<SockKey, Vec<FiveTuple>>,
+    /// Hash of a tuple → the flow holding it.
+    by_tuple: HashMap<u64, SockKey, Prehashed>,
+    /// Tuples whose hash slot in `by_tuple` is taken by another flow's different tuple.
+    by_tuple_spill: HashMap<FiveTuple, SockKey>,
+    /// Unclaimed drops, oldest first (their keys are recomputed when they leave).
+    recent: VecDeque<Rc<DropRecord>>,
+    /// Hash of a tuple → unclaimed drops carrying it (oldest first), so learning a tuple is a
+    /// lookup, not a scan of every remembered drop. Claims check the drop's real tuples.
+    recent_by_key: HashMap<u64, VecDeque<Rc<DropRecord>>, Prehashed>,
+    shared: Shared,
     stats: TrackerStats,
+}
+
+/// Hashing for maps keyed by a tuple's keyed hash: the key is used as it is (hashing it again
+/// would double the cost of every lookup for nothing).
+type Prehashed = std::hash::BuildHasherDefault<PrehashedU64>;
+
+#[derive(Default)]
+struct PrehashedU64(u64);
+
+impl std::hash::Hasher for PrehashedU64 {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        // Only u64 keys are hashed with this; anything else still gets a usable hash.
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
 }
 
 fn tcp_tuple(src: SocketAddr, dst: SocketAddr) -> FiveTuple {
@@ -209,28 +593,42 @@ struct Via {
     nat: bool,
 }
 
-/// The tuples a drop can be claimed by, each with how it relates to the connect.
-type DropKeys = Vec<(FiveTuple, Via)>;
+/// The tuples a drop can be claimed by (at most 3 tuples, each either way round), each with
+/// how it relates to the connect. Inline: computed for every drop, so it must not allocate.
+#[derive(Debug, Clone, Copy)]
+struct DropKeys([Option<(FiveTuple, Via)>; 6]);
+
+impl DropKeys {
+    fn iter(&self) -> impl Iterator<Item = &(FiveTuple, Via)> {
+        self.0.iter().flatten()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.0[0].is_none()
+    }
+}
 
 /// The tuples of a drop that could identify a connect: the packet itself, the pre-NAT tuple of
 /// its conntrack entry, and for VXLAN the inner packet; each either way round.
 fn drop_keys(d: &DropRecord) -> DropKeys {
-    let mut keys = Vec::with_capacity(6);
+    let mut keys = DropKeys([None; 6]);
+    let mut n = 0;
     let mut add = |t: FiveTuple, vxlan: bool, nat: bool| {
-        if t.proto == IPPROTO_TCP {
+        if t.proto == IPPROTO_TCP && n + 2 <= keys.0.len() {
             let fwd = Via {
                 dir: Direction::Forward,
                 vxlan,
                 nat,
             };
-            keys.push((t, fwd));
-            keys.push((
+            keys.0[n] = Some((t, fwd));
+            keys.0[n + 1] = Some((
                 t.reversed(),
                 Via {
                     dir: Direction::Reply,
                     ..fwd
                 },
             ));
+            n += 2;
         }
     };
     if let Some(p) = &d.packet {
@@ -250,13 +648,23 @@ fn drop_keys(d: &DropRecord) -> DropKeys {
 
 impl Tracker {
     pub fn new(cfg: TrackerConfig) -> Self {
+        Self::with_hasher(cfg, RandomState::new())
+    }
+}
+
+impl<S: BuildHasher> Tracker<S> {
+    /// A tracker hashing tuples with `hasher` (tests force collisions with it).
+    pub fn with_hasher(cfg: TrackerConfig, hasher: S) -> Self {
         Self {
             cfg,
+            hasher,
             flows: HashMap::new(),
-            order: VecDeque::new(),
-            by_tuple: HashMap::new(),
+            aliases: HashMap::new(),
+            by_tuple: HashMap::default(),
+            by_tuple_spill: HashMap::new(),
             recent: VecDeque::new(),
-            recent_by_key: HashMap::new(),
+            recent_by_key: HashMap::default(),
+            shared: Shared::default(),
             stats: TrackerStats::default(),
         }
     }
@@ -269,11 +677,68 @@ impl Tracker {
         self.flows.len()
     }
 
+    fn hash(&self, t: &FiveTuple) -> u64 {
+        self.hasher.hash_one(t)
+    }
+
+    /// The same hash for a tuple and its reverse: a remembered drop is listed once for both
+    /// directions (claims check the direction against the drop's keys).
+    fn pair_hash(&self, t: &FiveTuple) -> u64 {
+        let r = t.reversed();
+        self.hash(if r < *t { &r } else { t })
+    }
+
+    /// Whether `t` is one of the tuples of the flow of `sock` (its own or a NAT alias).
+    fn holds(&self, sock: &SockKey, t: &FiveTuple) -> bool {
+        self.flows
+            .get(sock)
+            .is_some_and(|f| f.tuple().as_ref() == Some(t))
+            || (!self.aliases.is_empty() && self.aliases.get(sock).is_some_and(|a| a.contains(t)))
+    }
+
+    /// The flow holding tuple `t`, if any.
+    fn lookup(&self, t: &FiveTuple) -> Option<SockKey> {
+        if let Some(s) = self.by_tuple.get(&self.hash(t))
+            && self.holds(s, t)
+        {
+            return Some(*s);
+        }
+        if self.by_tuple_spill.is_empty() {
+            return None;
+        }
+        self.by_tuple_spill.get(t).copied()
+    }
+
+    /// Index `t`, already one of the tuples of the flow of `sock`. The newest flow holding a
+    /// tuple wins it (a reused tuple belongs to the newer connect).
+    fn index(&mut self, sock: SockKey, t: FiveTuple) {
+        let h = self.hash(&t);
+        let slot_free = self.by_tuple.get(&h).is_none_or(|s| self.holds(s, &t));
+        if slot_free {
+            self.by_tuple.insert(h, sock);
+            // The side maps are nearly always empty: skip hashing the tuple for them.
+            if !self.by_tuple_spill.is_empty() {
+                self.by_tuple_spill.remove(&t);
+            }
+        } else {
+            self.by_tuple_spill.insert(t, sock);
+        }
+    }
+
     /// Drop the tuple index entries of a flow that is leaving the tracker.
-    fn forget(&mut self, flow: &Flow) {
-        for t in flow.keys() {
-            if self.by_tuple.get(t) == Some(&flow.attempt.sock) {
-                self.by_tuple.remove(t);
+    fn forget(&mut self, sock: &SockKey, flow: &Flow) {
+        let aliases = if self.aliases.is_empty() {
+            Vec::new()
+        } else {
+            self.aliases.remove(sock).unwrap_or_default()
+        };
+        for t in flow.tuple().iter().chain(&aliases) {
+            let h = self.hash(t);
+            if self.by_tuple.get(&h) == Some(sock) {
+                self.by_tuple.remove(&h);
+            }
+            if !self.by_tuple_spill.is_empty() && self.by_tuple_spill.get(t) == Some(sock) {
+                self.by_tuple_spill.remove(t);
             }
         }
     }
@@ -287,136 +752,140 @@ impl Tracker {
         if e.old != TcpState::SYN_SENT {
             return None;
         }
-        let Some(mut flow) = self.flows.remove(&e.sock) else {
+        if !self.flows.contains_key(&e.sock) {
             self.stats.unknown_socket += 1;
             return None;
-        };
+        }
         // The end event carries the full tuple; late drops can still be matched to it.
-        self.learn_tuple(&mut flow, e.src, e.dst);
-        self.forget(&flow);
-        let a = &mut flow.attempt;
-        a.end_ns = e.ts_ns;
-        a.outcome = if e.new == TcpState::ESTABLISHED {
+        self.learn_tuple(e.sock, e.src);
+        let flow = self.flows.remove(&e.sock)?;
+        self.forget(&e.sock, &flow);
+        let outcome = if e.new == TcpState::ESTABLISHED {
             Outcome::Established
-        } else if a.retransmits.is_empty() {
+        } else if flow.retransmits.is_empty() {
             Outcome::Failed
         } else {
             Outcome::Timeout
         };
         self.stats.completed += 1;
-        Some(flow.attempt)
+        Some(flow.into_attempt(e.sock, e.ts_ns, outcome))
     }
 
     fn start(&mut self, e: &SockState) {
         // A socket address can be reused by a new connect; the old attempt is abandoned.
         if let Some(old) = self.flows.remove(&e.sock) {
-            self.forget(&old);
+            self.forget(&e.sock, &old);
         }
-        while self.flows.len() >= self.cfg.max_flows {
-            if !self.evict_oldest() {
-                break;
-            }
+        if self.flows.len() >= self.cfg.max_flows {
+            self.evict_oldest();
         }
         self.stats.attempts += 1;
-        let mut flow = Flow {
-            attempt: Attempt {
-                sock: e.sock,
-                tgid: e.tgid,
-                comm: e.comm.clone(),
-                src: e.src,
-                dst: e.dst,
-                start_ns: e.ts_ns,
-                end_ns: e.ts_ns,
-                outcome: Outcome::Pending,
-                retransmits: Vec::new(),
-                drops: Vec::new(),
-                cpu: e.cpu,
-            },
-            tuple: None,
-            aliases: Vec::new(),
+        let flow = Flow {
+            start_ns: e.ts_ns,
+            tgid: e.tgid,
+            cpu: e.cpu,
+            comm: self.shared.comm(&e.comm),
+            ends: Ends::new(e.src, e.dst),
+            retransmits: Retransmits::default(),
+            drops: Box::default(),
         };
-        if e.src.port() != 0 {
-            self.learn_tuple(&mut flow, e.src, e.dst);
-        }
-        self.order.push_back((e.sock, e.ts_ns));
+        let tuple = flow.tuple();
         self.flows.insert(e.sock, flow);
+        if let Some(t) = tuple {
+            self.index_key(e.sock, t, false);
+        }
     }
 
-    fn evict_oldest(&mut self) -> bool {
-        while let Some((key, start)) = self.order.pop_front() {
-            if self
-                .flows
-                .get(&key)
-                .is_some_and(|f| f.attempt.start_ns == start)
-            {
-                if let Some(f) = self.flows.remove(&key) {
-                    self.forget(&f);
-                }
-                self.stats.evicted += 1;
-                return true;
+    /// Make room at `max_flows` attempts in flight: evict the oldest 1/64 of them at once (at
+    /// least one). One scan a batch keeps a storm past the limit cheap without an
+    /// insertion-order queue beside the flows (24 bytes an attempt).
+    fn evict_oldest(&mut self) {
+        let n = (self.cfg.max_flows / 64).max(1).min(self.flows.len());
+        // The n oldest, in a max-heap bounded to n (the newest of them on top).
+        let mut oldest: BinaryHeap<(u64, SockKey)> = BinaryHeap::with_capacity(n + 1);
+        for (k, f) in &self.flows {
+            oldest.push((f.start_ns, *k));
+            if oldest.len() > n {
+                oldest.pop();
             }
         }
-        false
+        for (_, k) in oldest {
+            if let Some(f) = self.flows.remove(&k) {
+                self.forget(&k, &f);
+            }
+            self.stats.evicted += 1;
+        }
     }
 
     /// A SYN retransmit.
     pub fn retransmit(&mut self, e: &Retransmit) {
-        let Some(mut flow) = self.flows.remove(&e.sock) else {
+        let Some(flow) = self.flows.get_mut(&e.sock) else {
             self.stats.unknown_socket += 1;
             return;
         };
-        flow.attempt.retransmits.push(e.ts_ns);
-        if flow.tuple.is_none() {
-            self.learn_tuple(&mut flow, e.src, e.dst);
-        }
-        self.flows.insert(e.sock, flow);
+        flow.retransmits.push(flow.start_ns, e.ts_ns);
+        self.learn_tuple(e.sock, e.src);
     }
 
-    /// Record the full tuple and pick up remembered drops that belong to it.
-    fn learn_tuple(&mut self, flow: &mut Flow, src: SocketAddr, dst: SocketAddr) {
-        if flow.tuple.is_some() || src.port() == 0 {
-            return;
-        }
-        let t = tcp_tuple(src, dst);
-        flow.tuple = Some(t);
-        flow.attempt.src = src;
-        self.index_key(flow, t, false);
-    }
-
-    /// Index `t` for `flow` and claim remembered drops that carry it.
-    fn index_key(&mut self, flow: &mut Flow, t: FiveTuple, nat: bool) {
-        self.by_tuple.insert(t, flow.attempt.sock);
-        let start = flow.attempt.start_ns;
-        let Some(list) = self.recent_by_key.get(&t) else {
+    /// Record the source port and pick up remembered drops that belong to the tuple.
+    fn learn_tuple(&mut self, sock: SockKey, src: SocketAddr) {
+        let Some(flow) = self.flows.get_mut(&sock) else {
             return;
         };
-        for d in list.iter().filter(|d| d.ts_ns >= start) {
-            if let Some((_, via)) = drop_keys(d).into_iter().find(|(k, _)| *k == t) {
+        if flow.ends.src().port() != 0 || src.port() == 0 {
+            return;
+        }
+        let dst = flow.ends.dst();
+        flow.ends = Ends::new(src, dst);
+        let t = tcp_tuple(src, dst);
+        self.index_key(sock, t, false);
+    }
+
+    /// Index `t` (already a tuple of the flow of `sock`) and claim remembered drops carrying it.
+    fn index_key(&mut self, sock: SockKey, t: FiveTuple, nat: bool) {
+        self.index(sock, t);
+        if self.recent_by_key.is_empty() {
+            return;
+        }
+        let Some(start) = self.flows.get(&sock).map(|f| f.start_ns) else {
+            return;
+        };
+        let Some(list) = self.recent_by_key.get(&self.pair_hash(&t)) else {
+            return;
+        };
+        let claimed: Vec<MatchedDrop> = list
+            .iter()
+            .filter(|d| d.ts_ns >= start)
+            .filter_map(|d| {
+                let (_, via) = drop_keys(d).iter().find(|(k, _)| *k == t).copied()?;
+                Some(MatchedDrop {
+                    drop: (**d).clone(),
+                    direction: via.dir,
+                    via_vxlan: via.vxlan,
+                    via_nat: via.nat || nat,
+                    repeats: 0,
+                })
+            })
+            .collect();
+        if let Some(flow) = self.flows.get_mut(&sock) {
+            let own = flow.tuple();
+            for m in claimed {
                 Self::push_drop(
                     &mut self.stats,
-                    flow,
-                    MatchedDrop {
-                        drop: (**d).clone(),
-                        direction: via.dir,
-                        via_vxlan: via.vxlan,
-                        via_nat: via.nat || nat,
-                        repeats: 0,
-                    },
+                    &mut flow.drops,
+                    StoredDrop::new(m, own, &mut self.shared),
                 );
             }
         }
     }
 
     /// Attach a drop to an attempt, at most [`MAX_DROPS_PER_ATTEMPT`]; the rest are counted.
-    fn push_drop(stats: &mut TrackerStats, flow: &mut Flow, m: MatchedDrop) {
-        let drops = &mut flow.attempt.drops;
+    fn push_drop(stats: &mut TrackerStats, drops: &mut Box<[StoredDrop]>, m: StoredDrop) {
         if let Some(same) = drops.iter_mut().find(|d| d.folds(&m)) {
             same.repeats = same.repeats.saturating_add(1);
             stats.drops_matched += 1;
         } else if drops.len() < MAX_DROPS_PER_ATTEMPT {
-            // Most attempts see one kind of drop: room for one, not the default four.
-            drops.reserve_exact(1);
-            drops.push(m);
+            push_boxed(drops, m);
             stats.drops_matched += 1;
         } else {
             stats.drops_forgotten += 1;
@@ -425,68 +894,80 @@ impl Tracker {
 
     /// The source-port-known tuple of an attempt in flight (for a conntrack lookup).
     pub fn tuple_of(&self, sock: &SockKey) -> Option<FiveTuple> {
-        self.flows.get(sock).and_then(|f| f.tuple)
+        self.flows.get(sock).and_then(Flow::tuple)
     }
 
     /// Whether the attempt has exactly one SYN retransmit so far (its first).
     pub fn first_retransmit(&self, sock: &SockKey) -> bool {
         self.flows
             .get(sock)
-            .is_some_and(|f| f.attempt.retransmits.len() == 1)
+            .is_some_and(|f| f.retransmits.len(f.start_ns) == 1)
     }
 
     /// The flow's packets leave with tuple `wire` after NAT: match drops of that tuple too.
     pub fn alias(&mut self, sock: &SockKey, wire: FiveTuple) {
-        let Some(mut flow) = self.flows.remove(sock) else {
+        if !self.flows.contains_key(sock) || self.holds(sock, &wire) {
             return;
-        };
-        if !flow.keys().any(|k| *k == wire) {
-            flow.aliases.push(wire);
-            self.index_key(&mut flow, wire, true);
         }
-        self.flows.insert(*sock, flow);
+        let aliases = self.aliases.entry(*sock).or_default();
+        aliases.reserve_exact(1);
+        aliases.push(wire);
+        self.index_key(*sock, wire, true);
     }
 
     /// A drop. Returns whether it was matched to an attempt in flight now (it may still be
     /// matched later, when an attempt learns its source port).
     pub fn drop(&mut self, d: DropRecord) -> bool {
         self.stats.drops_seen += 1;
-        let mut matched = false;
-        for (key, via) in drop_keys(&d) {
-            let Some(sock) = self.by_tuple.get(&key) else {
+        let keys = drop_keys(&d);
+        for (key, via) in keys.iter() {
+            let Some(sock) = self.lookup(key) else {
                 continue;
             };
-            if let Some(flow) = self.flows.get_mut(sock)
-                && d.ts_ns >= flow.attempt.start_ns
+            let through_alias = self
+                .aliases
+                .get(&sock)
+                .is_some_and(|a| a.contains(key) || a.contains(&key.reversed()));
+            if let Some(flow) = self.flows.get_mut(&sock)
+                && d.ts_ns >= flow.start_ns
             {
-                let through_alias =
-                    flow.aliases.contains(&key) || flow.aliases.contains(&key.reversed());
+                let m = MatchedDrop {
+                    drop: d,
+                    direction: via.dir,
+                    via_vxlan: via.vxlan,
+                    via_nat: via.nat || through_alias,
+                    repeats: 0,
+                };
+                let own = flow.tuple();
                 Self::push_drop(
                     &mut self.stats,
-                    flow,
-                    MatchedDrop {
-                        drop: d.clone(),
-                        direction: via.dir,
-                        via_vxlan: via.vxlan,
-                        via_nat: via.nat || through_alias,
-                        repeats: 0,
-                    },
+                    &mut flow.drops,
+                    StoredDrop::new(m, own, &mut self.shared),
                 );
-                matched = true;
-                break;
+                return true;
             }
         }
-        if !matched {
-            let keys = drop_keys(&d);
-            if !keys.is_empty() {
-                self.remember(d, keys);
-            }
+        if !keys.is_empty() {
+            self.remember(d, &keys);
         }
-        matched
+        false
     }
 
-    fn remember(&mut self, d: DropRecord, keys: DropKeys) {
-        while let Some((front, _)) = self.recent.front() {
+    /// The distinct pair hashes of a drop's keys (a drop enters each list once). Keys come in
+    /// (tuple, reverse) pairs, which hash alike: one of each pair is hashed.
+    fn key_hashes(&self, keys: &DropKeys) -> impl Iterator<Item = u64> + use<S> {
+        let mut hs = [None; 6];
+        for (i, (k, _)) in keys.iter().enumerate().step_by(2) {
+            let h = self.pair_hash(k);
+            if !hs.contains(&Some(h)) {
+                hs[i] = Some(h);
+            }
+        }
+        hs.into_iter().flatten()
+    }
+
+    fn remember(&mut self, d: DropRecord, keys: &DropKeys) {
+        while let Some(front) = self.recent.front() {
             let too_old = d.ts_ns.saturating_sub(front.ts_ns) > self.cfg.recent_drop_ns;
             if !too_old && self.recent.len() < self.cfg.max_recent_drops {
                 break;
@@ -494,28 +975,28 @@ impl Tracker {
             if !too_old {
                 self.stats.drops_forgotten += 1;
             }
-            if let Some((old, old_keys)) = self.recent.pop_front() {
+            if let Some(old) = self.recent.pop_front() {
                 // Drops enter every list in arrival order, so the oldest is at each front.
-                for (k, _) in old_keys {
-                    if let Some(list) = self.recent_by_key.get_mut(&k) {
+                for h in self.key_hashes(&drop_keys(&old)) {
+                    if let Some(list) = self.recent_by_key.get_mut(&h) {
                         if list.front().is_some_and(|f| Rc::ptr_eq(f, &old)) {
                             list.pop_front();
                         }
                         if list.is_empty() {
-                            self.recent_by_key.remove(&k);
+                            self.recent_by_key.remove(&h);
                         }
                     }
                 }
             }
         }
         let d = Rc::new(d);
-        for (k, _) in &keys {
+        for h in self.key_hashes(keys) {
             self.recent_by_key
-                .entry(*k)
+                .entry(h)
                 .or_default()
                 .push_back(d.clone());
         }
-        self.recent.push_back((d, keys));
+        self.recent.push_back(d);
     }
 
     /// Move time forward: attempts older than `max_age_ns` whose end was never seen are dropped.
@@ -524,43 +1005,44 @@ impl Tracker {
         let stale: Vec<SockKey> = self
             .flows
             .iter()
-            .filter(|(_, f)| now_ns.saturating_sub(f.attempt.start_ns) > max_age)
+            .filter(|(_, f)| now_ns.saturating_sub(f.start_ns) > max_age)
             .map(|(k, _)| *k)
             .collect();
         for k in stale {
             if let Some(f) = self.flows.remove(&k) {
-                self.forget(&f);
+                self.forget(&k, &f);
             }
             self.stats.expired += 1;
-        }
-        while self.order.len() > 2 * self.flows.len() + 64 {
-            // Compact the lazily-deleted eviction queue so it cannot grow without bound.
-            let flows = &self.flows;
-            self.order
-                .retain(|(k, s)| flows.get(k).is_some_and(|f| f.attempt.start_ns == *s));
         }
     }
 
     /// Attempts still in SYN_SENT at `now_ns`, as `Pending`, oldest first; the tracker keeps them.
     pub fn pending(&self, now_ns: u64) -> Vec<Attempt> {
-        let mut v: Vec<Attempt> = self
-            .flows
-            .values()
-            .map(|f| {
-                let mut a = f.attempt.clone();
-                a.end_ns = now_ns.max(a.start_ns);
-                a
-            })
-            .collect();
-        v.sort_by_key(|a| (a.start_ns, a.sock));
-        v
+        self.pending_socks()
+            .iter()
+            .filter_map(|k| self.pending_attempt(k, now_ns))
+            .collect()
+    }
+
+    /// The sockets of the attempts still in SYN_SENT, oldest first, to be made into attempts
+    /// one at a time ([`Tracker::pending_attempt`]): with 100 k in flight, copying them all at
+    /// once would double the tracker's memory at the end of a run.
+    pub fn pending_socks(&self) -> Vec<SockKey> {
+        let mut v: Vec<(u64, SockKey)> = self.flows.iter().map(|(k, f)| (f.start_ns, *k)).collect();
+        v.sort_unstable();
+        v.into_iter().map(|(_, k)| k).collect()
+    }
+
+    /// The attempt of `sock` if still in SYN_SENT, as `Pending` at `now_ns`.
+    pub fn pending_attempt(&self, sock: &SockKey, now_ns: u64) -> Option<Attempt> {
+        let f = self.flows.get(sock)?;
+        Some(f.attempt(*sock, now_ns.max(f.start_ns), Outcome::Pending))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::packet::{Packet, TcpFlags};
 
     const S: u64 = 1_000_000_000;
 
@@ -577,7 +1059,7 @@ mod tests {
             cpu: 0,
             sock: key(sk),
             tgid: 10,
-            comm: "client".into(),
+            comm: *b"client\0\0\0\0\0\0\0\0\0\0",
             old,
             new,
             src: SocketAddr::new("10.0.0.1".parse().unwrap(), sport),
@@ -752,6 +1234,18 @@ mod tests {
         t.advance(13 * S + 1);
         assert_eq!(t.in_flight(), 1);
         assert_eq!(t.stats().expired, 2);
+        // Past a larger limit the oldest 1/64 go at once.
+        let mut t = Tracker::new(TrackerConfig {
+            max_flows: 128,
+            ..TrackerConfig::default()
+        });
+        for i in 0..129 {
+            t.sock_state(&st(1000 - i, i, TcpState::CLOSE, TcpState::SYN_SENT, 0));
+        }
+        assert_eq!(t.in_flight(), 127);
+        assert_eq!(t.stats().evicted, 2);
+        let left: Vec<SockKey> = t.pending(2000).iter().map(|a| a.sock).collect();
+        assert!(!left.contains(&key(126)) && !left.contains(&key(127)));
     }
 
     #[test]
@@ -810,6 +1304,158 @@ mod tests {
             .unwrap();
         assert_eq!(a.drops.len(), MAX_DROPS_PER_ATTEMPT);
         assert_eq!(t.stats().drops_forgotten, 40 - MAX_DROPS_PER_ATTEMPT as u64);
+    }
+
+    /// Hashes every tuple to 0: each index hit must be checked against the flows' own tuples.
+    #[derive(Clone, Copy)]
+    struct Colliding;
+    struct Zero;
+    impl std::hash::Hasher for Zero {
+        fn finish(&self) -> u64 {
+            0
+        }
+        fn write(&mut self, _: &[u8]) {}
+    }
+    impl BuildHasher for Colliding {
+        type Hasher = Zero;
+        fn build_hasher(&self) -> Zero {
+            Zero
+        }
+    }
+
+    #[test]
+    fn colliding_tuple_hashes_never_attach_a_drop_to_the_wrong_attempt() {
+        let mut t = Tracker::with_hasher(TrackerConfig::default(), Colliding);
+        for sk in 1..=3 {
+            t.sock_state(&st(S, sk, TcpState::CLOSE, TcpState::SYN_SENT, 0));
+        }
+        // Attempt 3's first SYN drop is remembered (in the one list every tuple hashes to).
+        assert!(!t.drop(syn_drop(S + 1, 7003, "NETFILTER_DROP")));
+        t.retransmit(&rt(2 * S, 1, 7001));
+        t.retransmit(&rt(2 * S, 2, 7002));
+        assert_eq!(t.by_tuple_spill.len(), 1, "the second tuple spills");
+        assert!(t.drop(syn_drop(2 * S + 1, 7002, "TCP_CSUM")));
+        assert!(t.drop(syn_drop(2 * S + 2, 7001, "NETFILTER_DROP")));
+        // A tuple nobody holds matches nothing, though its hash slot is taken.
+        assert!(!t.drop(syn_drop(2 * S + 3, 7009, "UDP_CSUM")));
+        t.retransmit(&rt(3 * S, 3, 7003));
+        let end = |t: &mut Tracker<Colliding>, sk: u64, port: u16| {
+            t.sock_state(&st(
+                4 * S,
+                sk,
+                TcpState::SYN_SENT,
+                TcpState::ESTABLISHED,
+                port,
+            ))
+            .unwrap()
+        };
+        let seen = |a: &Attempt| -> Vec<(String, u16)> {
+            a.drops
+                .iter()
+                .map(|d| {
+                    let port = d.drop.packet.as_ref().map_or(0, |p| p.tuple.src.port());
+                    (d.drop.reason.to_string(), port)
+                })
+                .collect()
+        };
+        let a1 = end(&mut t, 1, 7001);
+        assert_eq!(seen(&a1), [("NETFILTER_DROP".to_string(), 7001)]);
+        // Attempt 1 held the slot; attempt 2 is still found (through the spill).
+        assert!(t.drop(syn_drop(4 * S, 7002, "NO_SOCKET")));
+        let a2 = end(&mut t, 2, 7002);
+        assert_eq!(
+            seen(&a2),
+            [
+                ("TCP_CSUM".to_string(), 7002),
+                ("NO_SOCKET".to_string(), 7002)
+            ]
+        );
+        let a3 = end(&mut t, 3, 7003);
+        assert_eq!(seen(&a3), [("NETFILTER_DROP".to_string(), 7003)]);
+        assert!(t.by_tuple.is_empty() && t.by_tuple_spill.is_empty());
+        assert!(t.aliases.is_empty());
+    }
+
+    #[test]
+    fn stored_drops_give_back_the_matched_drop() {
+        let own = tcp_tuple(
+            "10.0.0.1:7000".parse().unwrap(),
+            "10.0.0.2:8080".parse().unwrap(),
+        );
+        let fwd = syn_drop(S, 7000, "NETFILTER_DROP");
+        let mut reply = syn_drop(S, 7000, "TCP_CSUM");
+        if let Some(p) = reply.packet.as_mut() {
+            p.tuple = p.tuple.reversed();
+        }
+        let mut other = syn_drop(S, 7001, "NETFILTER_DROP");
+        other.ct = Some(Box::new(CtInfo {
+            status: 1,
+            orig: own,
+            reply: own.reversed(),
+        }));
+        other.counters = Some(CounterEvidence {
+            insert_failed: 1,
+            drop: 0,
+        });
+        other.hook = Some("nft_do_chain");
+        let none = DropRecord {
+            packet: None,
+            hook: Some("a hook netlat does not name"),
+            ..syn_drop(S, 7000, "NO_SOCKET")
+        };
+        let hooked = DropRecord {
+            hook: Some("ipt_do_table"),
+            ..syn_drop(S, 7000, "NETFILTER_DROP")
+        };
+        for (d, compact) in [
+            (fwd, true),
+            (reply, true),
+            (other, false),
+            (none, false),
+            (hooked, true),
+        ] {
+            let m = MatchedDrop {
+                drop: d,
+                direction: Direction::Reply,
+                via_vxlan: false,
+                via_nat: true,
+                repeats: 3,
+            };
+            let s = StoredDrop::new(m.clone(), Some(own), &mut Shared::default());
+            assert_eq!(
+                matches!(s.packet.kind, PacketKind::Own | PacketKind::OwnReversed),
+                compact
+            );
+            assert_eq!(s.matched(Some(own)), m);
+        }
+        // What 100 k attempts in flight cost depends on these.
+        assert!(std::mem::size_of::<StoredDrop>() <= 56);
+        assert!(std::mem::size_of::<Flow>() <= 72);
+    }
+
+    #[test]
+    fn retransmit_times_are_kept_exactly() {
+        let start = 10 * S;
+        let times = [
+            start + 1_000_000_000,
+            start + 1_000_000_000,
+            start + 5_500_000_123,
+            start + 5_500_000_123 + u64::from(u32::MAX) - 1,
+            start + 5_500_000_123 + 2 * u64::from(u32::MAX) - 1,
+            start + 200 * S,
+            start - 1,
+        ];
+        let mut r = Retransmits::default();
+        for (i, &t) in times.iter().enumerate() {
+            r.push(start, t);
+            assert_eq!(r.times(start).collect::<Vec<_>>(), times[..=i]);
+            assert_eq!(r.len(start), i + 1);
+        }
+        // Gaps under 4.3 s take one word each.
+        let mut r = Retransmits::default();
+        r.push(start, start + S);
+        r.push(start, start + 3 * S);
+        assert_eq!(r.0.len(), 2);
     }
 
     #[test]

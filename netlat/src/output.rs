@@ -122,8 +122,8 @@ impl ConnectJson {
                 .drops
                 .iter()
                 .map(|d| DropJson {
-                    reason: d.drop.reason.clone(),
-                    location: d.drop.location.clone(),
+                    reason: d.drop.reason.to_string(),
+                    location: d.drop.location.to_string(),
                     at_ms: ms3(ns_to_ms(d.drop.ts_ns.saturating_sub(a.start_ns))),
                     netns: d.drop.netns,
                     ifindex: d.drop.ifindex,
@@ -131,7 +131,7 @@ impl ConnectJson {
                     via_vxlan: d.via_vxlan,
                     via_nat: d.via_nat,
                     repeats: d.repeats,
-                    conntrack: d.drop.ct.map(|ct| CtJson {
+                    conntrack: d.drop.ct.as_deref().map(|ct| CtJson {
                         original: ct.orig.to_string(),
                         nat_source: ct.nat_source().to_string(),
                         confirmed: ct.confirmed(),
@@ -192,12 +192,12 @@ impl DropLineJson {
             netns: d.netns,
             ifindex: d.ifindex,
             cpu: d.cpu,
-            reason: d.reason.clone(),
-            location: d.location.clone(),
+            reason: d.reason.to_string(),
+            location: d.location.to_string(),
             packet: d.packet.as_ref().map(packet_text),
             inner: vx.and_then(|v| v.inner.as_deref()).map(packet_text),
             vni: vx.map(|v| v.vni),
-            conntrack: d.ct.as_ref().map(ct_json),
+            conntrack: d.ct.as_deref().map(ct_json),
             verdict: v.clone(),
         }
     }

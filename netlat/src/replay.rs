@@ -55,6 +55,7 @@ pub fn run(
         reasons: header.reasons.clone(),
         kallsyms: Kallsyms::default(),
         ct_tuple: header.ct_tuple,
+        ..Names::default()
     };
     let threshold_ns = args
         .threshold

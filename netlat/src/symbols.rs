@@ -2,9 +2,14 @@
 //! names from the tracefs format file and kernel text symbols from /proc/kallsyms. With them a
 //! raw [`event::Drop`] becomes a [`DropRecord`] the tracker and the printers understand.
 
-use std::collections::BTreeMap;
-
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::{
+    cell::RefCell,
+    collections::{BTreeMap, HashSet},
+    fmt,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
+    ops::Deref,
+    sync::Arc,
+};
 
 use crate::{
     btf::CtTupleLayout,
@@ -87,6 +92,98 @@ pub struct Names {
     pub kallsyms: Kallsyms,
     /// Layout of a conntrack tuple, when BTF gave it.
     pub ct_tuple: Option<CtTupleLayout>,
+    /// Reasons and locations already handed out, shared by every drop that carries them.
+    pub interned: Interner,
+}
+
+/// A shared immutable string: drop reasons and locations come from a small set, and each of
+/// 100 k attempts in flight keeps one, so they are shared rather than allocated per drop.
+/// `Arc<String>`, not `Arc<str>`: a thin pointer, 8 bytes per field. Hashes as the text.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Name(Arc<String>);
+
+impl Name {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Deref for Name {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::borrow::Borrow<str> for Name {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Name {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for Name {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+impl From<&str> for Name {
+    fn from(s: &str) -> Self {
+        Name(Arc::new(s.to_string()))
+    }
+}
+
+impl From<String> for Name {
+    fn from(s: String) -> Self {
+        Name(Arc::new(s))
+    }
+}
+
+impl PartialEq<str> for Name {
+    fn eq(&self, other: &str) -> bool {
+        self.as_str() == other
+    }
+}
+
+impl PartialEq<&str> for Name {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
+impl serde::Serialize for Name {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
+    }
+}
+
+/// Distinct names kept at most: kernel drop sites are a few hundred, so this is only reached
+/// by garbage addresses (each its own hex string), which are then not shared.
+const MAX_INTERNED: usize = 4096;
+
+/// The table behind [`Name`] sharing. Interior mutability so that enriching a drop stays a
+/// read of [`Names`] (it is filled as drops arrive, on the event loop's one thread).
+#[derive(Debug, Clone, Default)]
+pub struct Interner(RefCell<HashSet<Name>>);
+
+impl Interner {
+    pub fn intern(&self, s: &str) -> Name {
+        let mut set = self.0.borrow_mut();
+        if let Some(n) = set.get(s) {
+            return n.clone();
+        }
+        let n = Name::from(s);
+        if set.len() < MAX_INTERNED {
+            set.insert(n.clone());
+        }
+        n
+    }
 }
 
 /// conntrack status bits (include/uapi/linux/netfilter/nf_conntrack_common.h, stable ABI).
@@ -176,14 +273,15 @@ pub struct DropRecord {
     pub cpu: u32,
     pub netns: u32,
     pub ifindex: u32,
-    pub reason: String,
+    pub reason: Name,
     /// `function+0xoff` of the code that freed the skb.
-    pub location: String,
+    pub location: Name,
     pub len: u32,
     /// Decoded headers; `None` when the capture did not decode (kept for counting).
     pub packet: Option<Packet>,
-    /// The packet's conntrack entry, when it had one and BTF told how to read it.
-    pub ct: Option<CtInfo>,
+    /// The packet's conntrack entry, when it had one and BTF told how to read it. Boxed: it is
+    /// 140 bytes and most drops have none.
+    pub ct: Option<Box<CtInfo>>,
     /// How the conntrack counters of the drop's netns and CPU moved around it (filled by the
     /// shell, which can read them, for drops where they matter).
     pub counters: Option<CounterEvidence>,
@@ -201,13 +299,16 @@ pub struct IpvsDest {
     pub available: Option<bool>,
 }
 
+/// Every name [`hook_name`] gives.
+pub const HOOK_NAMES: [&str; 4] = ["ipvs", "conntrack-confirm", "nft_do_chain", "ipt_do_table"];
+
 /// Names of `netlat_ebpf::hook` ids.
 pub fn hook_name(id: u32) -> Option<&'static str> {
     match id {
-        netlat_ebpf::hook::IPVS => Some("ipvs"),
-        netlat_ebpf::hook::CONNTRACK_CONFIRM => Some("conntrack-confirm"),
-        netlat_ebpf::hook::NFT_CHAIN => Some("nft_do_chain"),
-        netlat_ebpf::hook::IPT_TABLE => Some("ipt_do_table"),
+        netlat_ebpf::hook::IPVS => Some(HOOK_NAMES[0]),
+        netlat_ebpf::hook::CONNTRACK_CONFIRM => Some(HOOK_NAMES[1]),
+        netlat_ebpf::hook::NFT_CHAIN => Some(HOOK_NAMES[2]),
+        netlat_ebpf::hook::IPT_TABLE => Some(HOOK_NAMES[3]),
         _ => None,
     }
 }
@@ -222,7 +323,10 @@ pub struct CounterEvidence {
 impl DropRecord {
     /// Function part of `location` (`nft_do_chain+0x46f` → `nft_do_chain`).
     pub fn function(&self) -> &str {
-        self.location.split('+').next().unwrap_or(&self.location)
+        self.location
+            .split('+')
+            .next()
+            .unwrap_or(self.location.as_str())
     }
 }
 
@@ -243,17 +347,19 @@ pub fn enrich(d: &event::Drop, names: &Names, has_reasons: bool) -> DropRecord {
         cpu: d.cpu,
         netns: d.netns,
         ifindex: d.ifindex,
-        reason,
-        location,
+        reason: names.interned.intern(&reason),
+        location: names.interned.intern(&location),
         len: d.len,
         packet: packet::decode(d.protocol, &d.data, VXLAN_PORTS).ok(),
         ct: match (&d.ct, &names.ct_tuple) {
             (Some(raw), Some(l)) => decode_ct_tuple(&raw.orig, l)
                 .zip(decode_ct_tuple(&raw.reply, l))
-                .map(|(orig, reply)| CtInfo {
-                    status: raw.status,
-                    orig,
-                    reply,
+                .map(|(orig, reply)| {
+                    Box::new(CtInfo {
+                        status: raw.status,
+                        orig,
+                        reply,
+                    })
                 }),
             _ => None,
         },
@@ -336,6 +442,17 @@ garbage line
         };
         // A 5.10 kernel: the reason comes from where the skb was freed.
         assert_eq!(enrich(&d, &names, false).reason, "NETFILTER_DROP");
+    }
+
+    #[test]
+    fn names_are_shared_and_print_as_text() {
+        let i = Interner::default();
+        let a = i.intern("nft_do_chain+0x46f");
+        let b = i.intern("nft_do_chain+0x46f");
+        assert!(Arc::ptr_eq(&a.0, &b.0));
+        assert_eq!(a, "nft_do_chain+0x46f");
+        assert_eq!(a.to_string(), "nft_do_chain+0x46f");
+        assert_eq!(serde_json::to_string(&a).unwrap(), "\"nft_do_chain+0x46f\"");
     }
 
     #[test]

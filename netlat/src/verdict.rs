@@ -552,7 +552,7 @@ impl Judge<'_> {
         // A kretprobe on __nf_conntrack_confirm names the hook directly; without it, the
         // hook runner's drop of an unconfirmed SNATed entry can only be the confirm step.
         self.syn_drop(|d| {
-            let snat = d.ct.is_some_and(|c| c.src_nat() && !c.confirmed());
+            let snat = d.ct.as_ref().is_some_and(|c| c.src_nat() && !c.confirmed());
             (d.hook == Some("conntrack-confirm") && (d.ct.is_none() || snat))
                 || (d.reason == "NETFILTER_DROP"
                     && d.hook.is_none()

@@ -91,11 +91,11 @@ fn snat_clash_drop(counters: Option<CounterEvidence>) -> MatchedDrop {
         ROUTER_NS,
         syn(tcp(nat_src, server())),
     );
-    d.ct = Some(CtInfo {
+    d.ct = Some(Box::new(CtInfo {
         status: IPS_SRC_NAT,
         orig: tcp(client(), server()),
         reply: tcp(server(), nat_src),
-    });
+    }));
     d.counters = counters;
     matched(d, false, true)
 }
@@ -249,11 +249,11 @@ fn first_syn_rule_drop_is_a_rule_not_a_clash() {
         ROUTER_NS,
         syn(tcp(client(), server())),
     );
-    d.ct = Some(CtInfo {
+    d.ct = Some(Box::new(CtInfo {
         status: 0,
         orig: tcp(client(), server()),
         reply: tcp(server(), client()),
-    });
+    }));
     let v = judge(
         &attempt(&[1.03], vec![matched(d, false, false)]),
         &Facts {
