@@ -498,22 +498,6 @@ impl Flow {
     }
 
     fn attempt(&self, sock: SockKey, end_ns: u64, outcome: Outcome) -> Attempt {
-        Attempt {
-            sock,
-            tgid: self.tgid,
-            comm: self.comm.to_string(),
-            src: self.ends.src(),
-            dst: self.ends.dst(),
-            start_ns: self.start_ns,
-            end_ns,
-            outcome,
-            retransmits: self.retransmits.times(self.start_ns).collect(),
-            drops: self.drops.iter().map(|d| d.matched(self.tuple())).collect(),
-            cpu: self.cpu,
-        }
-    }
-
-    fn into_attempt(self, sock: SockKey, end_ns: u64, outcome: Outcome) -> Attempt {
         let own = self.tuple();
         Attempt {
             sock,
@@ -768,7 +752,7 @@ impl<S: BuildHasher> Tracker<S> {
             Outcome::Timeout
         };
         self.stats.completed += 1;
-        Some(flow.into_attempt(e.sock, e.ts_ns, outcome))
+        Some(flow.attempt(e.sock, e.ts_ns, outcome))
     }
 
     fn start(&mut self, e: &SockState) {
