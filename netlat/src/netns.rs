@@ -410,6 +410,10 @@ impl crate::engine::NatLookup for CtNatLookup {
     }
 
     fn answers(&mut self, wait_for: Option<&SockKey>) -> Vec<(SockKey, FiveTuple)> {
+        // Called for every event: nothing asked, nothing to collect.
+        if self.outstanding.is_empty() {
+            return Vec::new();
+        }
         let mut out = Vec::new();
         while let Ok(a) = self.rx.try_recv() {
             self.take(&mut out, a);
