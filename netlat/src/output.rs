@@ -64,8 +64,8 @@ pub struct DropJson {
     pub repeats: u32,
 }
 
-fn is_zero(n: &u32) -> bool {
-    *n == 0
+fn is_zero<T: Default + PartialEq>(n: &T) -> bool {
+    *n == T::default()
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -93,6 +93,10 @@ pub struct ConnectJson {
     pub outcome: Outcome,
     pub connect_ms: f64,
     pub syn_retransmits: u32,
+    /// The SYN was dropped here and still answered, yet the kernel reported no retransmit:
+    /// at least one resend happened unseen (`syn_retransmits` counts only what was seen).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub syn_resent_unseen: bool,
     pub retransmit_at_ms: Vec<f64>,
     pub drops: Vec<DropJson>,
     pub verdict: Option<Verdict>,
@@ -117,6 +121,7 @@ impl ConnectJson {
             outcome: a.outcome,
             connect_ms: ms3(ns_to_ms(a.duration_ns())),
             syn_retransmits: u32::try_from(a.retransmits.len()).unwrap_or(u32::MAX),
+            syn_resent_unseen: crate::verdict::resend_unseen(a),
             retransmit_at_ms: a.retransmit_offsets_ms().into_iter().map(ms3).collect(),
             drops: a
                 .drops
@@ -219,6 +224,9 @@ pub struct Summary {
     pub lost_events: BTreeMap<String, u64>,
     /// Ring-buffer items that did not decode.
     pub bad_events: u64,
+    /// Reported connects whose SYN resend the kernel never reported (`syn_resent_unseen`).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub retransmits_unseen: u64,
     pub tracker: TrackerStats,
     /// Attempts still in SYN_SENT at the end.
     pub in_flight: u64,
@@ -575,6 +583,14 @@ impl<W: Write, E: Write> Sink for HumanSink<W, E> {
             )?;
         } else {
             writeln!(self.err, "netlat: 0 events lost")?;
+        }
+        if s.retransmits_unseen > 0 {
+            writeln!(
+                self.err,
+                "netlat: {} slow connects had a SYN resend the kernel did not report (inferred \
+                 from the dropped SYN; see syn_resent_unseen)",
+                s.retransmits_unseen
+            )?;
         }
         let t = &s.tracker;
         if t.evicted + t.expired + t.drops_forgotten > 0 {

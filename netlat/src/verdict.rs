@@ -454,6 +454,22 @@ fn is_syn(d: &DropRecord) -> bool {
         .any(|p| p.tcp_flags.is_some_and(|f| f.syn() && !f.ack()))
 }
 
+/// TCP's smallest retransmission timeout (`TCP_RTO_MIN`): no SYN is resent sooner.
+const RTO_MIN_NS: u64 = 200_000_000;
+
+/// The attempt's SYN was dropped on this node on its way out and the handshake still completed
+/// without a retransmit event: the SYN was sent again and the kernel hook did not report it.
+/// Seen on 6.18 under CPU load: the retransmit tracepoint's program did not run for a whole
+/// timer batch of SYN retransmits (its run count fell short, with no recursion misses).
+pub fn resend_unseen(a: &Attempt) -> bool {
+    a.retransmits.is_empty()
+        && a.outcome == crate::flow::Outcome::Established
+        && a.duration_ns() >= RTO_MIN_NS
+        && a.drops
+            .iter()
+            .any(|d| d.direction == Direction::Forward && is_syn(&d.drop))
+}
+
 fn is_vxlan_csum_drop(d: &DropRecord) -> bool {
     d.reason == "UDP_CSUM"
         && d.packet
@@ -566,6 +582,12 @@ impl Judge<'_> {
         let a = self.attempt;
         let netns = a.sock.netns;
         match s {
+            Signal::SynRetransmitted if resend_unseen(a) => (
+                true,
+                "the dropped SYN was answered, so it was sent again (the kernel reported no \
+                 retransmit)"
+                    .into(),
+            ),
             Signal::SynRetransmitted => (
                 !a.retransmits.is_empty(),
                 format!(
@@ -577,7 +599,10 @@ impl Judge<'_> {
                         .collect::<Vec<_>>()
                 ),
             ),
-            Signal::NoSynRetransmit => (a.retransmits.is_empty(), "no SYN retransmit".into()),
+            Signal::NoSynRetransmit => (
+                a.retransmits.is_empty() && !resend_unseen(a),
+                "no SYN retransmit".into(),
+            ),
             Signal::Established => (
                 a.outcome == crate::flow::Outcome::Established,
                 "the handshake completed".into(),

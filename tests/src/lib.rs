@@ -363,3 +363,11 @@ pub fn connects_in(lines: &[serde_json::Value], netns: u64) -> Vec<&serde_json::
 }
 
 pub mod lab;
+
+/// SYN resends a connect line shows: those the kernel reported, or one netlat inferred from a
+/// dropped SYN that was still answered (`syn_resent_unseen`: the kernel can miss a timer batch
+/// of retransmits under load).
+pub fn syn_resends(l: &serde_json::Value) -> u64 {
+    let seen = l["syn_retransmits"].as_u64().unwrap_or(0);
+    seen.max(u64::from(l["syn_resent_unseen"] == true))
+}

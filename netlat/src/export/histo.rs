@@ -175,7 +175,8 @@ impl Histograms {
         if let Some(us) = retry_delay_us(c) {
             self.retry_delay.record(&self.proto, cause, &dst, us);
         }
-        let n = c.syn_retransmits as usize;
+        // A resend the kernel did not report still puts the attempt on the ladder's first rung.
+        let n = (c.syn_retransmits as usize).max(usize::from(c.syn_resent_unseen));
         // A ladder longer than any kernel retries (tcp_syn_retries ≤ 127) is not worth a slot.
         if n < 128 {
             if self.ladder.len() <= n {
@@ -324,6 +325,7 @@ pub(crate) mod tests {
             outcome: Outcome::Established,
             connect_ms: ms,
             syn_retransmits: retries,
+            syn_resent_unseen: false,
             retransmit_at_ms: vec![],
             drops: vec![],
             verdict: issue.map(|issue| Verdict {

@@ -600,3 +600,45 @@ fn rule_drop_named_by_the_table_hook_without_drop_reasons() {
     );
     assert_ne!(v.issue, "netfilter-rule-drop");
 }
+
+/// A dropped SYN answered 1 s later was resent even when no retransmit event came; answered
+/// sooner than the smallest RTO, or never answered, or with nothing dropped, nothing is inferred.
+#[test]
+fn an_unreported_resend_is_inferred_only_from_an_answered_dropped_syn() {
+    let clash = || {
+        snat_clash_drop(Some(CounterEvidence {
+            insert_failed: 1,
+            drop: 1,
+        }))
+    };
+    let mut a = attempt(&[], vec![clash()]);
+    a.end_ns = S + 2_000_000;
+    assert!(resend_unseen(&a));
+    let v = judge(
+        &a,
+        &Facts {
+            masq: Some((1, 1)),
+            ..Facts::default()
+        },
+    );
+    assert_eq!(v.issue, "snat-port-clash", "{v:#?}");
+    assert_eq!(v.confidence, Confidence::High, "{v:#?}");
+    assert!(
+        v.evidence.iter().any(|e| e.contains("sent again")),
+        "{v:#?}"
+    );
+
+    let mut fast = a.clone();
+    fast.end_ns = 150_000_000;
+    assert!(!resend_unseen(&fast));
+    let mut unanswered = a.clone();
+    unanswered.outcome = Outcome::Timeout;
+    assert!(!resend_unseen(&unanswered));
+    let mut seen = attempt(&[1.0], vec![clash()]);
+    seen.end_ns = S + 2_000_000;
+    assert!(!resend_unseen(&seen));
+    let mut no_drop = a.clone();
+    no_drop.drops.clear();
+    assert!(!resend_unseen(&no_drop));
+    assert_eq!(judge(&no_drop, &Facts::default()).issue, "slow-handshake");
+}
