@@ -412,12 +412,6 @@ pub struct Config {
     pub tcp_syn_sent: u32,
     /// Nonzero: emit aya-log diagnostics from the programs.
     pub verbose: u32,
-    /// Bytes of unread data in the ring at which the programs wake the reader (a quarter of
-    /// the ring, set by user space, which sized it): one helper call less per event than asking
-    /// the ring its size.
-    pub wake_at: u32,
-    /// Explicit padding; always 0.
-    pub _pad: u32,
 }
 
 impl Config {
@@ -451,7 +445,7 @@ const _: () = assert!(core::mem::size_of::<HookDropEvent>() == 32);
 const _: () = assert!(core::mem::size_of::<IpvsExpireEvent>() == 32);
 const _: () = assert!(core::mem::size_of::<SockLayout>() == 40);
 const _: () =
-    assert!(core::mem::size_of::<Config>() == 44 + 36 + 16 + 56 + 16 + 8 + 40 + 32 + 128 + 16);
+    assert!(core::mem::size_of::<Config>() == 44 + 36 + 16 + 56 + 16 + 8 + 40 + 32 + 128 + 8);
 
 #[cfg(feature = "user")]
 mod pod {

@@ -5,7 +5,7 @@
 //! Memory is bounded: flows and remembered drops have limits, and evictions are counted.
 
 use std::{
-    collections::{BinaryHeap, HashMap, VecDeque},
+    collections::{BinaryHeap, HashMap, VecDeque, hash_map::Entry},
     hash::{BuildHasher, RandomState},
     net::SocketAddr,
     rc::Rc,
@@ -530,11 +530,12 @@ pub struct Tracker<S = RandomState> {
     by_tuple: HashMap<u64, SockKey, Prehashed>,
     /// Tuples whose hash slot in `by_tuple` is taken by another flow's different tuple.
     by_tuple_spill: HashMap<FiveTuple, SockKey>,
-    /// Unclaimed drops, oldest first (their keys are recomputed when they leave).
-    recent: VecDeque<Rc<DropRecord>>,
+    /// Unclaimed drops, oldest first, with the pair hashes they are listed under (kept, so a
+    /// drop leaving is not hashed again).
+    recent: VecDeque<(Rc<DropRecord>, KeyHashes)>,
     /// Hash of a tuple → unclaimed drops carrying it (oldest first), so learning a tuple is a
     /// lookup, not a scan of every remembered drop. Claims check the drop's real tuples.
-    recent_by_key: HashMap<u64, VecDeque<Rc<DropRecord>>, Prehashed>,
+    recent_by_key: HashMap<u64, Listed, Prehashed>,
     shared: Shared,
     stats: TrackerStats,
 }
@@ -566,6 +567,63 @@ fn tcp_tuple(src: SocketAddr, dst: SocketAddr) -> FiveTuple {
         proto: IPPROTO_TCP,
         src,
         dst,
+    }
+}
+
+/// The distinct pair hashes of a drop's keys (at most one per tuple kind: packet, NAT, inner).
+#[derive(Debug, Clone, Copy, Default)]
+struct KeyHashes {
+    hashes: [u64; 3],
+    len: u8,
+}
+
+impl KeyHashes {
+    fn iter(&self) -> impl Iterator<Item = u64> + '_ {
+        self.hashes[..usize::from(self.len)].iter().copied()
+    }
+}
+
+/// The unclaimed drops listed under one pair hash, oldest first. Nearly every hash lists one
+/// drop: it is held inline (16 bytes an entry, no queue allocation per remembered drop).
+#[derive(Debug)]
+enum Listed {
+    One(Rc<DropRecord>),
+    // Boxed on purpose: the enum stays two words, so the map entry of the common `One` case
+    // is 24 bytes instead of 48.
+    #[allow(clippy::box_collection)]
+    Many(Box<VecDeque<Rc<DropRecord>>>),
+}
+
+impl Listed {
+    fn push_back(&mut self, d: Rc<DropRecord>) {
+        match self {
+            Listed::One(first) => {
+                let q = VecDeque::from([first.clone(), d]);
+                *self = Listed::Many(Box::new(q));
+            }
+            Listed::Many(q) => q.push_back(d),
+        }
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &Rc<DropRecord>> {
+        let (one, many) = match self {
+            Listed::One(d) => (Some(d), None),
+            Listed::Many(q) => (None, Some(q.iter())),
+        };
+        one.into_iter().chain(many.into_iter().flatten())
+    }
+
+    /// Remove `d` if it is the oldest; whether the list is empty afterwards.
+    fn pop_if_front(&mut self, d: &Rc<DropRecord>) -> bool {
+        match self {
+            Listed::One(first) => Rc::ptr_eq(first, d),
+            Listed::Many(q) => {
+                if q.front().is_some_and(|f| Rc::ptr_eq(f, d)) {
+                    q.pop_front();
+                }
+                q.is_empty()
+            }
+        }
     }
 }
 
@@ -939,19 +997,20 @@ impl<S: BuildHasher> Tracker<S> {
 
     /// The distinct pair hashes of a drop's keys (a drop enters each list once). Keys come in
     /// (tuple, reverse) pairs, which hash alike: one of each pair is hashed.
-    fn key_hashes(&self, keys: &DropKeys) -> impl Iterator<Item = u64> + use<S> {
-        let mut hs = [None; 6];
-        for (i, (k, _)) in keys.iter().enumerate().step_by(2) {
+    fn key_hashes(&self, keys: &DropKeys) -> KeyHashes {
+        let mut hs = KeyHashes::default();
+        for (k, _) in keys.iter().step_by(2) {
             let h = self.pair_hash(k);
-            if !hs.contains(&Some(h)) {
-                hs[i] = Some(h);
+            if !hs.iter().any(|x| x == h) && usize::from(hs.len) < hs.hashes.len() {
+                hs.hashes[usize::from(hs.len)] = h;
+                hs.len += 1;
             }
         }
-        hs.into_iter().flatten()
+        hs
     }
 
     fn remember(&mut self, d: DropRecord, keys: &DropKeys) {
-        while let Some(front) = self.recent.front() {
+        while let Some((front, _)) = self.recent.front() {
             let too_old = d.ts_ns.saturating_sub(front.ts_ns) > self.cfg.recent_drop_ns;
             if !too_old && self.recent.len() < self.cfg.max_recent_drops {
                 break;
@@ -959,28 +1018,28 @@ impl<S: BuildHasher> Tracker<S> {
             if !too_old {
                 self.stats.drops_forgotten += 1;
             }
-            if let Some(old) = self.recent.pop_front() {
+            if let Some((old, hashes)) = self.recent.pop_front() {
                 // Drops enter every list in arrival order, so the oldest is at each front.
-                for h in self.key_hashes(&drop_keys(&old)) {
-                    if let Some(list) = self.recent_by_key.get_mut(&h) {
-                        if list.front().is_some_and(|f| Rc::ptr_eq(f, &old)) {
-                            list.pop_front();
-                        }
-                        if list.is_empty() {
-                            self.recent_by_key.remove(&h);
-                        }
+                for h in hashes.iter() {
+                    if let Some(list) = self.recent_by_key.get_mut(&h)
+                        && list.pop_if_front(&old)
+                    {
+                        self.recent_by_key.remove(&h);
                     }
                 }
             }
         }
         let d = Rc::new(d);
-        for h in self.key_hashes(keys) {
-            self.recent_by_key
-                .entry(h)
-                .or_default()
-                .push_back(d.clone());
+        let hashes = self.key_hashes(keys);
+        for h in hashes.iter() {
+            match self.recent_by_key.entry(h) {
+                Entry::Occupied(mut e) => e.get_mut().push_back(d.clone()),
+                Entry::Vacant(e) => {
+                    e.insert(Listed::One(d.clone()));
+                }
+            }
         }
-        self.recent.push_back(d);
+        self.recent.push_back((d, hashes));
     }
 
     /// Move time forward: attempts older than `max_age_ns` whose end was never seen are dropped.

@@ -163,8 +163,6 @@ pub fn load(verbose: bool) -> Result<Loaded, LoadError> {
     let mut config = Config {
         tcp_syn_sent: 2,
         verbose: u32::from(verbose),
-        // A quarter of the ring (NETLAT_RING_BYTES or the object's 4 MiB).
-        wake_at: crate::limits::ring_bytes().unwrap_or(DEFAULT_RING_BYTES) / 4,
         ..Config::default()
     };
     // Per tracepoint: its layout, or why it cannot be used.
@@ -400,9 +398,6 @@ pub fn load(verbose: bool) -> Result<Loaded, LoadError> {
 /// `NETLAT_TRACEPOINTS_ONLY=1`: use the classic tracepoint programs even where tp_btf works
 /// (the rung below, for a kernel whose BTF misleads, and for testing that rung).
 pub const TRACEPOINTS_ONLY_VAR: &str = "NETLAT_TRACEPOINTS_ONLY";
-
-/// Size of the `EVENTS` ring buffer in the eBPF object (`RingBuf::with_byte_size(1 << 22)`).
-const DEFAULT_RING_BYTES: u32 = 1 << 22;
 
 const NFT_EVIDENCE: &str = "nftables rule drops";
 const IPT_EVIDENCE: &str = "iptables-legacy rule drops";

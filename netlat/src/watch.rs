@@ -80,8 +80,10 @@ pub fn main(args: WatchArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
-/// How often the ring buffer is read when no wakeup came (the programs avoid wakeups).
-const DRAIN_EVERY: Duration = Duration::from_millis(2);
+/// After a wakeup, how long a burst may gather before the ring is read. The kernel wakes the
+/// reader only for the first record after the ring went empty, so this bounds the wakeups to
+/// one per read cycle under load (and zero when idle), at the price of this much latency.
+const GATHER: Duration = Duration::from_millis(2);
 
 /// Whether an output error means "the reader went away" (a clean end, not a failure).
 fn is_broken_pipe(e: &io::Error) -> bool {
@@ -215,8 +217,6 @@ pub async fn run(
     let stdout_gone = crate::limits::stdout_closed();
     tokio::pin!(stdout_gone);
     let mut tick = tokio::time::interval(Duration::from_secs(1));
-    let mut drain = tokio::time::interval(DRAIN_EVERY);
-    drain.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut summary_tick = (!args.summary_interval.is_zero()).then(|| {
         let every = args.summary_interval;
         let mut t = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
@@ -226,28 +226,28 @@ pub async fn run(
     let mut pipe_closed = false;
     let mut losses = crate::limits::LossMonitor::default();
 
+    // Records already there wake nobody (the kernel wakes only a reader that read everything).
+    if drain(ring.get_mut(), &mut feed, &mut out)? {
+        pipe_closed = true;
+    }
     'main: loop {
+        if pipe_closed {
+            break;
+        }
         tokio::select! {
             guard = ring.readable_mut() => {
                 let mut guard = guard.context("waiting for the ring buffer")?;
-                let rb = guard.get_inner_mut();
-                while let Some(item) = rb.next() {
-                    if let Err(e) = feed.item(&item, &mut out) {
-                        if is_broken_pipe(&e) { pipe_closed = true; break 'main; }
-                        return Err(e).context("writing output");
-                    }
+                tokio::time::sleep(GATHER).await;
+                if drain(guard.get_inner_mut(), &mut feed, &mut out)? {
+                    pipe_closed = true;
+                    break 'main;
                 }
                 guard.clear_ready();
-            }
-            // The programs submit without a wakeup (it costs microseconds per event) and only
-            // force one when the ring fills past a quarter: a short timer collects the rest.
-            _ = drain.tick() => {
-                let rb = ring.get_mut();
-                while let Some(item) = rb.next() {
-                    if let Err(e) = feed.item(&item, &mut out) {
-                        if is_broken_pipe(&e) { pipe_closed = true; break 'main; }
-                        return Err(e).context("writing output");
-                    }
+                // A record committed between that read and clear_ready() woke us into the
+                // cleared state, and no later record wakes us while it is unread: read again.
+                if drain(guard.get_inner_mut(), &mut feed, &mut out)? {
+                    pipe_closed = true;
+                    break 'main;
                 }
             }
             guard = async { match logger.as_mut() { Some(l) => l.readable_mut().await, None => std::future::pending().await } } => {
@@ -257,6 +257,11 @@ pub async fn run(
                 }
             }
             _ = tick.tick() => {
+                // A safety net: whatever a lost wakeup left in the ring waits at most a second.
+                if drain(ring.get_mut(), &mut feed, &mut out)? {
+                    pipe_closed = true;
+                    break 'main;
+                }
                 feed.tick(monotonic_ns());
                 // Scrapes come at any time: keep the lost-event counters a second fresh.
                 if out.1.serves_metrics() {
@@ -287,17 +292,8 @@ pub async fn run(
     }
 
     // Drain what the kernel already produced so nothing seen is lost at exit.
-    if !pipe_closed {
-        let rb = ring.get_mut();
-        while let Some(item) = rb.next() {
-            if let Err(e) = feed.item(&item, &mut out) {
-                if is_broken_pipe(&e) {
-                    pipe_closed = true;
-                    break;
-                }
-                return Err(e).context("writing output");
-            }
-        }
+    if !pipe_closed && drain(ring.get_mut(), &mut feed, &mut out)? {
+        pipe_closed = true;
     }
     let now = monotonic_ns();
     let mut summary = if pipe_closed {
@@ -386,6 +382,20 @@ impl Feed {
         }
         self.engine.tick(now_ns);
     }
+}
+
+/// Feed every record in the ring to the engine. `Ok(true)`: the reader of our output went
+/// away (a clean end); other output errors are errors.
+fn drain(rb: &mut RingBuf<MapData>, feed: &mut Feed, out: &mut dyn Sink) -> anyhow::Result<bool> {
+    while let Some(item) = rb.next() {
+        if let Err(e) = feed.item(&item, out) {
+            if is_broken_pipe(&e) {
+                return Ok(true);
+            }
+            return Err(e).context("writing output");
+        }
+    }
+    Ok(false)
 }
 
 fn finish_on_output_error(e: io::Error) -> anyhow::Result<ExitCode> {
