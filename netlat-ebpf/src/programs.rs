@@ -12,8 +12,8 @@ use aya_ebpf::{
 };
 use aya_log_ebpf::debug;
 use netlat_ebpf::{
-    ABSENT, Addrs, CT_TUPLE_CAPTURE, Config, DROP_CAPTURE, DropEvent, EventHeader, HookDropEvent, IpvsExpireEvent,
-    RetransmitEvent, SockStateEvent, hook, kind,
+    ABSENT, Addrs, CT_TUPLE_CAPTURE, Config, DROP_CAPTURE, DropEvent, EventHeader, HookDropEvent,
+    IpvsExpireEvent, RetransmitEvent, SockStateEvent, hook, kind,
 };
 
 /// Filled in by user space at load time (`EbpfLoader::set_global`).
@@ -535,11 +535,7 @@ fn emit_drop<const TYPED: bool>(skb: u64, location: u64, reason: u32, protocol: 
             let src = (nfct + orig_off as u64) as *const u8;
             if bpf_probe_read_kernel_buf(src, &mut buf[..span as usize]).is_ok() {
                 let data = buf.as_ptr();
-                core::ptr::copy_nonoverlapping(
-                    data,
-                    (*ev).ct_orig.as_mut_ptr(),
-                    CT_TUPLE_CAPTURE,
-                );
+                core::ptr::copy_nonoverlapping(data, (*ev).ct_orig.as_mut_ptr(), CT_TUPLE_CAPTURE);
                 core::ptr::copy_nonoverlapping(
                     data.add(reply_at),
                     (*ev).ct_reply.as_mut_ptr(),
