@@ -7,7 +7,7 @@ use aya_ebpf::{
         bpf_probe_read_kernel, bpf_probe_read_kernel_buf,
     },
     macros::{btf_tracepoint, kprobe, kretprobe, map, tracepoint},
-    maps::{LruHashMap, PerCpuArray, RingBuf},
+    maps::{Array, LruHashMap, PerCpuArray, RingBuf},
     programs::{BtfTracePointContext, ProbeContext, RetProbeContext, TracePointContext},
 };
 use aya_log_ebpf::debug;
@@ -123,12 +123,24 @@ fn count_lost(k: u32) {
     }
 }
 
-/// Submit flags: the kernel's own choice, which wakes the reader only when it has read
-/// everything before this record (it is idle, waiting). A reader that is behind is already
-/// awake, and user space lets a burst gather after each wakeup: at most one wakeup per read
-/// cycle, none while nothing happens (a timer that drained every 2 ms cost an idle node 500
-/// wakeups/s, ~6 % of a veth bulk stream), and no helper call to ask the ring its fill.
-const SUBMIT_ADAPTIVE: u64 = 0;
+/// Nonzero while user space reads the ring on a timer because events keep coming: the
+/// programs then submit without waking it. Zero while it waits for a wakeup: the kernel's own
+/// choice then wakes it only for the first record after it read everything (it is idle). So
+/// an idle node costs no wakeups, and a busy one none per event (a wakeup is an irq_work, a
+/// self-IPI of microseconds in a VM, paid inside the program that commits the record).
+#[map]
+static READER: Array<u32> = Array::with_max_entries(1, 0);
+
+const BPF_RB_NO_WAKEUP: u64 = 1;
+
+/// Submit flags for the reader's current mode (an array lookup is inlined by the verifier).
+#[inline(always)]
+fn submit_flags() -> u64 {
+    match READER.get(0) {
+        Some(&polling) if polling != 0 => BPF_RB_NO_WAKEUP,
+        _ => 0,
+    }
+}
 
 #[inline(always)]
 fn header(k: u32) -> EventHeader {
@@ -265,7 +277,7 @@ fn emit_sock_state(skaddr: u64, netns: u32, oldstate: u32, newstate: u32, addrs:
         addrs,
         comm,
     });
-    entry.submit(SUBMIT_ADAPTIVE);
+    entry.submit(submit_flags());
 }
 
 #[tracepoint]
@@ -312,7 +324,7 @@ fn emit_retransmit(skaddr: u64, netns: u32, state: u32, addrs: Addrs) {
         state,
         addrs,
     });
-    entry.submit(SUBMIT_ADAPTIVE);
+    entry.submit(submit_flags());
 }
 
 // BTF-typed variants (tp_btf). The classic tracepoint programs pay a `bpf_probe_read_kernel`
@@ -574,7 +586,7 @@ fn emit_drop<const TYPED: bool>(skb: u64, location: u64, reason: u32, protocol: 
             }
         }
     }
-    entry.submit(SUBMIT_ADAPTIVE);
+    entry.submit(submit_flags());
 }
 
 /// The drop program as tp_btf: the reason is an argument, so an ordinary free costs no helper
@@ -649,7 +661,7 @@ fn hook_exit(ret: u64, hook_id: u32) {
         hook: hook_id,
         ret: ret as u32,
     });
-    entry.submit(SUBMIT_ADAPTIVE);
+    entry.submit(submit_flags());
 }
 
 /// IPVS hook entry: `(priv, skb, state)` for ip_vs_in_hook and ip_vs_*_request4/6.
@@ -733,7 +745,7 @@ pub fn ipvs_expire_now(ctx: ProbeContext) -> u32 {
         dest_weight: kread::<u32>(dest, cfg!(ipvs.dest_weight)).unwrap_or(u32::MAX),
         dest_flags: kread::<u32>(dest, cfg!(ipvs.dest_flags)).unwrap_or(u32::MAX),
     });
-    entry.submit(SUBMIT_ADAPTIVE);
+    entry.submit(submit_flags());
     0
 }
 

@@ -80,17 +80,40 @@ pub fn main(args: WatchArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
-/// After a wakeup, how long a burst may gather before the ring is read. The kernel wakes the
-/// reader only for the first record after the ring went empty, so this bounds the wakeups to
-/// one per read cycle under load (and zero when idle), at the price of this much latency.
+/// Idle mode: after the kernel's wakeup, how long a burst may gather before the ring is read.
+/// The kernel wakes the reader only for the first record after it read everything, so an
+/// idle node costs no wakeups at all, and a trickle one per read.
 const GATHER: Duration = Duration::from_millis(2);
-/// The gather after a busy cycle. A wakeup is an irq_work (a self-IPI, microseconds in a VM)
-/// paid inside the program that commits the record: in a connect storm, 500 of them a second
-/// added ~25 ns to every state-change event; 125 a second add a quarter of that, and the
-/// extra latency only meets a node already busy with events.
-const GATHER_BUSY: Duration = Duration::from_millis(8);
-/// Records read in one cycle from which the next cycle is a busy one.
-const BUSY_BATCH: usize = 64;
+/// Busy mode: the ring is read on this timer and the programs do not wake the reader (see
+/// `READER` in the eBPF programs): a wakeup is an irq_work inside the committing program.
+const POLL_EVERY: Duration = Duration::from_millis(5);
+/// Records per read that switch idle → busy (a 2 ms gather: ≈ 8 k events/s) and below which a
+/// busy read switches back (a 5 ms poll: ≈ 3 k events/s).
+const BUSY_BATCH: usize = 16;
+
+/// Which mode the programs see: `1` = the reader polls, submit without a wakeup.
+struct ReaderMode(Option<aya::maps::Array<MapData, u32>>);
+
+impl ReaderMode {
+    fn new(ebpf: &mut aya::Ebpf) -> Self {
+        let map = ebpf
+            .take_map("READER")
+            .and_then(|m| aya::maps::Array::try_from(m).ok());
+        if map.is_none() {
+            tracing::warn!("no READER map: the ring wakes the reader per idle period only");
+        }
+        ReaderMode(map)
+    }
+
+    /// Tell the programs; on failure they keep waking the reader, which is only slower.
+    fn set(&mut self, polling: bool) {
+        if let Some(m) = &mut self.0
+            && let Err(e) = m.set(0, u32::from(polling), 0)
+        {
+            tracing::warn!("setting the reader mode: {e}");
+        }
+    }
+}
 
 /// Whether an output error means "the reader went away" (a clean end, not a failure).
 fn is_broken_pipe(e: &io::Error) -> bool {
@@ -237,16 +260,17 @@ pub async fn run(
     if drain(ring.get_mut(), &mut feed, &mut out)?.is_none() {
         pipe_closed = true;
     }
-    let mut last_batch = 0;
+    let mut mode = ReaderMode::new(&mut ebpf);
+    let mut polling = false;
     'main: loop {
         if pipe_closed {
             break;
         }
         tokio::select! {
-            guard = ring.readable_mut() => {
+            // Idle mode: the kernel wakes us for the first record after we read everything.
+            guard = ring.readable_mut(), if !polling => {
                 let mut guard = guard.context("waiting for the ring buffer")?;
-                let gather = if last_batch >= BUSY_BATCH { GATHER_BUSY } else { GATHER };
-                tokio::time::sleep(gather).await;
+                tokio::time::sleep(GATHER).await;
                 let Some(n) = drain(guard.get_inner_mut(), &mut feed, &mut out)? else {
                     pipe_closed = true;
                     break 'main;
@@ -258,7 +282,26 @@ pub async fn run(
                     pipe_closed = true;
                     break 'main;
                 };
-                last_batch = n + m;
+                if n + m >= BUSY_BATCH {
+                    mode.set(true);
+                    polling = true;
+                }
+            }
+            // Busy mode: read on a timer; the programs submit without waking us.
+            _ = tokio::time::sleep(POLL_EVERY), if polling => {
+                let Some(n) = drain(ring.get_mut(), &mut feed, &mut out)? else {
+                    pipe_closed = true;
+                    break 'main;
+                };
+                if n < BUSY_BATCH {
+                    mode.set(false);
+                    polling = false;
+                    // Records committed while the programs still saw "polling" woke nobody.
+                    if drain(ring.get_mut(), &mut feed, &mut out)?.is_none() {
+                        pipe_closed = true;
+                        break 'main;
+                    }
+                }
             }
             guard = async { match logger.as_mut() { Some(l) => l.readable_mut().await, None => std::future::pending().await } } => {
                 if let Ok(mut g) = guard {
