@@ -744,3 +744,49 @@ fn is_test_only_module(file: &Path) -> bool {
         })
     })
 }
+
+/// A burst switches the reader to polling, where the programs submit without waking it; when
+/// the burst is over it must switch back, or a lone slow connect afterwards would wait in the
+/// ring for the 1 s safety read. Three rounds: a stuck mode shows in at least one of them.
+#[test]
+fn a_lone_slow_connect_after_a_burst_is_printed_at_once() {
+    let _g = serial();
+    let (client, server, _srv) = first_syn_lab();
+    let _fast = tcp_server(&server, &[8081]);
+    let burst = "import socket,time\n\
+                 ss=[]\n\
+                 for i in range(100):\n\
+                 \x20 s=socket.socket(); s.setblocking(False)\n\
+                 \x20 try: s.connect(('10.232.0.2',8081))\n\
+                 \x20 except BlockingIOError: pass\n\
+                 \x20 ss.append(s)\n\
+                 time.sleep(0.3)\n\
+                 for s in ss: s.close()\n";
+    let mut n = Netlat::start(&[], &[]);
+    for round in 0..3 {
+        let out = client.run(&["python3", "-c", burst]);
+        assert!(out.status.success(), "burst: {out:?}");
+        let t = connect_times(&client, &[("10.232.0.2", 8080)], 10.0);
+        let done = Instant::now();
+        assert!(t[0].is_some_and(|t| t > 0.9), "round {round}: {t:?}");
+        let line = n.wait_for(
+            |v| {
+                v["type"] == "connect"
+                    && v["dst"] == "10.232.0.2:8080"
+                    && v["netns"].as_u64() == Some(client.inode())
+            },
+            Duration::from_secs(3),
+        );
+        let waited = done.elapsed();
+        assert!(line.is_some(), "round {round}: no line for the slow connect");
+        // Already printed (found among earlier lines) or printed within the gather time.
+        assert!(
+            waited < Duration::from_millis(300),
+            "round {round}: the line came {waited:?} after the connect returned"
+        );
+        // The next round must find its own line, not this one.
+        n.seen.clear();
+    }
+    let (status, _, err) = n.stop_with(libc::SIGINT);
+    assert!(status.success(), "{err}");
+}
