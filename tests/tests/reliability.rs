@@ -778,7 +778,10 @@ fn a_lone_slow_connect_after_a_burst_is_printed_at_once() {
             Duration::from_secs(3),
         );
         let waited = done.elapsed();
-        assert!(line.is_some(), "round {round}: no line for the slow connect");
+        assert!(
+            line.is_some(),
+            "round {round}: no line for the slow connect"
+        );
         // Already printed (found among earlier lines) or printed within the gather time.
         assert!(
             waited < Duration::from_millis(300),
