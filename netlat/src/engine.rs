@@ -154,6 +154,9 @@ impl Engine {
         }
         match ev {
             Event::SockState(s) => {
+                if s.new == TcpState::SYN_SENT {
+                    self.node.prefetch(s.sock.netns, s.tgid);
+                }
                 if let Some(a) = self.tracker.sock_state(&s) {
                     self.report(&a, sink)?;
                 }
@@ -893,6 +896,41 @@ mod tests {
         let last: serde_json::Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
         assert_eq!(last["outcome"], "pending");
         assert_eq!(last["connect_ms"], 4000.0);
+    }
+
+    /// Records the prefetches the engine asks for.
+    struct Prefetches(std::rc::Rc<std::cell::RefCell<Vec<(u32, u32)>>>);
+    impl crate::verdict::NodeView for Prefetches {
+        fn masquerade(&self, _: u32) -> Option<(usize, usize)> {
+            None
+        }
+        fn vxlan_offloaded(&self, _: u32) -> Option<Vec<String>> {
+            None
+        }
+        fn udp_timeout_s(&self, _: u32) -> Option<u64> {
+            None
+        }
+        fn prefetch(&self, netns: u32, tgid: u32) {
+            self.0.borrow_mut().push((netns, tgid));
+        }
+    }
+
+    /// The node view hears of every connect as it begins (netns and process), so it can read
+    /// the namespace before a verdict needs it; the other transitions say nothing.
+    #[test]
+    fn each_connect_start_offers_its_namespace_for_prefetch() {
+        let seen = std::rc::Rc::default();
+        let mut e = engine_with(Box::new(Prefetches(std::rc::Rc::clone(&seen))));
+        lines_of(
+            &mut e,
+            &[
+                state(10 * S, 7, 2, 0),
+                retrans(11 * S, 40000),
+                state(11 * S + 1_000_000, 2, 1, 40000),
+                state(12 * S, 7, 2, 0),
+            ],
+        );
+        assert_eq!(*seen.borrow(), vec![(111, 9), (111, 9)]);
     }
 
     /// Knows one Service: 10.231.0.2:8080 seen from netns 111.

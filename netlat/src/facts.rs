@@ -3,7 +3,7 @@
 //! whether this node's configuration is exposed, and why.
 
 use std::{
-    cell::RefCell,
+    cell::{Cell, RefCell},
     collections::HashMap,
     net::SocketAddr,
     os::unix::fs::MetadataExt,
@@ -68,15 +68,29 @@ fn tcp_service(services: &[IpvsService], vip: SocketAddr) -> Option<Vec<RealServ
 /// during an incident, and one read per namespace and period keeps the cost bounded (a read of
 /// 5000 iptables-nft Service rules took ~55 ms here).
 const SERVICE_TTL: Duration = Duration::from_secs(30);
+/// The longest a verdict waits for a namespace's first read, started by a prefetch (a read
+/// normally takes milliseconds; a hung one must not stop the event loop).
+const FIRST_READ_WAIT: Duration = Duration::from_secs(2);
 /// IPPROTO_TCP: netlat watches TCP connects.
 const TCP: u8 = 6;
 
-/// Facts gathered on demand for each network namespace a verdict asks about.
+/// Facts gathered for each network namespace a verdict asks about: started on a thread when
+/// the namespace's first connect begins (a verdict comes at least the threshold later), or
+/// read when first asked.
 pub struct LiveFacts {
     index: RefCell<NetnsIndex>,
-    cache: RefCell<HashMap<u32, Option<NodeFacts>>>,
+    cache: RefCell<HashMap<u32, FactsSlot>>,
     services: RefCell<HashMap<u32, ServiceCache>>,
     service_ttl: Duration,
+    /// The namespace prefetched last: a storm of connects comes from one, and this check is all
+    /// its connects cost.
+    last_prefetch: Cell<Option<u32>>,
+}
+
+/// A namespace's facts, or the gathering that will deliver them.
+enum FactsSlot {
+    Ready(Option<Box<NodeFacts>>),
+    Pending(mpsc::Receiver<Option<Box<NodeFacts>>>),
 }
 
 impl Default for LiveFacts {
@@ -91,6 +105,29 @@ struct ServiceCache {
     map: ServiceMap,
     /// A re-read running on its own thread; the old map answers until it lands.
     next: Option<mpsc::Receiver<ServiceMap>>,
+    /// `map` is a placeholder until the first read (`next`, started by a prefetch) lands: a
+    /// name is then worth waiting for.
+    first: bool,
+}
+
+/// Run `read` on a thread of its own; `None` when no thread can be started (the caller then
+/// reads when it needs the answer).
+fn read_on_thread<T: Send + 'static>(
+    name: &str,
+    read: impl FnOnce() -> T + Send + 'static,
+) -> Option<mpsc::Receiver<T>> {
+    let (tx, rx) = mpsc::channel();
+    match std::thread::Builder::new()
+        .name(name.into())
+        .spawn(move || {
+            let _ = tx.send(read());
+        }) {
+        Ok(_) => Some(rx),
+        Err(e) => {
+            tracing::warn!("cannot start a {name} thread: {e}");
+            None
+        }
+    }
 }
 
 /// The Service `dst` is in the client's namespace, or else in the node's own: a pod's
@@ -154,6 +191,59 @@ impl LiveFacts {
             cache: RefCell::default(),
             services: RefCell::default(),
             service_ttl: ttl,
+            last_prefetch: Cell::new(None),
+        }
+    }
+
+    /// Start reading `netns`'s facts and Service names (and the node's names, which a pod's
+    /// Service connects resolve through) unless they are read or being read. The namespace's
+    /// path comes from the connecting process, so no scan of /proc runs on the event loop.
+    fn start_reads(&self, netns: u32, tgid: u32) {
+        if self.cache.borrow().contains_key(&netns) {
+            return;
+        }
+        let path = PathBuf::from(format!("/proc/{tgid}/ns/net"));
+        // The process may be gone already, or be a thread of another namespace's task.
+        let Ok(meta) = std::fs::metadata(&path) else {
+            return;
+        };
+        if u32::try_from(meta.ino()).ok() != Some(netns) {
+            return;
+        }
+        let facts_path = path.clone();
+        if let Some(rx) = read_on_thread("netlat-facts", move || {
+            Some(Box::new(node::gather_in_netns(&facts_path)))
+        }) {
+            self.cache
+                .borrow_mut()
+                .insert(netns, FactsSlot::Pending(rx));
+        }
+        let target = if Some(netns) == own_netns() {
+            Ok(None)
+        } else {
+            Ok(Some(path))
+        };
+        self.prefetch_services(netns, target);
+        if let Some(own) = own_netns().filter(|own| *own != netns) {
+            self.prefetch_services(own, Ok(None));
+        }
+    }
+
+    fn prefetch_services(&self, netns: u32, target: Result<Option<PathBuf>, String>) {
+        let mut all = self.services.borrow_mut();
+        if all.contains_key(&netns) {
+            return;
+        }
+        if let Some(rx) = read_on_thread("netlat-services", move || read_services(netns, target)) {
+            all.insert(
+                netns,
+                ServiceCache {
+                    read_at: Instant::now(),
+                    map: ServiceMap::new(),
+                    next: Some(rx),
+                    first: true,
+                },
+            );
         }
     }
 
@@ -171,10 +261,22 @@ impl LiveFacts {
                     read_at: Instant::now(),
                     map: read_services(netns, target),
                     next: None,
+                    first: false,
                 },
             );
             return;
         };
+        if cache.first
+            && let Some(rx) = cache.next.take()
+        {
+            // The first read, started when the namespace's first connect began: wait for it.
+            cache.map = rx.recv_timeout(FIRST_READ_WAIT).unwrap_or_else(|e| {
+                tracing::warn!("Service names in netns {netns}: {e}");
+                ServiceMap::new()
+            });
+            cache.read_at = Instant::now();
+            cache.first = false;
+        }
         if let Some(rx) = &cache.next {
             match rx.try_recv() {
                 Ok(map) => {
@@ -223,15 +325,37 @@ impl LiveFacts {
 impl LiveFacts {
     fn with<T>(&self, netns: u32, f: impl FnOnce(&NodeFacts) -> Option<T>) -> Option<T> {
         let mut cache = self.cache.borrow_mut();
-        let facts = cache.entry(netns).or_insert_with(|| {
-            let path = self.index.borrow_mut().path(netns)?;
-            Some(node::gather_in_netns(&path))
+        let slot = cache.entry(netns).or_insert_with(|| {
+            FactsSlot::Ready(
+                self.index
+                    .borrow_mut()
+                    .path(netns)
+                    .map(|path| Box::new(node::gather_in_netns(&path))),
+            )
         });
-        facts.as_ref().and_then(f)
+        if let FactsSlot::Pending(rx) = slot {
+            // Started when the namespace's first connect began: wait for the rest of it.
+            let facts = rx.recv_timeout(FIRST_READ_WAIT).unwrap_or_else(|e| {
+                tracing::warn!("facts of netns {netns}: {e}; judged without them");
+                None
+            });
+            *slot = FactsSlot::Ready(facts);
+        }
+        match slot {
+            FactsSlot::Ready(facts) => facts.as_deref().and_then(f),
+            FactsSlot::Pending(_) => None,
+        }
     }
 }
 
 impl NodeView for LiveFacts {
+    fn prefetch(&self, netns: u32, tgid: u32) {
+        if self.last_prefetch.get() == Some(netns) {
+            return;
+        }
+        self.last_prefetch.set(Some(netns));
+        self.start_reads(netns, tgid);
+    }
     fn masquerade(&self, netns: u32) -> Option<(usize, usize)> {
         self.with(netns, |f| f.masquerade(netns))
     }

@@ -422,6 +422,9 @@ impl<V: NodeView> NodeView for RecordingView<V> {
         }));
         answer
     }
+    fn prefetch(&self, netns: u32, tgid: u32) {
+        self.inner.prefetch(netns, tgid);
+    }
 }
 
 /// Answers read back from a recording, served in the order they were given.

@@ -61,6 +61,10 @@ pub trait NodeView {
     fn ipvs_real_servers(&self, _netns: u32, _vip: SocketAddr) -> Option<Vec<RealServer>> {
         None
     }
+    /// A connect began in `netns` (by process `tgid`): a view that reads the node may start
+    /// reading that namespace now, so a verdict later does not wait for it. No answer, so
+    /// nothing to record or replay.
+    fn prefetch(&self, _netns: u32, _tgid: u32) {}
 }
 
 /// A view that knows nothing (replays without facts, and tests).
