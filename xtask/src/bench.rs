@@ -15,7 +15,7 @@
 mod bulk;
 mod collector;
 mod drops;
-mod json;
+
 mod lab;
 mod latency;
 mod memory;
@@ -33,7 +33,7 @@ use std::{
 use anyhow::{Context as _, Result, bail};
 use clap::{Args, ValueEnum};
 
-use crate::{command, exec, find_program, human, is_root, target_dir, workspace_root};
+use crate::{command, exec, find_program, human, is_root, json, target_dir, workspace_root};
 
 /// Everything after this line of BENCHMARKS.md is written by hand and kept by the bench.
 const ANALYSIS_MARKER: &str = "<!-- analysis: written by hand, kept by cargo xtask bench -->";
@@ -288,7 +288,7 @@ fn tracing_programs() -> Option<usize> {
             .iter()
             .filter(|p| {
                 matches!(
-                    p.get("type").str(),
+                    p.get("type").as_str(),
                     Some("tracepoint" | "kprobe" | "raw_tracepoint" | "tracing" | "perf_event")
                 )
             })

@@ -6,6 +6,7 @@
 
 mod bench;
 mod fuzz;
+mod json;
 mod run;
 mod setup;
 mod test;

@@ -13,7 +13,6 @@
 mod expect;
 mod guest;
 mod initramfs;
-mod json;
 mod kernel;
 
 use std::{

@@ -125,10 +125,10 @@ impl Netns {
     /// The MAC address of interface `dev`.
     pub fn mac(&self, dev: &str) -> Result<String> {
         let text = run("ip", &["-n", &self.name, "-j", "link", "show", "dev", dev])?;
-        let v = super::json::parse(&text)?;
+        let v = crate::json::parse(&text)?;
         v.arr()
             .first()
-            .and_then(|l| l.get("address").str())
+            .and_then(|l| l.get("address").as_str())
             .map(str::to_owned)
             .with_context(|| format!("no MAC address for {dev} in {}", self.name))
     }

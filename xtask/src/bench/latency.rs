@@ -120,7 +120,7 @@ pub fn run(ctx: &mut Ctx) -> Result<Section> {
     let mut lat: Vec<Vec<f64>> = vec![Vec::new(); rounds.len()];
     for l in stopped.lines.iter().filter(|l| l.text.starts_with(CONNECT)) {
         let v = json::parse(&l.text)?;
-        let Some(queue) = v.get("src").str().and_then(|s| pending.get_mut(s)) else {
+        let Some(queue) = v.get("src").as_str().and_then(|s| pending.get_mut(s)) else {
             continue;
         };
         let arrived = unix_ns(l.wall);

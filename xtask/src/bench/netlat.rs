@@ -15,10 +15,8 @@ use std::{
 
 use anyhow::{Context as _, Result, bail};
 
-use super::{
-    json::{self, Value},
-    lab::{Line, Proc},
-};
+use super::lab::{Line, Proc};
+use crate::json::{self, Value};
 
 /// The tracepoints netlat's programs hang on (and the bpftrace peer counts).
 const TRACEPOINTS: [&str; 3] = [
@@ -55,7 +53,7 @@ fn check_hooks(caps: &str) -> Result<()> {
         .arr()
         .iter()
         .filter(|h| h.get("active") != &Value::Bool(true))
-        .filter_map(|h| h.get("hook").str())
+        .filter_map(|h| h.get("hook").as_str())
         .filter(|h| TRACEPOINTS.iter().any(|t| h.ends_with(t)))
         .collect();
     if !inactive.is_empty() {
@@ -275,7 +273,7 @@ pub fn prog_stats(pid: u32) -> Result<Vec<ProgStat>> {
             let v = bpftool(&["prog", "show", "id", &id.to_string(), "--json"])?;
             Ok(ProgStat {
                 id,
-                name: v.get("name").str().unwrap_or("?").to_owned(),
+                name: v.get("name").as_str().unwrap_or("?").to_owned(),
                 run_time_ns: v.get("run_time_ns").u64().unwrap_or(0),
                 run_cnt: v.get("run_cnt").u64().unwrap_or(0),
             })
@@ -290,8 +288,8 @@ pub fn maps(pid: u32) -> Result<Vec<MapInfo>> {
         .map(|id| {
             let v = bpftool(&["map", "show", "id", &id.to_string(), "--json"])?;
             Ok(MapInfo {
-                name: v.get("name").str().unwrap_or("?").to_owned(),
-                kind: v.get("type").str().unwrap_or("?").to_owned(),
+                name: v.get("name").as_str().unwrap_or("?").to_owned(),
+                kind: v.get("type").as_str().unwrap_or("?").to_owned(),
                 max_entries: v.get("max_entries").u64().unwrap_or(0),
                 value_size: v.get("bytes_value").u64().unwrap_or(0),
                 memlock: v.get("bytes_memlock").u64().unwrap_or(0),

@@ -4,7 +4,8 @@ use std::collections::BTreeMap;
 
 use anyhow::{Result, bail};
 
-use super::{guest::Run, json::Value};
+use super::guest::Run;
+use crate::json::Value;
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Expect {
@@ -283,9 +284,9 @@ fn ladder(secs: &[f64], lines: &[&Value]) -> (bool, String, String) {
         );
     };
     let got: Vec<f64> = line["retransmit_at_ms"]
-        .as_array()
+        .arr()
         .iter()
-        .filter_map(|v| v.as_f64())
+        .filter_map(|v| v.num())
         .map(|ms| ms / 1000.0)
         .collect();
     let said = format!(
@@ -317,7 +318,7 @@ fn ladder(secs: &[f64], lines: &[&Value]) -> (bool, String, String) {
 }
 
 fn hooks(caps: &Value) -> (bool, String, String) {
-    let all = caps["hooks"].as_array();
+    let all = caps["hooks"].arr();
     let inactive: Vec<String> = all
         .iter()
         .filter(|h| h["active"].as_bool() != Some(true))
@@ -460,6 +461,6 @@ NETLAT-END
     #[test]
     fn json_round_trip() {
         let text = r#"{"a":[1,2.5,"x\"y"],"b":null,"c":true}"#;
-        assert_eq!(to_json(&super::super::json::parse(text).unwrap()), text);
+        assert_eq!(to_json(&crate::json::parse(text).unwrap()), text);
     }
 }

@@ -13,7 +13,7 @@ use std::{
 
 use anyhow::{Context as _, Result};
 
-use super::json::{self, Value};
+use crate::json::{self, Value};
 
 pub struct Boot<'a> {
     pub vmlinuz: &'a Path,

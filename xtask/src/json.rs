@@ -1,7 +1,11 @@
-//! A small JSON reader for netlat's `--output json` lines (xtask has no serde): values, and
-//! `v["key"]` / `v[i]` lookups that yield `Null` for anything missing.
+//! A small JSON reader for what xtask reads: netlat's `--output json` lines (benchmarks and
+//! the VM guests), `bpftool --json` and `nft -j`. xtask keeps its dependencies to anyhow and
+//! clap, so this is hand-written: values are parsed whole, numbers as `f64`, objects keep their
+//! order, and lookups of anything missing yield `Null`.
 
 use std::ops::Index;
+
+use anyhow::{Result, bail};
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Value {
@@ -16,18 +20,33 @@ pub enum Value {
 static NULL: Value = Value::Null;
 
 impl Value {
-    pub fn as_str(&self) -> Option<&str> {
+    /// Member `key` of an object (`Null` when absent or not an object); also `v["key"]`.
+    pub fn get(&self, key: &str) -> &Value {
         match self {
-            Value::Str(s) => Some(s),
-            _ => None,
+            Value::Obj(members) => members
+                .iter()
+                .find(|(k, _)| k == key)
+                .map_or(&NULL, |(_, v)| v),
+            _ => &NULL,
         }
     }
 
-    pub fn as_f64(&self) -> Option<f64> {
+    /// Follows a `.`-separated path of object keys.
+    pub fn at(&self, path: &str) -> &Value {
+        path.split('.').fold(self, |v, k| v.get(k))
+    }
+
+    pub fn num(&self) -> Option<f64> {
         match self {
             Value::Num(n) => Some(*n),
             _ => None,
         }
+    }
+
+    pub fn u64(&self) -> Option<u64> {
+        self.num()
+            .filter(|n| *n >= 0.0 && n.fract() == 0.0)
+            .map(|n| n as u64)
     }
 
     pub fn as_bool(&self) -> Option<bool> {
@@ -37,10 +56,10 @@ impl Value {
         }
     }
 
-    pub fn as_array(&self) -> &[Value] {
+    pub fn as_str(&self) -> Option<&str> {
         match self {
-            Value::Arr(a) => a,
-            _ => &[],
+            Value::Str(s) => Some(s),
+            _ => None,
         }
     }
 
@@ -48,19 +67,27 @@ impl Value {
     pub fn str(&self) -> &str {
         self.as_str().unwrap_or("")
     }
+
+    pub fn arr(&self) -> &[Value] {
+        match self {
+            Value::Arr(v) => v,
+            _ => &[],
+        }
+    }
+
+    pub fn members(&self) -> &[(String, Value)] {
+        match self {
+            Value::Obj(m) => m,
+            _ => &[],
+        }
+    }
 }
 
 impl Index<&str> for Value {
     type Output = Value;
 
     fn index(&self, key: &str) -> &Value {
-        match self {
-            Value::Obj(fields) => fields
-                .iter()
-                .find(|(k, _)| k == key)
-                .map_or(&NULL, |(_, v)| v),
-            _ => &NULL,
-        }
+        self.get(key)
     }
 }
 
@@ -68,12 +95,12 @@ impl Index<usize> for Value {
     type Output = Value;
 
     fn index(&self, i: usize) -> &Value {
-        self.as_array().get(i).unwrap_or(&NULL)
+        self.arr().get(i).unwrap_or(&NULL)
     }
 }
 
 /// Parses one JSON document; trailing whitespace is allowed, anything else after it is not.
-pub fn parse(text: &str) -> Result<Value, String> {
+pub fn parse(text: &str) -> Result<Value> {
     let mut p = Parser {
         s: text.as_bytes(),
         i: 0,
@@ -81,7 +108,7 @@ pub fn parse(text: &str) -> Result<Value, String> {
     let v = p.value(0)?;
     p.ws();
     if p.i != p.s.len() {
-        return Err(format!("trailing characters at byte {}", p.i));
+        bail!("trailing characters at byte {} of a JSON document", p.i);
     }
     Ok(v)
 }
@@ -98,11 +125,11 @@ impl Parser<'_> {
         }
     }
 
-    fn err<T>(&self, what: &str) -> Result<T, String> {
-        Err(format!("{what} at byte {}", self.i))
+    fn err<T>(&self, what: &str) -> Result<T> {
+        bail!("{what} at byte {} of a JSON document", self.i)
     }
 
-    fn eat(&mut self, c: u8) -> Result<(), String> {
+    fn eat(&mut self, c: u8) -> Result<()> {
         self.ws();
         if self.s.get(self.i) == Some(&c) {
             self.i += 1;
@@ -112,7 +139,7 @@ impl Parser<'_> {
         }
     }
 
-    fn value(&mut self, depth: usize) -> Result<Value, String> {
+    fn value(&mut self, depth: usize) -> Result<Value> {
         if depth > 64 {
             return self.err("nested too deeply");
         }
@@ -173,7 +200,7 @@ impl Parser<'_> {
         }
     }
 
-    fn word(&mut self, w: &str, v: Value) -> Result<Value, String> {
+    fn word(&mut self, w: &str, v: Value) -> Result<Value> {
         if self.s[self.i..].starts_with(w.as_bytes()) {
             self.i += w.len();
             Ok(v)
@@ -182,7 +209,7 @@ impl Parser<'_> {
         }
     }
 
-    fn number(&mut self) -> Result<Value, String> {
+    fn number(&mut self) -> Result<Value> {
         let start = self.i;
         while self.i < self.s.len() && b"+-0123456789.eE".contains(&self.s[self.i]) {
             self.i += 1;
@@ -193,7 +220,7 @@ impl Parser<'_> {
             .or_else(|_| self.err("bad number"))
     }
 
-    fn hex4(&mut self) -> Result<u32, String> {
+    fn hex4(&mut self) -> Result<u32> {
         let digits = self.s.get(self.i..self.i + 4).unwrap_or(b"");
         let n = std::str::from_utf8(digits)
             .ok()
@@ -207,7 +234,7 @@ impl Parser<'_> {
         }
     }
 
-    fn string(&mut self) -> Result<String, String> {
+    fn string(&mut self) -> Result<String> {
         if self.s.get(self.i) != Some(&b'"') {
             return self.err("expected a string");
         }
@@ -222,7 +249,9 @@ impl Parser<'_> {
                 }
                 Some(b'\\') => {
                     self.i += 1;
-                    let c = *self.s.get(self.i).ok_or("unterminated escape")?;
+                    let Some(&c) = self.s.get(self.i) else {
+                        return self.err("unterminated escape");
+                    };
                     self.i += 1;
                     let ch = match c {
                         b'"' => '"',
@@ -273,8 +302,8 @@ mod tests {
         )
         .unwrap();
         assert_eq!(v["type"].str(), "connect");
-        assert_eq!(v["connect_ms"].as_f64(), Some(1030.3));
-        assert_eq!(v["retransmit_at_ms"][1].as_f64(), Some(3000.0));
+        assert_eq!(v["connect_ms"].num(), Some(1030.3));
+        assert_eq!(v["retransmit_at_ms"][1].num(), Some(3000.0));
         assert_eq!(v["drops"][0]["reason"].str(), "NETFILTER_DROP");
         assert_eq!(v["drops"][0]["ok"].as_bool(), Some(true));
         assert_eq!(v["drops"][0]["x"], Value::Null);
@@ -289,5 +318,31 @@ mod tests {
         assert!(parse(r#"{"a":1} x"#).is_err());
         assert!(parse("").is_err());
         assert!(parse(r#"["\ud83d\ude00"]"#).is_ok());
+    }
+
+    #[test]
+    fn parses_a_summary_line() {
+        let v = parse(
+            r#"{"type":"summary","duration_s":3.5,"lost_events":{"connect":0,"drop":12},
+               "tracker":{"drops_seen":99},"by_issue":{},"ok":true,"x":null,"s":"a\"b\u00e9"}"#,
+        )
+        .unwrap();
+        assert_eq!(v.get("type").as_str(), Some("summary"));
+        assert_eq!(v.at("lost_events.drop").u64(), Some(12));
+        assert_eq!(v.at("tracker.drops_seen").u64(), Some(99));
+        assert_eq!(v.get("duration_s").num(), Some(3.5));
+        assert_eq!(v.get("s").as_str(), Some("a\"bé"));
+        assert_eq!(v.get("missing"), &Value::Null);
+        assert!(v.get("by_issue").members().is_empty());
+    }
+
+    #[test]
+    fn parses_arrays_and_rejects_garbage() {
+        let v = parse(r#"[{"id":7,"run_time_ns":1e3},[],-2]"#).unwrap();
+        assert_eq!(v.arr()[0].get("run_time_ns").num(), Some(1000.0));
+        assert_eq!(v.arr()[2].num(), Some(-2.0));
+        assert!(parse("{\"a\":1").is_err());
+        assert!(parse("[1,]x").is_err());
+        assert!(parse("{} {}").is_err());
     }
 }
