@@ -277,20 +277,25 @@ pub struct SockLayout {
     pub _pad: u32,
 }
 
+impl SockLayout {
+    /// Every offset unknown: the programs' initial config (a `const` cannot call `Default`).
+    pub const UNKNOWN: Self = Self {
+        daddr: ABSENT,
+        rcv_saddr: ABSENT,
+        dport: ABSENT,
+        num: ABSENT,
+        state: ABSENT,
+        v6_daddr: ABSENT,
+        v6_rcv_saddr: ABSENT,
+        protocol: ABSENT,
+        skb_protocol: ABSENT,
+        _pad: 0,
+    };
+}
+
 impl Default for SockLayout {
     fn default() -> Self {
-        Self {
-            daddr: ABSENT,
-            rcv_saddr: ABSENT,
-            dport: ABSENT,
-            num: ABSENT,
-            state: ABSENT,
-            v6_daddr: ABSENT,
-            v6_rcv_saddr: ABSENT,
-            protocol: ABSENT,
-            skb_protocol: ABSENT,
-            _pad: 0,
-        }
+        Self::UNKNOWN
     }
 }
 

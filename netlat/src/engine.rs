@@ -898,29 +898,13 @@ mod tests {
         assert_eq!(last["connect_ms"], 4000.0);
     }
 
-    /// Records the prefetches the engine asks for.
-    struct Prefetches(std::rc::Rc<std::cell::RefCell<Vec<(u32, u32)>>>);
-    impl crate::verdict::NodeView for Prefetches {
-        fn masquerade(&self, _: u32) -> Option<(usize, usize)> {
-            None
-        }
-        fn vxlan_offloaded(&self, _: u32) -> Option<Vec<String>> {
-            None
-        }
-        fn udp_timeout_s(&self, _: u32) -> Option<u64> {
-            None
-        }
-        fn prefetch(&self, netns: u32, tgid: u32) {
-            self.0.borrow_mut().push((netns, tgid));
-        }
-    }
-
     /// The node view hears of every connect as it begins (netns and process), so it can read
     /// the namespace before a verdict needs it; the other transitions say nothing.
     #[test]
     fn each_connect_start_offers_its_namespace_for_prefetch() {
-        let seen = std::rc::Rc::default();
-        let mut e = engine_with(Box::new(Prefetches(std::rc::Rc::clone(&seen))));
+        let view = OneService::default();
+        let seen = std::rc::Rc::clone(&view.0);
+        let mut e = engine_with(Box::new(view));
         lines_of(
             &mut e,
             &[
@@ -933,9 +917,14 @@ mod tests {
         assert_eq!(*seen.borrow(), vec![(111, 9), (111, 9)]);
     }
 
-    /// Knows one Service: 10.231.0.2:8080 seen from netns 111.
-    struct OneService;
+    /// Knows one Service: 10.231.0.2:8080 seen from netns 111; records the prefetches the
+    /// engine asks for.
+    #[derive(Default)]
+    struct OneService(std::rc::Rc<std::cell::RefCell<Vec<(u32, u32)>>>);
     impl crate::verdict::NodeView for OneService {
+        fn prefetch(&self, netns: u32, tgid: u32) {
+            self.0.borrow_mut().push((netns, tgid));
+        }
         fn masquerade(&self, _: u32) -> Option<(usize, usize)> {
             None
         }
@@ -953,7 +942,7 @@ mod tests {
 
     #[test]
     fn connect_lines_carry_the_service_the_node_knows() {
-        let mut e = engine_with(Box::new(OneService));
+        let mut e = engine_with(Box::new(OneService::default()));
         let lines = lines_of(
             &mut e,
             &[

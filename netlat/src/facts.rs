@@ -294,18 +294,10 @@ impl LiveFacts {
         }
         if cache.next.is_none() && cache.read_at.elapsed() >= self.service_ttl {
             let target = self.service_target(netns);
-            let (tx, rx) = mpsc::channel();
-            let spawned = std::thread::Builder::new()
-                .name("netlat-services".into())
-                .spawn(move || {
-                    let _ = tx.send(read_services(netns, target));
-                });
-            match spawned {
-                Ok(_) => cache.next = Some(rx),
-                Err(e) => {
-                    tracing::warn!("cannot start a Service-name reader: {e}");
-                    cache.read_at = Instant::now();
-                }
+            match read_on_thread("netlat-services", move || read_services(netns, target)) {
+                Some(rx) => cache.next = Some(rx),
+                // Warned; the old map answers until the next period.
+                None => cache.read_at = Instant::now(),
             }
         }
     }
