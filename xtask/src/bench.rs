@@ -119,6 +119,25 @@ impl ProgRow {
     }
 }
 
+/// Which bpftrace script a peer program belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Script {
+    /// The peer: counts every hit.
+    Counting,
+    /// Only returns: the cost of being a program at all under `bpf_stats`.
+    Empty,
+}
+
+/// Run statistics of one bpftrace program during one workload, beside netlat's.
+struct PeerRow {
+    workload: String,
+    script: Script,
+    /// bpftrace names a program after its tracepoint (cut to 15 bytes).
+    name: String,
+    runs: u64,
+    run_time_ns: u64,
+}
+
 /// The per-program targets of issue 6, by program name prefix (names are cut to 15 bytes).
 const PROGRAM_TARGETS: [(&str, &str, f64); 3] = [
     ("inet_sock", "state-change program", 100.0),
@@ -138,6 +157,7 @@ pub struct Ctx {
     /// Start-up time of every netlat started (exec → capabilities line).
     pub startups: Vec<Duration>,
     progs: Vec<ProgRow>,
+    peers: Vec<PeerRow>,
     pub maps: Vec<netlat::MapInfo>,
 }
 
@@ -174,6 +194,44 @@ impl Ctx {
                 }),
             }
         }
+    }
+
+    /// Keeps the peers' per-program figures of one workload, summed over its windows.
+    fn record_peers(&mut self, workload: &str, stats: &netlat::PeerStats) {
+        for (script, delta) in [
+            (Script::Counting, &stats.counting),
+            (Script::Empty, &stats.empty),
+        ] {
+            for p in delta.iter().filter(|p| p.run_cnt > 0) {
+                match self
+                    .peers
+                    .iter_mut()
+                    .find(|r| r.workload == workload && r.script == script && r.name == p.name)
+                {
+                    Some(r) => {
+                        r.runs += p.run_cnt;
+                        r.run_time_ns += p.run_time_ns;
+                    }
+                    None => self.peers.push(PeerRow {
+                        workload: workload.to_owned(),
+                        script,
+                        name: p.name.clone(),
+                        runs: p.run_cnt,
+                        run_time_ns: p.run_time_ns,
+                    }),
+                }
+            }
+        }
+    }
+
+    /// ns/run of the peer program on the same tracepoint as netlat's `prog`, same workload.
+    fn peer_ns(&self, prog: &ProgRow, script: Script) -> Option<f64> {
+        self.peers
+            .iter()
+            .find(|r| {
+                r.workload == prog.workload && r.script == script && prog.name.starts_with(&r.name)
+            })
+            .map(|r| r.run_time_ns as f64 / r.runs.max(1) as f64)
     }
 }
 
@@ -374,15 +432,23 @@ fn program_section(ctx: &Ctx) -> Section {
          these runs). The mean covers every run of the program on the node in that window, \
          including early exits (a state change that is not an active open, a drop whose reason \
          is filtered). ns/run is over all windows of the workload, with the range of the \
-         windows (one per run) in parentheses.\n\n\
-         | program | workload | runs | ns/run | target |\n|---|---|---|---|---|\n",
+         windows (one per run) in parentheses. Beside netlat, in one window of each workload \
+         (the statistics run of the connect storm, the last round of each drop flood, the \
+         first 100 k-SYN run), two bpftrace scripts run on the same tracepoints and see the \
+         same events: the counting peer of the connect storm, and the same probes with empty \
+         bodies, which measures what a program that only returns costs under `bpf_stats` \
+         here (the floor included in every figure). Their columns are their ns/run in that \
+         window.\n\n\
+         | program | workload | runs | ns/run | bpftrace counting | bpftrace empty | target |\n\
+         |---|---|---|---|---|---|---|\n",
     );
+    let ns = |v: Option<f64>| v.map_or("–".to_owned(), |v| format!("{v:.0}"));
     let mut rows = Vec::new();
     for p in &ctx.progs {
         let w = spread(&p.windows);
         let _ = writeln!(
             body,
-            "| `{}` | {} | {} | {:.0}{} | {} |",
+            "| `{}` | {} | {} | {:.0}{} | {} | {} | {} |",
             p.name,
             p.workload,
             p.runs,
@@ -392,6 +458,8 @@ fn program_section(ctx: &Ctx) -> Section {
             } else {
                 String::new()
             },
+            ns(ctx.peer_ns(p, Script::Counting)),
+            ns(ctx.peer_ns(p, Script::Empty)),
             p.target.map_or("–".to_owned(), |t| format!("≤ {t:.0}"))
         );
     }
@@ -416,7 +484,16 @@ fn program_section(ctx: &Ctx) -> Section {
             },
             peer: measured
                 .iter()
-                .map(|p| format!("{:.0} ({})", p.ns_per_run(), short(&p.workload)))
+                .map(|p| {
+                    let peers = match (
+                        ctx.peer_ns(p, Script::Counting),
+                        ctx.peer_ns(p, Script::Empty),
+                    ) {
+                        (Some(c), Some(e)) => format!(": bpftrace counting {c:.0}, empty {e:.0}"),
+                        _ => String::new(),
+                    };
+                    format!("{:.0} ({}{peers})", p.ns_per_run(), short(&p.workload))
+                })
                 .collect::<Vec<_>>()
                 .join("; "),
             pass: (!measured.is_empty()).then_some(worst <= limit),
@@ -564,6 +641,7 @@ pub fn bench(opts: Options) -> Result<()> {
         secs: opts.secs,
         startups: Vec::new(),
         progs: Vec::new(),
+        peers: Vec::new(),
         maps: Vec::new(),
     };
     println!("bench: netlat {}", ctx.netlat.display());

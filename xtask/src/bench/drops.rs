@@ -20,7 +20,7 @@ use anyhow::Result;
 use super::{
     Ctx, Row, Section, lab,
     lab::{Netns, Proc},
-    netlat::{self, Netlat},
+    netlat::{self, Netlat, PeerStats, Peers},
     spread,
 };
 
@@ -106,16 +106,29 @@ struct Run {
     ns_per_run: f64,
 }
 
-fn with_netlat(ctx: &mut Ctx, lab: &Lab, kind: Kind, round: usize) -> Result<Run> {
+/// One flood with netlat attached; with `peers`, the bpftrace scripts run beside it.
+fn with_netlat(ctx: &mut Ctx, lab: &Lab, kind: Kind, round: usize, peers: bool) -> Result<Run> {
     let out = ctx
         .tmp
         .0
         .join(format!("drops-{}-{round}.jsonl", kind.port()));
+    let peers = if peers {
+        Peers::start(ctx.bpftrace.as_ref(), &ctx.tmp.0)?
+    } else {
+        None
+    };
     let n = Netlat::start_to_file(&ctx.netlat, &[], &out)?;
     ctx.startups.push(n.startup);
     let before = netlat::prog_stats(n.pid())?;
+    let peers_before = peers.as_ref().map(Peers::stats).transpose()?;
     let (produced, seconds) = flood(ctx, lab, kind)?;
     let after = netlat::prog_stats(n.pid())?;
+    let peers_after = peers.as_ref().map(Peers::stats).transpose()?;
+    let workload = format!("drop storm, {}", kind.name());
+    if let (Some(p), Some(b), Some(a)) = (peers, peers_before, peers_after) {
+        ctx.record_peers(&workload, &PeerStats::delta(&b, &a));
+        p.stop()?;
+    }
     let s = n.stop()?.summary;
     let d = netlat::delta(&before, &after);
     let kfree = d.iter().find(|p| p.name.starts_with("kfree_skb"));
@@ -134,7 +147,7 @@ fn with_netlat(ctx: &mut Ctx, lab: &Lab, kind: Kind, round: usize) -> Result<Run
     } else {
         &["kfree_skb"]
     };
-    ctx.record_progs(&format!("drop storm, {}", kind.name()), &d, judged);
+    ctx.record_progs(&workload, &d, judged);
     Ok(Run {
         produced,
         seconds,
@@ -186,7 +199,8 @@ pub fn run(ctx: &mut Ctx) -> Result<Section> {
          `tracker.drops_seen`.\n\n\
          Produced = the rule's packet counter; lost = `lost_events.drop` (ring buffer full, \
          counted per CPU by the programs); bare = the sender's rate in a flood without netlat, \
-         interleaved. netlat writes its output to a file; `kernel.bpf_stats_enabled=1`.\n",
+         interleaved. netlat writes its output to a file; `kernel.bpf_stats_enabled=1`; in the \
+         last round the two bpftrace scripts of the per-program table run beside netlat.\n",
         RULES.trim_start()
     )?;
     writeln!(
@@ -206,7 +220,7 @@ pub fn run(ctx: &mut Ctx) -> Result<Section> {
         order.rotate_left(round % kinds.len());
         for (i, kind) in order {
             let (bare_n, bare_s) = flood(ctx, &lab, kind)?;
-            let r = with_netlat(ctx, &lab, kind, round)?;
+            let r = with_netlat(ctx, &lab, kind, round, round + 1 == ctx.runs)?;
             let t = &mut tallies[i];
             let bare_rate = bare_n as f64 / bare_s;
             t.bare.push(bare_rate);

@@ -16,7 +16,7 @@ use anyhow::Result;
 use super::{
     Ctx, Row, Section, lab,
     lab::{Netns, Proc},
-    netlat::{self, Netlat},
+    netlat::{self, Netlat, PeerStats, Peers},
     spread,
 };
 
@@ -66,7 +66,7 @@ pub fn run(ctx: &mut Ctx) -> Result<Section> {
          ports 1024–65535; `load synhold` spreads them over as many processes as the hard file \
          limit needs), every SYN dropped by:\n\n\
          ```\n{}```\n\nheld {} s after the last is in flight, then closed; {runs} runs, a fresh \
-         netlat each. RSS = max of `VmRSS` sampled every 250 ms; HWM = `VmHWM` at the end.\n",
+         netlat each (the first with the two bpftrace scripts of the per-program table beside it). RSS = max of `VmRSS` sampled every 250 ms; HWM = `VmHWM` at the end.\n",
         RULES.trim_start(),
         HOLD.as_secs()
     )?;
@@ -77,6 +77,12 @@ pub fn run(ctx: &mut Ctx) -> Result<Section> {
     let (mut max_mib, mut hwm_mib) = (Vec::new(), Vec::new());
     let (mut opened_min, mut seen_min, mut lost_max) = (u64::MAX, u64::MAX, 0);
     for run in 0..runs {
+        // The first run, whose program figures are kept, has the bpftrace scripts beside it.
+        let peers = if run == 0 {
+            Peers::start(ctx.bpftrace.as_ref(), &ctx.tmp.0)?
+        } else {
+            None
+        };
         let n = Netlat::start_to_file(&ctx.netlat, &[], &ctx.tmp.0.join("memory.jsonl"))?;
         ctx.startups.push(n.startup);
         let pid = n.pid();
@@ -85,6 +91,7 @@ pub fn run(ctx: &mut Ctx) -> Result<Section> {
         }
         let (rss0, _) = netlat::rss_kib(pid)?;
         let before = netlat::prog_stats(pid)?;
+        let peers_before = peers.as_ref().map(Peers::stats).transpose()?;
         let c0 = b.nft_packets("nlbench", "in", "tcp dport")?;
         let mut hold = Proc::spawn(
             a.cmd(
@@ -107,17 +114,25 @@ pub fn run(ctx: &mut Ctx) -> Result<Section> {
         }
         sample(pid, HOLD, &mut s);
         let after = netlat::prog_stats(pid)?;
+        let peers_after = peers.as_ref().map(Peers::stats).transpose()?;
         hold.close_stdin();
         let out = hold.finish(Duration::from_secs(120))?;
         sample(pid, AFTER, &mut s);
         let (_, hwm) = netlat::rss_kib(pid)?;
         let c1 = b.nft_packets("nlbench", "in", "tcp dport")?;
         if run == 0 {
+            let workload = "100 k SYNs held (SYN retransmits; NETFILTER_DROP of TCP SYNs)";
             ctx.record_progs(
-                "100 k SYNs held (SYN retransmits; NETFILTER_DROP of TCP SYNs)",
+                workload,
                 &netlat::delta(&before, &after),
                 &["inet_sock", "tcp_retrans", "kfree_skb"],
             );
+            if let (Some(b), Some(a)) = (peers_before, peers_after) {
+                ctx.record_peers(workload, &PeerStats::delta(&b, &a));
+            }
+        }
+        if let Some(p) = peers {
+            p.stop()?;
         }
         let stopped = n.stop()?;
         let sm = &stopped.summary;

@@ -176,9 +176,66 @@ tracepoint:tcp:tcp_retransmit_skb { @retransmit = count(); }
 tracepoint:skb:kfree_skb { @drop = count(); }
 ";
 
+/// The same probes with empty bodies: what a program that only returns costs under
+/// `bpf_stats` on this machine (the floor every program's ns/run includes).
+pub const BPFTRACE_EMPTY: &str = "\
+tracepoint:sock:inet_sock_set_state { }
+tracepoint:tcp:tcp_retransmit_skb { }
+tracepoint:skb:kfree_skb { }
+";
+
 /// A running bpftrace.
 pub struct Bpftrace {
     proc: Proc,
+}
+
+/// The counting script and the empty one, running beside netlat so that their programs'
+/// ns/run come from the same window and the same events as netlat's.
+pub struct Peers {
+    pub counting: Bpftrace,
+    pub empty: Bpftrace,
+}
+
+/// Run statistics of the peers' programs over one window.
+pub struct PeerStats {
+    pub counting: Vec<ProgStat>,
+    pub empty: Vec<ProgStat>,
+}
+
+impl Peers {
+    /// Both scripts, written to `dir`; `None` (with a note) when bpftrace is missing.
+    pub fn start(bin: Option<&PathBuf>, dir: &Path) -> Result<Option<Peers>> {
+        let Some(bin) = bin else { return Ok(None) };
+        let (counting, empty) = (dir.join("count.bt"), dir.join("empty.bt"));
+        fs::write(&counting, BPFTRACE_SCRIPT)?;
+        fs::write(&empty, BPFTRACE_EMPTY)?;
+        Ok(Some(Peers {
+            counting: Bpftrace::start(bin, &counting)?,
+            empty: Bpftrace::start(bin, &empty)?,
+        }))
+    }
+
+    pub fn stats(&self) -> Result<PeerStats> {
+        Ok(PeerStats {
+            counting: prog_stats(self.counting.pid())?,
+            empty: prog_stats(self.empty.pid())?,
+        })
+    }
+
+    pub fn stop(self) -> Result<()> {
+        self.counting.stop()?;
+        self.empty.stop()?;
+        Ok(())
+    }
+}
+
+impl PeerStats {
+    pub fn delta(before: &PeerStats, after: &PeerStats) -> PeerStats {
+        PeerStats {
+            counting: delta(&before.counting, &after.counting),
+            empty: delta(&before.empty, &after.empty),
+        }
+    }
 }
 
 impl Bpftrace {
@@ -188,6 +245,10 @@ impl Bpftrace {
         let mut proc = Proc::spawn(cmd, false)?;
         proc.wait_for(Duration::from_secs(120), |l| l.starts_with("Attaching"))?;
         Ok(Bpftrace { proc })
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.proc.pid()
     }
 
     /// SIGINT; returns the counts bpftrace prints at exit (`@state: 123`).
