@@ -374,6 +374,20 @@ pub fn delta(before: &[ProgStat], after: &[ProgStat]) -> Vec<ProgStat> {
         .collect()
 }
 
+/// CPU time `pid` has used, user plus system, all threads, in clock ticks (`/proc/PID/stat`).
+pub fn cpu_ticks(pid: u32) -> Result<u64> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    parse_cpu_ticks(&stat).context("unexpected /proc/PID/stat")
+}
+
+fn parse_cpu_ticks(stat: &str) -> Option<u64> {
+    // The command may hold spaces and parentheses: fields count from the last ')'.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // After the command: state is field 3, utime 14 and stime 15.
+    Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
+}
+
 /// Resident and peak resident memory of `pid`, KiB (`VmRSS`, `VmHWM`).
 pub fn rss_kib(pid: u32) -> Result<(u64, u64)> {
     let status = fs::read_to_string(format!("/proc/{pid}/status"))?;
@@ -408,6 +422,14 @@ mod tests {
             fdinfo("pos:\t0\nflags:\t02000002\nprog_type:\t5\nprog_id:\t1234\nrun_cnt:\t7\n");
         assert_eq!(info.get("prog_id"), Some(&"1234"));
         assert_eq!(info.get("run_cnt"), Some(&"7"));
+    }
+
+    #[test]
+    fn cpu_ticks_from_stat() {
+        let stat = "4242 (tokio (rt) x) S 1 4242 4242 0 -1 4194560 500 0 0 0 17 5 0 0 20 0 4 0 \
+                    100 1000 200";
+        assert_eq!(parse_cpu_ticks(stat), Some(22));
+        assert_eq!(parse_cpu_ticks("4242 (x) S 1"), None);
     }
 
     #[test]
