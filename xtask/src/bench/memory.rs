@@ -132,7 +132,7 @@ pub fn run(ctx: &mut Ctx) -> Result<Section> {
             }
         }
         if let Some(p) = peers {
-            p.stop()?;
+            p.stop();
         }
         let stopped = n.stop()?;
         let sm = &stopped.summary;
