@@ -172,6 +172,27 @@ fn read_services(netns: u32, target: Result<Option<PathBuf>, String>) -> Service
     })
 }
 
+/// Where a prefetch thread reads a namespace.
+#[derive(Debug, Clone)]
+enum At {
+    /// netlat's own namespace: read in place.
+    Own,
+    /// The connecting process's `/proc/PID/ns/net`, checked against the inode.
+    Path(PathBuf),
+    /// The process is gone: scan /proc on the thread for another way in.
+    Scan,
+}
+
+impl At {
+    fn resolve(self, netns: u32) -> Option<PathBuf> {
+        match self {
+            At::Own => Some(PathBuf::from("/proc/self/ns/net")),
+            At::Path(p) => Some(p),
+            At::Scan => crate::netns::find(netns),
+        }
+    }
+}
+
 /// The inode of netlat's own network namespace (the node's, in the DaemonSet). Read once: the
 /// process never changes namespace (only short-lived worker threads enter others).
 fn own_netns() -> Option<u32> {
@@ -203,38 +224,48 @@ impl LiveFacts {
             return;
         }
         let path = PathBuf::from(format!("/proc/{tgid}/ns/net"));
-        // The process may be gone already, or be a thread of another namespace's task.
-        let Ok(meta) = std::fs::metadata(&path) else {
-            return;
+        // The process may be gone already (a short-lived client), or be a thread of another
+        // namespace's task: then the reading thread looks for the namespace itself.
+        let at = match std::fs::metadata(&path) {
+            Ok(meta) if u32::try_from(meta.ino()).ok() == Some(netns) => At::Path(path),
+            _ => At::Scan,
         };
-        if u32::try_from(meta.ino()).ok() != Some(netns) {
-            return;
-        }
-        let facts_path = path.clone();
+        let facts_at = at.clone();
         if let Some(rx) = read_on_thread("netlat-facts", move || {
-            Some(Box::new(node::gather_in_netns(&facts_path)))
+            let path = facts_at.resolve(netns)?;
+            Some(Box::new(node::gather_in_netns(&path)))
         }) {
             self.cache
                 .borrow_mut()
                 .insert(netns, FactsSlot::Pending(rx));
         }
-        let target = if Some(netns) == own_netns() {
-            Ok(None)
+        let at = if Some(netns) == own_netns() {
+            At::Own
         } else {
-            Ok(Some(path))
+            at
         };
-        self.prefetch_services(netns, target);
+        self.prefetch_services(netns, at);
         if let Some(own) = own_netns().filter(|own| *own != netns) {
-            self.prefetch_services(own, Ok(None));
+            self.prefetch_services(own, At::Own);
         }
     }
 
-    fn prefetch_services(&self, netns: u32, target: Result<Option<PathBuf>, String>) {
+    fn prefetch_services(&self, netns: u32, at: At) {
         let mut all = self.services.borrow_mut();
         if all.contains_key(&netns) {
             return;
         }
-        if let Some(rx) = read_on_thread("netlat-services", move || read_services(netns, target)) {
+        let read = move || {
+            let target = match at {
+                At::Own => Ok(None),
+                at => at
+                    .resolve(netns)
+                    .map(Some)
+                    .ok_or_else(|| "no path to the namespace".to_owned()),
+            };
+            read_services(netns, target)
+        };
+        if let Some(rx) = read_on_thread("netlat-services", read) {
             all.insert(
                 netns,
                 ServiceCache {
@@ -632,6 +663,25 @@ mod tests {
             service_name(&pod, Some(&node), "10.96.0.10:5353".parse().unwrap()),
             None
         );
+    }
+
+    #[test]
+    fn a_namespace_is_read_ahead_even_when_its_process_is_gone() {
+        let own = own_netns().expect("netlat's own netns");
+        let lf = LiveFacts::with_service_ttl(Duration::from_secs(60));
+        // No process has this pid (pid_max is at most 2^22): the thread finds the way in.
+        lf.prefetch(own, u32::MAX);
+        assert!(matches!(
+            lf.cache.borrow().get(&own),
+            Some(FactsSlot::Pending(_))
+        ));
+        assert!(lf.services.borrow().contains_key(&own));
+        // The read lands and answers the verdict's question.
+        assert!(lf.masquerade(own).is_some());
+        assert!(matches!(
+            lf.cache.borrow().get(&own),
+            Some(FactsSlot::Ready(Some(_)))
+        ));
     }
 
     fn facts() -> NodeFacts {

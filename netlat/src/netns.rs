@@ -35,30 +35,42 @@ fn inode(path: &Path) -> Option<u32> {
         .and_then(|m| u32::try_from(m.ino()).ok())
 }
 
+/// Every path that may enter a netns: netlat's own, the named ones, every process's.
+fn candidates() -> impl Iterator<Item = PathBuf> {
+    let named = fs::read_dir("/run/netns")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path());
+    let processes = fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .bytes()
+                .all(|b| b.is_ascii_digit())
+        })
+        .map(|e| e.path().join("ns/net"));
+    std::iter::once(PathBuf::from("/proc/self/ns/net"))
+        .chain(named)
+        .chain(processes)
+}
+
+/// A path into `netns`, found by one scan (for a worker thread that has no index; a pod's
+/// namespace outlives its short-lived processes, held by its pause container).
+pub fn find(netns: u32) -> Option<PathBuf> {
+    candidates().find(|p| inode(p) == Some(netns))
+}
+
 impl NetnsIndex {
     /// Rescan named namespaces and every process's namespace.
     pub fn scan(&mut self) {
         self.last_scan = Some(Instant::now());
-        let mut add = |p: PathBuf| {
+        for p in candidates() {
             if let Some(ino) = inode(&p) {
                 self.paths.entry(ino).or_insert(p);
-            }
-        };
-        add(PathBuf::from("/proc/self/ns/net"));
-        if let Ok(dir) = fs::read_dir("/run/netns") {
-            for e in dir.flatten() {
-                add(e.path());
-            }
-        }
-        if let Ok(dir) = fs::read_dir("/proc") {
-            for e in dir.flatten() {
-                if e.file_name()
-                    .to_string_lossy()
-                    .bytes()
-                    .all(|b| b.is_ascii_digit())
-                {
-                    add(e.path().join("ns/net"));
-                }
             }
         }
         // Forget paths that no longer lead to the same namespace (a process exited).
@@ -434,5 +446,19 @@ impl crate::engine::NatLookup for CtNatLookup {
             self.outstanding.retain(|_, t| t.elapsed() < NAT_FORGET);
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn find_locates_a_namespace_by_inode() {
+        let own = inode(Path::new("/proc/self/ns/net")).expect("netlat's own netns");
+        let path = find(own).expect("a path into it");
+        assert_eq!(inode(&path), Some(own));
+        // No namespace has inode 0.
+        assert_eq!(find(0), None);
     }
 }
