@@ -358,6 +358,31 @@ fn tracing_programs() -> Option<usize> {
 struct Background {
     load_start: String,
     progs_start: Option<usize>,
+    /// When the run started, and the source the binary was built from (taken before the
+    /// build: the tree may change while the figures run).
+    date: String,
+    revision: String,
+}
+
+/// `git` or `date` output in the workspace (empty on failure).
+fn run_in(root: &std::path::Path, program: &str, args: &[&str]) -> String {
+    crate::output(Command::new(program).args(args).current_dir(root)).unwrap_or_default()
+}
+
+/// The commit the workspace is at, marked when the tracked files differ from it.
+fn revision(root: &std::path::Path) -> String {
+    let commit = run_in(root, "git", &["rev-parse", "--short", "HEAD"]);
+    if run_in(
+        root,
+        "git",
+        &["status", "--porcelain", "--untracked-files=no"],
+    )
+    .is_empty()
+    {
+        commit
+    } else {
+        format!("{commit} + uncommitted changes")
+    }
 }
 
 /// The machine, kernel, date and versions the figures belong to.
@@ -390,25 +415,17 @@ fn machine(root: &std::path::Path, bpftrace: Option<&PathBuf>, bg: &Background) 
         .unwrap_or_default()
         .trim()
         .to_owned();
-    let run = |program: &str, args: &[&str]| {
-        crate::output(Command::new(program).args(args).current_dir(root)).unwrap_or_default()
-    };
-    let date = run("date", &["-u", "+%Y-%m-%d %H:%M UTC"]);
-    let commit = run("git", &["rev-parse", "--short", "HEAD"]);
-    let dirty = if run("git", &["status", "--porcelain", "--untracked-files=no"]).is_empty() {
-        ""
-    } else {
-        " + uncommitted changes"
-    };
     let bpftrace = bpftrace.map_or("not installed".to_owned(), |b| {
-        run(&b.to_string_lossy(), &["--version"])
+        run_in(root, &b.to_string_lossy(), &["--version"])
     });
     let progs = |n: Option<usize>| n.map_or("?".to_owned(), |n| n.to_string());
     format!(
         "| | |\n|---|---|\n| CPU | {model} |\n| cores | {cores} |\n| RAM | {mem_gib} |\n\
-         | kernel | {kernel} |\n| date | {date} |\n| netlat | {commit}{dirty} |\n\
+         | kernel | {kernel} |\n| date | {} |\n| netlat | {} |\n\
          | peer | {bpftrace} |\n| load average at start / end | {} / {} |\n\
          | other eBPF tracing programs on the node at start / end | {} / {} |\n",
+        bg.date,
+        bg.revision,
         bg.load_start,
         loadavg(),
         progs(bg.progs_start),
@@ -592,6 +609,11 @@ pub fn bench(opts: Options) -> Result<()> {
     let background = Background {
         load_start: loadavg(),
         progs_start: tracing_programs(),
+        date: run_in(&root, "date", &["-u", "+%Y-%m-%d %H:%M UTC"]),
+        revision: match std::env::var_os("NETLAT_BIN") {
+            Some(p) if !p.is_empty() => format!("{} (NETLAT_BIN)", p.to_string_lossy()),
+            _ => revision(&root),
+        },
     };
 
     let netlat = match std::env::var_os("NETLAT_BIN") {
