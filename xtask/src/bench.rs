@@ -196,8 +196,10 @@ impl Ctx {
         }
     }
 
-    /// Keeps the peers' per-program figures of one workload, summed over its windows.
-    fn record_peers(&mut self, workload: &str, stats: &netlat::PeerStats) {
+    /// Keeps the peers' per-program figures of one workload, summed over its windows (none
+    /// when bpftrace is missing).
+    fn record_peers(&mut self, workload: &str, stats: Option<&netlat::PeerStats>) {
+        let Some(stats) = stats else { return };
         for (script, delta) in [
             (Script::Counting, &stats.counting),
             (Script::Empty, &stats.empty),

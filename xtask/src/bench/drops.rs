@@ -20,7 +20,7 @@ use anyhow::Result;
 use super::{
     Ctx, Row, Section, lab,
     lab::{Netns, Proc},
-    netlat::{self, Netlat, PeerStats, Peers},
+    netlat::{self, Netlat, Peers},
     spread,
 };
 
@@ -112,7 +112,7 @@ fn with_netlat(ctx: &mut Ctx, lab: &Lab, kind: Kind, round: usize, peers: bool) 
         .tmp
         .0
         .join(format!("drops-{}-{round}.jsonl", kind.port()));
-    let peers = if peers {
+    let mut peers = if peers {
         Peers::start(ctx.bpftrace.as_ref(), &ctx.tmp.0)?
     } else {
         None
@@ -120,15 +120,12 @@ fn with_netlat(ctx: &mut Ctx, lab: &Lab, kind: Kind, round: usize, peers: bool) 
     let n = Netlat::start_to_file(&ctx.netlat, &[], &out)?;
     ctx.startups.push(n.startup);
     let before = netlat::prog_stats(n.pid())?;
-    let peers_before = peers.as_ref().map(Peers::stats).transpose()?;
+    peers.as_mut().map(Peers::open).transpose()?;
     let (produced, seconds) = flood(ctx, lab, kind)?;
     let after = netlat::prog_stats(n.pid())?;
-    let peers_after = peers.as_ref().map(Peers::stats).transpose()?;
+    let peer_stats = peers.map(Peers::close).transpose()?;
     let workload = format!("drop storm, {}", kind.name());
-    if let (Some(p), Some(b), Some(a)) = (peers, peers_before, peers_after) {
-        ctx.record_peers(&workload, &PeerStats::delta(&b, &a));
-        p.stop();
-    }
+    ctx.record_peers(&workload, peer_stats.as_ref());
     let s = n.stop()?.summary;
     let d = netlat::delta(&before, &after);
     let kfree = d.iter().find(|p| p.name.starts_with("kfree_skb"));

@@ -16,7 +16,7 @@ use anyhow::Result;
 use super::{
     Ctx, Row, Section, lab,
     lab::{Netns, Proc},
-    netlat::{self, Netlat, PeerStats, Peers},
+    netlat::{self, Netlat, Peers},
     spread,
 };
 
@@ -78,7 +78,7 @@ pub fn run(ctx: &mut Ctx) -> Result<Section> {
     let (mut opened_min, mut seen_min, mut lost_max) = (u64::MAX, u64::MAX, 0);
     for run in 0..runs {
         // The first run, whose program figures are kept, has the bpftrace scripts beside it.
-        let peers = if run == 0 {
+        let mut peers = if run == 0 {
             Peers::start(ctx.bpftrace.as_ref(), &ctx.tmp.0)?
         } else {
             None
@@ -91,7 +91,7 @@ pub fn run(ctx: &mut Ctx) -> Result<Section> {
         }
         let (rss0, _) = netlat::rss_kib(pid)?;
         let before = netlat::prog_stats(pid)?;
-        let peers_before = peers.as_ref().map(Peers::stats).transpose()?;
+        peers.as_mut().map(Peers::open).transpose()?;
         let c0 = b.nft_packets("nlbench", "in", "tcp dport")?;
         let mut hold = Proc::spawn(
             a.cmd(
@@ -114,7 +114,7 @@ pub fn run(ctx: &mut Ctx) -> Result<Section> {
         }
         sample(pid, HOLD, &mut s);
         let after = netlat::prog_stats(pid)?;
-        let peers_after = peers.as_ref().map(Peers::stats).transpose()?;
+        let peer_stats = peers.map(Peers::close).transpose()?;
         hold.close_stdin();
         let out = hold.finish(Duration::from_secs(120))?;
         sample(pid, AFTER, &mut s);
@@ -127,12 +127,7 @@ pub fn run(ctx: &mut Ctx) -> Result<Section> {
                 &netlat::delta(&before, &after),
                 &["inet_sock", "tcp_retrans", "kfree_skb"],
             );
-            if let (Some(b), Some(a)) = (peers_before, peers_after) {
-                ctx.record_peers(workload, &PeerStats::delta(&b, &a));
-            }
-        }
-        if let Some(p) = peers {
-            p.stop();
+            ctx.record_peers(workload, peer_stats.as_ref());
         }
         let stopped = n.stop()?;
         let sm = &stopped.summary;

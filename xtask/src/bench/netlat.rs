@@ -192,8 +192,10 @@ pub struct Bpftrace {
 /// The counting script and the empty one, running beside netlat so that their programs'
 /// ns/run come from the same window and the same events as netlat's.
 pub struct Peers {
-    pub counting: Bpftrace,
-    pub empty: Bpftrace,
+    counting: Bpftrace,
+    empty: Bpftrace,
+    /// Their statistics when the window opened.
+    opened: Option<PeerStats>,
 }
 
 /// Run statistics of the peers' programs over one window.
@@ -203,7 +205,7 @@ pub struct PeerStats {
 }
 
 impl Peers {
-    /// Both scripts, written to `dir`; `None` (with a note) when bpftrace is missing.
+    /// Both scripts, written to `dir`; `None` when bpftrace is missing.
     pub fn start(bin: Option<&PathBuf>, dir: &Path) -> Result<Option<Peers>> {
         let Some(bin) = bin else { return Ok(None) };
         let (counting, empty) = (dir.join("count.bt"), dir.join("empty.bt"));
@@ -212,33 +214,37 @@ impl Peers {
         Ok(Some(Peers {
             counting: Bpftrace::start(bin, &counting)?,
             empty: Bpftrace::start(bin, &empty)?,
+            opened: None,
         }))
     }
 
-    pub fn stats(&self) -> Result<PeerStats> {
+    fn stats(&self) -> Result<PeerStats> {
         Ok(PeerStats {
             counting: prog_stats(self.counting.pid())?,
             empty: prog_stats(self.empty.pid())?,
         })
     }
 
-    /// Their figures are taken by then: a bpftrace that hangs on exit (seen once in 0.17,
-    /// after a drop flood) is killed and noted, not a failed figure.
-    pub fn stop(self) {
+    /// Opens the measured window (where netlat's own window opens).
+    pub fn open(&mut self) -> Result<()> {
+        self.opened = Some(self.stats()?);
+        Ok(())
+    }
+
+    /// Closes the window and stops both scripts: the runs since `open`. A bpftrace that hangs
+    /// on exit (seen once in 0.17, after a drop flood) is killed and noted, not a failed figure.
+    pub fn close(self) -> Result<PeerStats> {
+        let now = self.stats()?;
+        let opened = self.opened.context("peer window closed before it opened")?;
         for b in [self.counting, self.empty] {
             if let Err(e) = b.stop_within(Duration::from_secs(10)) {
                 eprintln!("bench: peer bpftrace: {e:#}");
             }
         }
-    }
-}
-
-impl PeerStats {
-    pub fn delta(before: &PeerStats, after: &PeerStats) -> PeerStats {
-        PeerStats {
-            counting: delta(&before.counting, &after.counting),
-            empty: delta(&before.empty, &after.empty),
-        }
+        Ok(PeerStats {
+            counting: delta(&opened.counting, &now.counting),
+            empty: delta(&opened.empty, &now.empty),
+        })
     }
 }
 

@@ -10,7 +10,7 @@ use anyhow::{Context as _, Result};
 use super::{
     Ctx, Row, Section, fmt_pct, lab,
     lab::{Netns, Proc},
-    netlat::{self, Bpftrace, Netlat, PeerStats, Peers},
+    netlat::{self, Bpftrace, Netlat, Peers},
     spread,
 };
 
@@ -167,23 +167,20 @@ pub fn run(ctx: &mut Ctx) -> Result<Section> {
     // Program statistics under the storm, in a run of its own (stats cost time).
     {
         let _stats = lab::Sysctl::set("kernel.bpf_stats_enabled", "1")?;
-        let peers = Peers::start(ctx.bpftrace.as_ref(), &ctx.tmp.0)?;
+        let mut peers = Peers::start(ctx.bpftrace.as_ref(), &ctx.tmp.0)?;
         let n = Netlat::start_to_file(&ctx.netlat, &[], &ctx.tmp.0.join("storm.jsonl"))?;
         ctx.startups.push(n.startup);
         let before = netlat::prog_stats(n.pid())?;
-        let peers_before = peers.as_ref().map(Peers::stats).transpose()?;
+        peers.as_mut().map(Peers::open).transpose()?;
         let (rate, _) = storm(ctx, &ns)?;
         let after = netlat::prog_stats(n.pid())?;
-        let peers_after = peers.as_ref().map(Peers::stats).transpose()?;
+        let peer_stats = peers.map(Peers::close).transpose()?;
         ctx.maps = netlat::maps(n.pid()).unwrap_or_default();
         n.stop()?;
         let connects = rate * ctx.secs;
         let workload = format!("connect storm ({connects:.0} connects)");
         ctx.record_progs(&workload, &netlat::delta(&before, &after), &["inet_sock"]);
-        if let (Some(p), Some(b), Some(a)) = (peers, peers_before, peers_after) {
-            ctx.record_peers(&workload, &PeerStats::delta(&b, &a));
-            p.stop();
-        }
+        ctx.record_peers(&workload, peer_stats.as_ref());
     }
     drop(server);
     Ok(Section {
