@@ -241,6 +241,9 @@ pub struct RaceResult {
     pub insert_failed: u64,
     /// Router conntrack `drop` delta over the round (all CPUs).
     pub drop: u64,
+    /// The pods' `Tcp RetransSegs` delta over the round: the kernel's own count of the
+    /// retransmits netlat should have seen.
+    pub retrans_segs: u64,
 }
 
 impl RaceResult {
@@ -412,6 +415,13 @@ impl SnatLab {
         let shm = self.dir.0.join("barrier");
         std::fs::write(&shm, [0u8; 4096]).expect("barrier file");
         let (if0, drop0) = self.ct();
+        let retrans = || -> u64 {
+            self.pods
+                .iter()
+                .map(|p| snmp_counter(p, "Tcp", "RetransSegs"))
+                .sum()
+        };
+        let retrans0 = retrans();
         let children: Vec<_> = self
             .pods
             .iter()
@@ -463,6 +473,7 @@ impl SnatLab {
             slow,
             insert_failed: if1 - if0,
             drop: drop1 - drop0,
+            retrans_segs: retrans() - retrans0,
         }
     }
 
