@@ -5,12 +5,13 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use netlat::{
+use netlat::output::JsonPrinter;
+use netlat_core::{
     engine::{Engine, EngineConfig, NoCounters, NoNatLookup},
+    enrich::{Kallsyms, Names},
     event,
     flow::TrackerConfig,
-    output::{JsonSink, WallClock},
-    symbols::{Kallsyms, Names},
+    report::WallClock,
     verdict::NoFacts,
 };
 
@@ -46,7 +47,7 @@ fuzz_target!(|data: &[u8]| {
 
     let mut e = engine();
     let mut out = Vec::new();
-    let mut sink = JsonSink::new(&mut out);
+    let mut sink = JsonPrinter::new(&mut out);
     let mut rest = data;
     while let Some((len, tail)) = rest.split_first_chunk::<2>() {
         let n = usize::from(u16::from_le_bytes(*len)).min(tail.len());

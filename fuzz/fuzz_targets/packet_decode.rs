@@ -4,7 +4,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use netlat::{packet, symbols::VXLAN_PORTS};
+use netlat_core::{enrich::VXLAN_PORTS, packet};
 
 fuzz_target!(|data: &[u8]| {
     let Some((&sel, bytes)) = data.split_first() else {

@@ -4,10 +4,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use netlat::{
-    event,
-    record::{Reader, Record},
-};
+use netlat::record::{Reader, Record};
+use netlat_core::event;
 
 fuzz_target!(|data: &[u8]| {
     let Ok((_header, mut reader)) = Reader::new(data, "fuzz") else {

@@ -1,5 +1,5 @@
 //! Criterion micro-benchmarks of the per-event work of `netlat watch`: ring-buffer item
-//! decoding (`netlat::event::decode`), packet decoding (`netlat::packet::decode`) and the whole
+//! decoding (`netlat_core::event::decode`), packet decoding (`netlat_core::packet::decode`) and the whole
 //! engine (decode → enrich → track → attribute → print to `io::sink()`).
 //!
 //! `cargo xtask bench` runs them with short times and `--output-format bencher`.
@@ -10,7 +10,7 @@ use std::hint::black_box;
 
 use common::{Mix, Synth};
 use criterion::{Criterion, criterion_group, criterion_main};
-use netlat::{event, packet, symbols::VXLAN_PORTS};
+use netlat_core::{enrich::VXLAN_PORTS, event, packet};
 
 /// The first item of `mix` whose kind is `kind`.
 fn first_of(mix: Mix, kind: u32) -> Vec<u8> {

@@ -15,6 +15,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use btf_rs::{Btf, BtfType, Member, Struct, Type};
+use netlat_core::enrich::CtTupleLayout;
 use netlat_ebpf::{ABSENT, KernelLayout};
 
 /// Where the running kernel exposes its own BTF (needs `CONFIG_DEBUG_INFO_BTF=y`).
@@ -22,17 +23,6 @@ pub const SYS_BTF_PATH: &str = "/sys/kernel/btf/vmlinux";
 
 /// Guards against malformed BTF with reference cycles; real kernels nest only a few levels.
 const MAX_DEPTH: usize = 32;
-
-/// Byte offsets inside a captured `struct nf_conntrack_tuple`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct CtTupleLayout {
-    pub src_addr: u32,
-    pub src_port: u32,
-    pub src_l3num: u32,
-    pub dst_addr: u32,
-    pub dst_port: u32,
-    pub dst_protonum: u32,
-}
 
 /// Why a BTF file could not be read or a member offset could not be resolved.
 #[derive(Debug, thiserror::Error)]

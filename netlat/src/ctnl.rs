@@ -22,10 +22,9 @@ use rtnetlink::packet_core::{
 use rtnetlink::sys::protocols::NETLINK_NETFILTER;
 use rtnetlink::sys::{Socket, SocketAddr as NetlinkAddr};
 
-use crate::{
-    node::nl::{align4, set_recv_timeout},
-    packet::FiveTuple,
-};
+use netlat_core::packet::FiveTuple;
+
+use crate::node::nl::{align4, set_recv_timeout};
 
 const NFNL_SUBSYS_CTNETLINK: u16 = 1;
 const IPCTNL_MSG_CT_NEW: u16 = 0;

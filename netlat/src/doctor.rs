@@ -11,10 +11,14 @@ use std::{
 use anyhow::Context as _;
 use serde::Serialize;
 
+use netlat_core::{
+    exposure::{Exposed, Exposure, exposure},
+    facts::NodeFacts,
+};
+
 use crate::{
     cli::{DoctorArgs, OutputFormat},
-    facts::{Exposed, Exposure, exposure},
-    node::{self, NodeFacts},
+    node,
 };
 
 #[derive(Serialize)]
@@ -179,7 +183,8 @@ pub fn print_human(out: &mut impl Write, f: &NodeFacts, rows: &[Exposure]) -> io
     )?;
     match &f.conntrack {
         Some(cpus) => {
-            let sum = |g: fn(&node::CtCpuStats) -> u64| cpus.iter().map(g).sum::<u64>();
+            let sum =
+                |g: fn(&netlat_core::facts::CtCpuStats) -> u64| cpus.iter().map(g).sum::<u64>();
             writeln!(
                 out,
                 "conntrack     {} CPUs: insert_failed {} drop {} early_drop {}",
@@ -216,7 +221,7 @@ pub fn print_human(out: &mut impl Write, f: &NodeFacts, rows: &[Exposure]) -> io
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::node::{IpvsService, RealServer};
+    use netlat_core::facts::{IpvsService, RealServer};
 
     #[test]
     fn human_report_lists_ipvs_real_servers_and_marks_weight_zero() {

@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use crate::flow::TrackerConfig;
+use netlat_core::flow::TrackerConfig;
 
 pub const RING_BYTES_VAR: &str = "NETLAT_RING_BYTES";
 pub const MAX_FLOWS_VAR: &str = "NETLAT_MAX_FLOWS";

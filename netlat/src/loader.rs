@@ -11,10 +11,13 @@ use aya::{
 };
 use netlat_ebpf::{Config, kind};
 
+use netlat_core::{
+    enrich::{Kallsyms, Names},
+    report::Hook,
+};
+
 use crate::{
     btf::{BtfError, KernelBtf},
-    output::Hook,
-    symbols::{Kallsyms, Names},
     tracefs::{self, Tracefs},
 };
 
@@ -249,7 +252,7 @@ pub fn load(verbose: bool) -> Result<Loaded, LoadError> {
     if !has_reasons {
         // No drop reasons: ship only frees from the functions whose frees are drops.
         let mut n = 0;
-        for (func, _) in crate::symbols::LOCATION_REASONS {
+        for (func, _) in netlat_core::enrich::LOCATION_REASONS {
             if let Some(r) = names.kallsyms.range(func)
                 && n < netlat_ebpf::MAX_LOCATIONS
             {
@@ -457,7 +460,7 @@ pub fn rule_layout(btf: Option<&KernelBtf>, release: &str) -> (netlat_ebpf::Rule
                 Some(Err(e)) => format!("no BTF prototype ({})", btf_why(&e)),
                 _ => "no kernel BTF".to_string(),
             };
-            match crate::node::KernelVersion::parse(release) {
+            match netlat_core::facts::KernelVersion::parse(release) {
                 Ok(v) => {
                     let (a, b, c) = IPT_PRIV_FIRST;
                     let (i, shape) = if v.at_least(a, b, c) {

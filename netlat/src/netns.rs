@@ -14,13 +14,11 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::{
-    engine::Counters,
-    event::SockKey,
-    node::{self, CtCpuStats},
-    packet::FiveTuple,
-    symbols::CounterEvidence,
-};
+use netlat_core::{engine::Counters, enrich::CounterEvidence, event::SockKey, packet::FiveTuple};
+
+use netlat_core::facts::CtCpuStats;
+
+use crate::node;
 
 /// Inode → a path whose open fd enters that netns.
 #[derive(Debug, Default)]
@@ -388,7 +386,7 @@ impl CtNatLookup {
     }
 }
 
-impl crate::engine::NatLookup for CtNatLookup {
+impl netlat_core::engine::NatLookup for CtNatLookup {
     fn ask(&mut self, sock: SockKey, tuple: FiveTuple) -> Option<FiveTuple> {
         let tx = self.tx.clone();
         let job = move || {

@@ -1,350 +1,84 @@
-//! Printers. Everything netlat reports flows through the [`Sink`] trait; the terminal printer
-//! and the JSON-lines printer are two implementations (ripgrep's model).
+//! Printers: the terminal printer and the JSON-lines printer, two implementations of
+//! [`Printer`] (ripgrep's model). The engine reports through the core's two-method
+//! [`Reports`] port; a [`Fanout`] hands each report to the printer and the exports.
 
-use std::{
-    collections::BTreeMap,
-    io::{self, Write},
-    time::{Duration, SystemTime},
+use std::io::{self, Write};
+
+use netlat_core::{
+    exposure::Exposure,
+    facts::NodeFacts,
+    report::{ConnectReport, DropReport, Hook, Reports, Summary},
 };
-
 use serde::Serialize;
 
 use crate::{
-    flow::{Attempt, Outcome, TrackerStats, ns_to_ms},
-    verdict::Verdict,
+    export::{Exports, HistogramSummary},
+    limits::LossLine,
 };
 
-/// Converts kernel CLOCK_MONOTONIC timestamps to wall-clock time.
-#[derive(Debug, Clone, Copy)]
-pub struct WallClock {
-    /// Wall-clock ns at monotonic 0.
-    pub offset_ns: i128,
-}
-
-impl WallClock {
-    pub fn to_system_time(&self, mono_ns: u64) -> SystemTime {
-        let wall = (i128::from(mono_ns) + self.offset_ns).max(0);
-        SystemTime::UNIX_EPOCH + Duration::from_nanos(u64::try_from(wall).unwrap_or(u64::MAX))
-    }
-
-    pub fn rfc3339(&self, mono_ns: u64) -> String {
-        humantime::format_rfc3339_millis(self.to_system_time(mono_ns)).to_string()
-    }
-}
-
-/// One evidence source (hook) and whether it is active.
-#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq, Eq)]
-pub struct Hook {
-    /// What the evidence is, e.g. "connect state changes".
-    pub evidence: String,
-    /// The hook that provides it, e.g. "tracepoint sock:inet_sock_set_state".
-    pub hook: String,
-    pub active: bool,
-    /// Why it is inactive, or what it lacks.
-    pub detail: String,
-}
-
-/// A drop in a connect line.
-#[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct DropJson {
-    pub reason: String,
-    pub location: String,
-    pub at_ms: f64,
-    pub netns: u32,
-    pub ifindex: u32,
-    pub direction: crate::flow::Direction,
-    pub via_vxlan: bool,
-    /// Matched through conntrack: the dropped packet had been NATed from the connect's tuple.
-    pub via_nat: bool,
-    pub packet: Option<String>,
-    /// The dropped packet's conntrack entry: pre-NAT tuple, NAT source, status.
-    pub conntrack: Option<CtJson>,
-    /// How many more times the same packet was dropped the same way (each retried SYN).
-    #[serde(default, skip_serializing_if = "is_zero")]
-    pub repeats: u32,
-}
-
-fn is_zero<T: Default + PartialEq>(n: &T) -> bool {
-    *n == T::default()
-}
-
-#[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct CtJson {
-    pub original: String,
-    pub nat_source: String,
-    pub confirmed: bool,
-    pub src_nat: bool,
-}
-
-/// The JSON line of a connection attempt (field names are a public contract).
-#[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct ConnectJson {
-    #[serde(rename = "type")]
-    pub kind: &'static str,
-    pub ts: String,
-    pub netns: u32,
-    pub pid: u32,
-    pub comm: String,
-    pub src: String,
-    pub dst: String,
-    /// The Kubernetes Service `dst` belongs to (`namespace/name:port`), where the node knows it.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub service: Option<String>,
-    pub outcome: Outcome,
-    pub connect_ms: f64,
-    pub syn_retransmits: u32,
-    /// The SYN was dropped here and still answered, yet the kernel reported no retransmit:
-    /// at least one resend happened unseen (`syn_retransmits` counts only what was seen).
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
-    pub syn_resent_unseen: bool,
-    pub retransmit_at_ms: Vec<f64>,
-    pub drops: Vec<DropJson>,
-    pub verdict: Option<Verdict>,
-}
-
-/// Round to µs so JSON stays short and replays compare equal.
-fn ms3(v: f64) -> f64 {
-    (v * 1000.0).round() / 1000.0
-}
-
-impl ConnectJson {
-    pub fn new(a: &Attempt, v: Option<&Verdict>, clock: &WallClock) -> Self {
-        ConnectJson {
-            kind: "connect",
-            ts: clock.rfc3339(a.start_ns),
-            netns: a.sock.netns,
-            pid: a.tgid,
-            comm: a.comm.clone(),
-            src: a.src.to_string(),
-            dst: a.dst.to_string(),
-            service: None,
-            outcome: a.outcome,
-            connect_ms: ms3(ns_to_ms(a.duration_ns())),
-            syn_retransmits: u32::try_from(a.retransmits.len()).unwrap_or(u32::MAX),
-            syn_resent_unseen: crate::verdict::resend_unseen(a),
-            retransmit_at_ms: a.retransmit_offsets_ms().into_iter().map(ms3).collect(),
-            drops: a
-                .drops
-                .iter()
-                .map(|d| DropJson {
-                    reason: d.drop.reason.to_string(),
-                    location: d.drop.location.to_string(),
-                    at_ms: ms3(ns_to_ms(d.drop.ts_ns.saturating_sub(a.start_ns))),
-                    netns: d.drop.netns,
-                    ifindex: d.drop.ifindex,
-                    direction: d.direction,
-                    via_vxlan: d.via_vxlan,
-                    via_nat: d.via_nat,
-                    repeats: d.repeats,
-                    conntrack: d.drop.ct.as_deref().map(|ct| CtJson {
-                        original: ct.orig.to_string(),
-                        nat_source: ct.nat_source().to_string(),
-                        confirmed: ct.confirmed(),
-                        src_nat: ct.src_nat(),
-                    }),
-                    packet: d.drop.packet.as_ref().map(|p| match p.tcp_flags {
-                        Some(f) => format!("{} [{f}]", p.tuple),
-                        None => p.tuple.to_string(),
-                    }),
-                })
-                .collect(),
-            verdict: v.cloned(),
-        }
-    }
-}
-
-/// The JSON line of a drop judged on its own (e.g. the receiving node of a VXLAN flow).
-#[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct DropLineJson {
-    #[serde(rename = "type")]
-    pub kind: &'static str,
-    pub ts: String,
-    pub netns: u32,
-    pub ifindex: u32,
-    pub cpu: u32,
-    pub reason: String,
-    pub location: String,
-    pub packet: Option<String>,
-    /// The inner flow of a VXLAN packet.
-    pub inner: Option<String>,
-    pub vni: Option<u32>,
-    pub conntrack: Option<CtJson>,
-    pub verdict: Verdict,
-}
-
-fn packet_text(p: &crate::packet::Packet) -> String {
-    match p.tcp_flags {
-        Some(f) => format!("{} [{f}]", p.tuple),
-        None => p.tuple.to_string(),
-    }
-}
-
-fn ct_json(ct: &crate::symbols::CtInfo) -> CtJson {
-    CtJson {
-        original: ct.orig.to_string(),
-        nat_source: ct.nat_source().to_string(),
-        confirmed: ct.confirmed(),
-        src_nat: ct.src_nat(),
-    }
-}
-
-impl DropLineJson {
-    pub fn new(d: &crate::symbols::DropRecord, v: &Verdict, clock: &WallClock) -> Self {
-        let vx = d.packet.as_ref().and_then(|p| p.vxlan.as_ref());
-        DropLineJson {
-            kind: "drop",
-            ts: clock.rfc3339(d.ts_ns),
-            netns: d.netns,
-            ifindex: d.ifindex,
-            cpu: d.cpu,
-            reason: d.reason.to_string(),
-            location: d.location.to_string(),
-            packet: d.packet.as_ref().map(packet_text),
-            inner: vx.and_then(|v| v.inner.as_deref()).map(packet_text),
-            vni: vx.map(|v| v.vni),
-            conntrack: d.ct.as_deref().map(ct_json),
-            verdict: v.clone(),
-        }
-    }
-}
-
-/// End-of-run (or periodic) totals.
-#[derive(Debug, Clone, Default, Serialize, PartialEq)]
-pub struct Summary {
-    #[serde(rename = "type")]
-    pub kind: &'static str,
-    pub duration_s: f64,
-    pub attempts: u64,
-    pub slow: u64,
-    /// Slow attempts per verdict id ("none" when nothing fit).
-    pub by_issue: BTreeMap<String, u64>,
-    /// Drops reported on their own, per verdict id.
-    pub drops_by_issue: BTreeMap<String, u64>,
-    /// Events the kernel could not put in the ring buffer, per event kind.
-    pub lost_events: BTreeMap<String, u64>,
-    /// Ring-buffer items that did not decode.
-    pub bad_events: u64,
-    /// Reported connects whose SYN resend the kernel never reported (`syn_resent_unseen`).
-    #[serde(skip_serializing_if = "is_zero")]
-    pub retransmits_unseen: u64,
-    pub tracker: TrackerStats,
-    /// Attempts still in SYN_SENT at the end.
-    pub in_flight: u64,
-}
-
-impl Summary {
-    pub fn lost_total(&self) -> u64 {
-        self.lost_events.values().sum()
-    }
-}
-
-/// Where reports go.
-pub trait Sink {
+/// Everything the front end prints: the engine's reports ([`Reports`]) and what only the shell
+/// knows — the hooks in use, the node, histograms, losses and the run's summary.
+pub trait Printer: Reports {
+    /// The evidence sources and whether each is active, once at start-up.
     fn hooks(&mut self, hooks: &[Hook]) -> io::Result<()>;
-    fn connect(&mut self, line: &ConnectJson) -> io::Result<()>;
-    fn drop_line(&mut self, line: &DropLineJson) -> io::Result<()>;
     /// The node fingerprint and its exposure, once at start-up.
-    fn node(
-        &mut self,
-        facts: &crate::node::NodeFacts,
-        exposure: &[crate::facts::Exposure],
-    ) -> io::Result<()>;
-    fn summary(&mut self, s: &Summary) -> io::Result<()>;
-    /// The latency histogram summary (periodic and at exit, before [`Sink::summary`]).
-    fn histogram(&mut self, _h: &crate::export::HistogramSummary) -> io::Result<()> {
-        Ok(())
-    }
+    fn node(&mut self, facts: &NodeFacts, exposure: &[Exposure]) -> io::Result<()>;
+    /// The latency histogram summary (periodic and at exit, before [`Printer::summary`]).
+    fn histogram(&mut self, h: &HistogramSummary) -> io::Result<()>;
     /// The kernel could not reserve more events since the last tick (`{"type":"loss",…}`).
-    fn loss(&mut self, _l: &crate::limits::LossLine) -> io::Result<()> {
-        Ok(())
+    fn loss(&mut self, l: &LossLine) -> io::Result<()>;
+    /// End-of-run totals.
+    fn summary(&mut self, s: &Summary) -> io::Result<()>;
+}
+
+/// The engine's reports, fanned out to the printer and the exports. Both see every report even
+/// when the printer fails (a closed stdout must not starve the exports); the first error is
+/// returned.
+pub struct Fanout<'a> {
+    pub printer: &'a mut dyn Printer,
+    pub exports: &'a mut Exports,
+}
+
+impl<'a> Fanout<'a> {
+    pub fn new(printer: &'a mut dyn Printer, exports: &'a mut Exports) -> Self {
+        Self { printer, exports }
     }
 }
 
-/// A borrowed sink is a sink (so a [`Tee`] can hold `&mut dyn Sink`). Every method must be
-/// forwarded here, the defaulted ones too, or a sink behind a `Tee` silently misses them.
-impl<S: Sink + ?Sized> Sink for &mut S {
-    fn hooks(&mut self, hooks: &[Hook]) -> io::Result<()> {
-        (**self).hooks(hooks)
+impl Reports for Fanout<'_> {
+    fn connect(&mut self, line: &ConnectReport) -> io::Result<()> {
+        let printed = self.printer.connect(line);
+        self.exports.connect(line).and(printed)
     }
-    fn connect(&mut self, line: &ConnectJson) -> io::Result<()> {
-        (**self).connect(line)
-    }
-    fn drop_line(&mut self, line: &DropLineJson) -> io::Result<()> {
-        (**self).drop_line(line)
-    }
-    fn node(
-        &mut self,
-        facts: &crate::node::NodeFacts,
-        exposure: &[crate::facts::Exposure],
-    ) -> io::Result<()> {
-        (**self).node(facts, exposure)
-    }
-    fn summary(&mut self, s: &Summary) -> io::Result<()> {
-        (**self).summary(s)
-    }
-    fn histogram(&mut self, h: &crate::export::HistogramSummary) -> io::Result<()> {
-        (**self).histogram(h)
-    }
-    fn loss(&mut self, l: &crate::limits::LossLine) -> io::Result<()> {
-        (**self).loss(l)
-    }
-}
-
-/// Fans every report out to two sinks (nest for more): the printer and the exports. Both see
-/// every report even when the first fails (a closed stdout must not starve the exports); the
-/// first error is returned.
-pub struct Tee<A, B>(pub A, pub B);
-
-impl<A: Sink, B: Sink> Tee<A, B> {
-    fn both(&mut self, mut f: impl FnMut(&mut dyn Sink) -> io::Result<()>) -> io::Result<()> {
-        let a = f(&mut self.0);
-        let b = f(&mut self.1);
-        a.and(b)
-    }
-}
-
-impl<A: Sink, B: Sink> Sink for Tee<A, B> {
-    fn hooks(&mut self, hooks: &[Hook]) -> io::Result<()> {
-        self.both(|s| s.hooks(hooks))
-    }
-    fn connect(&mut self, line: &ConnectJson) -> io::Result<()> {
-        self.both(|s| s.connect(line))
-    }
-    fn drop_line(&mut self, line: &DropLineJson) -> io::Result<()> {
-        self.both(|s| s.drop_line(line))
-    }
-    fn node(
-        &mut self,
-        facts: &crate::node::NodeFacts,
-        exposure: &[crate::facts::Exposure],
-    ) -> io::Result<()> {
-        self.both(|s| s.node(facts, exposure))
-    }
-    fn summary(&mut self, s: &Summary) -> io::Result<()> {
-        self.both(|k| k.summary(s))
-    }
-    fn histogram(&mut self, h: &crate::export::HistogramSummary) -> io::Result<()> {
-        self.both(|s| s.histogram(h))
-    }
-    fn loss(&mut self, l: &crate::limits::LossLine) -> io::Result<()> {
-        self.both(|s| s.loss(l))
+    fn drop_line(&mut self, line: &DropReport) -> io::Result<()> {
+        let printed = self.printer.drop_line(line);
+        self.exports.drop_line(line).and(printed)
     }
 }
 
 /// Discards everything (once stdout is gone, or when only the exports are wanted).
-pub struct NullSink;
+pub struct NullPrinter;
 
-impl Sink for NullSink {
+impl Reports for NullPrinter {
+    fn connect(&mut self, _: &ConnectReport) -> io::Result<()> {
+        Ok(())
+    }
+    fn drop_line(&mut self, _: &DropReport) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Printer for NullPrinter {
     fn hooks(&mut self, _: &[Hook]) -> io::Result<()> {
         Ok(())
     }
-    fn connect(&mut self, _: &ConnectJson) -> io::Result<()> {
+    fn node(&mut self, _: &NodeFacts, _: &[Exposure]) -> io::Result<()> {
         Ok(())
     }
-    fn drop_line(&mut self, _: &DropLineJson) -> io::Result<()> {
+    fn histogram(&mut self, _: &HistogramSummary) -> io::Result<()> {
         Ok(())
     }
-    fn node(&mut self, _: &crate::node::NodeFacts, _: &[crate::facts::Exposure]) -> io::Result<()> {
+    fn loss(&mut self, _: &LossLine) -> io::Result<()> {
         Ok(())
     }
     fn summary(&mut self, _: &Summary) -> io::Result<()> {
@@ -353,11 +87,11 @@ impl Sink for NullSink {
 }
 
 /// JSON lines on a writer.
-pub struct JsonSink<W: Write> {
+pub struct JsonPrinter<W: Write> {
     out: W,
 }
 
-impl<W: Write> JsonSink<W> {
+impl<W: Write> JsonPrinter<W> {
     pub fn new(out: W) -> Self {
         Self { out }
     }
@@ -369,7 +103,17 @@ impl<W: Write> JsonSink<W> {
     }
 }
 
-impl<W: Write> Sink for JsonSink<W> {
+impl<W: Write> Reports for JsonPrinter<W> {
+    fn connect(&mut self, line: &ConnectReport) -> io::Result<()> {
+        self.line(line)
+    }
+
+    fn drop_line(&mut self, line: &DropReport) -> io::Result<()> {
+        self.line(line)
+    }
+}
+
+impl<W: Write> Printer for JsonPrinter<W> {
     fn hooks(&mut self, hooks: &[Hook]) -> io::Result<()> {
         #[derive(Serialize)]
         struct Caps<'a> {
@@ -383,25 +127,13 @@ impl<W: Write> Sink for JsonSink<W> {
         })
     }
 
-    fn connect(&mut self, line: &ConnectJson) -> io::Result<()> {
-        self.line(line)
-    }
-
-    fn drop_line(&mut self, line: &DropLineJson) -> io::Result<()> {
-        self.line(line)
-    }
-
-    fn node(
-        &mut self,
-        facts: &crate::node::NodeFacts,
-        exposure: &[crate::facts::Exposure],
-    ) -> io::Result<()> {
+    fn node(&mut self, facts: &NodeFacts, exposure: &[Exposure]) -> io::Result<()> {
         #[derive(Serialize)]
         struct Node<'a> {
             #[serde(rename = "type")]
             kind: &'static str,
-            facts: &'a crate::node::NodeFacts,
-            exposure: &'a [crate::facts::Exposure],
+            facts: &'a NodeFacts,
+            exposure: &'a [Exposure],
         }
         self.line(&Node {
             kind: "node",
@@ -414,40 +146,29 @@ impl<W: Write> Sink for JsonSink<W> {
         self.line(s)
     }
 
-    fn histogram(&mut self, h: &crate::export::HistogramSummary) -> io::Result<()> {
+    fn histogram(&mut self, h: &HistogramSummary) -> io::Result<()> {
         self.line(h)
     }
 
-    fn loss(&mut self, l: &crate::limits::LossLine) -> io::Result<()> {
+    fn loss(&mut self, l: &LossLine) -> io::Result<()> {
         self.line(l)
     }
 }
 
 /// Human-readable lines: results on `out`, status on `err`.
-pub struct HumanSink<W: Write, E: Write> {
+pub struct HumanPrinter<W: Write, E: Write> {
     out: W,
     err: E,
 }
 
-impl<W: Write, E: Write> HumanSink<W, E> {
+impl<W: Write, E: Write> HumanPrinter<W, E> {
     pub fn new(out: W, err: E) -> Self {
         Self { out, err }
     }
 }
 
-impl<W: Write, E: Write> Sink for HumanSink<W, E> {
-    fn hooks(&mut self, hooks: &[Hook]) -> io::Result<()> {
-        for h in hooks {
-            let state = if h.active { "active  " } else { "MISSING " };
-            writeln!(self.err, "netlat: {state}{:<28} {}", h.evidence, h.hook)?;
-            if !h.detail.is_empty() {
-                writeln!(self.err, "netlat:         {}", h.detail)?;
-            }
-        }
-        self.err.flush()
-    }
-
-    fn connect(&mut self, c: &ConnectJson) -> io::Result<()> {
+impl<W: Write, E: Write> Reports for HumanPrinter<W, E> {
+    fn connect(&mut self, c: &ConnectReport) -> io::Result<()> {
         let ladder = if c.retransmit_at_ms.is_empty() {
             "no SYN retry".to_string()
         } else {
@@ -518,27 +239,7 @@ impl<W: Write, E: Write> Sink for HumanSink<W, E> {
         self.out.flush()
     }
 
-    fn node(
-        &mut self,
-        facts: &crate::node::NodeFacts,
-        exposure: &[crate::facts::Exposure],
-    ) -> io::Result<()> {
-        writeln!(self.err, "netlat: kernel {}", facts.kernel.release)?;
-        for e in exposure
-            .iter()
-            .filter(|e| e.exposed == crate::facts::Exposed::Yes)
-        {
-            writeln!(
-                self.err,
-                "netlat: this node is EXPOSED to {}: {}",
-                e.issue,
-                e.why.join("; ")
-            )?;
-        }
-        self.err.flush()
-    }
-
-    fn drop_line(&mut self, d: &DropLineJson) -> io::Result<()> {
+    fn drop_line(&mut self, d: &DropReport) -> io::Result<()> {
         writeln!(
             self.out,
             "{} DROP {} at {} netns {} {}{}",
@@ -560,6 +261,35 @@ impl<W: Write, E: Write> Sink for HumanSink<W, E> {
         )?;
         writeln!(self.out, "       fix: {}", v.remedy)?;
         self.out.flush()
+    }
+}
+
+impl<W: Write, E: Write> Printer for HumanPrinter<W, E> {
+    fn hooks(&mut self, hooks: &[Hook]) -> io::Result<()> {
+        for h in hooks {
+            let state = if h.active { "active  " } else { "MISSING " };
+            writeln!(self.err, "netlat: {state}{:<28} {}", h.evidence, h.hook)?;
+            if !h.detail.is_empty() {
+                writeln!(self.err, "netlat:         {}", h.detail)?;
+            }
+        }
+        self.err.flush()
+    }
+
+    fn node(&mut self, facts: &NodeFacts, exposure: &[Exposure]) -> io::Result<()> {
+        writeln!(self.err, "netlat: kernel {}", facts.kernel.release)?;
+        for e in exposure
+            .iter()
+            .filter(|e| e.exposed == netlat_core::exposure::Exposed::Yes)
+        {
+            writeln!(
+                self.err,
+                "netlat: this node is EXPOSED to {}: {}",
+                e.issue,
+                e.why.join("; ")
+            )?;
+        }
+        self.err.flush()
     }
 
     fn summary(&mut self, s: &Summary) -> io::Result<()> {
@@ -603,11 +333,11 @@ impl<W: Write, E: Write> Sink for HumanSink<W, E> {
         self.err.flush()
     }
 
-    fn histogram(&mut self, h: &crate::export::HistogramSummary) -> io::Result<()> {
+    fn histogram(&mut self, h: &HistogramSummary) -> io::Result<()> {
         crate::export::histo::write_human(h, &mut self.err)
     }
 
-    fn loss(&mut self, l: &crate::limits::LossLine) -> io::Result<()> {
+    fn loss(&mut self, l: &LossLine) -> io::Result<()> {
         writeln!(
             self.err,
             "netlat: LOST {} {} events (ring buffer full), {} so far",
@@ -619,8 +349,22 @@ impl<W: Write, E: Write> Sink for HumanSink<W, E> {
 
 #[cfg(test)]
 mod tests {
+    use netlat_core::{
+        event::SockKey,
+        flow::{Attempt, Outcome},
+        report::WallClock,
+        verdict::{Judge, Judgement, NoFacts},
+    };
+
     use super::*;
-    use crate::{event::SockKey, flow::Attempt};
+    use crate::export::ExportOptions;
+
+    fn unjudged() -> Judgement {
+        Judgement {
+            verdict: None,
+            syn_resent_unseen: false,
+        }
+    }
 
     fn attempt() -> Attempt {
         Attempt {
@@ -647,8 +391,8 @@ mod tests {
             offset_ns: 1_700_000_000_000_000_000,
         };
         let mut buf = Vec::new();
-        JsonSink::new(&mut buf)
-            .connect(&ConnectJson::new(&attempt(), None, &clock))
+        JsonPrinter::new(&mut buf)
+            .connect(&ConnectReport::new(&attempt(), &unjudged(), &clock))
             .unwrap();
         let v: serde_json::Value = serde_json::from_slice(&buf).unwrap();
         assert_eq!(v["type"], "connect");
@@ -675,23 +419,25 @@ mod tests {
         let mut out = Vec::new();
         let mut err = Vec::new();
         let a = attempt();
-        let v = crate::verdict::Judge {
+        let v = Judge {
             attempt: &a,
-            node: &crate::verdict::NoFacts,
+            node: &NoFacts,
         }
-        .verdict();
-        HumanSink::new(&mut out, &mut err)
-            .connect(&ConnectJson::new(&a, v.as_ref(), &clock))
+        .judge();
+        HumanPrinter::new(&mut out, &mut err)
+            .connect(&ConnectReport::new(&a, &v, &clock))
             .unwrap();
         let text = String::from_utf8(out).unwrap();
         assert!(text.contains("SLOW    1011.5 ms  curl[42] 10.0.0.1:40000 -> 10.0.0.2:8080  "));
         assert!(text.contains("retries at 1011 ms"));
         assert!(text.contains("=> unanswered-syn (Low confidence)"));
         // A known Service follows the destination, in the JSON line as `service`.
-        let mut line = ConnectJson::new(&a, v.as_ref(), &clock);
+        let mut line = ConnectReport::new(&a, &v, &clock);
         line.service = Some("default/web:http".into());
         let mut out = Vec::new();
-        HumanSink::new(&mut out, Vec::new()).connect(&line).unwrap();
+        HumanPrinter::new(&mut out, Vec::new())
+            .connect(&line)
+            .unwrap();
         let text = String::from_utf8(out).unwrap();
         assert!(
             text.contains("-> 10.0.0.2:8080 (service default/web:http)  Established"),
@@ -705,75 +451,57 @@ mod tests {
     fn summary_reports_losses() {
         let mut err = Vec::new();
         let mut s = Summary {
-            kind: "summary",
             attempts: 3,
             slow: 1,
             ..Summary::default()
         };
         s.lost_events.insert("drop".into(), 7);
-        HumanSink::new(Vec::new(), &mut err).summary(&s).unwrap();
+        HumanPrinter::new(Vec::new(), &mut err).summary(&s).unwrap();
         let text = String::from_utf8(err).unwrap();
         assert!(text.contains("3 connect attempts, 1 slow"));
         assert!(text.contains("LOST 7 kernel events"));
     }
 
-    /// Counts what reaches it; fails every call when `fail`.
-    #[derive(Default)]
-    struct Counting {
-        connects: usize,
-        histograms: usize,
-        fail: bool,
+    /// A printer whose reader went away.
+    struct Gone;
+
+    impl Reports for Gone {
+        fn connect(&mut self, _: &ConnectReport) -> io::Result<()> {
+            Err(io::ErrorKind::BrokenPipe.into())
+        }
+        fn drop_line(&mut self, _: &DropReport) -> io::Result<()> {
+            Err(io::ErrorKind::BrokenPipe.into())
+        }
     }
 
-    impl Sink for Counting {
+    impl Printer for Gone {
         fn hooks(&mut self, _: &[Hook]) -> io::Result<()> {
             Ok(())
         }
-        fn connect(&mut self, _: &ConnectJson) -> io::Result<()> {
-            self.connects += 1;
-            if self.fail {
-                return Err(io::ErrorKind::BrokenPipe.into());
-            }
+        fn node(&mut self, _: &NodeFacts, _: &[Exposure]) -> io::Result<()> {
             Ok(())
         }
-        fn drop_line(&mut self, _: &DropLineJson) -> io::Result<()> {
+        fn histogram(&mut self, _: &HistogramSummary) -> io::Result<()> {
             Ok(())
         }
-        fn node(
-            &mut self,
-            _: &crate::node::NodeFacts,
-            _: &[crate::facts::Exposure],
-        ) -> io::Result<()> {
+        fn loss(&mut self, _: &LossLine) -> io::Result<()> {
             Ok(())
         }
         fn summary(&mut self, _: &Summary) -> io::Result<()> {
             Ok(())
         }
-        fn histogram(&mut self, _: &crate::export::HistogramSummary) -> io::Result<()> {
-            self.histograms += 1;
-            Ok(())
-        }
     }
 
     #[test]
-    fn tee_feeds_both_sinks_even_when_the_first_fails() {
+    fn the_exports_see_a_report_the_printer_failed_to_print() {
         let clock = WallClock { offset_ns: 0 };
-        let line = ConnectJson::new(&attempt(), None, &clock);
-        let mut first = Counting {
-            fail: true,
-            ..Counting::default()
-        };
-        let mut second = Counting::default();
-        {
-            let borrowed: &mut dyn Sink = &mut first;
-            let mut tee = Tee(borrowed, &mut second);
-            let e = tee.connect(&line).unwrap_err();
-            assert_eq!(e.kind(), io::ErrorKind::BrokenPipe);
-            let h = crate::export::Histograms::new().unwrap().summary(1.0, true);
-            tee.histogram(&h).unwrap();
-        }
-        assert_eq!((first.connects, second.connects), (1, 1));
-        // A defaulted method reaches the sink through `&mut dyn Sink` too.
-        assert_eq!((first.histograms, second.histograms), (1, 1));
+        let line = ConnectReport::new(&attempt(), &unjudged(), &clock);
+        let mut exports =
+            Exports::open(&ExportOptions::default(), std::time::SystemTime::UNIX_EPOCH).unwrap();
+        let e = Fanout::new(&mut Gone, &mut exports)
+            .connect(&line)
+            .unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::BrokenPipe);
+        assert_eq!(exports.histograms().count(), 1);
     }
 }

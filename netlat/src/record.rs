@@ -25,13 +25,12 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 
-use crate::{
-    btf::CtTupleLayout,
+use netlat_core::{
     engine::{Counters, NatLookup},
+    enrich::{CounterEvidence, CtTupleLayout},
     event::SockKey,
-    output::Hook,
     packet::FiveTuple,
-    symbols::CounterEvidence,
+    report::Hook,
     verdict::NodeView,
 };
 

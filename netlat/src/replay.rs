@@ -6,25 +6,28 @@ use std::{io, process::ExitCode};
 
 use anyhow::Context as _;
 
+use netlat_core::{
+    engine::{Engine, EngineConfig},
+    enrich::{Kallsyms, Names},
+    flow::TrackerConfig,
+    report::WallClock,
+};
+
 use crate::{
     cli::{OutputFormat, ReplayArgs},
-    engine::{Engine, EngineConfig},
     export::{ExportOptions, Exports},
-    flow::TrackerConfig,
-    output::Tee,
-    output::{HumanSink, JsonSink, Sink, WallClock},
+    output::{Fanout, HumanPrinter, JsonPrinter, Printer},
     record::{Note, Reader, Record, Replayed, SharedAnswers},
-    symbols::{Kallsyms, Names},
 };
 
 pub fn main(args: ReplayArgs) -> anyhow::Result<ExitCode> {
     let stdout = io::stdout();
     let stderr = io::stderr();
-    let mut sink: Box<dyn Sink> = match args.output {
-        OutputFormat::Json => Box::new(JsonSink::new(stdout.lock())),
-        OutputFormat::Human => Box::new(HumanSink::new(stdout.lock(), stderr.lock())),
+    let mut printer: Box<dyn Printer> = match args.output {
+        OutputFormat::Json => Box::new(JsonPrinter::new(stdout.lock())),
+        OutputFormat::Human => Box::new(HumanPrinter::new(stdout.lock(), stderr.lock())),
     };
-    match run(&args, sink.as_mut(), &ExportOptions::default()) {
+    match run(&args, printer.as_mut(), &ExportOptions::default()) {
         Err(e)
             if e.downcast_ref::<io::Error>()
                 .is_some_and(|e| e.kind() == io::ErrorKind::BrokenPipe) =>
@@ -39,7 +42,7 @@ pub fn main(args: ReplayArgs) -> anyhow::Result<ExitCode> {
 /// the exports `opts` asks for, e.g. an interval log for `netlat report`).
 pub fn run(
     args: &ReplayArgs,
-    printer: &mut dyn Sink,
+    printer: &mut dyn Printer,
     opts: &ExportOptions,
 ) -> anyhow::Result<ExitCode> {
     let (header, mut reader) = Reader::open(&args.file)
@@ -47,9 +50,7 @@ pub fn run(
     let clock = WallClock {
         offset_ns: header.clock_offset_ns,
     };
-    let exports = Exports::open(opts, std::time::SystemTime::now())?;
-    let mut tee = Tee(printer, exports);
-    let sink: &mut dyn Sink = &mut tee;
+    let mut exports = Exports::open(opts, std::time::SystemTime::now())?;
     let answers = SharedAnswers::default();
     let names = Names {
         reasons: header.reasons.clone(),
@@ -72,7 +73,8 @@ pub fn run(
         Box::new(Replayed(answers.clone())),
         Box::new(Replayed(answers.clone())),
     );
-    sink.hooks(&header.hooks)?;
+    exports.hooks(&header.hooks);
+    printer.hooks(&header.hooks)?;
 
     // An item's annotations follow it, so an item is handled once the next item (or the end)
     // shows that all of its annotations have been queued.
@@ -83,14 +85,14 @@ pub fn run(
         match reader.next_record() {
             Ok(Some(Record::Item(bytes))) => {
                 if let Some(p) = pending.replace(bytes) {
-                    engine.handle_bytes(&p, sink)?;
+                    engine.handle_bytes(&p, &mut Fanout::new(printer, &mut exports))?;
                 }
             }
             Ok(Some(Record::Note(note))) => match note {
                 Note::Symbol { addr, location } => engine.insert_symbol(addr, location),
                 Note::Tick { now_ns } => {
                     if let Some(p) = pending.take() {
-                        engine.handle_bytes(&p, sink)?;
+                        engine.handle_bytes(&p, &mut Fanout::new(printer, &mut exports))?;
                     }
                     engine.tick(now_ns);
                 }
@@ -109,15 +111,14 @@ pub fn run(
         }
     }
     if let Some(p) = pending.take() {
-        engine.handle_bytes(&p, sink)?;
+        engine.handle_bytes(&p, &mut Fanout::new(printer, &mut exports))?;
     }
     let now = end.as_ref().map_or(engine.last_ts(), |e| e.0);
-    let mut summary = engine.finish(now, sink)?;
+    let mut summary = engine.finish(now, &mut Fanout::new(printer, &mut exports))?;
     if let Some((_, duration_s, lost)) = end {
         summary.duration_s = duration_s;
         summary.lost_events = lost;
     }
-    let Tee(printer, mut exports) = tee;
     printer.histogram(&exports.finish(clock.to_system_time(now))?)?;
     printer.summary(&summary)?;
     match failure {
@@ -157,7 +158,7 @@ mod tests {
         let mut out = Vec::new();
         run(
             &args,
-            &mut JsonSink::new(&mut out),
+            &mut JsonPrinter::new(&mut out),
             &ExportOptions::default(),
         )
         .unwrap();

@@ -18,12 +18,16 @@ use tokio::{
 
 use std::collections::HashSet;
 
+use netlat_core::{
+    engine::{Engine, EngineConfig},
+    report::{Reports, WallClock},
+};
+
 use crate::{
     cli::{OutputFormat, WatchArgs},
-    engine::{Engine, EngineConfig},
     export::Exports,
     loader,
-    output::{HumanSink, JsonSink, Sink, Tee, WallClock},
+    output::{Fanout, HumanPrinter, JsonPrinter, Printer},
     record::{
         Header, Note, Recorder, RecordingCounters, RecordingNat, RecordingView, SharedRecorder,
     },
@@ -72,11 +76,11 @@ pub fn main(args: WatchArgs) -> anyhow::Result<ExitCode> {
         };
         let stdout = io::stdout();
         let stderr = io::stderr();
-        let mut sink: Box<dyn Sink> = match args.output {
-            OutputFormat::Json => Box::new(JsonSink::new(stdout.lock())),
-            OutputFormat::Human => Box::new(HumanSink::new(stdout.lock(), stderr.lock())),
+        let mut printer: Box<dyn Printer> = match args.output {
+            OutputFormat::Json => Box::new(JsonPrinter::new(stdout.lock())),
+            OutputFormat::Human => Box::new(HumanPrinter::new(stdout.lock(), stderr.lock())),
         };
-        run(&args, sink.as_mut(), exports, shutdown).await
+        run(&args, printer.as_mut(), exports, shutdown).await
     })
 }
 
@@ -123,13 +127,11 @@ fn is_broken_pipe(e: &io::Error) -> bool {
 /// Load, attach and stream until `shutdown` completes or `--duration` passes.
 pub async fn run(
     args: &WatchArgs,
-    sink: &mut dyn Sink,
+    printer: &mut dyn Printer,
     mut exports: Exports,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<ExitCode> {
     exports.serve()?;
-    // Every report goes to the printer and the exports (histograms, --hlog, --listen).
-    let mut out = Tee(sink, exports);
     let limits = crate::limits::Limits::from_env().map_err(anyhow::Error::msg)?;
     let loaded = loader::load(args.verbose)?;
     crate::limits::release_startup_memory();
@@ -223,14 +225,15 @@ pub async fn run(
         rec,
         symbols: HashSet::new(),
     };
-    if let Err(e) = out.hooks(&loaded.hooks) {
+    exports.hooks(&loaded.hooks);
+    if let Err(e) = printer.hooks(&loaded.hooks) {
         return finish_on_output_error(e);
     }
     // The node fingerprint joined to this run: verdicts read the same facts per namespace.
     let facts = tokio::task::spawn_blocking(crate::node::gather)
         .await
         .context("gathering node facts")?;
-    if let Err(e) = out.node(&facts, &crate::facts::exposure(&facts)) {
+    if let Err(e) = printer.node(&facts, &netlat_core::exposure::exposure(&facts)) {
         return finish_on_output_error(e);
     }
 
@@ -257,7 +260,13 @@ pub async fn run(
     let mut losses = crate::limits::LossMonitor::default();
 
     // Records already there wake nobody (the kernel wakes only a reader that read everything).
-    if drain(ring.get_mut(), &mut feed, &mut out)?.is_none() {
+    if drain(
+        ring.get_mut(),
+        &mut feed,
+        &mut Fanout::new(printer, &mut exports),
+    )?
+    .is_none()
+    {
         pipe_closed = true;
     }
     let mut mode = ReaderMode::new(&mut ebpf);
@@ -271,14 +280,14 @@ pub async fn run(
             guard = ring.readable_mut(), if !polling => {
                 let mut guard = guard.context("waiting for the ring buffer")?;
                 tokio::time::sleep(GATHER).await;
-                let Some(n) = drain(guard.get_inner_mut(), &mut feed, &mut out)? else {
+                let Some(n) = drain(guard.get_inner_mut(), &mut feed, &mut Fanout::new(printer, &mut exports))? else {
                     pipe_closed = true;
                     break 'main;
                 };
                 guard.clear_ready();
                 // A record committed between that read and clear_ready() woke us into the
                 // cleared state, and no later record wakes us while it is unread: read again.
-                let Some(m) = drain(guard.get_inner_mut(), &mut feed, &mut out)? else {
+                let Some(m) = drain(guard.get_inner_mut(), &mut feed, &mut Fanout::new(printer, &mut exports))? else {
                     pipe_closed = true;
                     break 'main;
                 };
@@ -289,7 +298,7 @@ pub async fn run(
             }
             // Busy mode: read on a timer; the programs submit without waking us.
             _ = tokio::time::sleep(POLL_EVERY), if polling => {
-                let Some(n) = drain(ring.get_mut(), &mut feed, &mut out)? else {
+                let Some(n) = drain(ring.get_mut(), &mut feed, &mut Fanout::new(printer, &mut exports))? else {
                     pipe_closed = true;
                     break 'main;
                 };
@@ -297,7 +306,7 @@ pub async fn run(
                     mode.set(false);
                     polling = false;
                     // Records committed while the programs still saw "polling" woke nobody.
-                    if drain(ring.get_mut(), &mut feed, &mut out)?.is_none() {
+                    if drain(ring.get_mut(), &mut feed, &mut Fanout::new(printer, &mut exports))?.is_none() {
                         pipe_closed = true;
                         break 'main;
                     }
@@ -311,25 +320,25 @@ pub async fn run(
             }
             _ = tick.tick() => {
                 // A safety net: whatever a lost wakeup left in the ring waits at most a second.
-                if drain(ring.get_mut(), &mut feed, &mut out)?.is_none() {
+                if drain(ring.get_mut(), &mut feed, &mut Fanout::new(printer, &mut exports))?.is_none() {
                     pipe_closed = true;
                     break 'main;
                 }
                 feed.tick(monotonic_ns());
                 // Scrapes come at any time: keep the lost-event counters a second fresh.
-                if out.1.serves_metrics() {
-                    out.1.lost_events(&loader::lost_events(&ebpf));
+                if exports.serves_metrics() {
+                    exports.lost_events(&loader::lost_events(&ebpf));
                 }
                 for l in losses.update(&loader::lost_events(&ebpf)) {
-                    if let Err(e) = out.0.loss(&l) {
+                    if let Err(e) = printer.loss(&l) {
                         if is_broken_pipe(&e) { pipe_closed = true; break 'main; }
                         return Err(e).context("writing output");
                     }
                 }
             }
             _ = async { match summary_tick.as_mut() { Some(t) => { t.tick().await; } None => std::future::pending().await } } => {
-                match out.1.interval(SystemTime::now()) {
-                    Ok(Some(h)) => if let Err(e) = out.0.histogram(&h) {
+                match exports.interval(SystemTime::now()) {
+                    Ok(Some(h)) => if let Err(e) = printer.histogram(&h) {
                         if is_broken_pipe(&e) { pipe_closed = true; break 'main; }
                         return Err(e).context("writing output");
                     },
@@ -345,15 +354,24 @@ pub async fn run(
     }
 
     // Drain what the kernel already produced so nothing seen is lost at exit.
-    if !pipe_closed && drain(ring.get_mut(), &mut feed, &mut out)?.is_none() {
+    if !pipe_closed
+        && drain(
+            ring.get_mut(),
+            &mut feed,
+            &mut Fanout::new(printer, &mut exports),
+        )?
+        .is_none()
+    {
         pipe_closed = true;
     }
     let now = monotonic_ns();
     let mut summary = if pipe_closed {
-        feed.engine
-            .finish(now, &mut Tee(crate::output::NullSink, &mut out.1))?
+        feed.engine.finish(now, &mut exports)?
     } else {
-        match feed.engine.finish(now, &mut out) {
+        match feed
+            .engine
+            .finish(now, &mut Fanout::new(printer, &mut exports))
+        {
             Ok(s) => s,
             Err(e) => return finish_on_output_error(e),
         }
@@ -381,17 +399,17 @@ pub async fn run(
     }
     // Flush every export (the last hlog interval; the metrics stay served until exit), then
     // the histogram summary goes before the final summary line.
-    out.1.lost_events(&loader::lost_events(&ebpf));
-    let exported = out.1.finish(SystemTime::now());
+    exports.lost_events(&loader::lost_events(&ebpf));
+    let exported = exports.finish(SystemTime::now());
     if !pipe_closed {
         let printed = last_losses
             .iter()
-            .try_for_each(|l| out.0.loss(l))
+            .try_for_each(|l| printer.loss(l))
             .and_then(|()| match &exported {
-                Ok(h) => out.0.histogram(h),
+                Ok(h) => printer.histogram(h),
                 Err(_) => Ok(()),
             })
-            .and_then(|()| out.0.summary(&summary));
+            .and_then(|()| printer.summary(&summary));
         if let Err(e) = printed {
             exported?;
             return finish_on_output_error(e);
@@ -410,11 +428,11 @@ struct Feed {
 }
 
 impl Feed {
-    fn item(&mut self, bytes: &[u8], sink: &mut dyn Sink) -> io::Result<()> {
+    fn item(&mut self, bytes: &[u8], sink: &mut dyn Reports) -> io::Result<()> {
         if let Some(rec) = &self.rec {
             let mut r = rec.borrow_mut();
             // A replay has no symbol table: record how each new drop location resolved.
-            if let Ok(crate::event::Event::Drop(d)) = crate::event::decode(bytes)
+            if let Ok(netlat_core::event::Event::Drop(d)) = netlat_core::event::decode(bytes)
                 && self.symbols.insert(d.location)
             {
                 r.note(&Note::Symbol {
@@ -442,7 +460,7 @@ impl Feed {
 fn drain(
     rb: &mut RingBuf<MapData>,
     feed: &mut Feed,
-    out: &mut dyn Sink,
+    out: &mut dyn Reports,
 ) -> anyhow::Result<Option<usize>> {
     let mut n = 0;
     while let Some(item) = rb.next() {

@@ -16,11 +16,12 @@
 
 use std::io;
 
-use netlat::{
+use netlat::output::JsonPrinter;
+use netlat_core::{
     engine::{Engine, EngineConfig, NoCounters, NoNatLookup},
+    enrich::{Kallsyms, Names},
     flow::TrackerConfig,
-    output::{JsonSink, WallClock},
-    symbols::{Kallsyms, Names},
+    report::WallClock,
 };
 use netlat_ebpf::{Addrs, DropEvent, EventHeader, RetransmitEvent, SockStateEvent, kind};
 
@@ -348,13 +349,13 @@ pub fn engine() -> Engine {
             tracker: TrackerConfig::default(),
         },
         names,
-        Box::new(netlat::verdict::NoFacts),
+        Box::new(netlat_core::verdict::NoFacts),
         Box::new(NoCounters),
         Box::new(NoNatLookup),
     )
 }
 
 /// The JSON-lines printer writing to nowhere, as `watch --output json > /dev/null`.
-pub fn sink() -> JsonSink<io::Sink> {
-    JsonSink::new(io::sink())
+pub fn sink() -> JsonPrinter<io::Sink> {
+    JsonPrinter::new(io::sink())
 }

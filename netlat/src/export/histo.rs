@@ -15,7 +15,7 @@ use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
 use super::{ExportError, MAX_DESTINATIONS, bounded_key, cause_of, micros, retry_delay_us};
-use crate::output::ConnectJson;
+use netlat_core::report::ConnectReport;
 
 /// Smallest trackable latency, µs.
 pub const LOWEST_US: u64 = 1;
@@ -139,7 +139,7 @@ impl Hists {
 }
 
 /// A connect's destination label: `ip:port`, with its Service when known.
-pub fn dst_label(c: &ConnectJson) -> String {
+pub fn dst_label(c: &ConnectReport) -> String {
     match &c.service {
         Some(s) => format!("{} ({s})", c.dst),
         None => c.dst.clone(),
@@ -167,7 +167,7 @@ impl Histograms {
 
     /// Record one reported connect; returns the destination key it was counted under (the
     /// same for its latency and its retry delay).
-    pub fn record(&mut self, c: &ConnectJson) -> String {
+    pub fn record(&mut self, c: &ConnectReport) -> String {
         let cause = cause_of(c);
         let label = dst_label(c);
         let dst = bounded_key(&self.latency.by_dst, &label, MAX_DESTINATIONS).to_string();
@@ -302,7 +302,7 @@ pub fn write_human(h: &HistogramSummary, w: &mut dyn Write) -> io::Result<()> {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::{
+    use netlat_core::{
         flow::Outcome,
         verdict::{Confidence, Verdict},
     };
@@ -312,9 +312,8 @@ pub(crate) mod tests {
         ms: f64,
         retries: u32,
         issue: Option<&'static str>,
-    ) -> ConnectJson {
-        ConnectJson {
-            kind: "connect",
+    ) -> ConnectReport {
+        ConnectReport {
             ts: "2026-01-01T00:00:00.000Z".into(),
             netns: 1,
             pid: 2,
@@ -396,7 +395,7 @@ pub(crate) mod tests {
         ms: f64,
         retries: &[f64],
         issue: Option<&'static str>,
-    ) -> ConnectJson {
+    ) -> ConnectReport {
         let mut c = connect(dst, ms, retries.len() as u32, issue);
         c.service = service.map(str::to_string);
         c.retransmit_at_ms = retries.to_vec();

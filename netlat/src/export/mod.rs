@@ -3,7 +3,7 @@
 //! (`--hlog`, [`hlog`]) and Prometheus metrics (`--listen`, [`prom`]); `netlat report`
 //! ([`report`], [`svg`]) reads the interval log back.
 //!
-//! Everything is fed from the same [`ConnectJson`]/[`DropLineJson`] lines the printers get, so
+//! Everything is fed from the same [`ConnectReport`]/[`DropReport`] lines the printers get, so
 //! a replayed stream builds the same histograms as the live run. Wall-clock time enters only
 //! through the explicit `now` of [`Exports::interval`] and [`Exports::finish`].
 
@@ -23,7 +23,7 @@ use std::{
 
 pub use histo::{HistogramSummary, Histograms};
 
-use crate::output::{ConnectJson, DropLineJson, Hook, Sink, Summary};
+use netlat_core::report::{ConnectReport, DropReport, Hook, Reports};
 
 /// Destinations with their own histogram, hlog tag and metric label; later ones are counted
 /// under [`OTHER_DST`]. A 3-digit HdrHistogram over 1 µs … 200 s takes ~75 KB, and a label per
@@ -94,19 +94,19 @@ pub struct ExportOptions {
 }
 
 /// The verdict id a connect is counted under ("none" when no known issue fits).
-pub fn cause_of(c: &ConnectJson) -> &'static str {
+pub fn cause_of(c: &ConnectReport) -> &'static str {
     c.verdict.as_ref().map_or("none", |v| v.issue)
 }
 
 /// Connect latency in whole microseconds (the histograms' unit).
-pub fn micros(c: &ConnectJson) -> u64 {
+pub fn micros(c: &ConnectReport) -> u64 {
     (c.connect_ms * 1000.0).round().max(0.0) as u64
 }
 
 /// The delay SYN retries added to a connect, in microseconds: from the first SYN to the last
 /// retransmitted one (the time the connect spent waiting for retransmit timers). `None` for a
 /// connect without retries: it was slow for another reason.
-pub fn retry_delay_us(c: &ConnectJson) -> Option<u64> {
+pub fn retry_delay_us(c: &ConnectReport) -> Option<u64> {
     c.retransmit_at_ms
         .iter()
         .copied()
@@ -236,15 +236,17 @@ impl Drop for Exports {
     }
 }
 
-impl Sink for Exports {
-    fn hooks(&mut self, hooks: &[Hook]) -> io::Result<()> {
+impl Exports {
+    /// The evidence sources in use, for the metrics' hook gauge.
+    pub fn hooks(&mut self, hooks: &[Hook]) {
         if let Some(m) = &self.metrics {
             m.set_hooks(hooks);
         }
-        Ok(())
     }
+}
 
-    fn connect(&mut self, c: &ConnectJson) -> io::Result<()> {
+impl Reports for Exports {
+    fn connect(&mut self, c: &ConnectReport) -> io::Result<()> {
         let dst = self.hist.record(c);
         let cause = cause_of(c);
         let retry_us = retry_delay_us(c);
@@ -271,18 +273,10 @@ impl Sink for Exports {
         Ok(())
     }
 
-    fn drop_line(&mut self, d: &DropLineJson) -> io::Result<()> {
+    fn drop_line(&mut self, d: &DropReport) -> io::Result<()> {
         if let Some(m) = &self.metrics {
             m.count_drop(d.verdict.issue);
         }
-        Ok(())
-    }
-
-    fn node(&mut self, _: &crate::node::NodeFacts, _: &[crate::facts::Exposure]) -> io::Result<()> {
-        Ok(())
-    }
-
-    fn summary(&mut self, _: &Summary) -> io::Result<()> {
         Ok(())
     }
 }

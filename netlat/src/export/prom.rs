@@ -16,7 +16,7 @@ use tokio::{
     sync::Semaphore,
 };
 
-use crate::output::Hook;
+use netlat_core::report::Hook;
 
 /// Histogram buckets (seconds) along the SYN retry ladder: sub-second for ordinary slowness,
 /// then the moments a connect completes after 1, 2, 3 … lost SYNs (RTO 1 s doubling: 1, 3, 7,

@@ -237,7 +237,7 @@ pub fn main(args: &ReportArgs) -> anyhow::Result<ExitCode> {
                 hlog: Some(tmp.clone()),
                 listen: None,
             };
-            let replayed = crate::replay::run(&replay, &mut crate::output::NullSink, &opts);
+            let replayed = crate::replay::run(&replay, &mut crate::output::NullPrinter, &opts);
             let hlog = std::fs::read(&tmp);
             let _ = std::fs::remove_file(&tmp);
             replayed?;

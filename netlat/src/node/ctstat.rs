@@ -5,7 +5,9 @@
 //! 5.9 renamed `searched` to `clashres` (clash_resolve), 5.17 filled the always-zero
 //! `delete_list` slot with `chainlength` (chaintoolong), and `icmp_error` prints `st->error`.
 
-use super::{CtCpuStats, NodeError};
+use netlat_core::facts::CtCpuStats;
+
+use super::NodeError;
 
 /// Parses the text of /proc/net/stat/nf_conntrack into one entry per CPU row.
 pub fn parse_ct_stats(text: &str) -> Result<Vec<CtCpuStats>, NodeError> {

@@ -8,8 +8,8 @@
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
+use netlat_core::facts::{IpvsService, RealServer};
 use rtnetlink::sys::protocols::NETLINK_GENERIC;
-use serde::Serialize;
 
 use super::NodeError;
 use super::nl::{self, find, string};
@@ -46,30 +46,6 @@ const IPVS_DEST_ATTR_ADDR_FAMILY: u16 = 11;
 const NLA_F_NESTED: u16 = 1 << 15;
 const AF_INET: u16 = 2;
 const AF_INET6: u16 = 10;
-
-/// One IPVS virtual service and its real servers.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct IpvsService {
-    /// `AF_INET` or `AF_INET6`.
-    pub family: u16,
-    /// IP protocol (6 TCP, 17 UDP, 132 SCTP); 0 for a firewall-mark service.
-    pub protocol: u16,
-    /// VIP:port; `None` for a firewall-mark service.
-    pub vip: Option<SocketAddr>,
-    /// Firewall mark of a mark-based service (0 otherwise).
-    pub fwmark: u32,
-    pub real_servers: Vec<RealServer>,
-}
-
-/// One real server (IPVS destination) of a virtual service.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-pub struct RealServer {
-    pub addr: SocketAddr,
-    /// 0 = no new connections (kube-proxy's graceful termination).
-    pub weight: u32,
-    pub active_conns: u32,
-    pub inactive_conns: u32,
-}
 
 /// Every virtual service with its real servers in the calling thread's namespace; `None` when
 /// IPVS is not loaded. Listing needs CAP_NET_ADMIN.

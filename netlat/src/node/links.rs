@@ -7,7 +7,9 @@ use rtnetlink::packet_route::link::{
     InfoData, InfoKind, InfoVxlan, LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
 };
 
-use super::{NETLINK_TIMEOUT, VxlanDev};
+use netlat_core::facts::VxlanDev;
+
+use super::NETLINK_TIMEOUT;
 
 /// The ethtool feature that is tx checksum offload on virtual devices such as VXLAN (what
 /// `ethtool -K DEV tx off` turns off, and Calico's `ChecksumOffloadBroken` workaround too).

@@ -5,6 +5,8 @@
 use std::path::PathBuf;
 use std::process::Command;
 
+use netlat_core::facts::{NatKind, NatRule};
+
 use super::*;
 
 /// A network namespace made with `ip netns add`, deleted on drop even when the test fails.
@@ -441,7 +443,7 @@ fn live_kube_services_from_nftables_mode() {
 
 #[test]
 fn live_service_names_are_reread_off_the_loop() {
-    use crate::verdict::NodeView as _;
+    use netlat_core::verdict::NodeView as _;
     use std::os::unix::fs::MetadataExt as _;
     let Some(ns) = NamespaceGuard::new("svcttl", &["iptables-nft"]) else {
         return;

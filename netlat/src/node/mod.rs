@@ -34,10 +34,10 @@ use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::Serialize;
-
 pub use ctstat::parse_ct_stats;
-pub use ipvs::{IpvsService, RealServer};
+use netlat_core::facts::{
+    CtCpuStats, IpvsService, KernelVersion, KubeProxy, KubeProxyMode, NodeFacts,
+};
 
 /// The sysctls [`NodeFacts::sysctls`] reports, by their dotted names.
 pub const SYSCTLS: &[&str] = &[
@@ -61,192 +61,9 @@ const KUBE_IPVS_DEVICE: &str = "kube-ipvs0";
 /// How long one netlink exchange may take before it is reported as stuck.
 const NETLINK_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// What netlat knows about the node before it watches anything.
-#[derive(Debug, Clone, Default, Serialize, PartialEq)]
-pub struct NodeFacts {
-    /// The running kernel (uname release, parsed).
-    pub kernel: KernelVersion,
-    /// The values of [`SYSCTLS`], trimmed; `None` when this kernel (or its loaded modules) has no
-    /// such sysctl, e.g. `net.ipv4.vs.*` without ip_vs.
-    pub sysctls: BTreeMap<String, Option<String>>,
-    /// Which kube-proxy mode programs this namespace, and why netlat thinks so.
-    pub kube_proxy: KubeProxy,
-    /// Every MASQUERADE/SNAT rule, from nftables (native and iptables-nft) and iptables-legacy.
-    pub nat_rules: Vec<NatRule>,
-    /// Every VXLAN device.
-    pub vxlan: Vec<VxlanDev>,
-    /// Evidence that Calico runs here (empty = none seen).
-    pub calico: Vec<String>,
-    /// Per-CPU conntrack counters; `None` when nf_conntrack is not loaded or the file is
-    /// unreadable (then a note says why).
-    pub conntrack: Option<Vec<CtCpuStats>>,
-    /// IPVS virtual services with their real servers (empty when IPVS is not loaded).
-    pub ipvs: Vec<IpvsService>,
-    /// One line per fact that could not be read, saying what and why.
-    pub notes: Vec<String>,
-}
-
-/// The kernel release and its leading version numbers.
-#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
-pub struct KernelVersion {
-    /// `uname -r`, as is (e.g. `6.1.0-28-amd64`).
-    pub release: String,
-    /// First number of the release.
-    pub major: u32,
-    /// Second number of the release.
-    pub minor: u32,
-    /// Third number of the release (0 when the release has only two).
-    pub patch: u32,
-}
-
-impl KernelVersion {
-    /// Parses a uname release: `MAJOR.MINOR[.PATCH]` followed by anything (`-28-amd64`, `+`).
-    pub fn parse(release: &str) -> Result<Self, NodeError> {
-        let bad = || NodeError::KernelRelease {
-            release: release.to_string(),
-        };
-        let numeric = release
-            .split(|c: char| !c.is_ascii_digit() && c != '.')
-            .next()
-            .unwrap_or("");
-        let mut parts = numeric.split('.');
-        let mut next = |required: bool| -> Result<u32, NodeError> {
-            match parts.next() {
-                Some(p) if !p.is_empty() => p.parse().map_err(|_| bad()),
-                _ if required => Err(bad()),
-                _ => Ok(0),
-            }
-        };
-        Ok(Self {
-            release: release.to_string(),
-            major: next(true)?,
-            minor: next(true)?,
-            patch: next(false)?,
-        })
-    }
-
-    /// Whether this kernel's version is `major.minor.patch` or newer. Backports are invisible
-    /// here: distribution kernels often carry fixes from later versions.
-    pub fn at_least(&self, major: u32, minor: u32, patch: u32) -> bool {
-        (self.major, self.minor, self.patch) >= (major, minor, patch)
-    }
-}
-
-/// The kube-proxy mode seen in the namespace.
-#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum KubeProxyMode {
-    /// No trace of kube-proxy.
-    #[default]
-    None,
-    /// `KUBE-SERVICES` in an iptables nat table (legacy or nft).
-    Iptables,
-    /// The `kube-ipvs0` device.
-    Ipvs,
-    /// An nftables table named `kube-proxy`.
-    Nftables,
-}
-
-/// kube-proxy's mode and the evidence for it.
-#[derive(Debug, Clone, Default, Serialize, PartialEq)]
-pub struct KubeProxy {
-    /// The mode, chosen as IPVS > nftables > iptables when traces of several are present
-    /// (IPVS mode also keeps iptables chains, and a mode switch can leave the old one's behind).
-    pub mode: KubeProxyMode,
-    /// What was seen, one item per trace (device, table, chain, IPVS services).
-    pub evidence: Vec<String>,
-    /// IPVS virtual services in this namespace; `None` when IPVS is not loaded or unreadable.
-    pub ipvs_services: Option<u32>,
-    /// Service ports kube-proxy's iptables- or nftables-mode rules name here (what connect
-    /// lines can be labelled with); `None` when the rules could not be read.
-    pub services: Option<usize>,
-}
-
-/// What a NAT rule does to the source.
-#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum NatKind {
-    /// MASQUERADE / `masquerade`: the outgoing interface's address.
-    #[default]
-    Masquerade,
-    /// SNAT / `snat`: a given address.
-    Snat,
-}
-
-/// One MASQUERADE or SNAT rule.
-#[derive(Debug, Clone, Default, Serialize, PartialEq)]
-pub struct NatRule {
-    /// Where the rule lives: `nftables` (native expressions), `iptables-nft` (an xtables target
-    /// inside the nft ruleset), `iptables-legacy` or `ip6tables-legacy`.
-    pub backend: String,
-    /// The table: `FAMILY NAME` for nftables backends (`ip nat`, `inet kube-proxy`), the xtables
-    /// table name (`nat`) for the legacy ones.
-    pub table: String,
-    /// The chain holding the rule.
-    pub chain: String,
-    /// Masquerade or SNAT.
-    pub kind: NatKind,
-    /// `NF_NAT_RANGE_PROTO_RANDOM_FULLY` (`--random-fully`, `fully-random`): the mitigation for
-    /// the SNAT port clash (issue B).
-    pub fully_random: bool,
-    /// `NF_NAT_RANGE_PROTO_RANDOM` (`--random`, `random`).
-    pub random: bool,
-    /// The SNAT target `ADDR[-ADDR][:PORT[-PORT]]`, or masquerade's port range `:PORT[-PORT]`.
-    pub to: Option<String>,
-    /// The rule in its backend's own syntax (nft for nftables backends, iptables-save otherwise).
-    pub text: String,
-}
-
-/// One VXLAN device and the settings issue C depends on.
-#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
-pub struct VxlanDev {
-    /// Interface name (`vxlan.calico`, `flannel.1`, ...).
-    pub name: String,
-    /// Interface index.
-    pub ifindex: u32,
-    /// VXLAN network identifier.
-    pub vni: Option<u32>,
-    /// Destination UDP port of the outer packets (4789, 8472, ...).
-    pub port: Option<u16>,
-    /// Whether outer IPv4 UDP checksums are computed (`udpcsum`), as the kernel reports it.
-    pub udp_csum: Option<bool>,
-    /// Whether the ethtool feature `tx-checksum-ip-generic` is active (tx checksum offload on).
-    pub tx_csum_offload: Option<bool>,
-}
-
-/// One CPU's line of /proc/net/stat/nf_conntrack.
-#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
-pub struct CtCpuStats {
-    /// CPU number (the file's rows follow the possible CPUs in order).
-    pub cpu: u32,
-    /// Lookups that found an entry.
-    pub found: u64,
-    /// Packets conntrack could not track.
-    pub invalid: u64,
-    /// Entries inserted.
-    pub insert: u64,
-    /// Entries that could not be inserted (clash on confirm, and on 6.x also `chaintoolong`).
-    pub insert_failed: u64,
-    /// Packets dropped for conntrack's sake (clash, full table).
-    pub drop: u64,
-    /// Entries evicted early because the table was full.
-    pub early_drop: u64,
-    /// `icmp_error`: ICMP errors that did not match an entry.
-    pub error: u64,
-    /// Hash lookups restarted because of a concurrent resize (0 where the column is missing).
-    pub search_restart: u64,
-    /// `clashres`: clashes resolved instead of dropped (UDP); kernels since 5.9 only.
-    pub clash_resolve: Option<u64>,
-    /// `chainlength`: insertions refused because a hash chain grew too long; 5.17+ only.
-    pub chaintoolong: Option<u64>,
-}
-
 /// A fact that cannot be parsed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum NodeError {
-    /// The uname release does not start with `MAJOR.MINOR`.
-    #[error("kernel release {release:?} does not start with MAJOR.MINOR")]
-    KernelRelease { release: String },
     /// The conntrack statistics file has no header line.
     #[error("the conntrack statistics file is empty")]
     CtStatsEmpty,
@@ -626,6 +443,8 @@ fn calico_evidence(
 
 #[cfg(test)]
 mod tests {
+    use netlat_core::facts::NatRule;
+
     use super::*;
 
     #[test]

@@ -18,7 +18,9 @@ use rtnetlink::sys::protocols::NETLINK_NETFILTER;
 use super::nl::{self, be32, be64, find, string};
 use super::services::{self, KUBE_SERVICES, ServiceKey, ServiceMatch};
 use super::xt;
-use super::{NatKind, NatRule, NodeError};
+use netlat_core::facts::{NatKind, NatRule};
+
+use super::NodeError;
 
 const NFNL_SUBSYS_NFTABLES: u16 = 10;
 const NFT_MSG_GETTABLE: u16 = 1;

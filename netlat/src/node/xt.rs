@@ -16,7 +16,9 @@ use super::nft::{
 };
 use super::nl::string;
 use super::services::{KUBE_SERVICES, ServiceKey, ServiceMatch};
-use super::{NatKind, NatRule, NodeError};
+use netlat_core::facts::{NatKind, NatRule};
+
+use super::NodeError;
 
 /// The built-in chains, by NF_INET_* hook number.
 const HOOKS: [&str; 5] = ["PREROUTING", "INPUT", "FORWARD", "OUTPUT", "POSTROUTING"];

@@ -12,10 +12,21 @@ use std::{
 };
 
 use crate::{
-    btf::CtTupleLayout,
     event,
     packet::{self, FiveTuple, Packet},
 };
+
+/// Byte offsets inside a captured `struct nf_conntrack_tuple` (the shell reads them from the
+/// kernel's BTF).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct CtTupleLayout {
+    pub src_addr: u32,
+    pub src_port: u32,
+    pub src_l3num: u32,
+    pub dst_addr: u32,
+    pub dst_port: u32,
+    pub dst_protonum: u32,
+}
 
 /// VXLAN UDP ports whose payload is decoded to the inner flow (IANA 4789, Linux/flannel 8472).
 pub const VXLAN_PORTS: &[u16] = &[4789, 8472];

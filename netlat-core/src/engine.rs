@@ -11,11 +11,11 @@ use std::{
 };
 
 use crate::{
+    enrich::{self, CounterEvidence, DropRecord, Names},
     event::{self, Event, SockKey, TcpState},
     flow::{Attempt, Tracker, TrackerConfig},
-    output::{ConnectJson, DropLineJson, Sink, Summary, WallClock},
     packet::FiveTuple,
-    symbols::{self, CounterEvidence, DropRecord, Names},
+    report::{ConnectReport, DropReport, Reports, Summary, WallClock},
     verdict::{Judge, NodeView, drop_verdict},
 };
 
@@ -119,17 +119,14 @@ impl Engine {
             nat,
             hook_drops: VecDeque::new(),
             ipvs_expire: HashMap::new(),
-            summary: Summary {
-                kind: "summary",
-                ..Summary::default()
-            },
+            summary: Summary::default(),
             first_ts: None,
             last_ts: 0,
         }
     }
 
     /// Handle one raw ring-buffer item.
-    pub fn handle_bytes(&mut self, bytes: &[u8], sink: &mut dyn Sink) -> io::Result<()> {
+    pub fn handle_bytes(&mut self, bytes: &[u8], sink: &mut dyn Reports) -> io::Result<()> {
         match event::decode(bytes) {
             Ok(ev) => self.handle(ev, sink),
             Err(e) => {
@@ -141,7 +138,7 @@ impl Engine {
     }
 
     /// Handle one decoded event.
-    pub fn handle(&mut self, ev: Event, sink: &mut dyn Sink) -> io::Result<()> {
+    pub fn handle(&mut self, ev: Event, sink: &mut dyn Reports) -> io::Result<()> {
         let ts = ev.ts_ns();
         self.first_ts.get_or_insert(ts);
         self.last_ts = self.last_ts.max(ts);
@@ -188,7 +185,7 @@ impl Engine {
                 self.ipvs_expire.insert(x.cpu, x);
             }
             Event::Drop(d) => {
-                let mut rec = symbols::enrich(&d, &self.names, self.cfg.has_reasons);
+                let mut rec = enrich::enrich(&d, &self.names, self.cfg.has_reasons);
                 self.attach_hook(&d, &mut rec);
                 if wants_counters(&rec) {
                     rec.counters = self.counters.claim(rec.netns, rec.cpu);
@@ -201,7 +198,7 @@ impl Engine {
                         .drops_by_issue
                         .entry(v.issue.to_string())
                         .or_default() += 1;
-                    sink.drop_line(&DropLineJson::new(&rec, &v, &self.cfg.clock))?;
+                    sink.drop_line(&DropReport::new(&rec, &v, &self.cfg.clock))?;
                 }
                 self.tracker.drop(rec);
             }
@@ -220,32 +217,32 @@ impl Engine {
         let Some(h) = self.hook_drops.remove(pos) else {
             return;
         };
-        rec.hook = symbols::hook_name(h.hook);
+        rec.hook = enrich::hook_name(h.hook);
         if h.hook == netlat_ebpf::hook::IPVS
             && let Some(x) = self.ipvs_expire.get(&h.cpu)
             && h.ts_ns.saturating_sub(x.ts_ns) < HOOK_WINDOW_NS
         {
-            rec.ipvs_dest = Some(symbols::IpvsDest {
+            rec.ipvs_dest = Some(enrich::IpvsDest {
                 weight: x.dest_weight,
                 available: x.dest_flags.map(|f| f & IP_VS_DEST_F_AVAILABLE != 0),
             });
         }
     }
 
-    fn report(&mut self, a: &Attempt, sink: &mut dyn Sink) -> io::Result<()> {
+    fn report(&mut self, a: &Attempt, sink: &mut dyn Reports) -> io::Result<()> {
         if a.duration_ns() < self.cfg.threshold_ns {
             return Ok(());
         }
         self.summary.slow += 1;
-        let verdict = Judge {
+        let judged = Judge {
             attempt: a,
             node: self.node.as_ref(),
         }
-        .verdict();
-        let id = verdict.as_ref().map_or("none", |v| v.issue);
+        .judge();
+        let id = judged.verdict.as_ref().map_or("none", |v| v.issue);
         *self.summary.by_issue.entry(id.to_string()).or_default() += 1;
-        let mut line = ConnectJson::new(a, verdict.as_ref(), &self.cfg.clock);
-        if line.syn_resent_unseen {
+        let mut line = ConnectReport::new(a, &judged, &self.cfg.clock);
+        if judged.syn_resent_unseen {
             self.summary.retransmits_unseen += 1;
         }
         // Asked only for reported connects: a lookup may read the namespace's rules.
@@ -261,7 +258,7 @@ impl Engine {
 
     /// End of run at `now_ns`: report attempts still waiting that are already slow, and return
     /// the summary (lost-event counts are filled in by the caller, who can read the kernel).
-    pub fn finish(&mut self, now_ns: u64, sink: &mut dyn Sink) -> io::Result<Summary> {
+    pub fn finish(&mut self, now_ns: u64, sink: &mut dyn Reports) -> io::Result<Summary> {
         let pending = self.tracker.pending_socks();
         for sock in &pending {
             if let Some(a) = self.tracker.pending_attempt(sock, now_ns) {
@@ -295,83 +292,10 @@ impl Engine {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::output::{Hook, JsonSink};
-    use netlat_ebpf::{Addrs, DropEvent, EventHeader, RetransmitEvent, SockStateEvent, kind};
+    use netlat_ebpf::{DropEvent, EventHeader, kind};
 
-    use crate::symbols::CounterEvidence;
-
-    const S: u64 = 1_000_000_000;
-
-    fn addrs(sport: u16) -> Addrs {
-        let mut a = Addrs {
-            family: 2,
-            sport,
-            dport: 8080,
-            ..Addrs::default()
-        };
-        a.saddr[..4].copy_from_slice(&[10, 231, 0, 1]);
-        a.daddr[..4].copy_from_slice(&[10, 231, 0, 2]);
-        a
-    }
-
-    fn state(ts: u64, old: u32, new: u32, sport: u16) -> Vec<u8> {
-        event::encode(&SockStateEvent {
-            header: EventHeader {
-                kind: kind::SOCK_STATE,
-                cpu: 0,
-                ts_ns: ts,
-            },
-            skaddr: 0xabc,
-            netns: 111,
-            tgid: 9,
-            oldstate: old,
-            newstate: new,
-            addrs: addrs(sport),
-            comm: *b"python3\0\0\0\0\0\0\0\0\0",
-        })
-    }
-
-    fn retrans(ts: u64, sport: u16) -> Vec<u8> {
-        event::encode(&RetransmitEvent {
-            header: EventHeader {
-                kind: kind::RETRANSMIT,
-                cpu: 0,
-                ts_ns: ts,
-            },
-            skaddr: 0xabc,
-            netns: 111,
-            state: 2,
-            addrs: addrs(sport),
-        })
-    }
-
-    /// An IPv4 TCP SYN dropped with reason 12 at `location`.
-    fn syn_drop(ts: u64, sport: u16, location: u64) -> Vec<u8> {
-        let mut d = DropEvent {
-            header: EventHeader {
-                kind: kind::DROP,
-                cpu: 1,
-                ts_ns: ts,
-            },
-            location,
-            netns: 222,
-            ifindex: 2,
-            reason: 12,
-            len: 60,
-            protocol: 0x0800,
-            cap_len: 40,
-            ..DropEvent::default()
-        };
-        let ip = [
-            0x45, 0, 0, 60, 0, 0, 0x40, 0, 64, 6, 0, 0, 10, 231, 0, 1, 10, 231, 0, 2,
-        ];
-        d.data[..20].copy_from_slice(&ip);
-        d.data[20..22].copy_from_slice(&sport.to_be_bytes());
-        d.data[22..24].copy_from_slice(&8080u16.to_be_bytes());
-        d.data[32] = 0x50; // data offset 5 words
-        d.data[33] = 0x02; // SYN
-        event::encode(&d)
-    }
+    use crate::enrich::CounterEvidence;
+    use crate::testkit::{Collect, S, retrans, state, syn_drop};
 
     fn engine() -> Engine {
         engine_with(Box::new(crate::verdict::NoFacts))
@@ -380,7 +304,7 @@ mod tests {
     fn engine_with(node: Box<dyn NodeView>) -> Engine {
         let mut names = Names::default();
         names.reasons.insert(12, "NETFILTER_DROP".into());
-        names.kallsyms = symbols::Kallsyms::parse("ffffffff81a00000 t nft_do_chain\n");
+        names.kallsyms = enrich::Kallsyms::parse("ffffffff81a00000 t nft_do_chain\n");
         Engine::new(
             EngineConfig {
                 threshold_ns: 200_000_000,
@@ -435,10 +359,10 @@ mod tests {
         let mut names = Names::default();
         names.reasons.insert(11, "UDP_CSUM".into());
         names.reasons.insert(12, "NETFILTER_DROP".into());
-        names.kallsyms = symbols::Kallsyms::parse(
+        names.kallsyms = enrich::Kallsyms::parse(
             "ffffffff81a00000 t nf_hook_slow\nffffffff81b00000 t udp_queue_rcv_one_skb\n",
         );
-        names.ct_tuple = Some(crate::btf::CtTupleLayout {
+        names.ct_tuple = Some(crate::enrich::CtTupleLayout {
             src_addr: 0,
             src_port: 16,
             src_l3num: 18,
@@ -472,16 +396,11 @@ mod tests {
     }
 
     fn lines_of(e: &mut Engine, items: &[Vec<u8>]) -> Vec<serde_json::Value> {
-        let mut out = Vec::new();
-        let mut sink = JsonSink::new(&mut out);
+        let mut sink = Collect::default();
         for i in items {
             e.handle_bytes(i, &mut sink).unwrap();
         }
-        String::from_utf8(out)
-            .unwrap()
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect()
+        sink.lines
     }
 
     #[test]
@@ -491,7 +410,7 @@ mod tests {
         let mut ev: DropEvent = unsafe { std::ptr::read_unaligned(drop.as_ptr().cast()) };
         ev.data[12..16].copy_from_slice(&[10, 9, 0, 1]);
         ev.ct_flags = netlat_ebpf::CT_PRESENT;
-        ev.ct_status = crate::symbols::IPS_SRC_NAT;
+        ev.ct_status = crate::enrich::IPS_SRC_NAT;
         ev.ct_orig = ct_tuple([10, 231, 0, 1], 40000, [10, 231, 0, 2], 8080);
         ev.ct_reply = ct_tuple([10, 231, 0, 2], 8080, [10, 9, 0, 1], 40000);
         drop = event::encode(&ev);
@@ -698,18 +617,12 @@ mod tests {
 
     fn run(items: &[Vec<u8>]) -> (Vec<serde_json::Value>, Summary) {
         let mut e = engine();
-        let mut out = Vec::new();
-        let mut sink = JsonSink::new(&mut out);
+        let mut sink = Collect::default();
         for i in items {
             e.handle_bytes(i, &mut sink).unwrap();
         }
         let s = e.finish(e.last_ts(), &mut sink).unwrap();
-        let lines = String::from_utf8(out)
-            .unwrap()
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect();
-        (lines, s)
+        (sink.lines, s)
     }
 
     /// The kernel can fail to report a SYN retransmit (seen on 6.18 under load: the program did
@@ -775,7 +688,7 @@ mod tests {
     /// A 5.10-like engine: no drop reasons, so drops are shipped from nf_hook_slow only.
     fn engine_without_reasons() -> Engine {
         let names = Names {
-            kallsyms: symbols::Kallsyms::parse("ffffffff81a00000 t nf_hook_slow\n"),
+            kallsyms: enrich::Kallsyms::parse("ffffffff81a00000 t nf_hook_slow\n"),
             ..Names::default()
         };
         Engine::new(
@@ -879,21 +792,12 @@ mod tests {
     #[test]
     fn slow_attempt_still_pending_at_finish_is_reported() {
         let mut e = engine();
-        let mut out = Vec::new();
-        let mut sink = JsonSink::new(&mut out);
-        sink.hooks(&[Hook {
-            evidence: "x".into(),
-            hook: "y".into(),
-            active: true,
-            detail: String::new(),
-        }])
-        .unwrap();
+        let mut sink = Collect::default();
         e.handle_bytes(&state(S, 7, 2, 0), &mut sink).unwrap();
         e.handle_bytes(&retrans(2 * S, 7), &mut sink).unwrap();
         let s = e.finish(5 * S, &mut sink).unwrap();
         assert_eq!(s.in_flight, 1);
-        let text = String::from_utf8(out).unwrap();
-        let last: serde_json::Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
+        let last = sink.lines.last().unwrap();
         assert_eq!(last["outcome"], "pending");
         assert_eq!(last["connect_ms"], 4000.0);
     }

@@ -5,10 +5,10 @@ use std::net::SocketAddr;
 
 use super::*;
 use crate::{
+    enrich::{CounterEvidence, CtInfo, DropRecord, IPS_CONFIRMED, IPS_SRC_NAT},
     event::SockKey,
     flow::{Direction, MatchedDrop, Outcome},
     packet::{FiveTuple, Packet, TcpFlags, Vxlan},
-    symbols::{CounterEvidence, CtInfo, DropRecord, IPS_CONFIRMED, IPS_SRC_NAT},
 };
 
 const S: u64 = 1_000_000_000;
@@ -439,7 +439,7 @@ fn catalog_ids_are_the_documented_ones() {
 
 /// An IPVS drop of the SYN (hook evidence from the kretprobe), optionally after IPVS expired a
 /// connection to a real server in `dest` state.
-fn ipvs_drop(dest: Option<crate::symbols::IpvsDest>) -> MatchedDrop {
+fn ipvs_drop(dest: Option<crate::enrich::IpvsDest>) -> MatchedDrop {
     let mut d = drop_rec(
         "NETFILTER_DROP",
         "nf_hook_slow+0xaa",
@@ -453,7 +453,7 @@ fn ipvs_drop(dest: Option<crate::symbols::IpvsDest>) -> MatchedDrop {
 
 #[test]
 fn ipvs_reuse_weight_zero_and_stale_need_the_ipvs_hook() {
-    use crate::symbols::IpvsDest;
+    use crate::enrich::IpvsDest;
     let live = IpvsDest {
         weight: Some(1),
         available: Some(true),
@@ -509,7 +509,7 @@ fn real_server(addr: &str, weight: u32) -> RealServer {
 
 #[test]
 fn ipvs_weight_zero_from_node_state_when_the_kernel_gives_no_weight() {
-    use crate::symbols::IpvsDest;
+    use crate::enrich::IpvsDest;
     // 5.10 without IPVS BTF: the expiry carries no weight.
     let unknown = Some(IpvsDest {
         weight: None,

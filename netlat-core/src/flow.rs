@@ -12,9 +12,9 @@ use std::{
 };
 
 use crate::{
+    enrich::{CounterEvidence, CtInfo, DropRecord, HOOK_NAMES, IpvsDest, Name},
     event::{Retransmit, SockKey, SockState, TcpState, comm_string},
     packet::{FiveTuple, Packet, TcpFlags},
-    symbols::{CounterEvidence, CtInfo, DropRecord, HOOK_NAMES, IpvsDest, Name},
 };
 
 const IPPROTO_TCP: u8 = 6;

@@ -12,13 +12,12 @@ use std::net::SocketAddr;
 
 use serde::Serialize;
 
-pub use crate::node::RealServer;
+pub use crate::enrich::CounterEvidence;
+pub use crate::facts::RealServer;
 use crate::{
-    flow::{Attempt, Direction, MatchedDrop, ns_to_ms},
-    symbols::DropRecord,
+    enrich::DropRecord,
+    flow::{Attempt, Direction, MatchedDrop, Outcome, ns_to_ms},
 };
-
-pub use crate::symbols::CounterEvidence;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -467,7 +466,7 @@ const RTO_MIN_NS: u64 = 200_000_000;
 /// timer batch of SYN retransmits (its run count fell short, with no recursion misses).
 pub fn resend_unseen(a: &Attempt) -> bool {
     a.retransmits.is_empty()
-        && a.outcome == crate::flow::Outcome::Established
+        && a.outcome == Outcome::Established
         && a.duration_ns() >= RTO_MIN_NS
         && a.drops
             .iter()
@@ -518,7 +517,24 @@ fn describe(d: &DropRecord, since_ns: u64) -> String {
     s
 }
 
+/// What the engine concluded about one slow attempt: the catalog's verdict and what was
+/// inferred beyond the kernel's events.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Judgement {
+    pub verdict: Option<Verdict>,
+    /// See [`resend_unseen`].
+    pub syn_resent_unseen: bool,
+}
+
 impl Judge<'_> {
+    /// The verdict and the inferences a report carries.
+    pub fn judge(&self) -> Judgement {
+        Judgement {
+            verdict: self.verdict(),
+            syn_resent_unseen: resend_unseen(self.attempt),
+        }
+    }
+
     fn forward_drops(&self) -> impl Iterator<Item = &MatchedDrop> {
         self.attempt
             .drops
@@ -532,7 +548,7 @@ impl Judge<'_> {
     }
 
     /// The IPVS expiry tied to an IPVS drop of the SYN, if any.
-    fn ipvs_expiry(&self) -> Option<crate::symbols::IpvsDest> {
+    fn ipvs_expiry(&self) -> Option<crate::enrich::IpvsDest> {
         self.forward_drops()
             .filter(|d| is_syn(&d.drop) && d.drop.hook == Some("ipvs"))
             .find_map(|d| d.drop.ipvs_dest)
@@ -608,11 +624,11 @@ impl Judge<'_> {
                 "no SYN retransmit".into(),
             ),
             Signal::Established => (
-                a.outcome == crate::flow::Outcome::Established,
+                a.outcome == Outcome::Established,
                 "the handshake completed".into(),
             ),
             Signal::OneRto => (
-                a.retransmits.len() == 1 && a.outcome == crate::flow::Outcome::Established,
+                a.retransmits.len() == 1 && a.outcome == Outcome::Established,
                 "established right after the first retransmit (one RTO)".into(),
             ),
             Signal::DropReason(reasons) => {
@@ -856,7 +872,7 @@ impl Judge<'_> {
 /// The connect escaped on a retransmit that is either the first one or the first after a gap
 /// longer than the UDP conntrack timeout (the broken outer conntrack entry had expired).
 fn escape_fits(a: &Attempt, udp_timeout_s: u64) -> bool {
-    if a.outcome != crate::flow::Outcome::Established || a.retransmits.is_empty() {
+    if a.outcome != Outcome::Established || a.retransmits.is_empty() {
         return false;
     }
     let mut prev = a.start_ns;

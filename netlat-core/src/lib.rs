@@ -1,0 +1,25 @@
+//! netlat's pure, deterministic core: a raw ring-buffer item goes in, a judged report comes out.
+//!
+//! [`event`] decodes the kernel's wire structs and [`packet`] the captured headers; [`enrich`]
+//! names drop reasons, kernel locations and conntrack tuples with tables built once by the
+//! shell; [`flow`] tracks each connect attempt and the drops that belong to it; [`verdict`] is
+//! the known-issue catalog as data, and [`exposure`] its node-configuration rules over
+//! [`facts`]; [`engine`] ties them together and reports through the two-method
+//! [`report::Reports`] port.
+//!
+//! Nothing here reads a clock, a file or the network (`clippy.toml` forbids it): time comes
+//! from event timestamps, node knowledge through the [`verdict::NodeView`],
+//! [`engine::Counters`] and [`engine::NatLookup`] ports. So a recorded stream always replays to
+//! the same lines, and every verdict is testable without a kernel.
+
+pub mod engine;
+pub mod enrich;
+pub mod event;
+pub mod exposure;
+pub mod facts;
+pub mod flow;
+pub mod packet;
+pub mod report;
+#[cfg(any(test, feature = "testkit"))]
+pub mod testkit;
+pub mod verdict;

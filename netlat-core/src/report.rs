@@ -1,0 +1,256 @@
+//! What the engine reports: the connect and drop lines (field names are a public contract), the
+//! evidence sources and the run's totals, and [`Reports`], the port the engine reports through.
+//! Printers and exporters in the shell implement the port; the nouns here know no printer.
+
+use std::{
+    collections::BTreeMap,
+    io,
+    time::{Duration, SystemTime},
+};
+
+use serde::Serialize;
+
+use crate::{
+    enrich::{CtInfo, DropRecord},
+    flow::{Attempt, Direction, Outcome, TrackerStats, ns_to_ms},
+    packet::Packet,
+    verdict::{Judgement, Verdict},
+};
+
+/// Where the engine's reports go: one method per line it produces.
+pub trait Reports {
+    /// A slow connection attempt, judged.
+    fn connect(&mut self, line: &ConnectReport) -> io::Result<()>;
+    /// A drop judged on its own (no connect of ours will claim it).
+    fn drop_line(&mut self, line: &DropReport) -> io::Result<()>;
+}
+
+/// A borrowed port is a port (so a fan-out can hold `&mut dyn Reports`).
+impl<R: Reports + ?Sized> Reports for &mut R {
+    fn connect(&mut self, line: &ConnectReport) -> io::Result<()> {
+        (**self).connect(line)
+    }
+    fn drop_line(&mut self, line: &DropReport) -> io::Result<()> {
+        (**self).drop_line(line)
+    }
+}
+
+/// Converts kernel CLOCK_MONOTONIC timestamps to wall-clock time.
+#[derive(Debug, Clone, Copy)]
+pub struct WallClock {
+    /// Wall-clock ns at monotonic 0.
+    pub offset_ns: i128,
+}
+
+impl WallClock {
+    pub fn to_system_time(&self, mono_ns: u64) -> SystemTime {
+        let wall = (i128::from(mono_ns) + self.offset_ns).max(0);
+        SystemTime::UNIX_EPOCH + Duration::from_nanos(u64::try_from(wall).unwrap_or(u64::MAX))
+    }
+
+    pub fn rfc3339(&self, mono_ns: u64) -> String {
+        humantime::format_rfc3339_millis(self.to_system_time(mono_ns)).to_string()
+    }
+}
+
+/// One evidence source (hook) and whether it is active.
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq, Eq)]
+pub struct Hook {
+    /// What the evidence is, e.g. "connect state changes".
+    pub evidence: String,
+    /// The hook that provides it, e.g. "tracepoint sock:inet_sock_set_state".
+    pub hook: String,
+    pub active: bool,
+    /// Why it is inactive, or what it lacks.
+    pub detail: String,
+}
+
+/// A drop in a connect line.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ConnectDrop {
+    pub reason: String,
+    pub location: String,
+    pub at_ms: f64,
+    pub netns: u32,
+    pub ifindex: u32,
+    pub direction: Direction,
+    pub via_vxlan: bool,
+    /// Matched through conntrack: the dropped packet had been NATed from the connect's tuple.
+    pub via_nat: bool,
+    pub packet: Option<String>,
+    /// The dropped packet's conntrack entry: pre-NAT tuple, NAT source, status.
+    pub conntrack: Option<CtReport>,
+    /// How many more times the same packet was dropped the same way (each retried SYN).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub repeats: u32,
+}
+
+fn is_zero<T: Default + PartialEq>(n: &T) -> bool {
+    *n == T::default()
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct CtReport {
+    pub original: String,
+    pub nat_source: String,
+    pub confirmed: bool,
+    pub src_nat: bool,
+}
+
+/// The JSON line of a connection attempt (field names are a public contract).
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(tag = "type", rename = "connect")]
+pub struct ConnectReport {
+    pub ts: String,
+    pub netns: u32,
+    pub pid: u32,
+    pub comm: String,
+    pub src: String,
+    pub dst: String,
+    /// The Kubernetes Service `dst` belongs to (`namespace/name:port`), where the node knows it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub service: Option<String>,
+    pub outcome: Outcome,
+    pub connect_ms: f64,
+    pub syn_retransmits: u32,
+    /// The SYN was dropped here and still answered, yet the kernel reported no retransmit:
+    /// at least one resend happened unseen (`syn_retransmits` counts only what was seen).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub syn_resent_unseen: bool,
+    pub retransmit_at_ms: Vec<f64>,
+    pub drops: Vec<ConnectDrop>,
+    pub verdict: Option<Verdict>,
+}
+
+/// Round to µs so JSON stays short and replays compare equal.
+fn ms3(v: f64) -> f64 {
+    (v * 1000.0).round() / 1000.0
+}
+
+impl ConnectReport {
+    /// The line of attempt `a` as judged; the Service name is the node's to add.
+    pub fn new(a: &Attempt, judged: &Judgement, clock: &WallClock) -> Self {
+        ConnectReport {
+            ts: clock.rfc3339(a.start_ns),
+            netns: a.sock.netns,
+            pid: a.tgid,
+            comm: a.comm.clone(),
+            src: a.src.to_string(),
+            dst: a.dst.to_string(),
+            service: None,
+            outcome: a.outcome,
+            connect_ms: ms3(ns_to_ms(a.duration_ns())),
+            syn_retransmits: u32::try_from(a.retransmits.len()).unwrap_or(u32::MAX),
+            syn_resent_unseen: judged.syn_resent_unseen,
+            retransmit_at_ms: a.retransmit_offsets_ms().into_iter().map(ms3).collect(),
+            drops: a
+                .drops
+                .iter()
+                .map(|d| ConnectDrop {
+                    reason: d.drop.reason.to_string(),
+                    location: d.drop.location.to_string(),
+                    at_ms: ms3(ns_to_ms(d.drop.ts_ns.saturating_sub(a.start_ns))),
+                    netns: d.drop.netns,
+                    ifindex: d.drop.ifindex,
+                    direction: d.direction,
+                    via_vxlan: d.via_vxlan,
+                    via_nat: d.via_nat,
+                    repeats: d.repeats,
+                    conntrack: d.drop.ct.as_deref().map(|ct| CtReport {
+                        original: ct.orig.to_string(),
+                        nat_source: ct.nat_source().to_string(),
+                        confirmed: ct.confirmed(),
+                        src_nat: ct.src_nat(),
+                    }),
+                    packet: d.drop.packet.as_ref().map(|p| match p.tcp_flags {
+                        Some(f) => format!("{} [{f}]", p.tuple),
+                        None => p.tuple.to_string(),
+                    }),
+                })
+                .collect(),
+            verdict: judged.verdict.clone(),
+        }
+    }
+}
+
+/// The JSON line of a drop judged on its own (e.g. the receiving node of a VXLAN flow).
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(tag = "type", rename = "drop")]
+pub struct DropReport {
+    pub ts: String,
+    pub netns: u32,
+    pub ifindex: u32,
+    pub cpu: u32,
+    pub reason: String,
+    pub location: String,
+    pub packet: Option<String>,
+    /// The inner flow of a VXLAN packet.
+    pub inner: Option<String>,
+    pub vni: Option<u32>,
+    pub conntrack: Option<CtReport>,
+    pub verdict: Verdict,
+}
+
+fn packet_text(p: &Packet) -> String {
+    match p.tcp_flags {
+        Some(f) => format!("{} [{f}]", p.tuple),
+        None => p.tuple.to_string(),
+    }
+}
+
+fn ct_json(ct: &CtInfo) -> CtReport {
+    CtReport {
+        original: ct.orig.to_string(),
+        nat_source: ct.nat_source().to_string(),
+        confirmed: ct.confirmed(),
+        src_nat: ct.src_nat(),
+    }
+}
+
+impl DropReport {
+    pub fn new(d: &DropRecord, v: &Verdict, clock: &WallClock) -> Self {
+        let vx = d.packet.as_ref().and_then(|p| p.vxlan.as_ref());
+        DropReport {
+            ts: clock.rfc3339(d.ts_ns),
+            netns: d.netns,
+            ifindex: d.ifindex,
+            cpu: d.cpu,
+            reason: d.reason.to_string(),
+            location: d.location.to_string(),
+            packet: d.packet.as_ref().map(packet_text),
+            inner: vx.and_then(|v| v.inner.as_deref()).map(packet_text),
+            vni: vx.map(|v| v.vni),
+            conntrack: d.ct.as_deref().map(ct_json),
+            verdict: v.clone(),
+        }
+    }
+}
+
+/// End-of-run (or periodic) totals.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+#[serde(tag = "type", rename = "summary")]
+pub struct Summary {
+    pub duration_s: f64,
+    pub attempts: u64,
+    pub slow: u64,
+    /// Slow attempts per verdict id ("none" when nothing fit).
+    pub by_issue: BTreeMap<String, u64>,
+    /// Drops reported on their own, per verdict id.
+    pub drops_by_issue: BTreeMap<String, u64>,
+    /// Events the kernel could not put in the ring buffer, per event kind.
+    pub lost_events: BTreeMap<String, u64>,
+    /// Ring-buffer items that did not decode.
+    pub bad_events: u64,
+    /// Reported connects whose SYN resend the kernel never reported (`syn_resent_unseen`).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub retransmits_unseen: u64,
+    pub tracker: TrackerStats,
+    /// Attempts still in SYN_SENT at the end.
+    pub in_flight: u64,
+}
+
+impl Summary {
+    pub fn lost_total(&self) -> u64 {
+        self.lost_events.values().sum()
+    }
+}
