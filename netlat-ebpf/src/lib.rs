@@ -6,6 +6,12 @@
 //! (it never trusts the length of an item to match without checking).
 #![no_std]
 
+/// Version of the wire format: the layout of every struct that crosses the kernel/user boundary
+/// and the numbers in [`kind`] and [`hook`]. Bumped whenever a wire struct's layout or a kind
+/// number changes. It is meant to be written into recordings, so that a recording is never
+/// decoded with another version's layouts.
+pub const ABI_VERSION: u32 = 1;
+
 /// Ring-buffer event kinds (`EventHeader::kind`).
 pub mod kind {
     /// `sock:inet_sock_set_state` for a TCP socket.
@@ -223,14 +229,19 @@ pub struct IpvsLayout {
     pub _pad: u32,
 }
 
+impl IpvsLayout {
+    /// Every offset unknown (no IPVS module BTF): the programs' initial config.
+    pub const UNKNOWN: Self = Self {
+        conn_dest: ABSENT,
+        dest_weight: ABSENT,
+        dest_flags: ABSENT,
+        _pad: 0,
+    };
+}
+
 impl Default for IpvsLayout {
     fn default() -> Self {
-        Self {
-            conn_dest: ABSENT,
-            dest_weight: ABSENT,
-            dest_flags: ABSENT,
-            _pad: 0,
-        }
+        Self::UNKNOWN
     }
 }
 
@@ -239,7 +250,7 @@ impl Default for IpvsLayout {
 /// (`ipt_do_table`'s skb argument moved in 5.16; user space attaches the program for the
 /// running kernel's argument order instead of passing it here.)
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RuleLayout {
     /// `nft_pktinfo.skb` (`nft_do_chain`'s first argument is `struct nft_pktinfo *`). The
     /// default 0 is right from 4.x through 6.12, where it is the first member (include/net/
@@ -247,6 +258,20 @@ pub struct RuleLayout {
     pub nft_pktinfo_skb: u32,
     /// Explicit padding; always 0.
     pub _pad: u32,
+}
+
+impl RuleLayout {
+    /// No BTF offset: `nft_pktinfo.skb` is taken to be the first member (see above).
+    pub const UNKNOWN: Self = Self {
+        nft_pktinfo_skb: 0,
+        _pad: 0,
+    };
+}
+
+impl Default for RuleLayout {
+    fn default() -> Self {
+        Self::UNKNOWN
+    }
 }
 
 /// Byte offsets inside `struct sock` for the BTF-typed (tp_btf) connect programs, which read the
@@ -301,7 +326,7 @@ impl Default for SockLayout {
 
 /// Byte offsets of the `sock:inet_sock_set_state` fields, read from its tracefs format file.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SockStateLayout {
     pub skaddr: u32,
     pub oldstate: u32,
@@ -316,9 +341,33 @@ pub struct SockStateLayout {
     pub daddr_v6: u32,
 }
 
+impl SockStateLayout {
+    /// Not read yet: every offset 0. User space always fills this from the format file (the
+    /// tracepoint is essential), so the programs never run with it.
+    pub const UNKNOWN: Self = Self {
+        skaddr: 0,
+        oldstate: 0,
+        newstate: 0,
+        sport: 0,
+        dport: 0,
+        family: 0,
+        protocol: 0,
+        saddr: 0,
+        daddr: 0,
+        saddr_v6: 0,
+        daddr_v6: 0,
+    };
+}
+
+impl Default for SockStateLayout {
+    fn default() -> Self {
+        Self::UNKNOWN
+    }
+}
+
 /// Byte offsets of the `tcp:tcp_retransmit_skb` fields.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RetransmitLayout {
     pub skaddr: u32,
     pub state: u32,
@@ -331,6 +380,27 @@ pub struct RetransmitLayout {
     pub daddr_v6: u32,
 }
 
+impl RetransmitLayout {
+    /// Not read yet: every offset 0. Without a format file the program is not attached.
+    pub const UNKNOWN: Self = Self {
+        skaddr: 0,
+        state: 0,
+        sport: 0,
+        dport: 0,
+        family: 0,
+        saddr: 0,
+        daddr: 0,
+        saddr_v6: 0,
+        daddr_v6: 0,
+    };
+}
+
+impl Default for RetransmitLayout {
+    fn default() -> Self {
+        Self::UNKNOWN
+    }
+}
+
 /// Byte offsets of the `skb:kfree_skb` fields. `reason` is [`ABSENT`] before 5.17.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -339,6 +409,18 @@ pub struct KfreeLayout {
     pub location: u32,
     pub protocol: u32,
     pub reason: u32,
+}
+
+impl KfreeLayout {
+    /// Not read yet: offsets 0 and no `reason` field, the programs' initial config. (`Default`
+    /// stays all-zero, as user space has always had it; without a format file no drop program
+    /// is attached, so neither value is ever read.)
+    pub const UNKNOWN: Self = Self {
+        skbaddr: 0,
+        location: 0,
+        protocol: 0,
+        reason: ABSENT,
+    };
 }
 
 /// Byte offsets inside kernel structs, resolved from BTF. [`ABSENT`] when unknown; the programs
@@ -376,24 +458,29 @@ pub struct KernelLayout {
     pub sock_family: u32,
 }
 
+impl KernelLayout {
+    /// Every offset unknown (no kernel BTF): the programs' initial config.
+    pub const UNKNOWN: Self = Self {
+        sock_net: ABSENT,
+        net_inum: ABSENT,
+        skb_dev: ABSENT,
+        skb_sk: ABSENT,
+        skb_head: ABSENT,
+        skb_network_header: ABSENT,
+        skb_len: ABSENT,
+        dev_net: ABSENT,
+        dev_ifindex: ABSENT,
+        skb_nfct: ABSENT,
+        ct_tuple_orig: ABSENT,
+        ct_tuple_reply: ABSENT,
+        ct_status: ABSENT,
+        sock_family: ABSENT,
+    };
+}
+
 impl Default for KernelLayout {
     fn default() -> Self {
-        Self {
-            sock_net: ABSENT,
-            net_inum: ABSENT,
-            skb_dev: ABSENT,
-            skb_sk: ABSENT,
-            skb_head: ABSENT,
-            skb_network_header: ABSENT,
-            skb_len: ABSENT,
-            dev_net: ABSENT,
-            dev_ifindex: ABSENT,
-            skb_nfct: ABSENT,
-            ct_tuple_orig: ABSENT,
-            ct_tuple_reply: ABSENT,
-            ct_status: ABSENT,
-            sock_family: ABSENT,
-        }
+        Self::UNKNOWN
     }
 }
 
