@@ -15,6 +15,11 @@ fn main() -> anyhow::Result<()> {
         root_dir: concat!(env!("CARGO_MANIFEST_DIR"), "/../netlat-ebpf"),
         ..Default::default()
     };
+    // aya-build watches the programs' crate; the wire types they include live beside it.
+    println!(
+        "cargo:rerun-if-changed={}",
+        concat!(env!("CARGO_MANIFEST_DIR"), "/../netlat-common")
+    );
     aya_build::build_ebpf([ebpf], aya_build::Toolchain::default()).context(
         "building the eBPF programs failed; run `cargo xtask setup` (nightly rust-src and bpf-linker)",
     )?;

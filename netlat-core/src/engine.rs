@@ -218,7 +218,7 @@ impl Engine {
             return;
         };
         rec.hook = enrich::hook_name(h.hook);
-        if h.hook == netlat_ebpf::hook::IPVS
+        if h.hook == netlat_common::hook::IPVS
             && let Some(x) = self.ipvs_expire.get(&h.cpu)
             && h.ts_ns.saturating_sub(x.ts_ns) < HOOK_WINDOW_NS
         {
@@ -292,7 +292,7 @@ impl Engine {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use netlat_ebpf::{DropEvent, EventHeader, kind};
+    use netlat_common::{DropEvent, EventHeader, kind};
 
     use crate::enrich::CounterEvidence;
     use crate::testkit::{Collect, S, retrans, state, syn_drop};
@@ -409,7 +409,7 @@ mod tests {
         let mut drop = syn_drop(10 * S + 50_000, 40000, 0xffffffff81a0007d);
         let mut ev: DropEvent = unsafe { std::ptr::read_unaligned(drop.as_ptr().cast()) };
         ev.data[12..16].copy_from_slice(&[10, 9, 0, 1]);
-        ev.ct_flags = netlat_ebpf::CT_PRESENT;
+        ev.ct_flags = netlat_common::CT_PRESENT;
         ev.ct_status = crate::enrich::IPS_SRC_NAT;
         ev.ct_orig = ct_tuple([10, 231, 0, 1], 40000, [10, 231, 0, 2], 8080);
         ev.ct_reply = ct_tuple([10, 231, 0, 2], 8080, [10, 9, 0, 1], 40000);
@@ -673,7 +673,7 @@ mod tests {
     }
 
     fn hook_drop(ts: u64, skbaddr: u64, hook: u32) -> Vec<u8> {
-        event::encode(&netlat_ebpf::HookDropEvent {
+        event::encode(&netlat_common::HookDropEvent {
             header: EventHeader {
                 kind: kind::HOOK_DROP,
                 cpu: 1,
@@ -724,7 +724,7 @@ mod tests {
             ]);
             v
         };
-        let nft = hook_drop(10 * S + 290_000, 0x5eb, netlat_ebpf::hook::NFT_CHAIN);
+        let nft = hook_drop(10 * S + 290_000, 0x5eb, netlat_common::hook::NFT_CHAIN);
         let lines = lines_of(&mut engine_without_reasons(), &stream(Some(nft)));
         assert_eq!(lines.len(), 1, "{lines:#?}");
         assert_eq!(lines[0]["drops"][0]["location"], "nf_hook_slow+0xa4");
@@ -734,10 +734,10 @@ mod tests {
         let lines = lines_of(&mut engine_without_reasons(), &stream(None));
         assert_eq!(lines[0]["verdict"]["issue"], "netfilter-drop");
         // A hook drop of another skb, or one too old, does not attach.
-        let other = hook_drop(10 * S + 290_000, 0x999, netlat_ebpf::hook::NFT_CHAIN);
+        let other = hook_drop(10 * S + 290_000, 0x999, netlat_common::hook::NFT_CHAIN);
         let lines = lines_of(&mut engine_without_reasons(), &stream(Some(other)));
         assert_eq!(lines[0]["verdict"]["issue"], "netfilter-drop");
-        let stale = hook_drop(9 * S, 0x5eb, netlat_ebpf::hook::IPT_TABLE);
+        let stale = hook_drop(9 * S, 0x5eb, netlat_common::hook::IPT_TABLE);
         let lines = lines_of(&mut engine_without_reasons(), &stream(Some(stale)));
         assert_eq!(lines[0]["verdict"]["issue"], "netfilter-drop");
     }
@@ -762,7 +762,7 @@ mod tests {
         ev.skbaddr = 0x5eb;
         lines_of(&mut e, &[event::encode(&ev)]);
         assert_eq!(claims.get(), 1, "a bare hook drop reads the counters");
-        let nft = hook_drop(10 * S + 100, 0x5eb, netlat_ebpf::hook::NFT_CHAIN);
+        let nft = hook_drop(10 * S + 100, 0x5eb, netlat_common::hook::NFT_CHAIN);
         let mut ev2 = ev;
         ev2.header.ts_ns = 10 * S + 200;
         lines_of(&mut e, &[nft, event::encode(&ev2)]);

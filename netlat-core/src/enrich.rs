@@ -313,13 +313,13 @@ pub struct IpvsDest {
 /// Every name [`hook_name`] gives.
 pub const HOOK_NAMES: [&str; 4] = ["ipvs", "conntrack-confirm", "nft_do_chain", "ipt_do_table"];
 
-/// Names of `netlat_ebpf::hook` ids.
+/// Names of `netlat_common::hook` ids.
 pub fn hook_name(id: u32) -> Option<&'static str> {
     match id {
-        netlat_ebpf::hook::IPVS => Some(HOOK_NAMES[0]),
-        netlat_ebpf::hook::CONNTRACK_CONFIRM => Some(HOOK_NAMES[1]),
-        netlat_ebpf::hook::NFT_CHAIN => Some(HOOK_NAMES[2]),
-        netlat_ebpf::hook::IPT_TABLE => Some(HOOK_NAMES[3]),
+        netlat_common::hook::IPVS => Some(HOOK_NAMES[0]),
+        netlat_common::hook::CONNTRACK_CONFIRM => Some(HOOK_NAMES[1]),
+        netlat_common::hook::NFT_CHAIN => Some(HOOK_NAMES[2]),
+        netlat_common::hook::IPT_TABLE => Some(HOOK_NAMES[3]),
         _ => None,
     }
 }

@@ -1,12 +1,12 @@
 //! Decoding of ring-buffer items into typed events. Pure: bytes in, events out.
 //!
-//! The kernel writes the `#[repr(C)]` structs of `netlat_ebpf`; here every item is checked for
+//! The kernel writes the `#[repr(C)]` structs of `netlat_common`; here every item is checked for
 //! its kind and exact length before it is read, so a short or foreign item is an error, not UB.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use bytes::Bytes;
-use netlat_ebpf::{
+use netlat_common::{
     Addrs, DropEvent, EventHeader, HookDropEvent, IpvsExpireEvent, RetransmitEvent, SockStateEvent,
     kind,
 };
@@ -117,8 +117,8 @@ pub struct Drop {
 pub struct RawCt {
     /// `nf_conn.status` IPS_* bits.
     pub status: u32,
-    pub orig: [u8; netlat_ebpf::CT_TUPLE_CAPTURE],
-    pub reply: [u8; netlat_ebpf::CT_TUPLE_CAPTURE],
+    pub orig: [u8; netlat_common::CT_TUPLE_CAPTURE],
+    pub reply: [u8; netlat_common::CT_TUPLE_CAPTURE],
 }
 
 /// A netfilter hook function returned NF_DROP for an skb (its kfree_skb follows).
@@ -127,7 +127,7 @@ pub struct HookDrop {
     pub ts_ns: u64,
     pub cpu: u32,
     pub skbaddr: u64,
-    /// `netlat_ebpf::hook` id.
+    /// `netlat_common::hook` id.
     pub hook: u32,
 }
 
@@ -253,7 +253,7 @@ pub fn decode(bytes: &[u8]) -> Result<Event, EventError> {
                 len: e.len,
                 protocol: e.protocol,
                 data: Bytes::copy_from_slice(&e.data[..cap]),
-                ct: (e.ct_flags & netlat_ebpf::CT_PRESENT != 0).then_some(RawCt {
+                ct: (e.ct_flags & netlat_common::CT_PRESENT != 0).then_some(RawCt {
                     status: e.ct_status,
                     orig: e.ct_orig,
                     reply: e.ct_reply,
@@ -386,7 +386,7 @@ mod tests {
         let Event::Drop(e) = decode(&encode(&raw)).unwrap() else {
             panic!("wrong kind")
         };
-        assert_eq!(e.data.len(), netlat_ebpf::DROP_CAPTURE);
+        assert_eq!(e.data.len(), netlat_common::DROP_CAPTURE);
     }
 
     #[test]
@@ -398,7 +398,7 @@ mod tests {
                 ts_ns: 9,
             },
             skbaddr: 0xabc,
-            hook: netlat_ebpf::hook::IPVS,
+            hook: netlat_common::hook::IPVS,
             ret: 0,
         };
         assert_eq!(
@@ -407,7 +407,7 @@ mod tests {
                 ts_ns: 9,
                 cpu: 1,
                 skbaddr: 0xabc,
-                hook: netlat_ebpf::hook::IPVS
+                hook: netlat_common::hook::IPVS
             })
         );
         let raw = IpvsExpireEvent {

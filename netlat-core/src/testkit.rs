@@ -4,7 +4,7 @@
 
 use std::io;
 
-use netlat_ebpf::{Addrs, DropEvent, EventHeader, RetransmitEvent, SockStateEvent, kind};
+use netlat_common::{Addrs, DropEvent, EventHeader, RetransmitEvent, SockStateEvent, kind};
 
 use crate::{
     event,

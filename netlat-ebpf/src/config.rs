@@ -1,7 +1,7 @@
 //! The `CONFIG` global: every kernel layout fact the programs use, filled in by user space at
 //! load time, and [`conf!`], the one way the programs read it.
 
-use netlat_ebpf::{
+use netlat_common::{
     Config, IpvsLayout, KernelLayout, KfreeLayout, MAX_LOCATIONS, REASON_BITMAP_WORDS,
     RetransmitLayout, RuleLayout, SockLayout, SockStateLayout,
 };

@@ -23,7 +23,7 @@ mod programs {
         programs::{BtfTracePointContext, ProbeContext, RetProbeContext, TracePointContext},
     };
     use aya_log_ebpf::debug;
-    use netlat_ebpf::hook;
+    use netlat_common::hook;
 
     use crate::{
         config::conf,

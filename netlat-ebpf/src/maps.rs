@@ -5,7 +5,7 @@ use aya_ebpf::{
     macros::map,
     maps::{Array, LruHashMap, PerCpuArray, RingBuf},
 };
-use netlat_ebpf::kind;
+use netlat_common::kind;
 
 /// All events, in the order the kernel produced them (per reservation).
 #[map]

@@ -89,6 +89,7 @@ fn generation_only(mix: Mix, n: u64) -> f64 {
 fn write_recording(path: &std::path::Path, mix: Mix, n: u64) -> std::io::Result<()> {
     use netlat::record::{Header, Note, Recorder};
     let header = Header {
+        abi_version: netlat_common::ABI_VERSION,
         kernel: "synthetic".into(),
         has_reasons: true,
         reasons: common::reasons().into_iter().collect(),

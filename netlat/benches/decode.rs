@@ -33,9 +33,9 @@ fn capture(item: &[u8]) -> (u16, Vec<u8>) {
 
 fn event_decode(c: &mut Criterion) {
     let mut g = c.benchmark_group("event_decode");
-    let state = first_of(Mix::Connects, netlat_ebpf::kind::SOCK_STATE);
-    let retrans = first_of(Mix::Mixed, netlat_ebpf::kind::RETRANSMIT);
-    let drop = first_of(Mix::Drops, netlat_ebpf::kind::DROP);
+    let state = first_of(Mix::Connects, netlat_common::kind::SOCK_STATE);
+    let retrans = first_of(Mix::Mixed, netlat_common::kind::RETRANSMIT);
+    let drop = first_of(Mix::Drops, netlat_common::kind::DROP);
     g.bench_function("sock_state", |b| {
         b.iter(|| event::decode(black_box(&state)))
     });
@@ -48,8 +48,8 @@ fn event_decode(c: &mut Criterion) {
 
 fn packet_decode(c: &mut Criterion) {
     let mut g = c.benchmark_group("packet_decode");
-    let (proto, vxlan) = capture(&first_of(Mix::Drops, netlat_ebpf::kind::DROP));
-    let (_, syn) = capture(&first_of(Mix::Mixed, netlat_ebpf::kind::DROP));
+    let (proto, vxlan) = capture(&first_of(Mix::Drops, netlat_common::kind::DROP));
+    let (_, syn) = capture(&first_of(Mix::Mixed, netlat_common::kind::DROP));
     g.bench_function("ipv4_tcp_syn", |b| {
         b.iter(|| packet::decode(proto, black_box(&syn), VXLAN_PORTS))
     });

@@ -15,8 +15,8 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use btf_rs::{Btf, BtfType, Member, Struct, Type};
+use netlat_common::{ABSENT, KernelLayout};
 use netlat_core::enrich::CtTupleLayout;
-use netlat_ebpf::{ABSENT, KernelLayout};
 
 /// Where the running kernel exposes its own BTF (needs `CONFIG_DEBUG_INFO_BTF=y`).
 pub const SYS_BTF_PATH: &str = "/sys/kernel/btf/vmlinux";
@@ -132,7 +132,7 @@ impl KernelBtf {
 
     /// IPVS offsets (`ip_vs_conn.dest`, `ip_vs_dest.weight`, `ip_vs_dest.flags`), here or in
     /// the ip_vs module's BTF.
-    pub fn ipvs_layout(&self) -> Result<netlat_ebpf::IpvsLayout, BtfError> {
+    pub fn ipvs_layout(&self) -> Result<netlat_common::IpvsLayout, BtfError> {
         let module;
         let b: &KernelBtf = if self.find_struct("ip_vs_conn").is_ok() {
             self
@@ -140,7 +140,7 @@ impl KernelBtf {
             module = self.module("ip_vs")?;
             &module
         };
-        Ok(netlat_ebpf::IpvsLayout {
+        Ok(netlat_common::IpvsLayout {
             conn_dest: b.member_offset("ip_vs_conn", "dest")?,
             dest_weight: b.member_offset("ip_vs_dest", "weight")?,
             dest_flags: b.member_offset("ip_vs_dest", "flags")?,
@@ -149,9 +149,9 @@ impl KernelBtf {
     }
 
     /// `struct sock` offsets for the tp_btf connect programs; all or nothing.
-    pub fn sock_layout(&self) -> Result<netlat_ebpf::SockLayout, BtfError> {
+    pub fn sock_layout(&self) -> Result<netlat_common::SockLayout, BtfError> {
         let at = |path: &str| self.member_offset("sock", path);
-        Ok(netlat_ebpf::SockLayout {
+        Ok(netlat_common::SockLayout {
             daddr: at("__sk_common.skc_daddr")?,
             rcv_saddr: at("__sk_common.skc_rcv_saddr")?,
             dport: at("__sk_common.skc_dport")?,

@@ -9,7 +9,7 @@ use aya::{
     maps::PerCpuArray,
     programs::{BtfTracePoint, KProbe, TracePoint},
 };
-use netlat_ebpf::{Config, kind};
+use netlat_common::{Config, kind};
 
 use netlat_core::{
     enrich::{Kallsyms, Names},
@@ -194,7 +194,7 @@ pub fn load(verbose: bool) -> Result<Loaded, LoadError> {
         Ok(f) => match tracefs::kfree_layout(&f) {
             Ok(l) => {
                 config.kfree = l;
-                has_reasons = l.reason != netlat_ebpf::ABSENT;
+                has_reasons = l.reason != netlat_common::ABSENT;
                 if let Some(syms) = f.symbols("reason") {
                     names.reasons = syms;
                 }
@@ -236,7 +236,7 @@ pub fn load(verbose: bool) -> Result<Loaded, LoadError> {
             let k = &config.kernel;
             sock_btf = if tracepoints_only {
                 Err(format!("{TRACEPOINTS_ONLY_VAR}=1"))
-            } else if [k.sock_family, k.sock_net, k.net_inum].contains(&netlat_ebpf::ABSENT) {
+            } else if [k.sock_family, k.sock_net, k.net_inum].contains(&netlat_common::ABSENT) {
                 Err("the socket's family or netns offsets are not in BTF".to_string())
             } else {
                 btf.sock_layout()
@@ -254,7 +254,7 @@ pub fn load(verbose: bool) -> Result<Loaded, LoadError> {
         let mut n = 0;
         for (func, _) in netlat_core::enrich::LOCATION_REASONS {
             if let Some(r) = names.kallsyms.range(func)
-                && n < netlat_ebpf::MAX_LOCATIONS
+                && n < netlat_common::MAX_LOCATIONS
             {
                 config.locations[n] = r;
                 n += 1;
@@ -421,8 +421,11 @@ const IPT_PRIV_FIRST: (u32, u32, u32) = (5, 16, 0);
 
 /// Where the skb is for `nft_do_chain` and `ipt_do_table`: from BTF (the nf_tables and
 /// ip_tables modules' split BTF when they are modules), else from what is known per version.
-pub fn rule_layout(btf: Option<&KernelBtf>, release: &str) -> (netlat_ebpf::RuleLayout, RuleNotes) {
-    let mut layout = netlat_ebpf::RuleLayout::default();
+pub fn rule_layout(
+    btf: Option<&KernelBtf>,
+    release: &str,
+) -> (netlat_common::RuleLayout, RuleNotes) {
+    let mut layout = netlat_common::RuleLayout::default();
     let mut ipt_skb_arg = None;
     let nft = match btf.map(KernelBtf::nft_pktinfo_skb) {
         Some(Ok(off)) => {

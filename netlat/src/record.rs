@@ -23,6 +23,7 @@ use std::{
     rc::Rc,
 };
 
+use netlat_common::ABI_VERSION;
 use serde::{Deserialize, Serialize};
 
 use netlat_core::{
@@ -47,6 +48,10 @@ const TAG_NOTE: u8 = 2;
 /// Facts about the recording run.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Header {
+    /// The kernel-event wire format of the recorded items ([`ABI_VERSION`]); recordings made
+    /// before it was written carry version 1, the format they were made with.
+    #[serde(default = "first_abi")]
+    pub abi_version: u32,
     pub kernel: String,
     pub has_reasons: bool,
     pub reasons: BTreeMap<u64, String>,
@@ -55,6 +60,10 @@ pub struct Header {
     pub clock_offset_ns: i128,
     pub threshold_ns: u64,
     pub hooks: Vec<Hook>,
+}
+
+fn first_abi() -> u32 {
+    1
 }
 
 /// An answer the live shell gave, in the order the engine asked.
@@ -125,6 +134,11 @@ pub enum RecordError {
         "{path}: recording version {found}, this netlat reads versions {OLDEST_VERSION} to {VERSION}"
     )]
     Version { path: String, found: u16 },
+    #[error(
+        "{path}: its kernel events are in wire format {found}, this netlat decodes format \
+         {ABI_VERSION}: replay it with the netlat version that recorded it"
+    )]
+    Abi { path: String, found: u32 },
     #[error("recording truncated at byte {offset}: {what}")]
     Truncated { offset: u64, what: &'static str },
     #[error("recording corrupt at byte {offset}: {what}")]
@@ -225,10 +239,16 @@ impl<R: Read> Reader<R> {
         let len = r.len("header length")?;
         let at = r.offset;
         let h = r.payload(len, "header")?;
-        let header = serde_json::from_slice(&h).map_err(|e| RecordError::Corrupt {
+        let header: Header = serde_json::from_slice(&h).map_err(|e| RecordError::Corrupt {
             offset: at,
             what: format!("header: {e}"),
         })?;
+        if header.abi_version != ABI_VERSION {
+            return Err(RecordError::Abi {
+                path: name.to_string(),
+                found: header.abi_version,
+            });
+        }
         Ok((header, r))
     }
 
@@ -538,6 +558,7 @@ mod tests {
 
     fn header() -> Header {
         Header {
+            abi_version: ABI_VERSION,
             kernel: "6.18.44".into(),
             has_reasons: true,
             reasons: [(12, "NETFILTER_DROP".to_string())].into_iter().collect(),
@@ -672,6 +693,36 @@ mod tests {
             Some("kube-system/kube-dns:dns-tcp")
         );
         assert_eq!(r.service(7, dst), None);
+    }
+
+    fn file_with_header(h: &serde_json::Value) -> Vec<u8> {
+        let h = serde_json::to_vec(h).unwrap();
+        let mut v = MAGIC.to_vec();
+        v.extend_from_slice(&VERSION.to_le_bytes());
+        v.extend_from_slice(&(h.len() as u32).to_le_bytes());
+        v.extend_from_slice(&h);
+        v
+    }
+
+    /// Recordings made before the wire format was versioned are format 1; another format is
+    /// refused with one line that says what to do, never decoded with the wrong layouts.
+    #[test]
+    fn the_wire_format_of_the_items_is_checked() {
+        let mut h = serde_json::to_value(header()).unwrap();
+        h.as_object_mut().unwrap().remove("abi_version");
+        let (got, _) = Reader::new(&file_with_header(&h)[..], "old").unwrap();
+        assert_eq!(got.abi_version, 1);
+        h["abi_version"] = (ABI_VERSION + 1).into();
+        let Err(e) = Reader::new(&file_with_header(&h)[..], "new.rec") else {
+            panic!("a recording of another wire format was read");
+        };
+        assert!(matches!(e, RecordError::Abi { found, .. } if found == ABI_VERSION + 1));
+        let text = e.to_string();
+        assert!(
+            text.starts_with("new.rec: its kernel events are in wire format 2"),
+            "{text}"
+        );
+        assert!(text.contains("replay it with the netlat version that recorded it"));
     }
 
     #[test]

@@ -15,7 +15,7 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use netlat_ebpf::{ABSENT, KfreeLayout, RetransmitLayout, SockStateLayout};
+use netlat_common::{ABSENT, KfreeLayout, RetransmitLayout, SockStateLayout};
 
 /// Where tracefs lives on current kernels, and where netlat mounts it when it is missing.
 pub const DEFAULT_MOUNT_POINT: &str = "/sys/kernel/tracing";

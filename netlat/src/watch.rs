@@ -170,6 +170,7 @@ pub async fn run(
             Recorder::create(
                 path,
                 &Header {
+                    abi_version: netlat_common::ABI_VERSION,
                     kernel: loaded.kernel.clone(),
                     has_reasons: loaded.has_reasons,
                     reasons: loaded.names.reasons.clone(),

@@ -5,7 +5,7 @@ use aya_ebpf::{
     helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid},
     programs::{BtfTracePointContext, TracePointContext},
 };
-use netlat_ebpf::{Addrs, SockStateEvent, kind};
+use netlat_common::{Addrs, SockStateEvent, kind};
 
 use super::{
     btf_load, header,

@@ -6,7 +6,7 @@ use aya_ebpf::{
     helpers::bpf_probe_read_kernel_buf,
     programs::{BtfTracePointContext, TracePointContext},
 };
-use netlat_ebpf::{ABSENT, CT_TUPLE_CAPTURE, DROP_CAPTURE, DropEvent, kind};
+use netlat_common::{ABSENT, CT_TUPLE_CAPTURE, DROP_CAPTURE, DropEvent, kind};
 
 use super::{btf_load, header, kread};
 use crate::{
@@ -20,7 +20,7 @@ const ETH_P_IPV6: u16 = 0x86dd;
 #[inline(always)]
 fn location_listed(location: u64) -> bool {
     let mut i = 0;
-    while i < netlat_ebpf::MAX_LOCATIONS {
+    while i < netlat_common::MAX_LOCATIONS {
         let r: [u64; 2] = unsafe {
             core::ptr::read_volatile((&raw const CONFIG.locations).cast::<[u64; 2]>().add(i))
         };
@@ -83,7 +83,7 @@ pub fn kfree_btf(ctx: &BtfTracePointContext) {
 #[inline(always)]
 fn reason_ignored(reason: u32) -> bool {
     let word = (reason / 64) as usize;
-    if word < netlat_ebpf::REASON_BITMAP_WORDS {
+    if word < netlat_common::REASON_BITMAP_WORDS {
         let bits: u64 = unsafe {
             core::ptr::read_volatile((&raw const CONFIG.ignore_reasons).cast::<u64>().add(word))
         };
@@ -177,7 +177,7 @@ fn emit_drop<const TYPED: bool>(skb: u64, location: u64, reason: u32, protocol: 
                     CT_TUPLE_CAPTURE,
                 );
                 let status = core::ptr::read_unaligned(data.add(status_at) as *const u64);
-                (*ev).ct_flags = netlat_ebpf::CT_PRESENT;
+                (*ev).ct_flags = netlat_common::CT_PRESENT;
                 (*ev).ct_status = status as u32;
             }
         } else if nfct != 0 && orig_off != ABSENT && reply_off != ABSENT {
@@ -192,7 +192,7 @@ fn emit_drop<const TYPED: bool>(skb: u64, location: u64, reason: u32, protocol: 
             )
             .is_ok();
             if ok_orig && ok_reply {
-                (*ev).ct_flags = netlat_ebpf::CT_PRESENT;
+                (*ev).ct_flags = netlat_common::CT_PRESENT;
                 (*ev).ct_status = kread::<u64>(nfct, conf!(kernel.ct_status)).unwrap_or(0) as u32;
             }
         }

@@ -6,7 +6,7 @@ use aya_ebpf::{
     helpers::{bpf_get_current_pid_tgid, bpf_get_smp_processor_id},
     programs::ProbeContext,
 };
-use netlat_ebpf::{HookDropEvent, IpvsExpireEvent, kind};
+use netlat_common::{HookDropEvent, IpvsExpireEvent, kind};
 
 use super::{header, kread};
 use crate::{

@@ -8,7 +8,7 @@ pub mod retransmit;
 mod sock;
 
 use aya_ebpf::helpers::{bpf_get_smp_processor_id, bpf_ktime_get_ns, bpf_probe_read_kernel};
-use netlat_ebpf::{ABSENT, EventHeader};
+use netlat_common::{ABSENT, EventHeader};
 
 #[inline(always)]
 fn header(k: u32) -> EventHeader {

@@ -2,7 +2,7 @@
 //! SYN_SENT, shipped as [`RetransmitEvent`]s. Retransmits of other states stay in the kernel.
 
 use aya_ebpf::programs::{BtfTracePointContext, TracePointContext};
-use netlat_ebpf::{Addrs, RetransmitEvent, kind};
+use netlat_common::{Addrs, RetransmitEvent, kind};
 
 use super::{
     btf_load, header,

@@ -2,7 +2,7 @@
 //! programs: from a tracepoint record (classic) or from `struct sock` itself (tp_btf).
 
 use aya_ebpf::programs::TracePointContext;
-use netlat_ebpf::{ABSENT, Addrs};
+use netlat_common::{ABSENT, Addrs};
 
 use super::{btf_load, kread};
 use crate::config::conf;

@@ -1,5 +1,5 @@
 //! Synthetic ring-buffer streams for the benchmarks: the bytes the eBPF programs would write
-//! (`netlat_ebpf` wire structs), generated on the fly into one reused buffer so a stream of
+//! (`netlat_common` wire structs), generated on the fly into one reused buffer so a stream of
 //! 10 M events needs no memory of its own.
 //!
 //! Three mixes:
@@ -17,13 +17,13 @@
 use std::io;
 
 use netlat::output::JsonPrinter;
+use netlat_common::{Addrs, DropEvent, EventHeader, RetransmitEvent, SockStateEvent, kind};
 use netlat_core::{
     engine::{Engine, EngineConfig, NoCounters, NoNatLookup},
     enrich::{Kallsyms, Names},
     flow::TrackerConfig,
     report::WallClock,
 };
-use netlat_ebpf::{Addrs, DropEvent, EventHeader, RetransmitEvent, SockStateEvent, kind};
 
 /// Drop reasons as numbered on the 6.18 kernel this was written on.
 pub const NETFILTER_DROP: u32 = 12;
@@ -36,7 +36,7 @@ const MS: u64 = 1_000_000;
 
 /// Appends the bytes of a wire struct to `buf`, as the kernel writes it into the ring buffer.
 fn put<T: Copy>(buf: &mut Vec<u8>, v: &T) {
-    // SAFETY: T is one of netlat_ebpf's repr(C) wire structs, integer-only with explicit
+    // SAFETY: T is one of netlat_common's repr(C) wire structs, integer-only with explicit
     // padding fields, so all of its bytes are initialised.
     let bytes = unsafe {
         std::slice::from_raw_parts((v as *const T).cast::<u8>(), std::mem::size_of::<T>())

@@ -8,8 +8,8 @@
 
 /// Version of the wire format: the layout of every struct that crosses the kernel/user boundary
 /// and the numbers in [`kind`] and [`hook`]. Bumped whenever a wire struct's layout or a kind
-/// number changes. It is meant to be written into recordings, so that a recording is never
-/// decoded with another version's layouts.
+/// number changes. Recordings carry it in their header, so a recording is never decoded with
+/// another version's layouts.
 pub const ABI_VERSION: u32 = 1;
 
 /// Ring-buffer event kinds (`EventHeader::kind`).
