@@ -7,13 +7,10 @@
 
 pub mod btf;
 pub mod cli;
-pub mod ctnl;
 pub mod doctor;
 pub mod export;
-pub mod facts;
 pub mod limits;
 pub mod loader;
-pub mod netns;
 pub mod node;
 pub mod output;
 pub mod privs;

@@ -186,9 +186,9 @@ pub async fn run(
     };
     // Attached and every file opened: keep only what the per-namespace lookups need.
     crate::privs::drop_for_watch(args.verbose);
-    let facts_view = crate::facts::LiveFacts::default();
-    let counters = crate::netns::ProcCounters::new();
-    let nat = crate::netns::CtNatLookup::default();
+    let facts_view = crate::node::live_facts::LiveFacts::default();
+    let counters = crate::node::netns::ProcCounters::new();
+    let nat = crate::node::netns::CtNatLookup::default();
     let engine_cfg = EngineConfig {
         threshold_ns,
         clock,

@@ -360,7 +360,7 @@ fn live_kube_services_from_iptables_nft_and_legacy() {
             "KUBE-SVC-X",
         ]);
     }
-    let map = crate::netns::in_netns(&ns.path(), services::read)
+    let map = crate::node::netns::in_netns(&ns.path(), services::read)
         .expect("enter the namespace")
         .expect("read the Services");
     // The fingerprint (doctor, the node line) counts them.
@@ -382,7 +382,7 @@ fn live_kube_services_from_iptables_nft_and_legacy() {
     let Some(empty) = NamespaceGuard::new("nosvc", &[]) else {
         return;
     };
-    let map = crate::netns::in_netns(&empty.path(), services::read).expect("enter");
+    let map = crate::node::netns::in_netns(&empty.path(), services::read).expect("enter");
     assert_eq!(map.expect("no tables is no error").len(), 0);
 }
 
@@ -429,7 +429,7 @@ fn live_kube_services_from_nftables_mode() {
             ),
         ]);
     }
-    let map = crate::netns::in_netns(&ns.path(), services::read)
+    let map = crate::node::netns::in_netns(&ns.path(), services::read)
         .expect("enter the namespace")
         .expect("read the Services");
     assert_eq!(map.len(), 2, "{map:?}");
@@ -453,7 +453,7 @@ fn live_service_names_are_reread_off_the_loop() {
         .expect("namespace inode");
     let dst: std::net::SocketAddr = "10.96.0.40:80".parse().unwrap();
     // Every lookup finds the map stale, so each one starts a re-read if none is running.
-    let facts = crate::facts::LiveFacts::with_service_ttl(std::time::Duration::ZERO);
+    let facts = crate::node::live_facts::LiveFacts::with_service_ttl(std::time::Duration::ZERO);
     assert_eq!(facts.service(inode, dst), None);
     for rule in [
         vec!["-N", "KUBE-SERVICES"],

@@ -16,11 +16,14 @@
 //! the namespace with setns(2). Per-netns procfs files are then read under /proc/thread-self/net
 //! (/proc/net follows the thread-group leader), and /proc/sys/net answers for the reading thread.
 
+pub mod ctnl;
 mod ctstat;
 mod ipvs;
 mod links;
 #[cfg(test)]
 mod live;
+pub mod live_facts;
+pub mod netns;
 mod nft;
 pub(crate) mod nl;
 pub mod services;

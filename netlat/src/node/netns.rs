@@ -390,7 +390,7 @@ impl netlat_core::engine::NatLookup for CtNatLookup {
     fn ask(&mut self, sock: SockKey, tuple: FiveTuple) -> Option<FiveTuple> {
         let tx = self.tx.clone();
         let job = move || {
-            let wire = match crate::ctnl::lookup(&tuple) {
+            let wire = match crate::node::ctnl::lookup(&tuple) {
                 Ok(Some(e)) => Some(e.wire_tuple()).filter(|w| *w != tuple),
                 Ok(None) => None,
                 Err(e) => {

@@ -18,7 +18,7 @@ use netlat_core::{
 };
 
 use crate::{
-    netns::NetnsIndex,
+    node::netns::NetnsIndex,
     node::{
         self,
         services::{self, ServiceMap},
@@ -117,7 +117,7 @@ pub fn service_name(
 fn read_services(netns: u32, target: Result<Option<PathBuf>, String>) -> ServiceMap {
     let map = match target {
         Ok(None) => services::read().map_err(|e| e.to_string()),
-        Ok(Some(path)) => match crate::netns::in_netns(&path, services::read) {
+        Ok(Some(path)) => match crate::node::netns::in_netns(&path, services::read) {
             Ok(r) => r.map_err(|e| e.to_string()),
             Err(e) => Err(format!("cannot enter {}: {e}", path.display())),
         },
@@ -149,7 +149,7 @@ impl At {
         match self {
             At::Own => Some(PathBuf::from("/proc/self/ns/net")),
             At::Path(p) => Some(p),
-            At::Scan => crate::netns::find(netns),
+            At::Scan => crate::node::netns::find(netns),
         }
     }
 }
