@@ -6,15 +6,12 @@
 //! only through event timestamps, so a recorded stream always replays to the same verdicts.
 
 pub mod btf;
-pub mod cli;
-pub mod doctor;
+pub mod cmd;
 pub mod export;
+pub mod kernel;
 pub mod limits;
 pub mod loader;
 pub mod node;
 pub mod output;
-pub mod privs;
 pub mod record;
-pub mod replay;
 pub mod tracefs;
-pub mod watch;

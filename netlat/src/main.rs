@@ -1,9 +1,9 @@
 //! The netlat binary: parse flags, run a subcommand, turn any error into one line.
 
-use std::process::ExitCode;
+use std::{io, process::ExitCode};
 
 use clap::Parser as _;
-use netlat::cli::{Cli, Command};
+use netlat::cmd::{self, args::Cli};
 
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
@@ -24,24 +24,23 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let verbose = match &cli.command {
-        Command::Watch(w) => w.verbose,
-        Command::Doctor(_) | Command::Replay(_) | Command::Report(_) => false,
-    };
-    init_logging(verbose);
-    let result = match cli.command {
-        Command::Watch(args) => netlat::watch::main(args),
-        Command::Doctor(args) => netlat::doctor::main(args),
-        Command::Replay(args) => netlat::replay::main(args),
-        Command::Report(args) => netlat::export::report::main(&args),
-    };
-    match result {
+    init_logging(cmd::verbose(&cli));
+    match cmd::run(cli) {
         Ok(code) => code,
+        // The reader of our output went away (`netlat … | head`): a clean end, not a failure.
+        Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("netlat: error: {e:#}");
             ExitCode::FAILURE
         }
     }
+}
+
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<io::Error>()
+            .is_some_and(|e| e.kind() == io::ErrorKind::BrokenPipe)
+    })
 }
 
 fn init_logging(verbose: bool) {

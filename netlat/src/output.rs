@@ -56,6 +56,73 @@ impl Reports for Fanout<'_> {
     }
 }
 
+/// A printer whose reader may go away (`netlat watch | head`): the first broken pipe closes
+/// it and later lines are dropped, so the run still finishes its exports and recording and
+/// ends cleanly. Every other output error is returned.
+pub struct Closable<'a> {
+    inner: &'a mut dyn Printer,
+    closed: bool,
+}
+
+impl<'a> Closable<'a> {
+    pub fn new(inner: &'a mut dyn Printer) -> Self {
+        Self {
+            inner,
+            closed: false,
+        }
+    }
+
+    /// Whether the reader went away.
+    pub fn is_closed(&self) -> bool {
+        self.closed
+    }
+
+    /// Close on `stdout_closed` (the reader went away before anything failed to print).
+    pub fn close(&mut self) {
+        self.closed = true;
+    }
+
+    fn write(&mut self, f: impl FnOnce(&mut dyn Printer) -> io::Result<()>) -> io::Result<()> {
+        if self.closed {
+            return Ok(());
+        }
+        match f(self.inner) {
+            Err(e) if e.kind() == io::ErrorKind::BrokenPipe => {
+                self.closed = true;
+                Ok(())
+            }
+            r => r,
+        }
+    }
+}
+
+impl Reports for Closable<'_> {
+    fn connect(&mut self, line: &ConnectReport) -> io::Result<()> {
+        self.write(|p| p.connect(line))
+    }
+    fn drop_line(&mut self, line: &DropReport) -> io::Result<()> {
+        self.write(|p| p.drop_line(line))
+    }
+}
+
+impl Printer for Closable<'_> {
+    fn hooks(&mut self, hooks: &[Hook]) -> io::Result<()> {
+        self.write(|p| p.hooks(hooks))
+    }
+    fn node(&mut self, facts: &NodeFacts, exposure: &[Exposure]) -> io::Result<()> {
+        self.write(|p| p.node(facts, exposure))
+    }
+    fn histogram(&mut self, h: &HistogramSummary) -> io::Result<()> {
+        self.write(|p| p.histogram(h))
+    }
+    fn loss(&mut self, l: &LossLine) -> io::Result<()> {
+        self.write(|p| p.loss(l))
+    }
+    fn summary(&mut self, s: &Summary) -> io::Result<()> {
+        self.write(|p| p.summary(s))
+    }
+}
+
 /// Discards everything (once stdout is gone, or when only the exports are wanted).
 pub struct NullPrinter;
 
@@ -488,6 +555,34 @@ mod tests {
             Ok(())
         }
         fn summary(&mut self, _: &Summary) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_closed_reader_closes_the_printer_and_later_lines_are_dropped() {
+        let clock = WallClock { offset_ns: 0 };
+        let line = ConnectReport::new(&attempt(), &unjudged(), &clock);
+        let mut gone = Gone;
+        let mut p = Closable::new(&mut gone);
+        assert!(!p.is_closed());
+        p.connect(&line).unwrap();
+        assert!(p.is_closed());
+        p.summary(&Summary::default()).unwrap();
+        // Any other error is the caller's to report.
+        let mut full = JsonPrinter::new(Full);
+        let e = Closable::new(&mut full).connect(&line).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::StorageFull);
+    }
+
+    /// A writer on a full disk.
+    struct Full;
+
+    impl Write for Full {
+        fn write(&mut self, _: &[u8]) -> io::Result<usize> {
+            Err(io::ErrorKind::StorageFull.into())
+        }
+        fn flush(&mut self) -> io::Result<()> {
             Ok(())
         }
     }

@@ -1,7 +1,7 @@
 //! Exports: the numbers a user shows after an incident. [`Exports`] is a [`Sink`] that records
 //! every reported connect into latency histograms ([`histo`]), an HdrHistogram interval log
 //! (`--hlog`, [`hlog`]) and Prometheus metrics (`--listen`, [`prom`]); `netlat report`
-//! ([`report`], [`svg`]) reads the interval log back.
+//! (`cmd/report.rs`, with [`svg`]) reads the interval log back.
 //!
 //! Everything is fed from the same [`ConnectReport`]/[`DropReport`] lines the printers get, so
 //! a replayed stream builds the same histograms as the live run. Wall-clock time enters only
@@ -10,7 +10,6 @@
 pub mod histo;
 pub mod hlog;
 pub mod prom;
-pub mod report;
 pub mod svg;
 
 use std::{

@@ -2,10 +2,9 @@
 //! place of the live shell. Needs no kernel and no privileges. A truncated or corrupt file is
 //! reported with its offset after everything read before it has been reported.
 
-use std::{io, process::ExitCode};
+use std::{io, path::PathBuf, process::ExitCode, time::Duration};
 
 use anyhow::Context as _;
-
 use netlat_core::{
     engine::{Engine, EngineConfig},
     enrich::{Kallsyms, Names},
@@ -14,37 +13,49 @@ use netlat_core::{
 };
 
 use crate::{
-    cli::{OutputFormat, ReplayArgs},
+    cmd::args::{OutputFormat, ReplayArgs},
     export::{ExportOptions, Exports},
     output::{Fanout, HumanPrinter, JsonPrinter, Printer},
     record::{Note, Reader, Record, Replayed, SharedAnswers},
 };
 
-pub fn main(args: ReplayArgs) -> anyhow::Result<ExitCode> {
-    let stdout = io::stdout();
-    let stderr = io::stderr();
-    let mut printer: Box<dyn Printer> = match args.output {
-        OutputFormat::Json => Box::new(JsonPrinter::new(stdout.lock())),
-        OutputFormat::Human => Box::new(HumanPrinter::new(stdout.lock(), stderr.lock())),
-    };
-    match run(&args, printer.as_mut(), &ExportOptions::default()) {
-        Err(e)
-            if e.downcast_ref::<io::Error>()
-                .is_some_and(|e| e.kind() == io::ErrorKind::BrokenPipe) =>
-        {
-            Ok(ExitCode::SUCCESS)
+/// `netlat replay`, validated once from its flags.
+#[derive(Debug, Clone)]
+pub struct ReplayConfig {
+    pub file: PathBuf,
+    pub output: OutputFormat,
+    /// Report attempts at least this slow (default: the recorded run's threshold).
+    pub threshold: Option<Duration>,
+}
+
+impl From<ReplayArgs> for ReplayConfig {
+    fn from(a: ReplayArgs) -> Self {
+        Self {
+            file: a.file,
+            output: a.output,
+            threshold: a.threshold,
         }
-        r => r,
     }
 }
 
-/// Replay `args.file` into `sink`, with the same latency histograms as the live run (and
-/// the exports `opts` asks for, e.g. an interval log for `netlat report`).
+pub fn main(cfg: &ReplayConfig) -> anyhow::Result<ExitCode> {
+    let stdout = io::stdout();
+    let stderr = io::stderr();
+    let mut printer: Box<dyn Printer> = match cfg.output {
+        OutputFormat::Json => Box::new(JsonPrinter::new(stdout.lock())),
+        OutputFormat::Human => Box::new(HumanPrinter::new(stdout.lock(), stderr.lock())),
+    };
+    run(cfg, printer.as_mut(), &ExportOptions::default())
+}
+
+/// Replay `cfg.file` into `printer`, with the same latency histograms as the live run (and
+/// the exports `opts` asks for).
 pub fn run(
-    args: &ReplayArgs,
+    cfg: &ReplayConfig,
     printer: &mut dyn Printer,
     opts: &ExportOptions,
 ) -> anyhow::Result<ExitCode> {
+    let args = cfg;
     let (header, mut reader) = Reader::open(&args.file)
         .with_context(|| format!("opening the recording {}", args.file.display()))?;
     let clock = WallClock {
@@ -58,9 +69,9 @@ pub fn run(
         ct_tuple: header.ct_tuple,
         ..Names::default()
     };
-    let threshold_ns = args
-        .threshold
-        .map_or(header.threshold_ns, |ms| (ms * 1e6) as u64);
+    let threshold_ns = args.threshold.map_or(header.threshold_ns, |t| {
+        u64::try_from(t.as_nanos()).unwrap_or(u64::MAX)
+    });
     let mut engine = Engine::new(
         EngineConfig {
             threshold_ns,
@@ -150,7 +161,7 @@ mod tests {
     #[test]
     fn version_1_recording_replays_to_the_lines_it_gave_then() {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/record");
-        let args = ReplayArgs {
+        let args = ReplayConfig {
             file: dir.join("v1-first-syn.rec"),
             output: OutputFormat::Json,
             threshold: None,

@@ -3,7 +3,7 @@
 //! bytes, so other kinds (recordings) can be added beside the interval log.
 
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, BTreeSet},
     io::{self, Write},
     path::Path,
     process::ExitCode,
@@ -12,14 +12,26 @@ use std::{
 
 use anyhow::Context as _;
 use hdrhistogram::Histogram;
-
-use super::{
-    ExportError,
-    histo::{Percentiles, SIGFIG},
-    hlog::{self, Interval},
-    svg,
+use netlat_core::{
+    exposure::Exposure,
+    facts::NodeFacts,
+    report::{ConnectReport, DropReport, Hook, Reports, Summary},
 };
-use crate::cli::ReportArgs;
+
+use crate::{
+    cmd::{
+        args::{OutputFormat, ReportArgs},
+        replay::{self, ReplayConfig},
+    },
+    export::{
+        ExportError, ExportOptions, HistogramSummary, MAX_DESTINATIONS, OTHER_DST, cause_of,
+        histo::{HIGHEST_US, LOWEST_US, Percentiles, SIGFIG, dst_label},
+        hlog::{self, Interval},
+        micros, retry_delay_us, svg,
+    },
+    limits::LossLine,
+    output::Printer,
+};
 
 /// What a file holds, from its first bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,6 +78,8 @@ pub struct Report {
     pub retry_all: Histogram<u64>,
     /// The same per cause and destination.
     pub retry_causes: BTreeMap<String, CauseHists>,
+    /// Destinations with their own rows (bounded like the live histograms).
+    dsts: BTreeSet<String>,
 }
 
 pub struct CauseHists {
@@ -129,7 +143,53 @@ impl Report {
             causes,
             retry_all,
             retry_causes,
+            dsts: BTreeSet::new(),
         })
+    }
+
+    /// An empty report, to be filled with [`Report::record`].
+    fn new() -> Result<Report, ExportError> {
+        Self::from_intervals(&[])
+    }
+
+    /// Counts one slow connect, as the live histograms and the interval log would.
+    fn record(&mut self, c: &ConnectReport) -> Result<(), ExportError> {
+        let cause = cause_of(c);
+        let label = dst_label(c);
+        let dst = if self.dsts.len() < MAX_DESTINATIONS || self.dsts.contains(&label) {
+            self.dsts.insert(label.clone());
+            label
+        } else {
+            OTHER_DST.to_string()
+        };
+        let put = |all: &mut Histogram<u64>,
+                   causes: &mut BTreeMap<String, CauseHists>,
+                   us: u64|
+         -> Result<(), ExportError> {
+            let v = us.clamp(LOWEST_US, HIGHEST_US);
+            let rec = |h: &mut Histogram<u64>| {
+                h.record(v)
+                    .map_err(|e| ExportError::Histogram(format!("{e:?}")))
+            };
+            rec(all)?;
+            let c = match causes.entry(cause.to_string()) {
+                std::collections::btree_map::Entry::Occupied(o) => o.into_mut(),
+                std::collections::btree_map::Entry::Vacant(v) => v.insert(CauseHists {
+                    total: empty()?,
+                    by_dst: BTreeMap::new(),
+                }),
+            };
+            rec(&mut c.total)?;
+            match c.by_dst.entry(dst.clone()) {
+                std::collections::btree_map::Entry::Occupied(o) => rec(o.into_mut()),
+                std::collections::btree_map::Entry::Vacant(v) => rec(v.insert(empty()?)),
+            }
+        };
+        put(&mut self.all, &mut self.causes, micros(c))?;
+        if let Some(us) = retry_delay_us(c) {
+            put(&mut self.retry_all, &mut self.retry_causes, us)?;
+        }
+        Ok(())
     }
 
     /// The terminal table.
@@ -225,25 +285,21 @@ pub fn main(args: &ReportArgs) -> anyhow::Result<ExitCode> {
     match sniff(&bytes) {
         FileKind::Hlog => hlog_report(path, &bytes, args),
         FileKind::Recording => {
-            // Replay it silently into an interval log, then report that like any other.
-            let tmp =
-                std::env::temp_dir().join(format!("netlat-report-{}.hlog", std::process::id()));
-            let replay = crate::cli::ReplayArgs {
+            // Replay it silently, counting each slow connect in memory.
+            let mut counted = Counted {
+                report: Report::new()?,
+                failed: None,
+            };
+            let cfg = ReplayConfig {
                 file: path.clone(),
-                output: crate::cli::OutputFormat::Json,
+                output: OutputFormat::Json,
                 threshold: None,
             };
-            let opts = crate::export::ExportOptions {
-                hlog: Some(tmp.clone()),
-                listen: None,
-            };
-            let replayed = crate::replay::run(&replay, &mut crate::output::NullPrinter, &opts);
-            let hlog = std::fs::read(&tmp);
-            let _ = std::fs::remove_file(&tmp);
-            replayed?;
-            let hlog =
-                hlog.with_context(|| format!("reading the replayed log {}", tmp.display()))?;
-            hlog_report(path, &hlog, args)
+            replay::run(&cfg, &mut counted, &ExportOptions::default())?;
+            if let Some(e) = counted.failed {
+                return Err(e.into());
+            }
+            print_report(path, &counted.report, args)
         }
         FileKind::Unknown => anyhow::bail!(
             "{} is neither a recording (`netlat watch --record FILE`) nor an HdrHistogram \
@@ -254,7 +310,14 @@ pub fn main(args: &ReportArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn hlog_report(path: &Path, bytes: &[u8], args: &ReportArgs) -> anyhow::Result<ExitCode> {
-    let report = Report::from_intervals(&hlog::read(path, bytes)?)?;
+    print_report(
+        path,
+        &Report::from_intervals(&hlog::read(path, bytes)?)?,
+        args,
+    )
+}
+
+fn print_report(path: &Path, report: &Report, args: &ReportArgs) -> anyhow::Result<ExitCode> {
     if let Some(out) = &args.svg {
         let title = format!(
             "netlat: slow connect latency by cause ({})",
@@ -267,9 +330,50 @@ fn hlog_report(path: &Path, bytes: &[u8], args: &ReportArgs) -> anyhow::Result<E
             .with_context(|| format!("cannot write the plot to {}", out.display()))?;
         eprintln!("netlat: wrote the latency plot to {}", out.display());
     }
-    match report.write_table(&path.display().to_string(), &mut io::stdout().lock()) {
-        Err(e) if e.kind() != io::ErrorKind::BrokenPipe => Err(e).context("writing the table"),
-        _ => Ok(ExitCode::SUCCESS),
+    report
+        .write_table(&path.display().to_string(), &mut io::stdout().lock())
+        .context("writing the table")?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A replay's printer that only counts: the slow connects go into the report, the run's
+/// duration becomes its span; everything else a replay prints is not the report's.
+struct Counted {
+    report: Report,
+    failed: Option<ExportError>,
+}
+
+impl Reports for Counted {
+    fn connect(&mut self, line: &ConnectReport) -> io::Result<()> {
+        if self.failed.is_none()
+            && let Err(e) = self.report.record(line)
+        {
+            self.failed = Some(e);
+        }
+        Ok(())
+    }
+    fn drop_line(&mut self, _: &DropReport) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Printer for Counted {
+    fn hooks(&mut self, _: &[Hook]) -> io::Result<()> {
+        Ok(())
+    }
+    fn node(&mut self, _: &NodeFacts, _: &[Exposure]) -> io::Result<()> {
+        Ok(())
+    }
+    fn histogram(&mut self, _: &HistogramSummary) -> io::Result<()> {
+        Ok(())
+    }
+    fn loss(&mut self, _: &LossLine) -> io::Result<()> {
+        Ok(())
+    }
+    fn summary(&mut self, s: &Summary) -> io::Result<()> {
+        self.report.intervals = 1;
+        self.report.span = Duration::from_secs_f64(s.duration_s.max(0.0));
+        Ok(())
     }
 }
 

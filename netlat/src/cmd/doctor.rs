@@ -17,7 +17,7 @@ use netlat_core::{
 };
 
 use crate::{
-    cli::{DoctorArgs, OutputFormat},
+    cmd::args::{DoctorArgs, OutputFormat},
     node,
 };
 
@@ -38,7 +38,7 @@ fn netns_path(arg: &str) -> PathBuf {
     }
 }
 
-pub fn main(args: DoctorArgs) -> anyhow::Result<ExitCode> {
+pub fn main(args: &DoctorArgs) -> anyhow::Result<ExitCode> {
     let facts = match &args.netns {
         Some(ns) => {
             let path = netns_path(ns);
@@ -67,10 +67,8 @@ pub fn main(args: DoctorArgs) -> anyhow::Result<ExitCode> {
         .and_then(|()| writeln!(out)),
         OutputFormat::Human => print_human(&mut out, &facts, &rows),
     };
-    match written {
-        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(ExitCode::SUCCESS),
-        r => r.context("writing output").map(|()| ExitCode::SUCCESS),
-    }
+    written.context("writing output")?;
+    Ok(ExitCode::SUCCESS)
 }
 
 fn proto_name(p: u16) -> String {

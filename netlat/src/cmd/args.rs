@@ -1,4 +1,6 @@
-//! Command-line interface: raw flags are turned into validated options in one place.
+//! The command line as clap sees it. Each subcommand's flags are validated here by their
+//! parsers and turned into that subcommand's config (`WatchConfig`, `ReplayConfig`) once, in
+//! its `cmd/` file.
 
 use std::time::Duration;
 
@@ -24,9 +26,18 @@ pub enum Command {
     /// Replay a recording made with `watch --record`: the same lines, verdicts and summary,
     /// with no kernel and no privileges.
     Replay(ReplayArgs),
-    /// Summarise an HdrHistogram interval log written by `watch --hlog`: percentiles by cause
-    /// and destination, and with `--svg` a latency distribution plot by cause.
+    /// Summarise a recording (`watch --record`) or an HdrHistogram interval log (`watch
+    /// --hlog`): percentiles by cause and destination, and with `--svg` a latency distribution
+    /// plot by cause.
     Report(ReportArgs),
+    /// Print a shell completion script for SHELL to stdout (e.g.
+    /// `netlat completions bash > /etc/bash_completion.d/netlat`).
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff) to stdout (e.g. `netlat man | man -l -`).
+    Man,
 }
 
 #[derive(Debug, clap::Args)]
@@ -45,9 +56,10 @@ pub struct ReplayArgs {
     /// Output format.
     #[arg(long, value_enum, default_value_t = OutputFormat::Human)]
     pub output: OutputFormat,
-    /// Report attempts at least this slow (default: the threshold of the recorded run).
-    #[arg(long, value_parser = parse_threshold)]
-    pub threshold: Option<f64>,
+    /// Report attempts at least this slow, in milliseconds (default: the threshold of the
+    /// recorded run).
+    #[arg(long, value_name = "MS", value_parser = parse_threshold)]
+    pub threshold: Option<Duration>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -72,8 +84,8 @@ pub enum OutputFormat {
 #[derive(Debug, clap::Args)]
 pub struct WatchArgs {
     /// Report connection attempts at least this slow, in milliseconds.
-    #[arg(long, default_value_t = 200.0, value_parser = parse_threshold)]
-    pub threshold: f64,
+    #[arg(long, value_name = "MS", default_value = "200", value_parser = parse_threshold)]
+    pub threshold: Duration,
     /// Output format.
     #[arg(long, value_enum, default_value_t = OutputFormat::Human)]
     pub output: OutputFormat,
@@ -101,16 +113,6 @@ pub struct WatchArgs {
     pub listen: Option<std::net::SocketAddr>,
 }
 
-impl WatchArgs {
-    /// The exports asked for (opened before anything is loaded, so bad flags fail first).
-    pub fn exports(&self) -> crate::export::ExportOptions {
-        crate::export::ExportOptions {
-            hlog: self.hlog.clone(),
-            listen: self.listen,
-        }
-    }
-}
-
 /// `--summary-interval`: whole or fractional seconds, 0 for "only at exit". Below 0.1 s the
 /// summaries and hlog intervals would only be noise.
 fn parse_interval(s: &str) -> Result<Duration, String> {
@@ -126,12 +128,13 @@ fn parse_interval(s: &str) -> Result<Duration, String> {
     }
 }
 
-fn parse_threshold(s: &str) -> Result<f64, String> {
+/// A threshold in (fractional) milliseconds.
+fn parse_threshold(s: &str) -> Result<Duration, String> {
     let v: f64 = s
         .parse()
         .map_err(|_| format!("`{s}` is not a number of milliseconds"))?;
-    if v.is_finite() && v >= 0.0 {
-        Ok(v)
+    if v.is_finite() && (0.0..1e12).contains(&v) {
+        Ok(Duration::from_secs_f64(v / 1000.0))
     } else {
         Err(format!(
             "`{s}` must be a non-negative number of milliseconds"
@@ -170,7 +173,7 @@ mod tests {
         let Command::Watch(w) = c.command else {
             panic!("not watch")
         };
-        assert_eq!(w.threshold, 500.0);
+        assert_eq!(w.threshold, Duration::from_millis(500));
         assert_eq!(w.output, OutputFormat::Json);
         assert_eq!(w.duration, Some(Duration::from_millis(2500)));
         assert_eq!(w.summary_interval, Duration::from_secs(10));
@@ -196,7 +199,7 @@ mod tests {
         };
         assert_eq!(w.summary_interval, Duration::ZERO);
         assert_eq!(w.listen, Some("127.0.0.1:9090".parse().unwrap()));
-        assert_eq!(w.exports().hlog, Some("/tmp/x.hlog".into()));
+        assert_eq!(w.hlog, Some("/tmp/x.hlog".into()));
         let c = Cli::try_parse_from(["netlat", "report", "x.hlog", "--svg", "x.svg"]).unwrap();
         let Command::Report(r) = c.command else {
             panic!("not report")
