@@ -2,10 +2,10 @@
 //! for a bounded time, and fails on the first crash, which libFuzzer saves as a reproducer.
 //!
 //! The targets feed arbitrary bytes to the parsers of untrusted input: the tracefs format-file
-//! parser, the ring-buffer event decoder (and the engine behind it), the packet decoder and the
-//! recording reader. They build on nightly with AddressSanitizer and `AYA_BUILD_SKIP=1` (the
-//! library needs no eBPF object). Corpora grow under `<target dir>/fuzz/corpus/<target>`,
-//! seeded from `fuzz/seeds/<target>`.
+//! parser, the ring-buffer event decoder (and the engine behind it), the packet decoder, the
+//! recording reader and the BTF reader. They build on nightly with AddressSanitizer and
+//! `AYA_BUILD_SKIP=1` (the library needs no eBPF object). Corpora grow under
+//! `<target dir>/fuzz/corpus/<target>`, seeded from `fuzz/seeds/<target>`.
 
 use std::{fs, time::Instant};
 
@@ -20,6 +20,7 @@ pub const TARGETS: &[&str] = &[
     "event_decode",
     "packet_decode",
     "record_reader",
+    "btf_reader",
 ];
 
 #[derive(Args)]

@@ -9,14 +9,22 @@
 //! [`KernelBtf::kernel_layout`] fills a [`KernelLayout`]; a field that cannot be resolved stays
 //! [`ABSENT`] (the programs then leave the dependent event fields at 0) and is reported as a
 //! human-readable degradation instead of an error, so netlat still runs on odd kernels.
+//!
+//! The BTF format itself is read by [`reader`], netlat's own reader of just what this module
+//! needs (so the binary carries no LGPL code).
+
+mod reader;
 
 use std::fmt;
+use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use btf_rs::{Btf, BtfType, Member, Struct, Type};
 use netlat_common::{ABSENT, KernelLayout};
 use netlat_core::enrich::CtTupleLayout;
+
+pub use reader::ReadError;
+use reader::{Btf, Kind, Member, Type};
 
 /// Where the running kernel exposes its own BTF (needs `CONFIG_DEBUG_INFO_BTF=y`).
 pub const SYS_BTF_PATH: &str = "/sys/kernel/btf/vmlinux";
@@ -35,7 +43,7 @@ pub enum BtfError {
     Read {
         path: PathBuf,
         #[source]
-        source: btf_rs::Error,
+        source: ReadError,
     },
     /// No struct or union of that name.
     #[error("struct {strukt} not in BTF")]
@@ -79,7 +87,7 @@ pub struct KernelBtf {
 }
 
 impl fmt::Debug for KernelBtf {
-    // `btf_rs::Btf` is not `Debug`; the parsed tables are too large to print anyway.
+    // The parsed tables are too large to print.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("KernelBtf").finish_non_exhaustive()
     }
@@ -89,18 +97,18 @@ impl KernelBtf {
     /// Parse a standalone (non-split) BTF file.
     pub fn from_file(path: impl AsRef<Path>) -> Result<Self, BtfError> {
         let path = path.as_ref();
-        match Btf::from_file(path) {
-            Ok(btf) => Ok(Self { btf }),
-            Err(btf_rs::Error::IO(e)) if e.kind() == io::ErrorKind::NotFound => {
-                Err(BtfError::NoBtf {
-                    path: path.to_path_buf(),
-                })
-            }
-            Err(source) => Err(BtfError::Read {
-                path: path.to_path_buf(),
-                source,
-            }),
-        }
+        let bytes = read(path)?;
+        Self::from_bytes(bytes).map_err(|source| BtfError::Read {
+            path: path.to_path_buf(),
+            source,
+        })
+    }
+
+    /// Parse standalone BTF from memory (the contents of a file like [`SYS_BTF_PATH`]).
+    pub fn from_bytes(bytes: Vec<u8>) -> Result<Self, ReadError> {
+        Ok(Self {
+            btf: Btf::parse(bytes)?,
+        })
     }
 
     /// Parse the running kernel's BTF from [`SYS_BTF_PATH`].
@@ -112,22 +120,29 @@ impl KernelBtf {
     /// structs defined in modules (e.g. `nf_conn` when nf_conntrack is a module, as on Debian).
     pub fn module(&self, module: &str) -> Result<Self, BtfError> {
         let path = Path::new("/sys/kernel/btf").join(module);
-        match Btf::from_split_file(&path, &self.btf) {
-            Ok(btf) => Ok(Self { btf }),
-            Err(btf_rs::Error::IO(e)) if e.kind() == io::ErrorKind::NotFound => {
-                Err(BtfError::NoBtf { path })
-            }
-            Err(source) => Err(BtfError::Read { path, source }),
+        let read_error = |source| BtfError::Read {
+            path: path.clone(),
+            source,
+        };
+        // Before looking for the file: a module's BTF cannot be the base of another's.
+        if self.btf.is_split() {
+            return Err(read_error(ReadError::SplitBase));
         }
+        let bytes = read(&path)?;
+        self.split_from_bytes(bytes).map_err(read_error)
+    }
+
+    /// Parse split BTF from memory (the contents of `/sys/kernel/btf/<module>`) on top of this
+    /// base.
+    pub fn split_from_bytes(&self, bytes: Vec<u8>) -> Result<Self, ReadError> {
+        Ok(Self {
+            btf: Btf::parse_split(bytes, &self.btf)?,
+        })
     }
 
     /// Size in bytes of `struct name`.
     pub fn struct_size(&self, name: &str) -> Result<u32, BtfError> {
-        let s = self.find_struct(name)?;
-        u32::try_from(s.size()).map_err(|_| BtfError::Malformed {
-            what: name.to_string(),
-            detail: "size overflows".to_string(),
-        })
+        Ok(self.find_struct(name)?.size_or_type)
     }
 
     /// IPVS offsets (`ip_vs_conn.dest`, `ip_vs_dest.weight`, `ip_vs_dest.flags`), here or in
@@ -191,31 +206,27 @@ impl KernelBtf {
         let missing = || BtfError::NoStruct {
             strukt: format!("function {func}"),
         };
-        let types = self
+        let f = self
             .btf
-            .resolve_types_by_name(func)
-            .map_err(|_| missing())?;
-        let f = types
+            .ids_by_name(func)
             .into_iter()
-            .find_map(|t| match t {
-                Type::Func(f) => Some(f),
-                _ => None,
-            })
+            .filter_map(|id| self.btf.type_by_id(id).ok())
+            .find(|t| t.kind == Kind::Func)
             .ok_or_else(missing)?;
-        let Type::FuncProto(proto) = self
+        let proto = self
             .btf
-            .resolve_chained_type(&f)
-            .map_err(|e| malformed(e.to_string()))?
-        else {
+            .type_by_id(f.size_or_type)
+            .map_err(|e| malformed(e.to_string()))?;
+        if proto.kind != Kind::FuncProto {
             return Err(malformed("its type is not a function prototype".into()));
-        };
-        for (i, p) in proto.parameters.iter().enumerate() {
-            if p.get_name_offset().unwrap_or(0) == 0 {
+        }
+        for (i, (name_off, _)) in proto.params().enumerate() {
+            if name_off == 0 {
                 continue;
             }
             let name = self
                 .btf
-                .resolve_name(p)
+                .name(name_off)
                 .map_err(|e| malformed(e.to_string()))?;
             if name == param {
                 return u32::try_from(i).map_err(|e| malformed(e.to_string()));
@@ -278,26 +289,25 @@ impl KernelBtf {
                 return Err(no_member());
             }
             let (rel_bits, member) = self.find_member(&current, name, 0)?.ok_or_else(no_member)?;
-            if let Some(size) = member.bitfield_size().filter(|&s| s != 0) {
+            if member.bitfield_bits != 0 {
                 return Err(BtfError::Bitfield {
                     strukt: strukt.to_string(),
                     path: walked.to_string(),
                     bit_offset: (bits + rel_bits) as u32,
-                    bits: size,
+                    bits: member.bitfield_bits,
                 });
             }
             bits += rel_bits;
             if components.peek().is_some() {
-                current = match self.peel(&member, walked)? {
-                    Type::Struct(s) | Type::Union(s) => s,
-                    other => {
-                        return Err(BtfError::NotComposite {
-                            strukt: strukt.to_string(),
-                            path: walked.to_string(),
-                            kind: other.name(),
-                        });
-                    }
-                };
+                let ty = self.peel(member.type_id, walked)?;
+                if !matches!(ty.kind, Kind::Struct | Kind::Union) {
+                    return Err(BtfError::NotComposite {
+                        strukt: strukt.to_string(),
+                        path: walked.to_string(),
+                        kind: ty.kind.name(),
+                    });
+                }
+                current = ty;
             }
         }
         // Old-style (kind_flag 0) BTF encodes bitfields in the int type, not the member; an
@@ -405,25 +415,22 @@ impl KernelBtf {
     }
 
     /// The struct or union named `name` (also through a typedef, e.g. `possible_net_t`).
-    fn find_struct(&self, name: &str) -> Result<Struct, BtfError> {
-        let types = self
-            .btf
-            .resolve_types_by_name(name)
-            .map_err(|_| BtfError::NoStruct {
-                strukt: name.to_string(),
-            })?;
+    fn find_struct(&self, name: &str) -> Result<Type<'_>, BtfError> {
         let mut empty = None;
-        for ty in types {
-            let ty = match ty {
-                Type::Typedef(td) => self.peel(&td, name)?,
-                other => other,
+        for id in self.btf.ids_by_name(name) {
+            let Ok(ty) = self.btf.type_by_id(id) else {
+                continue;
             };
-            if let Type::Struct(s) | Type::Union(s) = ty {
+            let ty = match ty.kind {
+                Kind::Typedef => self.peel(ty.size_or_type, name)?,
+                _ => ty,
+            };
+            if matches!(ty.kind, Kind::Struct | Kind::Union) {
                 // Prefer a definition with members over an empty one of the same name.
-                if !s.members.is_empty() {
-                    return Ok(s);
+                if ty.vlen != 0 {
+                    return Ok(ty);
                 }
-                empty.get_or_insert(s);
+                empty.get_or_insert(ty);
             }
         }
         empty.ok_or_else(|| BtfError::NoStruct {
@@ -435,7 +442,7 @@ impl KernelBtf {
     /// offset relative to `s`.
     fn find_member(
         &self,
-        s: &Struct,
+        s: &Type<'_>,
         name: &str,
         depth: usize,
     ) -> Result<Option<(u64, Member)>, BtfError> {
@@ -445,57 +452,73 @@ impl KernelBtf {
                 detail: "anonymous members nested too deep".to_string(),
             });
         }
-        for m in &s.members {
+        for m in s.members() {
             // Name offset 0 is the empty string: an anonymous member.
-            if m.get_name_offset().unwrap_or(0) != 0 {
-                let member_name = self.btf.resolve_name(m).map_err(|e| BtfError::Malformed {
+            if m.name_off != 0 {
+                let member_name = self.btf.name(m.name_off).map_err(|e| BtfError::Malformed {
                     what: name.to_string(),
                     detail: e.to_string(),
                 })?;
                 if member_name == name {
-                    return Ok(Some((u64::from(m.bit_offset()), m.clone())));
+                    return Ok(Some((u64::from(m.bit_offset), m)));
                 }
                 continue;
             }
-            // No let-chain here: the workspace MSRV (1.87) predates them.
-            let inner = match self.peel(m, name)? {
-                Type::Struct(inner) | Type::Union(inner) => inner,
-                _ => continue,
-            };
+            let inner = self.peel(m.type_id, name)?;
+            if !matches!(inner.kind, Kind::Struct | Kind::Union) {
+                continue;
+            }
             if let Some((off, found)) = self.find_member(&inner, name, depth + 1)? {
-                return Ok(Some((u64::from(m.bit_offset()) + off, found)));
+                return Ok(Some((u64::from(m.bit_offset) + off, found)));
             }
         }
         Ok(None)
     }
 
-    /// The type `ty` refers to, with typedefs, qualifiers and type tags stripped.
-    fn peel(&self, ty: &dyn BtfType, what: &str) -> Result<Type, BtfError> {
+    /// The type with id `id`, with typedefs, qualifiers and type tags stripped.
+    fn peel(&self, id: u32, what: &str) -> Result<Type<'_>, BtfError> {
         let malformed = |detail: String| BtfError::Malformed {
             what: what.to_string(),
             detail,
         };
         let mut cur = self
             .btf
-            .resolve_chained_type(ty)
+            .type_by_id(id)
             .map_err(|e| malformed(e.to_string()))?;
         for _ in 0..MAX_DEPTH {
-            let next = match &cur {
-                Type::Typedef(t) => self.btf.resolve_chained_type(t),
-                Type::Const(t) | Type::Volatile(t) | Type::Restrict(t) => {
-                    self.btf.resolve_chained_type(t)
+            match cur.kind {
+                Kind::Typedef | Kind::Const | Kind::Volatile | Kind::Restrict | Kind::TypeTag => {
+                    cur = self
+                        .btf
+                        .type_by_id(cur.size_or_type)
+                        .map_err(|e| malformed(e.to_string()))?;
                 }
-                Type::TypeTag(t) => self.btf.resolve_chained_type(t),
                 _ => return Ok(cur),
-            };
-            cur = next.map_err(|e| malformed(e.to_string()))?;
+            }
         }
         Err(malformed("typedef/qualifier chain too long".to_string()))
     }
 }
 
+/// The whole file at `path`; a missing one is [`BtfError::NoBtf`].
+fn read(path: &Path) -> Result<Vec<u8>, BtfError> {
+    fs::read(path).map_err(|e| {
+        if e.kind() == io::ErrorKind::NotFound {
+            BtfError::NoBtf {
+                path: path.to_path_buf(),
+            }
+        } else {
+            BtfError::Read {
+                path: path.to_path_buf(),
+                source: ReadError::Io(e),
+            }
+        }
+    })
+}
+
 #[cfg(test)]
 mod tests {
+    use super::reader::tests::Builder;
     use super::*;
 
     /// Live kernel BTF, or `None` (with a note) on machines without it.
@@ -692,109 +715,10 @@ mod tests {
         assert!(matches!(err, BtfError::Read { .. }), "{err:?}");
     }
 
-    /// Minimal BTF writer so the resolver's corner cases are tested on every machine, not only
-    /// ones that ship kernel BTF.
-    #[derive(Default)]
-    struct Builder {
-        types: Vec<u8>,
-        strings: Vec<u8>,
-        next_id: u32,
-    }
-
-    impl Builder {
-        fn new() -> Self {
-            Self {
-                strings: vec![0],
-                next_id: 1,
-                ..Self::default()
-            }
-        }
-
-        fn name(&mut self, s: &str) -> u32 {
-            if s.is_empty() {
-                return 0;
-            }
-            let off = self.strings.len() as u32;
-            self.strings.extend_from_slice(s.as_bytes());
-            self.strings.push(0);
-            off
-        }
-
-        fn header(
-            &mut self,
-            name: &str,
-            kind: u32,
-            kflag: bool,
-            vlen: u32,
-            size_or_type: u32,
-        ) -> u32 {
-            let name = self.name(name);
-            let info = (u32::from(kflag) << 31) | (kind << 24) | vlen;
-            for w in [name, info, size_or_type] {
-                self.types.extend_from_slice(&w.to_le_bytes());
-            }
-            self.next_id += 1;
-            self.next_id - 1
-        }
-
-        fn int(&mut self, name: &str, bytes: u32) -> u32 {
-            let id = self.header(name, 1, false, 0, bytes);
-            self.types.extend_from_slice(&(bytes * 8).to_le_bytes());
-            id
-        }
-
-        fn ptr(&mut self, to: u32) -> u32 {
-            self.header("", 2, false, 0, to)
-        }
-
-        fn typedef(&mut self, name: &str, to: u32) -> u32 {
-            self.header(name, 8, false, 0, to)
-        }
-
-        fn konst(&mut self, to: u32) -> u32 {
-            self.header("", 10, false, 0, to)
-        }
-
-        /// `members`: (name, type id, bit offset, bitfield bits or 0). Forward type ids are fine.
-        fn composite(
-            &mut self,
-            union: bool,
-            name: &str,
-            size: u32,
-            members: &[(&str, u32, u32, u32)],
-        ) -> u32 {
-            let kflag = members.iter().any(|m| m.3 != 0);
-            let kind = if union { 5 } else { 4 };
-            let id = self.header(name, kind, kflag, members.len() as u32, size);
-            for &(mname, ty, bit_off, bits) in members {
-                let mname = self.name(mname);
-                let off = if kflag {
-                    (bits << 24) | bit_off
-                } else {
-                    bit_off
-                };
-                for w in [mname, ty, off] {
-                    self.types.extend_from_slice(&w.to_le_bytes());
-                }
-            }
-            id
-        }
-
-        fn build(self) -> KernelBtf {
-            let mut out = Vec::new();
-            out.extend_from_slice(&0xeb9f_u16.to_le_bytes());
-            out.push(1); // version
-            out.push(0); // flags
-            let type_len = self.types.len() as u32;
-            for w in [24, 0, type_len, type_len, self.strings.len() as u32] {
-                out.extend_from_slice(&u32::to_le_bytes(w));
-            }
-            out.extend_from_slice(&self.types);
-            out.extend_from_slice(&self.strings);
-            KernelBtf {
-                btf: Btf::from_bytes(&out).expect("synthetic BTF parses"),
-            }
-        }
+    /// Parsed BTF written by the test builder, so the resolver's corner cases are tested on
+    /// every machine, not only ones that ship kernel BTF.
+    fn kernel(b: &Builder) -> KernelBtf {
+        KernelBtf::from_bytes(b.bytes()).expect("synthetic BTF parses")
     }
 
     /// Mimics the kernel shapes netlat relies on:
@@ -811,6 +735,10 @@ mod tests {
     /// };
     /// ```
     fn synthetic() -> KernelBtf {
+        kernel(&synthetic_builder())
+    }
+
+    fn synthetic_builder() -> Builder {
         let mut b = Builder::new();
         let u64_t = b.int("u64", 8); // 1
         let u32_t = b.int("u32", 4); // 2
@@ -851,7 +779,7 @@ mod tests {
                 ("next", outer_ptr, 256, 0),
             ],
         ); // 17
-        b.build()
+        b
     }
 
     #[test]
@@ -944,5 +872,283 @@ mod tests {
                     && m.ends_with("struct sock not in BTF")),
             "{missing:#?}"
         );
+    }
+
+    #[test]
+    fn synthetic_typedef_chains_old_bitfields_and_cycles() {
+        let mut b = Builder::new();
+        let u32_t = b.int("u32", 4); // 1
+        let s = b.composite(false, "", 8, &[("lo", u32_t, 0, 0), ("hi", u32_t, 32, 0)]); // 2
+        let t1 = b.typedef("t1", s); // 3
+        let v = b.header("", 9, false, 0, t1); // 4 volatile
+        let c = b.konst(v); // 5
+        let tag = b.header("rcu", 18, false, 0, c); // 6 type tag
+        let t2 = b.typedef("t2", tag); // 7
+        // typedef loop: 8 -> 9 -> 8
+        let loop_a = b.typedef("loop_a", 9); // 8
+        b.typedef("loop_b", loop_a); // 9
+        // A struct whose anonymous member is the struct itself.
+        let selfish = b.composite(false, "selfish", 4, &[("", 10, 0, 0)]); // 10
+        assert_eq!(selfish, 10);
+        b.composite(
+            false,
+            "holder",
+            32,
+            &[
+                ("w", t2, 0, 0),
+                // Old-style bitfield: kind_flag 0, the width lives in the int type.
+                ("odd", u32_t, 68, 0),
+                ("l", loop_a, 96, 0),
+                ("dangling", 999, 128, 0),
+                ("", 10, 160, 0),
+            ],
+        ); // 11
+        let k = kernel(&b);
+        // Through typedef → type tag → const → volatile → typedef → anonymous struct.
+        assert_eq!(k.member_offset("holder", "w.hi").unwrap(), 4);
+        assert_eq!(k.member_offset("t2", "hi").unwrap(), 4);
+        assert_eq!(k.struct_size("t2").unwrap(), 8);
+        assert_eq!(k.struct_size("holder").unwrap(), 32);
+        match k.member_offset("holder", "odd") {
+            Err(BtfError::Bitfield {
+                bit_offset: 68,
+                bits: 0,
+                path,
+                ..
+            }) => assert_eq!(path, "odd"),
+            other => panic!("{other:?}"),
+        }
+        // Cycles and dangling ids are errors, not hangs or panics.
+        assert!(matches!(
+            k.member_offset("holder", "l.x"),
+            Err(BtfError::Malformed { .. })
+        ));
+        assert!(matches!(
+            k.find_struct("loop_a"),
+            Err(BtfError::Malformed { .. })
+        ));
+        assert!(matches!(
+            k.member_offset("holder", "dangling.x"),
+            Err(BtfError::Malformed { .. })
+        ));
+        // `holder.nothing` searches the self-nesting anonymous member until the depth guard.
+        let err = k.member_offset("holder", "nothing").unwrap_err();
+        assert!(matches!(err, BtfError::Malformed { .. }), "{err:?}");
+        assert!(err.to_string().contains("nested too deep"), "{err}");
+    }
+
+    #[test]
+    fn synthetic_bad_member_name_is_malformed() {
+        let mut b = Builder::new();
+        let int = b.int("int", 4);
+        let id = b.composite(false, "s", 4, &[("a", int, 0, 0)]);
+        let mut bytes = b.bytes();
+        // The member's name offset (first word after the struct's 12-byte header) made huge.
+        let at = 24 + 16 + 12;
+        assert_eq!(id, 2);
+        bytes[at..at + 4].copy_from_slice(&0x7fff_ffffu32.to_le_bytes());
+        let k = KernelBtf::from_bytes(bytes).unwrap();
+        let err = k.member_offset("s", "a").unwrap_err();
+        assert!(matches!(err, BtfError::Malformed { .. }), "{err:?}");
+    }
+
+    /// The conntrack, nf_tables and function shapes the loader asks for, with made-up offsets:
+    /// ```c
+    /// struct sk_buff { …; struct nf_conntrack *_nfct; /* at 104 */ };
+    /// struct nf_conntrack_man { union nf_inet_addr u3; union { __be16 all; } u; u16 l3num; };
+    /// struct nf_conntrack_tuple {
+    ///     struct nf_conntrack_man src;                                      // 0..20
+    ///     struct { union nf_inet_addr u3; union { __be16 all; } u; u8 protonum; u8 dir; } dst;
+    /// };
+    /// struct nf_conntrack_tuple_hash { struct hlist_nulls_node hnnode; struct nf_conntrack_tuple tuple; };
+    /// struct nf_conn { u64 general; u64 lock; struct nf_conntrack_tuple_hash tuplehash[2]; …; unsigned long status; /* at 128 */ };
+    /// struct nft_pktinfo { u64 pad; struct sk_buff *skb; };
+    /// int ipt_do_table(void *priv, struct sk_buff *skb, const void *state);
+    /// ```
+    fn synthetic_netfilter() -> Builder {
+        let mut b = Builder::new();
+        let u8_t = b.int("u8", 1); // 1
+        let u16_t = b.int("u16", 2); // 2
+        let u64_t = b.int("u64", 8); // 3
+        let addr = b.composite(true, "nf_inet_addr", 16, &[("all", u64_t, 0, 0)]); // 4
+        let proto = b.composite(true, "", 2, &[("all", u16_t, 0, 0)]); // 5
+        let man = b.composite(
+            false,
+            "nf_conntrack_man",
+            20,
+            &[
+                ("u3", addr, 0, 0),
+                ("u", proto, 128, 0),
+                ("l3num", u16_t, 144, 0),
+            ],
+        ); // 6
+        let dst = b.composite(
+            false,
+            "",
+            20,
+            &[
+                ("u3", addr, 0, 0),
+                ("u", proto, 128, 0),
+                ("protonum", u8_t, 144, 0),
+                ("dir", u8_t, 152, 0),
+            ],
+        ); // 7
+        let tuple = b.composite(
+            false,
+            "nf_conntrack_tuple",
+            40,
+            &[("src", man, 0, 0), ("dst", dst, 160, 0)],
+        ); // 8
+        let node = b.composite(false, "hlist_nulls_node", 16, &[("next", u64_t, 0, 0)]); // 9
+        let hash = b.composite(
+            false,
+            "nf_conntrack_tuple_hash",
+            56,
+            &[("hnnode", node, 0, 0), ("tuple", tuple, 128, 0)],
+        ); // 10
+        let pair = b.array(hash, u64_t, 2); // 11
+        b.composite(
+            false,
+            "nf_conn",
+            136,
+            &[
+                ("general", u64_t, 0, 0),
+                ("lock", u64_t, 64, 0),
+                ("tuplehash", pair, 128, 0),
+                ("status", u64_t, 1024, 0),
+            ],
+        ); // 12
+        let skb = b.composite(
+            false,
+            "sk_buff",
+            232,
+            &[("len", u64_t, 0, 0), ("_nfct", u64_t, 832, 0)],
+        ); // 13
+        let skb_ptr = b.ptr(skb); // 14
+        b.composite(
+            false,
+            "nft_pktinfo",
+            16,
+            &[("pad", u64_t, 0, 0), ("skb", skb_ptr, 64, 0)],
+        ); // 15
+        b.func(
+            "ipt_do_table",
+            u64_t,
+            &[
+                ("priv", u64_t),
+                ("skb", skb_ptr),
+                ("", u64_t),
+                ("state", u64_t),
+            ],
+        );
+        b
+    }
+
+    #[test]
+    fn synthetic_conntrack_pktinfo_and_parameters() {
+        let k = kernel(&synthetic_netfilter());
+        let (offsets, tuple) = k.conntrack_layout().unwrap();
+        assert_eq!(offsets, [104, 32, 88, 128]);
+        assert_eq!(
+            tuple,
+            CtTupleLayout {
+                src_addr: 0,
+                src_port: 16,
+                src_l3num: 18,
+                dst_addr: 20,
+                dst_port: 36,
+                dst_protonum: 38,
+            }
+        );
+        assert_eq!(k.nft_pktinfo_skb().unwrap(), 8);
+        assert_eq!(
+            k.param_index("ip_tables", "ipt_do_table", "skb").unwrap(),
+            1
+        );
+        // The unnamed parameter still counts.
+        assert_eq!(
+            k.param_index("ip_tables", "ipt_do_table", "state").unwrap(),
+            3
+        );
+        match k.param_index("ip_tables", "ipt_do_table", "nope") {
+            Err(BtfError::NoMember { strukt, path }) => {
+                assert_eq!(
+                    (strukt.as_str(), path.as_str()),
+                    ("function ipt_do_table", "nope")
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        // Not here, so the module's BTF is tried, which this machine does not have.
+        match k.param_index("netlat_no_such_module", "no_such_function", "skb") {
+            Err(BtfError::NoBtf { path }) => {
+                assert_eq!(path, Path::new("/sys/kernel/btf/netlat_no_such_module"));
+            }
+            other => panic!("{other:?}"),
+        }
+        // A name that is a struct, not a function.
+        assert!(matches!(
+            k.param_index_here("sk_buff", "skb"),
+            Err(BtfError::NoStruct { .. })
+        ));
+        let (layout, missing) = k.kernel_layout();
+        assert_eq!(
+            (
+                layout.skb_nfct,
+                layout.ct_tuple_orig,
+                layout.ct_tuple_reply,
+                layout.ct_status
+            ),
+            (104, 32, 88, 128)
+        );
+        assert_eq!(layout.skb_len, 0);
+        assert!(
+            !missing.iter().any(|m| m.contains("conntrack")),
+            "{missing:#?}"
+        );
+        assert!(
+            !missing.iter().any(|m| m.contains("length of dropped")),
+            "{missing:#?}"
+        );
+    }
+
+    #[test]
+    fn synthetic_split_module_extends_its_base() {
+        let base = synthetic_builder();
+        let k = kernel(&base);
+        let mut m = Builder::split(&base);
+        // Module types refer to base ids (8 = struct inner, 1 = u64) and add their own.
+        let ms = m.composite(
+            false,
+            "mod_conn",
+            24,
+            &[("head", 1, 0, 0), ("in", 8, 64, 0)],
+        );
+        m.func("mod_fn", 1, &[("ct", ms)]);
+        let module = k.split_from_bytes(m.bytes()).unwrap();
+        assert_eq!(module.member_offset("mod_conn", "in.pnet.net").unwrap(), 16);
+        // Base structs are found through the module, module ones not through the base.
+        assert_eq!(module.member_offset("outer", "dev").unwrap(), 8);
+        assert!(matches!(
+            k.member_offset("mod_conn", "head"),
+            Err(BtfError::NoStruct { .. })
+        ));
+        assert_eq!(module.param_index_here("mod_fn", "ct").unwrap(), 0);
+        // A module's BTF is no base for another.
+        assert!(matches!(
+            module.split_from_bytes(m.bytes()),
+            Err(ReadError::SplitBase)
+        ));
+        assert!(matches!(
+            module.module("nf_conntrack"),
+            Err(BtfError::Read {
+                source: ReadError::SplitBase,
+                ..
+            })
+        ));
+        assert!(matches!(
+            k.split_from_bytes(b"garbage".to_vec()),
+            Err(ReadError::Short { .. })
+        ));
     }
 }
