@@ -1,0 +1,149 @@
+//! Prepares and loads the eBPF programs in three steps: [`gather`] reads what the kernel offers
+//! (tracefs formats, BTF, kallsyms, environment) into [`KernelFacts`]; [`plan`] decides, without
+//! a syscall, the `CONFIG` and a ladder of attach rungs per evidence source; [`apply`] loads and
+//! attaches, falling a rung when the kernel refuses one. Each evidence source that cannot work
+//! on this kernel is reported as a missing [`Hook`]; only the connect tracepoint is essential.
+
+pub mod apply;
+pub mod gather;
+pub mod plan;
+#[cfg(test)]
+mod tests;
+
+use std::fs;
+
+use aya::{Ebpf, maps::PerCpuArray};
+use netlat_common::kind;
+
+pub use self::{
+    apply::AttachError,
+    gather::KernelFacts,
+    plan::{AttachPlan, Placement, Rung, Unusable},
+};
+use netlat_core::{enrich::Names, report::Hook};
+
+use crate::tracefs;
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error(
+        "netlat needs root (or CAP_BPF and CAP_PERFMON, or CAP_SYS_ADMIN) to load its eBPF \
+         programs; missing: {missing}. Run it with sudo"
+    )]
+    Privileges { missing: String },
+    #[error(
+        "this netlat binary was built without its eBPF programs (AYA_BUILD_SKIP); rebuild \
+         with `cargo build --release` after `cargo xtask setup`"
+    )]
+    NoObject,
+    #[error(transparent)]
+    Tracefs(#[from] tracefs::TracefsError),
+    /// No rung of the connect ladder can be used (the reason is the lowest rung's).
+    #[error("the connect tracepoint sock:inet_sock_set_state cannot be used: {why}")]
+    Essential { why: Unusable },
+    #[error("loading the eBPF programs failed: {0}")]
+    Load(#[source] aya::EbpfError),
+}
+
+/// Everything `watch` needs after a successful load.
+pub struct Loaded {
+    pub ebpf: Ebpf,
+    /// `uname -r` of the running kernel.
+    pub kernel: String,
+    pub hooks: Vec<Hook>,
+    pub names: Names,
+    pub has_reasons: bool,
+}
+
+/// `NETLAT_TRACEPOINTS_ONLY=1`: use the classic tracepoint programs even where tp_btf works
+/// (the rung below, for a kernel whose BTF misleads, and for testing that rung).
+pub const TRACEPOINTS_ONLY_VAR: &str = "NETLAT_TRACEPOINTS_ONLY";
+
+/// Check privileges, gather, plan, apply. `verbose` turns on the programs' aya-log diagnostics.
+pub fn load(verbose: bool) -> Result<Loaded, LoadError> {
+    check_privileges()?;
+    if !apply::has_object() {
+        return Err(LoadError::NoObject);
+    }
+    let (facts, aya_btf) = gather::gather()?;
+    let mut plan = plan::plan(&facts, &plan::Options { verbose })
+        .map_err(|why| LoadError::Essential { why })?;
+    let ebpf = apply::apply(&mut plan, aya_btf.as_ref())?;
+    let hooks = plan.hooks();
+    let mut names = plan.names;
+    names.kallsyms = facts.kallsyms;
+    Ok(Loaded {
+        ebpf,
+        kernel: facts.release,
+        hooks,
+        names,
+        has_reasons: plan.has_reasons,
+    })
+}
+
+/// Capability bits of /proc/self/status `CapEff`.
+const CAP_SYS_ADMIN: u32 = 21;
+const CAP_PERFMON: u32 = 38;
+const CAP_BPF: u32 = 39;
+
+/// Parse the effective capability mask from /proc/self/status text.
+pub fn cap_eff(status: &str) -> Option<u64> {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+}
+
+/// The capabilities missing for loading and attaching tracepoint programs, empty when fine.
+pub fn missing_caps(cap_eff: u64) -> Vec<&'static str> {
+    let has = |c: u32| cap_eff & (1u64 << c) != 0;
+    if has(CAP_SYS_ADMIN) || (has(CAP_BPF) && has(CAP_PERFMON)) {
+        return Vec::new();
+    }
+    let mut v = Vec::new();
+    if !has(CAP_BPF) {
+        v.push("CAP_BPF");
+    }
+    if !has(CAP_PERFMON) {
+        v.push("CAP_PERFMON");
+    }
+    v
+}
+
+fn check_privileges() -> Result<(), LoadError> {
+    let status = fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let missing = match cap_eff(&status) {
+        Some(c) => missing_caps(c),
+        None => vec!["CAP_BPF", "CAP_PERFMON"],
+    };
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(LoadError::Privileges {
+            missing: missing.join(", "),
+        })
+    }
+}
+
+/// Events the kernel could not reserve in the ring buffer, summed over CPUs, per kind name.
+pub fn lost_events(ebpf: &Ebpf) -> Vec<(&'static str, u64)> {
+    let Some(map) = ebpf.map("LOST") else {
+        return Vec::new();
+    };
+    let Ok(arr) = PerCpuArray::<_, u64>::try_from(map) else {
+        return Vec::new();
+    };
+    [
+        ("connect", kind::SOCK_STATE),
+        ("retransmit", kind::RETRANSMIT),
+        ("drop", kind::DROP),
+        ("hook_drop", kind::HOOK_DROP),
+        ("ipvs_expire", kind::IPVS_EXPIRE),
+    ]
+    .into_iter()
+    .map(|(name, k)| {
+        let n = arr.get(&k, 0).map(|v| v.iter().sum()).unwrap_or(0);
+        (name, n)
+    })
+    .collect()
+}
