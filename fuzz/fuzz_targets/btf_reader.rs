@@ -8,7 +8,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use netlat::btf::KernelBtf;
+use netlat::kernel::btf::KernelBtf;
 
 /// Look-ups that walk everything the resolver does: named and anonymous members, typedefs,
 /// qualifiers, nested paths. None of them falls back to a module's BTF file

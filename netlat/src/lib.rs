@@ -1,16 +1,16 @@
-//! netlat: names the known Kubernetes networking issue behind a slow TCP connect.
+//! netlat's shell: everything that touches the machine, around the pure core in `netlat-core`.
 //!
-//! The crate is a pure, deterministic core — event decoding ([`event`], [`packet`]), enrichment
-//! ([`symbols`]), flow tracking ([`flow`]), attribution ([`verdict`]) and output ([`output`]) —
-//! driven by a thin I/O shell ([`tracefs`], [`btf`], [`loader`], [`watch`]). Time enters the core
-//! only through event timestamps, so a recorded stream always replays to the same verdicts.
+//! [`cmd`] holds one file per subcommand; [`kernel`] loads and feeds from the eBPF programs
+//! (tracefs and BTF layouts, the loader's plan, privileges, the ring reader); [`node`] reads the
+//! node (facts, Services, namespaces, conntrack); [`output`] prints; [`export`] keeps the
+//! histograms, the interval log and the metrics; [`record`] writes and reads recordings. Time
+//! enters the core only through event timestamps, so a recording always replays to the same
+//! lines.
 
-pub mod btf;
 pub mod cmd;
 pub mod export;
 pub mod kernel;
 pub mod limits;
-pub mod loader;
 pub mod node;
 pub mod output;
 pub mod record;

@@ -29,9 +29,9 @@ use tokio::{
 use crate::{
     cmd::args::{OutputFormat, WatchArgs},
     export::{ExportOptions, Exports},
+    kernel::loader::{self, Loaded},
     kernel::ring::Ring,
     limits::{Limits, LossMonitor},
-    loader::{self, Loaded},
     node::{live_facts::LiveFacts, netns},
     output::{Closable, Fanout, HumanPrinter, JsonPrinter, Printer},
     record::{

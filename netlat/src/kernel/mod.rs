@@ -1,5 +1,9 @@
-//! The kernel side of the shell: what netlat reads from and does to the running kernel —
-//! privileges, the ring buffer the programs write — beside the loader that attaches them.
+//! The kernel side of the shell: everything netlat reads from or does to the running kernel.
+//! [`btf`] and the tracefs parsers learn the kernel's layouts, [`loader`] plans and attaches the
+//! programs on the best rung each kernel offers, [`privs`] checks and drops capabilities, and
+//! [`ring`] reads what the programs write.
 
+pub mod btf;
+pub mod loader;
 pub mod privs;
 pub mod ring;

@@ -14,18 +14,20 @@ use super::{
 use netlat_core::enrich::Kallsyms;
 
 use crate::{
-    btf::BtfError,
+    kernel::btf::BtfError,
     tracefs::{EventFormat, TracefsError},
 };
 
-const K618_SOCK: &str = include_str!("../../tests/fixtures/format/6.18/inet_sock_set_state.format");
+const K618_SOCK: &str =
+    include_str!("../../../tests/fixtures/format/6.18/inet_sock_set_state.format");
 const K618_RETRANS: &str =
-    include_str!("../../tests/fixtures/format/6.18/tcp_retransmit_skb.format");
-const K618_KFREE: &str = include_str!("../../tests/fixtures/format/6.18/kfree_skb.format");
-const K510_SOCK: &str = include_str!("../../tests/fixtures/format/5.10/inet_sock_set_state.format");
+    include_str!("../../../tests/fixtures/format/6.18/tcp_retransmit_skb.format");
+const K618_KFREE: &str = include_str!("../../../tests/fixtures/format/6.18/kfree_skb.format");
+const K510_SOCK: &str =
+    include_str!("../../../tests/fixtures/format/5.10/inet_sock_set_state.format");
 const K510_RETRANS: &str =
-    include_str!("../../tests/fixtures/format/5.10/tcp_retransmit_skb.format");
-const K510_KFREE: &str = include_str!("../../tests/fixtures/format/5.10/kfree_skb.format");
+    include_str!("../../../tests/fixtures/format/5.10/tcp_retransmit_skb.format");
+const K510_KFREE: &str = include_str!("../../../tests/fixtures/format/5.10/kfree_skb.format");
 
 /// Functions a Debian node with IPVS, conntrack, nftables and iptables-legacy loaded has.
 const LOADED_MODULES: &[&str] = &[

@@ -19,7 +19,7 @@ use netlat_core::{
 };
 
 use crate::{
-    btf::BtfError,
+    kernel::btf::BtfError,
     tracefs::{self, FormatError, TracefsError},
 };
 

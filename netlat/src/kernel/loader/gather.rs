@@ -10,7 +10,7 @@ use super::{LoadError, TRACEPOINTS_ONLY_VAR};
 use netlat_core::enrich::{CtTupleLayout, Kallsyms};
 
 use crate::{
-    btf::{BtfError, KernelBtf},
+    kernel::btf::{BtfError, KernelBtf},
     tracefs::{EventFormat, Tracefs, TracefsError},
 };
 
