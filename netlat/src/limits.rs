@@ -153,7 +153,7 @@ pub async fn stdout_closed() {
 }
 
 /// Hand back to the kernel the heap that start-up used and freed (the parsed kernel BTF, the
-/// kallsyms text: ≈ 25 MiB): glibc keeps freed small blocks in the heap, so without this the
+/// kallsyms text: tens of MiB, see BENCHMARKS.md): glibc keeps freed small blocks in the heap, so without this the
 /// resident size stays at its start-up peak for the whole run.
 pub fn release_startup_memory() {
     // SAFETY: malloc_trim only releases free heap pages; it has no preconditions.

@@ -67,7 +67,8 @@ pub fn read_addrs(
 }
 
 // BTF-typed variants (tp_btf). The classic tracepoint programs pay a `bpf_probe_read_kernel`
-// helper call per field (≈ 30 ns each here, three before the first filter); these get the
+// helper call per field (three before the first filter; a helper call's cost is in
+// BENCHMARKS.md); these get the
 // states as plain arguments and read the socket with direct loads that the verifier checks
 // against the kernel's BTF, at offsets user space resolved from that BTF.
 

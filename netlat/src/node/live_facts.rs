@@ -26,8 +26,8 @@ use crate::{
 };
 
 /// How long a namespace's Service map is used before it is read again: Services come and go
-/// during an incident, and one read per namespace and period keeps the cost bounded (a read of
-/// 5000 iptables-nft Service rules took ~55 ms here).
+/// during an incident, and one read per namespace and period keeps the cost bounded (a large
+/// rule set takes tens of ms to read: BENCHMARKS.md, "Figures behind design choices").
 const SERVICE_TTL: Duration = Duration::from_secs(30);
 /// The longest a verdict waits for a namespace's first read, started by a prefetch (a read
 /// normally takes milliseconds; a hung one must not stop the event loop).

@@ -153,8 +153,8 @@ pub enum WorkerError {
 }
 
 /// Long-lived threads, one per network namespace in use, each already inside its namespace:
-/// work there costs a channel round trip instead of a thread spawn and a `setns` (≈ 1–5 ms on
-/// a busy node), which is what kept the event loop waiting.
+/// work there costs a channel round trip instead of a thread spawn and a `setns` (milliseconds
+/// on a busy node: BENCHMARKS.md), which is what kept the event loop waiting.
 #[derive(Default)]
 pub struct NetnsWorkers {
     index: NetnsIndex,
