@@ -2,13 +2,15 @@
 //!
 //! The crate is a pure, deterministic core — event decoding ([`event`], [`packet`]), enrichment
 //! ([`symbols`]), flow tracking ([`flow`]), attribution ([`verdict`]) and output ([`output`]) —
-//! driven by a thin I/O shell ([`tracefs`], [`btf`], [`loader`], [`watch`]). Time enters the core
-//! only through event timestamps, so a recorded stream always replays to the same verdicts.
+//! driven by a thin I/O shell ([`kernel::tracefs`], [`btf`], [`loader`], [`watch`]). Time enters
+//! the core only through event timestamps, so a recorded stream always replays to the same
+//! verdicts.
 
 pub mod btf;
 pub mod cli;
 pub mod doctor;
 pub mod export;
+pub mod kernel;
 pub mod limits;
 pub mod loader;
 pub mod node;
@@ -16,5 +18,4 @@ pub mod output;
 pub mod privs;
 pub mod record;
 pub mod replay;
-pub mod tracefs;
 pub mod watch;

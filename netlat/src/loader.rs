@@ -18,7 +18,7 @@ use netlat_core::{
 
 use crate::{
     btf::{BtfError, KernelBtf},
-    tracefs::{self, Tracefs},
+    kernel::tracefs::{self, Tracefs},
 };
 
 /// The eBPF object built by build.rs (empty when built with AYA_BUILD_SKIP=1).
