@@ -4,7 +4,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use netlat::tracefs::{self, EventFormat};
+use netlat::kernel::tracefs::{self, EventFormat};
 
 fuzz_target!(|text: &str| {
     let Ok(f) = EventFormat::parse(text) else {

@@ -14,4 +14,3 @@ pub mod limits;
 pub mod node;
 pub mod output;
 pub mod record;
-pub mod tracefs;

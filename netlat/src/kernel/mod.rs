@@ -7,3 +7,4 @@ pub mod btf;
 pub mod loader;
 pub mod privs;
 pub mod ring;
+pub mod tracefs;

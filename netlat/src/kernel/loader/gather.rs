@@ -11,7 +11,7 @@ use netlat_core::enrich::{CtTupleLayout, Kallsyms};
 
 use crate::{
     kernel::btf::{BtfError, KernelBtf},
-    tracefs::{EventFormat, Tracefs, TracefsError},
+    kernel::tracefs::{EventFormat, Tracefs, TracefsError},
 };
 
 /// What the running kernel offers netlat's programs, and how the environment tunes them.

@@ -22,7 +22,7 @@ pub use self::{
 };
 use netlat_core::{enrich::Names, report::Hook};
 
-use crate::tracefs;
+use crate::kernel::tracefs;
 
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {

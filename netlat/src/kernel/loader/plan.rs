@@ -20,7 +20,7 @@ use netlat_core::{
 
 use crate::{
     kernel::btf::BtfError,
-    tracefs::{self, FormatError, TracefsError},
+    kernel::tracefs::{self, FormatError, TracefsError},
 };
 
 /// Drop reasons that are ordinary frees, not evidence of a lost connect; filtered in the kernel.

@@ -15,7 +15,7 @@ use netlat_core::enrich::Kallsyms;
 
 use crate::{
     kernel::btf::BtfError,
-    tracefs::{EventFormat, TracefsError},
+    kernel::tracefs::{EventFormat, TracefsError},
 };
 
 const K618_SOCK: &str =
