@@ -6,6 +6,8 @@
 
 mod bench;
 mod fuzz;
+#[cfg(test)]
+mod imports;
 mod json;
 mod run;
 mod setup;
