@@ -285,9 +285,13 @@ pub fn decode(bytes: &[u8]) -> Result<Event, EventError> {
 
 /// Encode wire structs to bytes, as the kernel would; used by tests and synthetic streams.
 pub fn encode<T: Copy>(v: &T) -> Vec<u8> {
+    bytes_of(v).to_vec()
+}
+
+/// The bytes of a wire struct, as the kernel writes them into the ring buffer.
+pub fn bytes_of<T: Copy>(v: &T) -> &[u8] {
     // SAFETY: T is a repr(C) wire struct with explicit padding, so all bytes are initialised.
     unsafe { std::slice::from_raw_parts((v as *const T).cast::<u8>(), std::mem::size_of::<T>()) }
-        .to_vec()
 }
 
 #[cfg(test)]

@@ -37,17 +37,51 @@ impl Reports for Collect {
     }
 }
 
-/// IPv4 addresses of the kit's one flow: 10.231.0.1:`sport` → 10.231.0.2:8080.
-pub fn addrs(sport: u16) -> Addrs {
+/// Appends the bytes of a wire struct to `buf`, as the kernel writes it into the ring buffer
+/// (into a reused buffer, so a benchmark's stream of millions allocates nothing).
+pub fn put<T: Copy>(buf: &mut Vec<u8>, v: &T) {
+    buf.extend_from_slice(event::bytes_of(v));
+}
+
+/// IPv4 addresses `src`:`sport` → `dst`:`dport`.
+pub fn v4(sport: u16, dport: u16, src: [u8; 4], dst: [u8; 4]) -> Addrs {
     let mut a = Addrs {
         family: 2,
         sport,
-        dport: 8080,
+        dport,
         ..Addrs::default()
     };
-    a.saddr[..4].copy_from_slice(&[10, 231, 0, 1]);
-    a.daddr[..4].copy_from_slice(&[10, 231, 0, 2]);
+    a.saddr[..4].copy_from_slice(&src);
+    a.daddr[..4].copy_from_slice(&dst);
     a
+}
+
+/// An IPv4 header (20 bytes, no options) for `proto`, `total` bytes long, at the start of `out`.
+pub fn ipv4(out: &mut [u8], proto: u8, total: u16, src: [u8; 4], dst: [u8; 4]) {
+    out[..20].copy_from_slice(&[
+        0x45, 0, 0, 0, 0, 1, 0x40, 0, 64, proto, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    ]);
+    out[2..4].copy_from_slice(&total.to_be_bytes());
+    out[12..16].copy_from_slice(&src);
+    out[16..20].copy_from_slice(&dst);
+}
+
+/// A 20-byte TCP header with only SYN set, at the start of `out`.
+pub fn tcp_syn(out: &mut [u8], sport: u16, dport: u16) {
+    out[..20].fill(0);
+    out[..2].copy_from_slice(&sport.to_be_bytes());
+    out[2..4].copy_from_slice(&dport.to_be_bytes());
+    out[12] = 0x50;
+    out[13] = 0x02;
+}
+
+/// The kit's client and server.
+pub const CLIENT: [u8; 4] = [10, 231, 0, 1];
+pub const SERVER: [u8; 4] = [10, 231, 0, 2];
+
+/// The kit's one flow: 10.231.0.1:`sport` → 10.231.0.2:8080.
+pub fn addrs(sport: u16) -> Addrs {
+    v4(sport, 8080, CLIENT, SERVER)
 }
 
 /// A socket state change of the kit's socket (netns 111, pid 9, `python3`).
@@ -100,13 +134,7 @@ pub fn syn_drop(ts: u64, sport: u16, location: u64) -> Vec<u8> {
         cap_len: 40,
         ..DropEvent::default()
     };
-    let ip = [
-        0x45, 0, 0, 60, 0, 0, 0x40, 0, 64, 6, 0, 0, 10, 231, 0, 1, 10, 231, 0, 2,
-    ];
-    d.data[..20].copy_from_slice(&ip);
-    d.data[20..22].copy_from_slice(&sport.to_be_bytes());
-    d.data[22..24].copy_from_slice(&8080u16.to_be_bytes());
-    d.data[32] = 0x50; // data offset 5 words
-    d.data[33] = 0x02; // SYN
+    ipv4(&mut d.data, 6, 60, CLIENT, SERVER);
+    tcp_syn(&mut d.data[20..], sport, 8080);
     event::encode(&d)
 }

@@ -1,6 +1,7 @@
 //! Synthetic ring-buffer streams for the benchmarks: the bytes the eBPF programs would write
-//! (`netlat_common` wire structs), generated on the fly into one reused buffer so a stream of
-//! 10 M events needs no memory of its own.
+//! (`netlat_common` wire structs, built with `netlat_core::testkit`, the kit the engine's tests
+//! use), generated on the fly into reused buffers so a stream of 10 M events needs no memory of
+//! its own.
 //!
 //! Three mixes:
 //! - [`Mix::Connects`]: a connect storm, every attempt fast (CLOSE→SYN_SENT with source port 0,
@@ -17,7 +18,8 @@
 use std::io;
 
 use netlat::output::JsonPrinter;
-use netlat_common::{Addrs, DropEvent, EventHeader, RetransmitEvent, SockStateEvent, kind};
+use netlat_common::{DropEvent, EventHeader, RetransmitEvent, SockStateEvent, kind};
+use netlat_core::testkit::{CLIENT, SERVER, ipv4, put, tcp_syn, v4};
 use netlat_core::{
     engine::{Engine, EngineConfig, NoCounters, NoNatLookup},
     enrich::{Kallsyms, Names},
@@ -33,50 +35,6 @@ pub const NFT_DO_CHAIN: u64 = 0xffff_ffff_81a0_0000;
 pub const DROP_LOCATION: u64 = NFT_DO_CHAIN + 0x46f;
 
 const MS: u64 = 1_000_000;
-
-/// Appends the bytes of a wire struct to `buf`, as the kernel writes it into the ring buffer.
-fn put<T: Copy>(buf: &mut Vec<u8>, v: &T) {
-    // SAFETY: T is one of netlat_common's repr(C) wire structs, integer-only with explicit
-    // padding fields, so all of its bytes are initialised.
-    let bytes = unsafe {
-        std::slice::from_raw_parts((v as *const T).cast::<u8>(), std::mem::size_of::<T>())
-    };
-    buf.extend_from_slice(bytes);
-}
-
-fn v4(sport: u16, dport: u16, src: [u8; 4], dst: [u8; 4]) -> Addrs {
-    let mut a = Addrs {
-        family: 2,
-        sport,
-        dport,
-        ..Addrs::default()
-    };
-    a.saddr[..4].copy_from_slice(&src);
-    a.daddr[..4].copy_from_slice(&dst);
-    a
-}
-
-const CLIENT: [u8; 4] = [10, 231, 0, 1];
-const SERVER: [u8; 4] = [10, 231, 0, 2];
-
-/// An IPv4 header (20 bytes, no options) for `proto`, `total` bytes long.
-fn ipv4(out: &mut [u8], proto: u8, total: u16, src: [u8; 4], dst: [u8; 4]) {
-    out[..20].copy_from_slice(&[
-        0x45, 0, 0, 0, 0, 1, 0x40, 0, 64, proto, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
-    ]);
-    out[2..4].copy_from_slice(&total.to_be_bytes());
-    out[12..16].copy_from_slice(&src);
-    out[16..20].copy_from_slice(&dst);
-}
-
-/// A 20-byte TCP header with only SYN set.
-fn tcp_syn(out: &mut [u8], sport: u16, dport: u16) {
-    out[..20].fill(0);
-    out[..2].copy_from_slice(&sport.to_be_bytes());
-    out[2..4].copy_from_slice(&dport.to_be_bytes());
-    out[12] = 0x50;
-    out[13] = 0x02;
-}
 
 /// Which events a [`Synth`] produces.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
