@@ -135,8 +135,8 @@ impl Default for TrackerConfig {
         Self {
             max_flows: 100_000,
             max_age_ns: 300 * 1_000_000_000,
-            // ≈ 370 bytes each (the record and its index entry): 8 k is 3 MiB, an eighth of
-            // the room 100 k attempts in flight leave under 64 MiB; 16 k was twice that.
+            // A remembered drop's size (BENCHMARKS.md) times 8 k stays an eighth of the room
+            // 100 k attempts in flight leave under 64 MiB; 16 k was twice that.
             max_recent_drops: 8_192,
             recent_drop_ns: 140 * 1_000_000_000,
         }
@@ -161,7 +161,7 @@ pub struct TrackerStats {
 }
 
 /// The connection-attempt tracker. Tuples are indexed by a keyed 64-bit hash (8 bytes, not
-/// a 72-byte [`FiveTuple`]); every hit is checked against the flow's own tuples, so a hash
+/// a [`FiveTuple`] of several times that); every hit is checked against the flow's own tuples, so a hash
 /// collision can only cost a lookup, never attach a drop to the wrong attempt.
 #[derive(Debug)]
 pub struct Tracker<S = RandomState> {
