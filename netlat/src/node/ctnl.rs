@@ -16,15 +16,16 @@ use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
-use rtnetlink::packet_core::{
-    NLA_F_NESTED, NLA_TYPE_MASK, NLM_F_ACK, NLM_F_REQUEST, NLMSG_DONE, NLMSG_ERROR,
-};
+use rtnetlink::packet_core::{NLA_F_NESTED, NLM_F_ACK, NLM_F_REQUEST, NLMSG_DONE, NLMSG_ERROR};
 use rtnetlink::sys::protocols::NETLINK_NETFILTER;
 use rtnetlink::sys::{Socket, SocketAddr as NetlinkAddr};
 
 use netlat_core::packet::FiveTuple;
 
-use crate::node::nl::{align4, set_recv_timeout};
+use crate::node::{
+    NodeError,
+    nl::{self, align4, set_recv_timeout},
+};
 
 const NFNL_SUBSYS_CTNETLINK: u16 = 1;
 const IPCTNL_MSG_CT_NEW: u16 = 0;
@@ -268,8 +269,7 @@ fn decode_entry(payload: &[u8]) -> Result<CtEntry, CtnlError> {
         need: NFGENMSG_LEN,
     })?;
     let (mut orig, mut reply, mut status) = (None, None, None);
-    for nla in Nlas(attrs) {
-        let (kind, value) = nla?;
+    for (kind, value) in nlas(attrs)? {
         match kind {
             CTA_TUPLE_ORIG => orig = Some(decode_tuple(value)?),
             CTA_TUPLE_REPLY => reply = Some(decode_tuple(value)?),
@@ -288,11 +288,11 @@ fn decode_entry(payload: &[u8]) -> Result<CtEntry, CtnlError> {
 fn decode_tuple(buf: &[u8]) -> Result<FiveTuple, CtnlError> {
     let (mut src, mut dst, mut proto) = (None, None, None);
     let (mut sport, mut dport) = (0, 0);
-    for nla in Nlas(buf) {
-        match nla? {
+    for nla in nlas(buf)? {
+        match nla {
             (CTA_TUPLE_IP, ip) => {
-                for nla in Nlas(ip) {
-                    match nla? {
+                for nla in nlas(ip)? {
+                    match nla {
                         (CTA_IP_V4_SRC, v) => src = Some(v4(v, "CTA_IP_V4_SRC")?),
                         (CTA_IP_V4_DST, v) => dst = Some(v4(v, "CTA_IP_V4_DST")?),
                         (CTA_IP_V6_SRC, v) => src = Some(v6(v, "CTA_IP_V6_SRC")?),
@@ -302,8 +302,8 @@ fn decode_tuple(buf: &[u8]) -> Result<FiveTuple, CtnlError> {
                 }
             }
             (CTA_TUPLE_PROTO, l4) => {
-                for nla in Nlas(l4) {
-                    match nla? {
+                for nla in nlas(l4)? {
+                    match nla {
                         (CTA_PROTO_NUM, v) => {
                             proto = Some(*v.first().ok_or(CtnlError::Truncated {
                                 what: "CTA_PROTO_NUM",
@@ -333,57 +333,21 @@ fn decode_tuple(buf: &[u8]) -> Result<FiveTuple, CtnlError> {
     })
 }
 
-/// Iterates `(type without flag bits, value)` over a run of attributes. A malformed attribute
-/// is an error rather than the end, so truncation is never mistaken for absence.
-struct Nlas<'a>(&'a [u8]);
-
-impl<'a> Iterator for Nlas<'a> {
-    type Item = Result<(u16, &'a [u8]), CtnlError>;
-
-    fn next(&mut self) -> Option<Self::Item> {
-        if self.0.is_empty() {
-            return None;
-        }
-        let item = nla_at(self.0);
-        // Stop after an error: what follows cannot be located.
-        self.0 = match &item {
-            Ok((len, _, _)) => self.0.get(align4(*len)..).unwrap_or_default(),
-            Err(_) => &[],
-        };
-        Some(item.map(|(_, kind, value)| (kind, value)))
-    }
-}
-
-/// The attribute at the start of `buf`: its length, type and value.
-fn nla_at(buf: &[u8]) -> Result<(usize, u16, &[u8]), CtnlError> {
-    let header = buf.get(..NLA_HDRLEN).ok_or(CtnlError::Truncated {
-        what: "netlink attribute header",
-        len: buf.len(),
-        need: NLA_HDRLEN,
-    })?;
-    let len = usize::from(ne_u16(&header[0..2]));
-    let kind = ne_u16(&header[2..4]) & NLA_TYPE_MASK;
-    if len < NLA_HDRLEN {
-        return Err(CtnlError::Malformed {
+/// The attributes of `buf` as `(type without flag bits, value)`, through the node readers'
+/// one attribute parser.
+fn nlas(buf: &[u8]) -> Result<Vec<(u16, &[u8])>, CtnlError> {
+    nl::attrs(buf).map_err(|e| match e {
+        NodeError::Truncated { what, len, need } => CtnlError::Truncated { what, len, need },
+        NodeError::Malformed { what, reason } => CtnlError::Malformed { what, reason },
+        other => CtnlError::Malformed {
             what: "netlink attribute",
-            reason: format!("type {kind} has length {len}, shorter than its header"),
-        });
-    }
-    let value = buf.get(NLA_HDRLEN..len).ok_or(CtnlError::Truncated {
-        what: "netlink attribute",
-        len: buf.len(),
-        need: len,
-    })?;
-    Ok((len, kind, value))
+            reason: other.to_string(),
+        },
+    })
 }
 
 fn put_nla(out: &mut Vec<u8>, kind: u16, value: &[u8]) {
-    let len = NLA_HDRLEN + value.len();
-    // Every attribute here is at most a few dozen bytes.
-    out.extend_from_slice(&(len as u16).to_ne_bytes());
-    out.extend_from_slice(&kind.to_ne_bytes());
-    out.extend_from_slice(value);
-    out.resize(out.len() + align4(len) - len, 0);
+    out.extend(nl::nla(kind, value));
 }
 
 fn put_ip(out: &mut Vec<u8>, src: bool, ip: IpAddr) {
