@@ -14,7 +14,7 @@ use std::{
     sync::atomic::{AtomicU8, Ordering},
 };
 
-use crate::{ChildGuard, Netns, connect_times, python_server, sh, tcp_server, veth};
+use crate::{ChildGuard, Netns, TempDir, connect_times, python_server, sh, tcp_server, veth};
 
 /// A connection attempt at least this slow counts as slow (one lost SYN costs the 1 s RTO).
 pub const SLOW_S: f64 = 0.9;
@@ -31,24 +31,6 @@ fn ifname(lab: u8, role: &str) -> String {
     let name = format!("n{}-{lab}{role}", std::process::id());
     assert!(name.len() <= 15, "interface name {name} too long");
     name
-}
-
-/// A directory removed (with its contents) on drop.
-pub struct TempDir(pub PathBuf);
-
-impl TempDir {
-    pub fn new(tag: &str) -> TempDir {
-        let p = std::env::temp_dir().join(format!("nl{}-{tag}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).expect("create temp dir");
-        TempDir(p)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
 
 /// Sum of the `column` of `/proc/net/stat/nf_conntrack` over CPUs (hex rows, one per CPU), as

@@ -1,5 +1,7 @@
-//! Lab helpers for netlat's integration tests: network namespaces and processes that are removed
-//! on drop (also when a test panics), and a handle on a running `netlat watch`.
+//! Lab helpers for netlat's integration tests: the one set of guards every root-only test uses
+//! ([`Netns`], [`ChildGuard`], [`TempDir`]: a network namespace, a child process and a directory,
+//! each removed on drop, also when a test panics), the first-SYN-drop ruleset, and a handle on a
+//! running `netlat watch`.
 //!
 //! Traffic stays inside namespaces the tests create. Processes are killed by the PID we started.
 
@@ -71,19 +73,17 @@ pub fn sh_stdin(args: &[&str], stdin: &str) {
     );
 }
 
+/// The first-SYN-drop ruleset with `@TABLE@` and `@PORT@` left to fill in. It is a file of its
+/// own so that xtask's latency bench (`xtask/src/bench/latency.rs`) loads the same text with
+/// `include_str!`; `tests/vm/scenarios/first_syn.sh` holds a copy that a test below keeps equal.
+pub const FIRST_SYN_DROP_TEMPLATE: &str = include_str!("first_syn_drop.nft");
+
 /// An nftables ruleset (`table inet TABLE`) that drops the first SYN of every new flow to
 /// `port` in the namespace it is loaded into: the foundation's ~1 s connect.
 pub fn first_syn_drop(table: &str, port: u16) -> String {
-    format!(
-        "table inet {table} {{\n\
-         \x20 set seen {{ type ipv4_addr . inet_service; flags dynamic,timeout; timeout 60s; }}\n\
-         \x20 chain in {{\n\
-         \x20   type filter hook input priority 0; policy accept;\n\
-         \x20   tcp dport {port} tcp flags & (syn|ack) == syn ip saddr . tcp sport @seen accept\n\
-         \x20   tcp dport {port} tcp flags & (syn|ack) == syn add @seen {{ ip saddr . tcp sport }} drop\n\
-         \x20 }}\n\
-         }}\n"
-    )
+    FIRST_SYN_DROP_TEMPLATE
+        .replace("@TABLE@", table)
+        .replace("@PORT@", &port.to_string())
 }
 
 /// `netlat ARGS` as user nobody with no capabilities (through `setpriv`), e.g. a replay.
@@ -152,12 +152,15 @@ impl Netns {
         );
     }
 
+    /// The namespace's file, `/run/netns/<name>` (what setns(2) and `--netns` take).
+    pub fn path(&self) -> PathBuf {
+        PathBuf::from("/run/netns").join(&self.name)
+    }
+
     /// Inode number of the namespace (what netlat reports as `netns`).
     pub fn inode(&self) -> u64 {
         use std::os::unix::fs::MetadataExt;
-        std::fs::metadata(format!("/run/netns/{}", self.name))
-            .map(|m| m.ino())
-            .unwrap_or(0)
+        std::fs::metadata(self.path()).map(|m| m.ino()).unwrap_or(0)
     }
 }
 
@@ -188,6 +191,25 @@ impl Drop for ChildGuard {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
+    }
+}
+
+/// A directory removed (with its contents) on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    /// `<tmp>/nl<pid>-<tag>`, emptied first if a killed run left it.
+    pub fn new(tag: &str) -> TempDir {
+        let p = std::env::temp_dir().join(format!("nl{}-{tag}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).expect("create temp dir");
+        TempDir(p)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 
@@ -272,7 +294,7 @@ impl Watch {
     /// their own (`nsenter` joins only the network namespace: tracefs stays mounted).
     pub fn start_in(ns: &Netns, extra: &[&str]) -> Watch {
         let mut cmd = Command::new("nsenter");
-        cmd.arg(format!("--net=/run/netns/{}", ns.name))
+        cmd.arg(format!("--net={}", ns.path().display()))
             .arg("--")
             .arg(netlat_bin());
         Watch::start_cmd(cmd, extra)
@@ -370,4 +392,21 @@ pub mod lab;
 pub fn syn_resends(l: &serde_json::Value) -> u64 {
     let seen = l["syn_retransmits"].as_u64().unwrap_or(0);
     seen.max(u64::from(l["syn_resent_unseen"] == true))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The VM guest gets only `tests/vm` (no Rust, no template file), so its scenario keeps the
+    /// ruleset in a heredoc; this keeps that copy equal to the template.
+    #[test]
+    fn the_vm_scenario_loads_the_same_first_syn_ruleset() {
+        let script = include_str!("../vm/scenarios/first_syn.sh");
+        let (_, rest) = script
+            .split_once("nft -f - <<'NFT' || fail $n \"nft\"\n")
+            .expect("first_syn.sh loads its ruleset from a heredoc");
+        let (heredoc, _) = rest.split_once("\nNFT\n").expect("heredoc end");
+        assert_eq!(format!("{heredoc}\n"), first_syn_drop("labsyn", 8080));
+    }
 }

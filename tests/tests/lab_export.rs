@@ -24,26 +24,16 @@ use hdrhistogram::{
     },
 };
 use netlat_tests::{
-    ChildGuard, Netns, Watch, connect_times, connects_to, is_root, lab::TempDir, netlat_bin,
-    tcp_server, veth,
+    ChildGuard, Netns, TempDir, Watch, connect_times, connects_to, first_syn_drop, is_root,
+    netlat_bin, tcp_server, veth,
 };
 use serde::Deserialize as _;
 
-/// The first SYN of each new flow to 8080 is dropped (a look-alike: `netfilter-rule-drop`).
-const FIRST_SYN_DROP: &str = r#"
-table inet labexp {
-  set seen { type ipv4_addr . inet_service; flags dynamic,timeout; timeout 60s; }
-  chain in {
-    type filter hook input priority 0; policy accept;
-    tcp dport 8080 tcp flags & (syn|ack) == syn ip saddr . tcp sport @seen accept
-    tcp dport 8080 tcp flags & (syn|ack) == syn add @seen { ip saddr . tcp sport } drop
-  }
-}
-"#;
-
+/// The verdict of the first-SYN drop (a look-alike: a rule in a table dropped it).
 const CAUSE: &str = "netfilter-rule-drop";
 
-/// Client and server namespaces joined on `10.239.<net>.0/24`, the drop rule, a server on 8080
+/// Client and server namespaces joined on `10.239.<net>.0/24`, the drop rule
+/// ([`first_syn_drop`]: the first SYN of each new flow to 8080 is dropped), a server on 8080
 /// and 8081. Interface names carry the PID so parallel runs never collide.
 fn lab(tag: &str, net: u8) -> (Netns, Netns, ChildGuard) {
     let client = Netns::new(&format!("{tag}c"));
@@ -57,7 +47,7 @@ fn lab(tag: &str, net: u8) -> (Netns, Netns, ChildGuard) {
         &format!("{tag}{pid}b"),
         &format!("10.239.{net}.2/24"),
     );
-    server.nft(FIRST_SYN_DROP);
+    server.nft(&first_syn_drop("labexp", 8080));
     let srv = tcp_server(&server, &[8080, 8081]);
     (client, server, srv)
 }

@@ -11,7 +11,7 @@
 use std::{process::Command, time::Duration};
 
 use netlat_tests::{
-    Netns, Watch, connect_times, connects_to, first_syn_drop, is_root, json_lines, lab::TempDir,
+    Netns, TempDir, Watch, connect_times, connects_to, first_syn_drop, is_root, json_lines,
     netlat_bin, netlat_unprivileged, tcp_server, veth,
 };
 

@@ -17,7 +17,8 @@ use std::{
 };
 
 use netlat_tests::{
-    Netns, connect_times, connects_to, is_root, netlat_bin, netlat_unprivileged, tcp_server, veth,
+    Netns, connect_times, connects_to, first_syn_drop, is_root, netlat_bin, netlat_unprivileged,
+    tcp_server, veth,
 };
 use serde_json::Value;
 
@@ -520,17 +521,6 @@ fn closed_stdout_ends_watch_cleanly() {
 // ---------------------------------------------------------------------------------------------
 // Side by side, least privilege
 
-const FIRST_SYN_DROP: &str = r#"
-table inet rlsyn1 {
-  set seen { type ipv4_addr . inet_service; flags dynamic,timeout; timeout 60s; }
-  chain in {
-    type filter hook input priority 0; policy accept;
-    tcp dport 8080 tcp flags & (syn|ack) == syn ip saddr . tcp sport @seen accept
-    tcp dport 8080 tcp flags & (syn|ack) == syn add @seen { ip saddr . tcp sport } drop
-  }
-}
-"#;
-
 /// The first-SYN lab: one ~1 s connect to 10.232.0.2:8080 from `client`.
 fn first_syn_lab() -> (Netns, Netns, netlat_tests::ChildGuard) {
     let client = Netns::new("pa");
@@ -544,7 +534,7 @@ fn first_syn_lab() -> (Netns, Netns, netlat_tests::ChildGuard) {
         &format!("r{pid}-pb"),
         "10.232.0.2/24",
     );
-    server.nft(FIRST_SYN_DROP);
+    server.nft(&first_syn_drop("rlsyn1", 8080));
     let srv = tcp_server(&server, &[8080]);
     (client, server, srv)
 }

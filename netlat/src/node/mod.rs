@@ -20,8 +20,6 @@ pub mod ctnl;
 mod ctstat;
 mod ipvs;
 mod links;
-#[cfg(test)]
-mod live;
 pub mod live_facts;
 pub mod netns;
 mod nft;

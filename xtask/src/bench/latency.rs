@@ -19,16 +19,18 @@ use super::{
     percentile, spread,
 };
 
-const FIRST_SYN_DROP: &str = r#"
-table inet labsyn {
-  set seen { type ipv4_addr . inet_service; flags dynamic,timeout; timeout 60s; }
-  chain in {
-    type filter hook input priority 0; policy accept;
-    tcp dport 8080 tcp flags & (syn|ack) == syn ip saddr . tcp sport @seen accept
-    tcp dport 8080 tcp flags & (syn|ack) == syn add @seen { ip saddr . tcp sport } drop
-  }
+/// The lab tests' first-SYN-drop ruleset (`netlat_tests::first_syn_drop`), read from the one
+/// file both use; xtask stays free of the tests crate's dependencies.
+const FIRST_SYN_DROP_TEMPLATE: &str = include_str!("../../../tests/src/first_syn_drop.nft");
+/// The table the ruleset is loaded as (its `seen` set is flushed between rounds).
+const TABLE: &str = "labsyn";
+
+/// The ruleset for this lab: the first SYN of every new flow to 8080 is dropped.
+fn first_syn_drop() -> String {
+    FIRST_SYN_DROP_TEMPLATE
+        .replace("@TABLE@", TABLE)
+        .replace("@PORT@", "8080")
 }
-"#;
 
 const CONNECT: &str = "{\"type\":\"connect\"";
 
@@ -40,7 +42,8 @@ pub fn run(ctx: &mut Ctx) -> Result<Section> {
     let a = Netns::new("lata")?;
     let b = Netns::new("latb")?;
     lab::veth(&a, "10.240.3.1/24", &b, "10.240.3.2/24", "l")?;
-    b.nft(FIRST_SYN_DROP)?;
+    let ruleset = first_syn_drop();
+    b.nft(&ruleset)?;
     let mut server = Proc::spawn(b.cmd(&ctx.load, &["serve", "8080"]), false)?;
     server.ready()?;
     let mut n = Netlat::start(&ctx.netlat, &[])?;
@@ -53,7 +56,7 @@ pub fn run(ctx: &mut Ctx) -> Result<Section> {
          1 s SYN retransmit (first SYN dropped by the rule of the lab test, below); one netlat \
          for all rounds. Latency = time the bench read the connect line from netlat's stdout − \
          (wall time of the `connect()` call + `connect_ms`).\n\n```\n{}```\n",
-        FIRST_SYN_DROP.trim_start()
+        ruleset.trim_start()
     )?;
     writeln!(
         body,
@@ -64,7 +67,7 @@ pub fn run(ctx: &mut Ctx) -> Result<Section> {
     let mut rounds: Vec<BTreeMap<String, i128>> = Vec::new();
     let mut consumed = 0;
     for round in 0..ctx.runs {
-        b.output("nft", &["flush", "set", "inet", "labsyn", "seen"])?;
+        b.output("nft", &["flush", "set", "inet", TABLE, "seen"])?;
         let mut client = Proc::spawn(
             a.cmd(
                 &ctx.load,

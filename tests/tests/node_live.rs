@@ -1,67 +1,18 @@
-//! Live tests: each builds a network namespace holding the devices and rules the fingerprint
-//! reads, then checks what [`gather_in_netns`] sees there. They need root and the `ip`, `nft`,
-//! `ethtool` and iptables tools, and skip with a message otherwise.
+//! Live tests of the node fingerprint (`netlat::node`): each builds a network namespace holding
+//! the devices and rules the fingerprint reads, then checks what [`gather_in_netns`] sees there.
+//! They need root and the `ip`, `nft`, `ethtool` and iptables tools (`cargo xtask setup`
+//! installs them). Every namespace is removed on drop, also when a test fails.
 
-use std::path::PathBuf;
-use std::process::Command;
+use std::time::{Duration, Instant};
 
-use netlat_core::facts::{NatKind, NatRule};
+use netlat::node::{gather, gather_in_netns, live_facts::LiveFacts, netns::in_netns, services};
+use netlat_core::facts::{KubeProxyMode, NatKind, NatRule, NodeFacts};
+use netlat_tests::{Netns, is_root};
 
-use super::*;
-
-/// A network namespace made with `ip netns add`, deleted on drop even when the test fails.
-struct NamespaceGuard {
-    name: String,
-}
-
-impl NamespaceGuard {
-    /// Creates the namespace; `None` (after saying why) when this test cannot run here.
-    fn new(tag: &str, tools: &[&str]) -> Option<Self> {
-        // SAFETY: geteuid(2) cannot fail and touches no memory.
-        if unsafe { libc::geteuid() } != 0 {
-            eprintln!("skipped: needs root to create network namespaces");
-            return None;
-        }
-        for tool in ["ip"].iter().chain(tools) {
-            if Command::new(tool).arg("--version").output().is_err() {
-                eprintln!("skipped: `{tool}` is not installed");
-                return None;
-            }
-        }
-        let name = format!("netlat-node-{tag}-{}", std::process::id());
-        let made = Command::new("ip").args(["netns", "add", &name]).status();
-        if !made.is_ok_and(|s| s.success()) {
-            eprintln!("skipped: `ip netns add {name}` failed");
-            return None;
-        }
-        Some(Self { name })
-    }
-
-    fn path(&self) -> PathBuf {
-        PathBuf::from("/run/netns").join(&self.name)
-    }
-
-    /// Runs `args` inside the namespace; panics with its stderr when it fails.
-    fn run(&self, args: &[&str]) {
-        let out = Command::new("ip")
-            .args(["netns", "exec", &self.name])
-            .args(args)
-            .output()
-            .unwrap_or_else(|e| panic!("cannot run {args:?}: {e}"));
-        assert!(
-            out.status.success(),
-            "{args:?} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-}
-
-impl Drop for NamespaceGuard {
-    fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .status();
-    }
+/// A fresh namespace for a live test (after checking for root, as every lab test does).
+fn netns(tag: &str) -> Netns {
+    assert!(is_root(), "the node live tests need root");
+    Netns::new(tag)
 }
 
 fn rules<'a>(facts: &'a NodeFacts, backend: &str) -> Vec<&'a NatRule> {
@@ -74,10 +25,7 @@ fn rules<'a>(facts: &'a NodeFacts, backend: &str) -> Vec<&'a NatRule> {
 
 #[test]
 fn live_vxlan_and_nft_masquerade() {
-    let Some(ns) = NamespaceGuard::new("vx", &["nft", "ethtool"]) else {
-        return;
-    };
-    ns.run(&["ip", "link", "set", "lo", "up"]);
+    let ns = netns("vx");
     for (dev, vni, port, csum) in [
         ("vx0", "42", "4789", "udpcsum"),
         ("vx1", "43", "4790", "noudpcsum"),
@@ -179,15 +127,7 @@ fn live_vxlan_and_nft_masquerade() {
 
 #[test]
 fn live_xtables_legacy_and_nft() {
-    let tools = [
-        "iptables-legacy",
-        "ip6tables-legacy",
-        "iptables-nft",
-        "ip6tables-nft",
-    ];
-    let Some(ns) = NamespaceGuard::new("xt", &tools) else {
-        return;
-    };
+    let ns = netns("xt");
     ns.run(&["iptables-legacy", "-t", "nat", "-N", "KUBE-SERVICES"]);
     ns.run(&[
         "iptables-legacy",
@@ -311,9 +251,7 @@ fn live_xtables_legacy_and_nft() {
 
 #[test]
 fn live_kube_services_from_iptables_nft_and_legacy() {
-    let Some(ns) = NamespaceGuard::new("svc", &["iptables-nft", "iptables-legacy"]) else {
-        return;
-    };
+    let ns = netns("svc");
     // kube-proxy's rule shape, one Service in each backend.
     for (tool, ip, comment) in [
         (
@@ -360,7 +298,7 @@ fn live_kube_services_from_iptables_nft_and_legacy() {
             "KUBE-SVC-X",
         ]);
     }
-    let map = crate::node::netns::in_netns(&ns.path(), services::read)
+    let map = in_netns(&ns.path(), services::read)
         .expect("enter the namespace")
         .expect("read the Services");
     // The fingerprint (doctor, the node line) counts them.
@@ -379,18 +317,14 @@ fn live_kube_services_from_iptables_nft_and_legacy() {
     assert_eq!(map[&key("10.96.0.10")], "kube-system/kube-dns:dns-tcp");
     assert_eq!(map[&key("10.96.0.11")], "default/web");
     // A namespace without kube-proxy has no Services, and that is no error.
-    let Some(empty) = NamespaceGuard::new("nosvc", &[]) else {
-        return;
-    };
-    let map = crate::node::netns::in_netns(&empty.path(), services::read).expect("enter");
+    let empty = netns("nosvc");
+    let map = in_netns(&empty.path(), services::read).expect("enter");
     assert_eq!(map.expect("no tables is no error").len(), 0);
 }
 
 #[test]
 fn live_kube_services_from_nftables_mode() {
-    let Some(ns) = NamespaceGuard::new("nftsvc", &["nft"]) else {
-        return;
-    };
+    let ns = netns("nftsvc");
     // kube-proxy 1.29+'s shape: a verdict map from daddr . l4proto . dport to a chain per
     // Service port.
     for (family, addr) in [("ip", "10.96.0.10"), ("ip6", "fd00::a")] {
@@ -429,7 +363,7 @@ fn live_kube_services_from_nftables_mode() {
             ),
         ]);
     }
-    let map = crate::node::netns::in_netns(&ns.path(), services::read)
+    let map = in_netns(&ns.path(), services::read)
         .expect("enter the namespace")
         .expect("read the Services");
     assert_eq!(map.len(), 2, "{map:?}");
@@ -445,15 +379,13 @@ fn live_kube_services_from_nftables_mode() {
 fn live_service_names_are_reread_off_the_loop() {
     use netlat_core::verdict::NodeView as _;
     use std::os::unix::fs::MetadataExt as _;
-    let Some(ns) = NamespaceGuard::new("svcttl", &["iptables-nft"]) else {
-        return;
-    };
+    let ns = netns("svcttl");
     let inode = std::fs::metadata(ns.path())
         .map(|m| m.ino() as u32)
         .expect("namespace inode");
     let dst: std::net::SocketAddr = "10.96.0.40:80".parse().unwrap();
     // Every lookup finds the map stale, so each one starts a re-read if none is running.
-    let facts = crate::node::live_facts::LiveFacts::with_service_ttl(std::time::Duration::ZERO);
+    let facts = LiveFacts::with_service_ttl(Duration::ZERO);
     assert_eq!(facts.service(inode, dst), None);
     for rule in [
         vec!["-N", "KUBE-SERVICES"],
@@ -482,15 +414,15 @@ fn live_service_names_are_reread_off_the_loop() {
     }
     // The stale map answers at once while the re-read runs; the new rule shows up when it
     // lands.
-    let start = std::time::Instant::now();
+    let start = Instant::now();
     let mut answers = Vec::new();
-    while start.elapsed() < std::time::Duration::from_secs(5) {
+    while start.elapsed() < Duration::from_secs(5) {
         let a = facts.service(inode, dst);
         answers.push(a.clone());
         if a.is_some() {
             break;
         }
-        std::thread::sleep(std::time::Duration::from_millis(5));
+        std::thread::sleep(Duration::from_millis(5));
     }
     assert_eq!(answers.first(), Some(&None), "{answers:?}");
     assert_eq!(
