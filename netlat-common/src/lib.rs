@@ -5,6 +5,11 @@
 //! sides; sizes are asserted at compile time. User space decodes these from raw ring-buffer bytes
 //! (it never trusts the length of an item to match without checking).
 #![no_std]
+// The explicit `_pad` fields are public so both sides can build the structs with literals.
+#![expect(
+    clippy::pub_underscore_fields,
+    reason = "explicit padding fields, public so both sides can write struct literals"
+)]
 
 /// Version of the wire format: the layout of every struct that crosses the kernel/user boundary
 /// and the numbers in [`kind`] and [`hook`]. Bumped whenever a wire struct's layout or a kind
@@ -508,6 +513,10 @@ pub struct Config {
 
 impl Config {
     /// Whether drop reason `reason` is in the ignore bitmap.
+    #[expect(
+        clippy::inline_always,
+        reason = "called from the eBPF programs, where an out-of-line call costs a BPF-to-BPF frame"
+    )]
     #[inline(always)]
     pub fn ignores_reason(&self, reason: u32) -> bool {
         let word = (reason / 64) as usize;

@@ -291,9 +291,9 @@ impl Engine {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
     use netlat_common::{DropEvent, EventHeader, kind};
 
+    use super::*;
     use crate::enrich::CounterEvidence;
     use crate::testkit::{Collect, S, retrans, state, syn_drop};
 

@@ -57,7 +57,7 @@ impl Kallsyms {
         syms.sort_unstable();
         Kallsyms {
             syms,
-            exact: Default::default(),
+            exact: std::collections::HashMap::default(),
         }
     }
 

@@ -291,7 +291,12 @@ pub fn encode<T: Copy>(v: &T) -> Vec<u8> {
 /// The bytes of a wire struct, as the kernel writes them into the ring buffer.
 pub fn bytes_of<T: Copy>(v: &T) -> &[u8] {
     // SAFETY: T is a repr(C) wire struct with explicit padding, so all bytes are initialised.
-    unsafe { std::slice::from_raw_parts((v as *const T).cast::<u8>(), std::mem::size_of::<T>()) }
+    unsafe {
+        std::slice::from_raw_parts(
+            std::ptr::from_ref::<T>(v).cast::<u8>(),
+            std::mem::size_of::<T>(),
+        )
+    }
 }
 
 #[cfg(test)]

@@ -563,7 +563,7 @@ mod tests {
             (
                 "ipv4 non-first fragment",
                 ETH_P_IP,
-                ipv4_pkt(IPPROTO_UDP, A4, B4, &[], 0x2000 | 185, &[0; 32]),
+                ipv4_pkt(IPPROTO_UDP, A4, B4, &[], 0x2000 | 0xb9, &[0; 32]),
                 Err(DecodeError::Fragment),
             ),
             (
@@ -929,7 +929,7 @@ mod tests {
                 if len < outer_len {
                     match got {
                         Err(DecodeError::Truncated { need, have, .. }) => {
-                            assert!(need > have, "len {len}")
+                            assert!(need > have, "len {len}");
                         }
                         other => panic!("len {len}: want Truncated, got {other:?}"),
                     }

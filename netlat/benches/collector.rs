@@ -44,7 +44,7 @@ fn parse_args() -> Args {
             "--write-recordings" => a.write = Some(value("--write-recordings").into()),
             "--runs" => a.runs = value("--runs").parse().expect("--runs R"),
             "--max-seconds" => {
-                a.max = Duration::from_secs_f64(value("--max-seconds").parse().expect("seconds"))
+                a.max = Duration::from_secs_f64(value("--max-seconds").parse().expect("seconds"));
             }
             "--mix" => a.mixes.push(match value("--mix").as_str() {
                 "connects" => Mix::Connects,
@@ -70,7 +70,7 @@ fn pin_to_one_cpu() -> Option<usize> {
     unsafe {
         let mut set: libc::cpu_set_t = std::mem::zeroed();
         libc::CPU_SET(cpu, &mut set);
-        (libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) == 0)
+        (libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &raw const set) == 0)
             .then_some(cpu)
     }
 }

@@ -37,10 +37,10 @@ fn event_decode(c: &mut Criterion) {
     let retrans = first_of(Mix::Mixed, netlat_common::kind::RETRANSMIT);
     let drop = first_of(Mix::Drops, netlat_common::kind::DROP);
     g.bench_function("sock_state", |b| {
-        b.iter(|| event::decode(black_box(&state)))
+        b.iter(|| event::decode(black_box(&state)));
     });
     g.bench_function("retransmit", |b| {
-        b.iter(|| event::decode(black_box(&retrans)))
+        b.iter(|| event::decode(black_box(&retrans)));
     });
     g.bench_function("drop", |b| b.iter(|| event::decode(black_box(&drop))));
     g.finish();
@@ -51,10 +51,10 @@ fn packet_decode(c: &mut Criterion) {
     let (proto, vxlan) = capture(&first_of(Mix::Drops, netlat_common::kind::DROP));
     let (_, syn) = capture(&first_of(Mix::Mixed, netlat_common::kind::DROP));
     g.bench_function("ipv4_tcp_syn", |b| {
-        b.iter(|| packet::decode(proto, black_box(&syn), VXLAN_PORTS))
+        b.iter(|| packet::decode(proto, black_box(&syn), VXLAN_PORTS));
     });
     g.bench_function("vxlan_inner_syn", |b| {
-        b.iter(|| packet::decode(proto, black_box(&vxlan), VXLAN_PORTS))
+        b.iter(|| packet::decode(proto, black_box(&vxlan), VXLAN_PORTS));
     });
     g.finish();
 }
@@ -66,7 +66,7 @@ fn engine(c: &mut Criterion) {
         let mut sink = common::sink();
         let mut synth = Synth::new(mix);
         g.bench_function(format!("event_{}", mix.name()), |b| {
-            b.iter(|| engine.handle_bytes(synth.next_item(), &mut sink))
+            b.iter(|| engine.handle_bytes(synth.next_item(), &mut sink));
         });
     }
     g.finish();

@@ -10,9 +10,8 @@
 
 use std::collections::BTreeMap;
 
-use serde::Serialize;
-
 use netlat_core::flow::TrackerConfig;
+use serde::Serialize;
 
 pub const RING_BYTES_VAR: &str = "NETLAT_RING_BYTES";
 pub const MAX_FLOWS_VAR: &str = "NETLAT_MAX_FLOWS";
@@ -128,6 +127,7 @@ impl LossMonitor {
 /// Never completes for a file, a terminal or anything `epoll` cannot watch.
 pub async fn stdout_closed() {
     use std::os::fd::{FromRawFd as _, OwnedFd};
+
     use tokio::io::{Interest, unix::AsyncFd};
 
     // A duplicate, so the watcher owns its descriptor and stdout itself is left alone.

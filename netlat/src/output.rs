@@ -242,7 +242,7 @@ impl<W: Write, E: Write> Reports for HumanPrinter<W, E> {
             let steps: Vec<String> = c
                 .retransmit_at_ms
                 .iter()
-                .map(|m| format!("{:.0}", m))
+                .map(|m| format!("{m:.0}"))
                 .collect();
             format!("SYN at 0 → retries at {} ms", steps.join(", "))
         };

@@ -24,8 +24,6 @@ use std::{
 };
 
 use netlat_common::ABI_VERSION;
-use serde::{Deserialize, Serialize};
-
 use netlat_core::{
     engine::{Counters, NatLookup},
     enrich::{CounterEvidence, CtTupleLayout},
@@ -34,6 +32,7 @@ use netlat_core::{
     report::Hook,
     verdict::NodeView,
 };
+use serde::{Deserialize, Serialize};
 
 pub const MAGIC: &[u8; 8] = b"NETLATR\0";
 pub const VERSION: u16 = 2;
@@ -473,11 +472,11 @@ impl Answers {
             } => self.nat.push_back((netns, tuple, answer)),
             Note::NatAnswers { answers } => self.nat_answers.extend(answers),
             Note::Masquerade { netns, answer } => {
-                self.masq.entry(netns).or_default().push_back(answer)
+                self.masq.entry(netns).or_default().push_back(answer);
             }
             Note::Vxlan { netns, answer } => self.vxlan.entry(netns).or_default().push_back(answer),
             Note::UdpTimeout { netns, answer } => {
-                self.udp.entry(netns).or_default().push_back(answer)
+                self.udp.entry(netns).or_default().push_back(answer);
             }
             Note::Service { netns, dst, answer } => self.services.push_back((netns, dst, answer)),
             Note::Symbol { .. } | Note::Tick { .. } | Note::End { .. } => {}
@@ -521,7 +520,7 @@ impl NodeView for Replayed {
             .borrow_mut()
             .masq
             .get_mut(&netns)
-            .and_then(|q| q.pop_front())
+            .and_then(std::collections::VecDeque::pop_front)
             .flatten()
     }
     fn vxlan_offloaded(&self, netns: u32) -> Option<Vec<String>> {
@@ -529,7 +528,7 @@ impl NodeView for Replayed {
             .borrow_mut()
             .vxlan
             .get_mut(&netns)
-            .and_then(|q| q.pop_front())
+            .and_then(std::collections::VecDeque::pop_front)
             .flatten()
     }
     fn udp_timeout_s(&self, netns: u32) -> Option<u64> {
@@ -537,7 +536,7 @@ impl NodeView for Replayed {
             .borrow_mut()
             .udp
             .get_mut(&netns)
-            .and_then(|q| q.pop_front())
+            .and_then(std::collections::VecDeque::pop_front)
             .flatten()
     }
     fn service(&self, netns: u32, dst: SocketAddr) -> Option<String> {
@@ -652,7 +651,7 @@ mod tests {
 
     #[test]
     fn replayed_answers_follow_the_recorded_order() {
-        let answers: SharedAnswers = Default::default();
+        let answers = SharedAnswers::default();
         let ev = CounterEvidence {
             insert_failed: 1,
             drop: 1,

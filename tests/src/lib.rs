@@ -160,7 +160,7 @@ impl Netns {
     /// Inode number of the namespace (what netlat reports as `netns`).
     pub fn inode(&self) -> u64 {
         use std::os::unix::fs::MetadataExt;
-        std::fs::metadata(self.path()).map(|m| m.ino()).unwrap_or(0)
+        std::fs::metadata(self.path()).map_or(0, |m| m.ino())
     }
 }
 

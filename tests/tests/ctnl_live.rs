@@ -48,9 +48,11 @@ fn lookup_sees_fully_random_masquerade() {
     let ns_file = std::fs::File::open(client.path()).expect("open netns");
     let (local, found, absent) = std::thread::spawn(move || {
         // SAFETY: a valid fd of a netns file; setns only changes this thread's namespace.
-        if unsafe { libc::setns(ns_file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-            panic!("setns: {}", io::Error::last_os_error());
-        }
+        assert!(
+            unsafe { libc::setns(ns_file.as_raw_fd(), libc::CLONE_NEWNET) } == 0,
+            "setns: {}",
+            io::Error::last_os_error()
+        );
         // Held open across the lookups so the entry stays established.
         let conn = TcpStream::connect_timeout(&server_addr, Duration::from_secs(5))
             .expect("connect to the listener");

@@ -377,8 +377,9 @@ fn live_kube_services_from_nftables_mode() {
 
 #[test]
 fn live_service_names_are_reread_off_the_loop() {
-    use netlat_core::verdict::NodeView as _;
     use std::os::unix::fs::MetadataExt as _;
+
+    use netlat_core::verdict::NodeView as _;
     let ns = netns("svcttl");
     let inode = std::fs::metadata(ns.path())
         .map(|m| m.ino() as u32)

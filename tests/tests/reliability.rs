@@ -26,7 +26,9 @@ static SERIAL: Mutex<()> = Mutex::new(());
 
 fn serial() -> MutexGuard<'static, ()> {
     assert!(is_root(), "the reliability tests need root");
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+    SERIAL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// A running `netlat watch --output json` with its stdout lines and stderr text collected.
@@ -78,7 +80,7 @@ impl Netlat {
             stderr: err,
         };
         // The node line is the last start-up line: hooks attached, privileges dropped.
-        let ready = n.wait_for(|v| v["type"] == "node", Duration::from_secs(60));
+        let ready = n.wait_for(|v| v["type"] == "node", Duration::from_mins(1));
         assert!(
             ready.is_some(),
             "netlat did not start: {}",

@@ -261,7 +261,7 @@ pub fn spread(v: &[f64]) -> Spread {
     let median = if s.len() % 2 == 1 {
         s[mid]
     } else {
-        (s[mid - 1] + s[mid]) / 2.0
+        f64::midpoint(s[mid - 1], s[mid])
     };
     Spread {
         median,

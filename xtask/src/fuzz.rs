@@ -32,7 +32,7 @@ pub struct Options {
     pub targets: Vec<String>,
 }
 
-pub fn fuzz(opts: Options) -> Result<()> {
+pub fn fuzz(opts: &Options) -> Result<()> {
     setup::fuzz_tools()?;
     let targets: Vec<&str> = if opts.targets.is_empty() {
         TARGETS.to_vec()

@@ -72,11 +72,11 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Cmd::Setup => setup::setup(),
-        Cmd::Test(opts) => test::test(opts),
+        Cmd::Test(opts) => test::test(&opts),
         Cmd::Run(opts) => run::run(opts),
         Cmd::Bench(opts) => bench::bench(opts),
-        Cmd::VmTest(opts) => vm::vm_test(opts),
-        Cmd::Fuzz(opts) => fuzz::fuzz(opts),
+        Cmd::VmTest(opts) => vm::vm_test(&opts),
+        Cmd::Fuzz(opts) => fuzz::fuzz(&opts),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -56,7 +56,7 @@ const MOUNTS: &[Mount] = &[
 ];
 
 /// How long to wait for another apt/dpkg run to release its lock.
-const APT_LOCK_WAIT: Duration = Duration::from_secs(120);
+const APT_LOCK_WAIT: Duration = Duration::from_mins(2);
 
 struct Mount {
     fstype: &'static str,
@@ -144,13 +144,20 @@ fn rust_src() -> Result<()> {
         "nightly",
         "--installed",
     ]))?;
-    if has_component(&list, "rust-src") {
-        println!("setup: nightly rust-src: already present");
-        return Ok(());
+    // rust-src: the eBPF build compiles core from source; rustfmt: `test` checks formatting
+    // with nightly's, the one that groups imports (rustfmt.toml `group_imports`).
+    for (component, why) in [
+        ("rust-src", "the eBPF build compiles core from source"),
+        ("rustfmt", "import grouping is a nightly rustfmt option"),
+    ] {
+        if has_component(&list, component) {
+            println!("setup: nightly {component}: already present");
+            continue;
+        }
+        println!("setup: adding {component} to nightly ({why}) ...");
+        exec(command("rustup").args(["component", "add", component, "--toolchain", "nightly"]))?;
+        println!("setup: nightly {component}: ok");
     }
-    println!("setup: adding rust-src to nightly (the eBPF build compiles core from source) ...");
-    exec(command("rustup").args(["component", "add", "rust-src", "--toolchain", "nightly"]))?;
-    println!("setup: nightly rust-src: ok");
     Ok(())
 }
 
@@ -351,7 +358,7 @@ fn apt_get(args: &[&str]) -> Result<()> {
         let shown = crate::display(&cmd);
         let out = cmd
             .spawn()
-            .and_then(|child| child.wait_with_output())
+            .and_then(std::process::Child::wait_with_output)
             .with_context(|| format!("could not start `{shown}`"))?;
         let stderr = String::from_utf8_lossy(&out.stderr);
         if out.status.success() {
@@ -447,7 +454,7 @@ fn missing_from(listing: &str, wanted: &[&str]) -> Vec<String> {
     wanted
         .iter()
         .filter(|package| !installed.contains(package))
-        .map(|package| package.to_string())
+        .map(std::string::ToString::to_string)
         .collect()
 }
 

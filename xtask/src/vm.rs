@@ -24,9 +24,9 @@ use std::{
 
 use anyhow::{Context as _, Result, bail};
 use clap::Args;
+use expect::Outcome;
 
 use crate::{command, exec, find_program, human, target_dir, workspace_root};
-use expect::Outcome;
 
 #[derive(Args)]
 pub struct Options {
@@ -65,7 +65,7 @@ const TOOLS: &[(&str, &str)] = &[
     ("xtables-legacy-multi", "iptables"),
 ];
 
-pub fn vm_test(opts: Options) -> Result<()> {
+pub fn vm_test(opts: &Options) -> Result<()> {
     let start = Instant::now();
     let series = selected(&opts.kernels)?;
     preflight()?;
@@ -306,7 +306,7 @@ impl Report {
                 expect::Expect::Ladder(s) => format!(
                     "ladder {}",
                     s.iter()
-                        .map(|x| x.to_string())
+                        .map(std::string::ToString::to_string)
                         .collect::<Vec<_>>()
                         .join(",")
                 ),

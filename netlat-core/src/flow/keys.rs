@@ -38,9 +38,11 @@ impl KeyHashes {
 #[derive(Debug)]
 pub(super) enum Listed {
     One(Rc<DropRecord>),
-    // Boxed on purpose: the enum stays two words, so the map entry of the common `One` case
-    // is 24 bytes instead of 48.
-    #[allow(clippy::box_collection)]
+    #[expect(
+        clippy::box_collection,
+        reason = "the enum stays two words, so the map entry of the common `One` case is 24 \
+                  bytes instead of 48"
+    )]
     Many(Box<VecDeque<Rc<DropRecord>>>),
 }
 

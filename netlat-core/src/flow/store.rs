@@ -116,7 +116,7 @@ impl StoredPacket {
 
     /// `own` is the flow's tuple, known whenever an own packet was stored (it never changes
     /// once known); were it missing, the packet is left out rather than invented.
-    fn packet(&self, own: Option<FiveTuple>, rare: Option<&Rare>) -> Option<Packet> {
+    fn packet(self, own: Option<FiveTuple>, rare: Option<&Rare>) -> Option<Packet> {
         let tuple = match self.kind {
             PacketKind::None => return None,
             PacketKind::InRare => return rare.and_then(|r| r.packet.clone()),

@@ -9,12 +9,11 @@ use std::{
 };
 
 use anyhow::Context as _;
-use serde::Serialize;
-
 use netlat_core::{
     exposure::{Exposed, Exposure, exposure},
     facts::NodeFacts,
 };
+use serde::Serialize;
 
 use crate::{
     cmd::args::{DoctorArgs, OutputFormat},
@@ -218,8 +217,9 @@ pub fn print_human(out: &mut impl Write, f: &NodeFacts, rows: &[Exposure]) -> io
 
 #[cfg(test)]
 mod tests {
-    use super::*;
     use netlat_core::facts::{IpvsService, RealServer};
+
+    use super::*;
 
     #[test]
     fn human_report_lists_ipvs_real_servers_and_marks_weight_zero() {

@@ -145,8 +145,9 @@ pub fn run(
 
 #[cfg(test)]
 mod tests {
-    use super::*;
     use std::path::Path;
+
+    use super::*;
 
     fn lines(text: &[u8], kinds: &[&str]) -> Vec<serde_json::Value> {
         String::from_utf8_lossy(text)

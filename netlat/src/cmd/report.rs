@@ -379,8 +379,9 @@ impl Printer for Counted {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
     use std::time::{Duration, SystemTime};
+
+    use super::*;
 
     #[test]
     fn sniffs_interval_logs() {
@@ -401,7 +402,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("netlat-report-test-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("r.hlog");
-        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let t0 = SystemTime::UNIX_EPOCH + Duration::from_hours(500000);
         let mut w = hlog::HlogWriter::create(&path, t0).unwrap();
         for us in [1_010_000, 1_020_000] {
             w.record("netfilter-rule-drop", "10.0.0.2:8080", us);

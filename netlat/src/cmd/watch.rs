@@ -83,7 +83,7 @@ fn clock_ns(id: libc::clockid_t) -> i128 {
         tv_nsec: 0,
     };
     // SAFETY: ts is a valid out-pointer; clock_gettime cannot fail for these clock ids.
-    unsafe { libc::clock_gettime(id, &mut ts) };
+    unsafe { libc::clock_gettime(id, &raw mut ts) };
     i128::from(ts.tv_sec) * 1_000_000_000 + i128::from(ts.tv_nsec)
 }
 

@@ -12,10 +12,10 @@ use std::{
 };
 
 use hdrhistogram::Histogram;
+use netlat_core::report::ConnectReport;
 use serde::{Deserialize, Serialize};
 
 use super::{ExportError, MAX_DESTINATIONS, bounded_key, cause_of, micros, retry_delay_us};
-use netlat_core::report::ConnectReport;
 
 /// Smallest trackable latency, µs.
 pub const LOWEST_US: u64 = 1;
@@ -301,11 +301,12 @@ pub fn write_human(h: &HistogramSummary, w: &mut dyn Write) -> io::Result<()> {
 
 #[cfg(test)]
 pub(crate) mod tests {
-    use super::*;
     use netlat_core::{
         flow::Outcome,
         verdict::{Confidence, Verdict},
     };
+
+    use super::*;
 
     pub(crate) fn connect(
         dst: &str,

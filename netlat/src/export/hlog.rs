@@ -279,7 +279,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("netlat-hlog-test-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("t.hlog");
-        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let t0 = SystemTime::UNIX_EPOCH + Duration::from_hours(500000);
         let mut w = HlogWriter::create(&path, t0).unwrap();
         w.record("netfilter-rule-drop", "10.0.0.2:8080", 1_015_000);
         w.record("netfilter-rule-drop", "10.0.0.2:8080", 1_020_000);

@@ -21,7 +21,6 @@ use std::{
 };
 
 pub use histo::{HistogramSummary, Histograms};
-
 use netlat_core::report::{ConnectReport, DropReport, Hook, Reports};
 
 /// Destinations with their own histogram, hlog tag and metric label; later ones are counted
@@ -313,9 +312,9 @@ mod tests {
     #[test]
     fn bounded_keys_fold_into_other() {
         let mut m = BTreeMap::new();
-        m.insert("a".to_string(), ());
+        m.insert("a".to_string(), 0u8);
         assert_eq!(bounded_key(&m, "b", 2), "b");
-        m.insert("b".to_string(), ());
+        m.insert("b".to_string(), 0u8);
         assert_eq!(bounded_key(&m, "c", 2), OTHER_DST);
         assert_eq!(bounded_key(&m, "a", 2), "a");
     }

@@ -5,6 +5,7 @@
 
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
+use netlat_core::report::Hook;
 use prometheus_client::{
     encoding::EncodeLabelSet,
     metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
@@ -15,8 +16,6 @@ use tokio::{
     net::{TcpListener, TcpStream},
     sync::Semaphore,
 };
-
-use netlat_core::report::Hook;
 
 /// Histogram buckets (seconds) along the SYN retry ladder: sub-second for ordinary slowness,
 /// then the moments a connect completes after 1, 2, 3 … lost SYNs (RTO 1 s doubling: 1, 3, 7,

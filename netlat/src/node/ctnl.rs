@@ -16,11 +16,10 @@ use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
+use netlat_core::packet::FiveTuple;
 use rtnetlink::packet_core::{NLA_F_NESTED, NLM_F_ACK, NLM_F_REQUEST, NLMSG_DONE, NLMSG_ERROR};
 use rtnetlink::sys::protocols::NETLINK_NETFILTER;
 use rtnetlink::sys::{Socket, SocketAddr as NetlinkAddr};
-
-use netlat_core::packet::FiveTuple;
 
 use crate::node::{
     NodeError,

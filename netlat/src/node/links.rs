@@ -3,11 +3,10 @@
 
 use ethtool::{EthtoolAttr, EthtoolFeatureAttr, EthtoolHandle};
 use futures_util::TryStreamExt;
+use netlat_core::facts::VxlanDev;
 use rtnetlink::packet_route::link::{
     InfoData, InfoKind, InfoVxlan, LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
 };
-
-use netlat_core::facts::VxlanDev;
 
 use super::NETLINK_TIMEOUT;
 

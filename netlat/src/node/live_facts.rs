@@ -103,7 +103,7 @@ pub fn service_name(
         std::net::IpAddr::V6(v6) => v6
             .to_ipv4_mapped()
             .map_or(std::net::IpAddr::V6(v6), std::net::IpAddr::V4),
-        v4 => v4,
+        v4 @ std::net::IpAddr::V4(_) => v4,
     };
     let key = (TCP, ip, dst.port());
     client
@@ -415,7 +415,7 @@ mod tests {
     #[test]
     fn a_namespace_is_read_ahead_even_when_its_process_is_gone() {
         let own = own_netns().expect("netlat's own netns");
-        let lf = LiveFacts::with_service_ttl(Duration::from_secs(60));
+        let lf = LiveFacts::with_service_ttl(Duration::from_mins(1));
         // No process has this pid (pid_max is at most 2^22): the thread finds the way in.
         lf.prefetch(own, u32::MAX);
         assert!(matches!(

@@ -223,7 +223,7 @@ fn collect() -> NodeFacts {
     };
     facts.conntrack = read_ct_stats(notes);
 
-    facts.nat_rules = ruleset.nat_rules.clone();
+    facts.nat_rules.clone_from(&ruleset.nat_rules);
     facts
         .nat_rules
         .extend(legacy.iter().flat_map(|t| t.nat_rules.iter().cloned()));
@@ -278,7 +278,7 @@ fn read_kernel(notes: &mut Vec<String>) -> KernelVersion {
     // SAFETY: utsname is plain bytes, so all-zero is a valid value for uname(2) to fill.
     let mut uts: libc::utsname = unsafe { std::mem::zeroed() };
     // SAFETY: `uts` is a valid, writable utsname.
-    if unsafe { libc::uname(&mut uts) } != 0 {
+    if unsafe { libc::uname(&raw mut uts) } != 0 {
         notes.push(format!(
             "kernel: uname failed: {}",
             io::Error::last_os_error()

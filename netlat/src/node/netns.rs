@@ -14,9 +14,8 @@ use std::{
     time::{Duration, Instant},
 };
 
-use netlat_core::{engine::Counters, enrich::CounterEvidence, event::SockKey, packet::FiveTuple};
-
 use netlat_core::facts::CtCpuStats;
+use netlat_core::{engine::Counters, enrich::CounterEvidence, event::SockKey, packet::FiveTuple};
 
 use crate::node;
 

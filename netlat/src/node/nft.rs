@@ -13,14 +13,13 @@ use std::collections::HashMap;
 use std::fmt::Write;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
+use netlat_core::facts::{NatKind, NatRule};
 use rtnetlink::sys::protocols::NETLINK_NETFILTER;
 
+use super::NodeError;
 use super::nl::{self, be32, be64, find, string};
 use super::services::{self, KUBE_SERVICES, ServiceKey, ServiceMatch};
 use super::xt;
-use netlat_core::facts::{NatKind, NatRule};
-
-use super::NodeError;
 
 const NFNL_SUBSYS_NFTABLES: u16 = 10;
 const NFT_MSG_GETTABLE: u16 = 1;
@@ -784,14 +783,14 @@ fn port_range(regs: &HashMap<u32, Reg>, min: Option<u32>, max: Option<u32>) -> O
         Some(Source::Immediate(v)) if v.len() >= 2 => Some(u16::from_be_bytes([v[0], v[1]])),
         _ => None,
     };
-    range(port(min)?, port(max))
+    Some(range(&port(min)?, port(max)))
 }
 
-fn range<T: PartialEq + std::fmt::Display>(min: T, max: Option<T>) -> Option<String> {
-    Some(match max {
-        Some(max) if max != min => format!("{min}-{max}"),
+fn range<T: PartialEq + std::fmt::Display>(min: &T, max: Option<T>) -> String {
+    match max {
+        Some(max) if max != *min => format!("{min}-{max}"),
         _ => min.to_string(),
-    })
+    }
 }
 
 /// The SNAT target `ADDR[-ADDR][:PORT[-PORT]]` (IPv6 with a port as `[ADDR]:PORT`).
@@ -801,7 +800,7 @@ pub(super) fn nat_target(
     max: Option<String>,
     ports: Option<String>,
 ) -> Option<String> {
-    let addrs = min.and_then(|min| range(min, max));
+    let addrs = min.map(|min| range(&min, max));
     match (addrs, ports) {
         (Some(a), Some(p)) if family == NFPROTO_IPV6 => Some(format!("[{a}]:{p}")),
         (Some(a), Some(p)) => Some(format!("{a}:{p}")),
@@ -818,6 +817,10 @@ mod tests {
 
     const NESTED: u16 = 0x8000;
 
+    #[expect(
+        clippy::needless_pass_by_value,
+        reason = "the tests hand over vec! literals"
+    )]
     fn expr(name: &str, data: Vec<Vec<u8>>) -> Vec<u8> {
         let mut e = nla(NFTA_EXPR_NAME, format!("{name}\0").as_bytes());
         e.extend(nla(NFTA_EXPR_DATA | NESTED, &data.concat()));
@@ -832,6 +835,10 @@ mod tests {
         nla(kind | NESTED, &nla(NFTA_DATA_VALUE, v))
     }
 
+    #[expect(
+        clippy::needless_pass_by_value,
+        reason = "the tests hand over vec! literals"
+    )]
     fn rule(table: &str, chain: &str, exprs: Vec<Vec<u8>>) -> Vec<u8> {
         let mut r = nla(NFTA_RULE_TABLE, format!("{table}\0").as_bytes());
         r.extend(nla(NFTA_RULE_CHAIN, format!("{chain}\0").as_bytes()));
@@ -1134,6 +1141,10 @@ mod tests {
         nla(NFTA_LIST_ELEM | NESTED, &e)
     }
 
+    #[expect(
+        clippy::needless_pass_by_value,
+        reason = "the tests hand over vec! literals"
+    )]
     fn set_elems(table: &str, set: &str, elems: Vec<Vec<u8>>) -> Vec<u8> {
         let mut m = nla(NFTA_SET_ELEM_LIST_TABLE, format!("{table}\0").as_bytes());
         m.extend(nla(NFTA_SET_ELEM_LIST_SET, format!("{set}\0").as_bytes()));

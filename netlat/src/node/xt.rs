@@ -9,6 +9,9 @@
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
+use netlat_core::facts::{NatKind, NatRule};
+
+use super::NodeError;
 use super::nft::{
     NF_NAT_RANGE_MAP_IPS, NF_NAT_RANGE_PERSISTENT, NF_NAT_RANGE_PROTO_RANDOM,
     NF_NAT_RANGE_PROTO_RANDOM_FULLY, NF_NAT_RANGE_PROTO_SPECIFIED, NFPROTO_IPV4, NFPROTO_IPV6, Nat,
@@ -16,9 +19,6 @@ use super::nft::{
 };
 use super::nl::string;
 use super::services::{KUBE_SERVICES, ServiceKey, ServiceMatch};
-use netlat_core::facts::{NatKind, NatRule};
-
-use super::NodeError;
 
 /// The built-in chains, by NF_INET_* hook number.
 const HOOKS: [&str; 5] = ["PREROUTING", "INPUT", "FORWARD", "OUTPUT", "POSTROUTING"];
@@ -241,7 +241,7 @@ fn getsockopt(
             level,
             name,
             buf.as_mut_ptr().cast(),
-            &mut len,
+            &raw mut len,
         )
     };
     if rc == 0 {
@@ -350,8 +350,8 @@ fn service_entry(
     let mut m = ServiceMatch::default();
     if inv & INV_DSTIP == 0 && mask.iter().all(|b| *b == 0xff) {
         m.daddr = match family {
-            Family::Ipv4 => <[u8; 4]>::try_from(dst).ok().map(|b| b.into()),
-            Family::Ipv6 => <[u8; 16]>::try_from(dst).ok().map(|b| b.into()),
+            Family::Ipv4 => <[u8; 4]>::try_from(dst).ok().map(std::convert::Into::into),
+            Family::Ipv6 => <[u8; 16]>::try_from(dst).ok().map(std::convert::Into::into),
         };
     }
     let proto = ne_u16(entry, l.proto);
@@ -359,7 +359,7 @@ fn service_entry(
         m.proto = u8::try_from(proto).ok();
     }
     each_match(&entry[l.size..target_offset], |name, data| {
-        service_match(name, data, &mut m)
+        service_match(name, data, &mut m);
     });
     m.entry()
 }
@@ -476,7 +476,7 @@ fn ipt_target_text(name: &str, nat: &Nat) -> String {
     if let Some(to) = &nat.to {
         match nat.kind {
             NatKind::Masquerade => {
-                text.push_str(&format!(" --to-ports {}", to.trim_start_matches(':')))
+                text.push_str(&format!(" --to-ports {}", to.trim_start_matches(':')));
             }
             NatKind::Snat => text.push_str(&format!(" --to-source {to}")),
         }
@@ -583,7 +583,7 @@ mod tests {
     ) -> Vec<u8> {
         let mut e = vec![0u8; l.size];
         e[l.outiface..l.outiface + out.len()].copy_from_slice(out.as_bytes());
-        for b in &mut e[l.outiface_mask..l.outiface_mask + out.len() + 1] {
+        for b in &mut e[l.outiface_mask..=(l.outiface_mask + out.len())] {
             *b = 0xff;
         }
         if let Some(c) = comment {

@@ -78,7 +78,8 @@ fn replay(ctx: &Ctx, file: &std::path::Path, cpu: &str) -> Result<Option<f64>> {
 }
 
 pub fn run(ctx: &mut Ctx) -> Result<Section> {
-    let cpu = (std::thread::available_parallelism().map_or(1, |n| n.get()) - 1).to_string();
+    let cpu =
+        (std::thread::available_parallelism().map_or(1, std::num::NonZero::get) - 1).to_string();
     let mut body = String::new();
     writeln!(
         body,
@@ -125,22 +126,21 @@ pub fn run(ctx: &mut Ctx) -> Result<Section> {
             if capped.contains(mix) {
                 continue;
             }
-            let (secs, rate) = match replay(ctx, path, &cpu)? {
-                Some(s) => (format!("{s:.2}"), EVENTS as f64 / s),
-                None => {
-                    capped.push(mix);
-                    (
-                        format!("> {}", REPLAY_CAP.as_secs()),
-                        EVENTS as f64 / REPLAY_CAP.as_secs_f64(),
-                    )
-                }
+            let (secs, rate) = if let Some(s) = replay(ctx, path, &cpu)? {
+                (format!("{s:.2}"), EVENTS as f64 / s)
+            } else {
+                capped.push(mix);
+                (
+                    format!("> {}", REPLAY_CAP.as_secs()),
+                    EVENTS as f64 / REPLAY_CAP.as_secs_f64(),
+                )
             };
             rates.entry(mix).or_default().push(rate);
             writeln!(
                 body,
                 "| {} | {mix} | {:.0} | {secs} | {}{rate:.0} |",
                 round + 1,
-                *size as f64 / (1 << 20) as f64,
+                *size as f64 / f64::from(1 << 20),
                 if capped.contains(mix) { "< " } else { "" }
             )?;
             eprintln!(

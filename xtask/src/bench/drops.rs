@@ -24,7 +24,7 @@ use super::{
     spread,
 };
 
-const RULES: &str = r#"
+const RULES: &str = r"
 table inet nlbench {
   chain in {
     type filter hook input priority 0; policy accept;
@@ -33,7 +33,7 @@ table inet nlbench {
     udp dport 9999 counter
   }
 }
-"#;
+";
 
 /// Seconds per flood.
 const FLOOD_S: &str = "2";
@@ -88,7 +88,7 @@ fn flood(ctx: &Ctx, lab: &Lab, kind: Kind) -> Result<(u64, f64)> {
         ),
         false,
     )?;
-    let out = sender.finish(Duration::from_secs(60))?;
+    let out = sender.finish(Duration::from_mins(1))?;
     let c1 = lab.b.nft_packets("nlbench", "in", &rule)?;
     Ok((c1 - c0, lab::values(&out, "seconds")?))
 }

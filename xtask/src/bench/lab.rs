@@ -367,7 +367,7 @@ impl Proc {
 
     /// Waits for the `ready` line of a load program.
     pub fn ready(&mut self) -> Result<()> {
-        self.wait_for(Duration::from_secs(60), |l| l == "ready")
+        self.wait_for(Duration::from_mins(1), |l| l == "ready")
             .map(drop)
     }
 

@@ -82,7 +82,7 @@ pub fn run(ctx: &mut Ctx) -> Result<Section> {
             ),
             false,
         )?;
-        let out = client.finish(Duration::from_secs(60))?;
+        let out = client.finish(Duration::from_mins(1))?;
         let starts: BTreeMap<String, i128> = out
             .iter()
             .filter_map(|l| {

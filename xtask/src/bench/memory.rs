@@ -21,14 +21,14 @@ use super::{
 };
 
 const ATTEMPTS: &str = "100000";
-const RULES: &str = r#"
+const RULES: &str = r"
 table inet nlbench {
   chain in {
     type filter hook input priority 0; policy accept;
     tcp dport 20000-20003 counter drop
   }
 }
-"#;
+";
 /// How long the attempts are held after the last one is in flight.
 const HOLD: Duration = Duration::from_secs(8);
 /// How long memory is still sampled after they are closed.
@@ -107,7 +107,7 @@ pub fn run(ctx: &mut Ctx) -> Result<Section> {
         // Sample while the attempts are opened, too.
         let opened_at = Instant::now();
         while let Err(e) = hold.wait_for(Duration::from_millis(250), |l| l == "ready") {
-            if opened_at.elapsed() > Duration::from_secs(120) || !hold.running() {
+            if opened_at.elapsed() > Duration::from_mins(2) || !hold.running() {
                 return Err(e.context("synhold did not get its connects in flight"));
             }
             sample(pid, Duration::from_millis(1), &mut s);
@@ -116,7 +116,7 @@ pub fn run(ctx: &mut Ctx) -> Result<Section> {
         let after = netlat::prog_stats(pid)?;
         let peer_stats = peers.map(Peers::close).transpose()?;
         hold.close_stdin();
-        let out = hold.finish(Duration::from_secs(120))?;
+        let out = hold.finish(Duration::from_mins(2))?;
         sample(pid, AFTER, &mut s);
         let (_, hwm) = netlat::rss_kib(pid)?;
         let c1 = b.nft_packets("nlbench", "in", "tcp dport")?;

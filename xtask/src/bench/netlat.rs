@@ -73,7 +73,7 @@ impl Netlat {
     /// for its capabilities line.
     pub fn start(bin: &Path, extra: &[&str]) -> Result<Netlat> {
         let mut proc = Proc::spawn(Netlat::command(bin, extra), false)?;
-        let caps = proc.wait_for(Duration::from_secs(60), |l| l.starts_with(CAPS))?;
+        let caps = proc.wait_for(Duration::from_mins(1), |l| l.starts_with(CAPS))?;
         check_hooks(&caps.text)?;
         Ok(Netlat {
             startup: caps.mono.duration_since(proc.started),
@@ -87,7 +87,7 @@ impl Netlat {
     pub fn start_to_file(bin: &Path, extra: &[&str], out: &Path) -> Result<Netlat> {
         let file = fs::File::create(out).with_context(|| format!("creating {}", out.display()))?;
         let mut proc = Proc::spawn_to(Netlat::command(bin, extra), file.into())?;
-        let end = Instant::now() + Duration::from_secs(60);
+        let end = Instant::now() + Duration::from_mins(1);
         loop {
             let text = fs::read_to_string(out).unwrap_or_default();
             // Only whole lines: netlat may be writing the next one.
@@ -116,7 +116,7 @@ impl Netlat {
     /// SIGINT, wait for the exit (netlat drains the ring buffer first) and read the summary.
     pub fn stop(mut self) -> Result<Stopped> {
         self.proc.signal("INT")?;
-        let lines = self.proc.finish(Duration::from_secs(180))?;
+        let lines = self.proc.finish(Duration::from_mins(3))?;
         let summary = match &self.out {
             Some(path) => last_line_with(path, SUMMARY)?,
             None => lines
@@ -253,7 +253,7 @@ impl Bpftrace {
         let mut cmd = Command::new(bin);
         cmd.arg(script);
         let mut proc = Proc::spawn(cmd, false)?;
-        proc.wait_for(Duration::from_secs(120), |l| l.starts_with("Attaching"))?;
+        proc.wait_for(Duration::from_mins(2), |l| l.starts_with("Attaching"))?;
         Ok(Bpftrace { proc })
     }
 
@@ -263,7 +263,7 @@ impl Bpftrace {
 
     /// SIGINT; returns the counts bpftrace prints at exit (`@state: 123`).
     pub fn stop(self) -> Result<BTreeMap<String, u64>> {
-        self.stop_within(Duration::from_secs(60))
+        self.stop_within(Duration::from_mins(1))
     }
 
     /// `stop`, killing it when it has not exited after `limit`.

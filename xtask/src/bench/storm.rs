@@ -139,7 +139,15 @@ pub fn run(ctx: &mut Ctx) -> Result<Section> {
         ),
         pass: Some(rn.median >= 0.98),
     }];
-    if !r_bpf.is_empty() {
+    if r_bpf.is_empty() {
+        rows.push(Row {
+            figure: "connect storm: netlat cost vs bpftrace counting (rate change vs bare)".into(),
+            target: "netlat costs less".into(),
+            measured: "not measured: bpftrace could not be installed".into(),
+            peer: "–".into(),
+            pass: None,
+        });
+    } else {
         let rb = spread(&r_bpf);
         let (cost_n, cost_b) = (1.0 - rn.median, 1.0 - rb.median);
         rows.push(Row {
@@ -153,14 +161,6 @@ pub fn run(ctx: &mut Ctx) -> Result<Section> {
                 spread(&bpf_rates).fixed(0)
             ),
             pass: Some(cost_n < cost_b),
-        });
-    } else {
-        rows.push(Row {
-            figure: "connect storm: netlat cost vs bpftrace counting (rate change vs bare)".into(),
-            target: "netlat costs less".into(),
-            measured: "not measured: bpftrace could not be installed".into(),
-            peer: "–".into(),
-            pass: None,
         });
     }
 

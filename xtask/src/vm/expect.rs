@@ -157,7 +157,7 @@ fn judge_row(row: &Row, run: &Run, partial: bool) -> Judged {
             } else {
                 Outcome::Fail
             };
-            j.why = "the scenario did not run".to_owned();
+            "the scenario did not run".clone_into(&mut j.why);
             return j;
         }
         j.lab = match run.labs.get(&row.scenario) {
@@ -223,7 +223,7 @@ fn verdict(
     // Every connect the client saw as slow must be reported.
     let mut slow: BTreeMap<&str, usize> = BTreeMap::new();
     for c in clients {
-        let secs = c.get("connect_s").map(String::as_str).unwrap_or("fail");
+        let secs = c.get("connect_s").map_or("fail", String::as_str);
         if secs.parse::<f64>().is_ok_and(|s| s < 0.9) {
             continue;
         }
@@ -286,7 +286,7 @@ fn ladder(secs: &[f64], lines: &[&Value]) -> (bool, String, String) {
     let got: Vec<f64> = line["retransmit_at_ms"]
         .arr()
         .iter()
-        .filter_map(|v| v.num())
+        .filter_map(super::super::json::Value::num)
         .map(|ms| ms / 1000.0)
         .collect();
     let said = format!(
@@ -309,7 +309,7 @@ fn ladder(secs: &[f64], lines: &[&Value]) -> (bool, String, String) {
         format!(
             "want [{}] s",
             secs.iter()
-                .map(|s| s.to_string())
+                .map(std::string::ToString::to_string)
                 .collect::<Vec<_>>()
                 .join(", ")
         )

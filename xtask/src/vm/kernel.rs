@@ -102,8 +102,7 @@ fn cached(dir: &Path) -> Result<Option<Kernel>> {
     let modules = dir.join("lib/modules");
     let release = fs::read_dir(&modules)
         .with_context(|| format!("reading {}", modules.display()))?
-        .filter_map(|e| e.ok()?.file_name().into_string().ok())
-        .next()
+        .find_map(|e| e.ok()?.file_name().into_string().ok())
         .with_context(|| format!("{} is empty", modules.display()))?;
     let k = Kernel {
         release,
@@ -141,9 +140,11 @@ impl Apt {
             .iter()
             .map(|(suite, is_security)| {
                 let uri = if *is_security { &security } else { &main };
-                format!("deb [signed-by={keyring}] {uri} {suite} main\n")
+                format!("deb [signed-by={keyring}] {uri} {suite} main")
             })
-            .collect::<String>();
+            .collect::<Vec<_>>()
+            .join("\n")
+            + "\n";
         fs::write(dir.join("etc/sources.list"), list)
             .context("writing the private sources.list")?;
         Ok(Apt { dir })
@@ -360,8 +361,7 @@ fn fetch(series: &'static Series, cache: &Path, dir: &Path) -> Result<()> {
     let version = show
         .lines()
         .find_map(|l| l.strip_prefix("Version:"))
-        .map(str::trim)
-        .unwrap_or("?")
+        .map_or("?", str::trim)
         .to_owned();
     let debs = apt.dir.join("debs");
     println!("vm-test: {}: downloading {package} {version}", series.name);
@@ -374,9 +374,12 @@ fn fetch(series: &'static Series, cache: &Path, dir: &Path) -> Result<()> {
     let deb = fs::read_dir(&debs)?
         .filter_map(|e| Some(e.ok()?.path()))
         .find(|p| {
-            p.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with(&format!("{package}_")) && n.ends_with(".deb"))
+            p.file_name().and_then(|n| n.to_str()).is_some_and(|n| {
+                n.starts_with(&format!("{package}_"))
+                    && Path::new(n)
+                        .extension()
+                        .is_some_and(|e| e.eq_ignore_ascii_case("deb"))
+            })
         })
         .with_context(|| format!("apt-get download left no {package}_*.deb"))?;
 
@@ -404,8 +407,7 @@ fn prune(root: &Path) -> Result<()> {
     let modules = root.join("lib/modules");
     let release = fs::read_dir(&modules)
         .with_context(|| format!("the package has no {}", modules.display()))?
-        .filter_map(|e| e.ok()?.file_name().into_string().ok())
-        .next()
+        .find_map(|e| e.ok()?.file_name().into_string().ok())
         .context("the package has no module directory")?;
     let kdir = modules.join(&release).join("kernel");
     for entry in fs::read_dir(&kdir)? {

@@ -22,7 +22,6 @@ use std::path::{Path, PathBuf};
 
 use netlat_common::{ABSENT, KernelLayout};
 use netlat_core::enrich::CtTupleLayout;
-
 pub use reader::ReadError;
 use reader::{Btf, Kind, Member, Type};
 
@@ -244,12 +243,11 @@ impl KernelBtf {
         let nfct = self.member_offset("sk_buff", "_nfct")?;
         let local = self.find_struct("nf_conn").map(|_| ());
         let module;
-        let ct: &KernelBtf = match local {
-            Ok(()) => self,
-            Err(_) => {
-                module = self.module("nf_conntrack")?;
-                &module
-            }
+        let ct: &KernelBtf = if let Ok(()) = local {
+            self
+        } else {
+            module = self.module("nf_conntrack")?;
+            &module
         };
         let tuplehash = ct.member_offset("nf_conn", "tuplehash")?;
         let tuple_in_hash = ct.member_offset("nf_conntrack_tuple_hash", "tuple")?;
@@ -832,7 +830,7 @@ mod tests {
         // Members of a named member are not in the outer scope (only anonymous ones are).
         match k.member_offset("outer", "nh") {
             Err(BtfError::NoMember { strukt, path }) => {
-                assert_eq!((strukt.as_str(), path.as_str()), ("outer", "nh"))
+                assert_eq!((strukt.as_str(), path.as_str()), ("outer", "nh"));
             }
             other => panic!("{other:?}"),
         }

@@ -5,10 +5,9 @@
 use std::{fs, sync::Arc};
 
 use netlat_common::{IpvsLayout, KernelLayout, SockLayout};
-
-use super::{LoadError, TRACEPOINTS_ONLY_VAR};
 use netlat_core::enrich::{CtTupleLayout, Kallsyms};
 
+use super::{LoadError, TRACEPOINTS_ONLY_VAR};
 use crate::{
     kernel::btf::{BtfError, KernelBtf},
     kernel::tracefs::{EventFormat, Tracefs, TracefsError},

@@ -14,14 +14,13 @@ use std::fs;
 
 use aya::{Ebpf, maps::PerCpuArray};
 use netlat_common::kind;
+use netlat_core::{enrich::Names, report::Hook};
 
 pub use self::{
     apply::AttachError,
     gather::KernelFacts,
     plan::{AttachPlan, Placement, Rung, Unusable},
 };
-use netlat_core::{enrich::Names, report::Hook};
-
 use crate::kernel::tracefs;
 
 #[derive(Debug, thiserror::Error)]
@@ -142,7 +141,7 @@ pub fn lost_events(ebpf: &Ebpf) -> Vec<(&'static str, u64)> {
     ]
     .into_iter()
     .map(|(name, k)| {
-        let n = arr.get(&k, 0).map(|v| v.iter().sum()).unwrap_or(0);
+        let n = arr.get(&k, 0).map_or(0, |v| v.iter().sum());
         (name, n)
     })
     .collect()

@@ -6,18 +6,17 @@
 use std::sync::Arc;
 
 use netlat_common::{ABSENT, Config, RuleLayout};
-
-use super::{
-    TRACEPOINTS_ONLY_VAR,
-    apply::AttachError,
-    gather::{BtfFacts, KernelFacts},
-};
 use netlat_core::{
     enrich::{LOCATION_REASONS, Names},
     facts::{KernelReleaseError, KernelVersion},
     report::Hook,
 };
 
+use super::{
+    TRACEPOINTS_ONLY_VAR,
+    apply::AttachError,
+    gather::{BtfFacts, KernelFacts},
+};
 use crate::{
     kernel::btf::BtfError,
     kernel::tracefs::{self, FormatError, TracefsError},

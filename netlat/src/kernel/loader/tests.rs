@@ -5,14 +5,13 @@
 use std::{io, path::PathBuf, sync::Arc};
 
 use netlat_common::{ABSENT, IpvsLayout, KernelLayout, SockLayout};
+use netlat_core::enrich::Kallsyms;
 
 use super::{
     gather::{BtfFacts, EnvKnobs, Formats, KernelFacts},
     plan::{self, AttachPlan, Options, Placement, Rung, rule_layout},
     *,
 };
-use netlat_core::enrich::Kallsyms;
-
 use crate::{
     kernel::btf::BtfError,
     kernel::tracefs::{EventFormat, TracefsError},
@@ -42,6 +41,10 @@ const LOADED_MODULES: &[&str] = &[
 /// The drop locations a kernel without drop reasons ships frees from.
 const DROP_LOCATIONS: &[&str] = &["nf_hook_slow", "udp_queue_rcv_one_skb", "__udp4_lib_rcv"];
 
+#[expect(
+    clippy::unnecessary_wraps,
+    reason = "KernelFacts holds each format as a parse result; fixtures always parse"
+)]
 fn format(text: &str) -> Result<EventFormat, Arc<TracefsError>> {
     Ok(EventFormat::parse(text).expect("fixture parses"))
 }

@@ -197,7 +197,7 @@ fn parse_field(line: &str) -> Result<FormatField, &'static str> {
                     "0" => false,
                     "1" => true,
                     _ => return Err("signed is neither 0 nor 1"),
-                })
+                });
             }
             // Attributes a newer kernel may add do not change what netlat reads.
             _ => {}
@@ -388,7 +388,7 @@ mod tests {
                 format!("{header}\tfield:int ok;\toffset:0;\tsize:4;\n{body}\nprint fmt: \"\"\n");
             match EventFormat::parse(&text) {
                 Err(FormatError::Malformed { line, reason, .. }) => {
-                    assert_eq!((line, reason), (5, want), "{body:?}")
+                    assert_eq!((line, reason), (5, want), "{body:?}");
                 }
                 other => panic!("{body:?}: {other:?}"),
             }

@@ -337,7 +337,7 @@ mod tests {
         let text: String = K618_KFREE
             .lines()
             .filter(|l| !l.contains(" protocol;"))
-            .map(|l| format!("{l}\n"))
+            .flat_map(|l| [l, "\n"])
             .collect();
         assert_eq!(
             kfree_layout(&parse(&text)),

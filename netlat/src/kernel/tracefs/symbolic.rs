@@ -273,7 +273,9 @@ mod tests {
         ] {
             let table = with_print_fmt(fmt).symbols("x");
             assert!(
-                table.as_ref().is_none_or(|t| t.is_empty()),
+                table
+                    .as_ref()
+                    .is_none_or(std::collections::BTreeMap::is_empty),
                 "{fmt}: {table:?}"
             );
         }
