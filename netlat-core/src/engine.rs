@@ -295,7 +295,7 @@ mod tests {
 
     use super::*;
     use crate::enrich::CounterEvidence;
-    use crate::testkit::{Collect, S, retrans, state, syn_drop};
+    use crate::testkit::{Collect, FakeNode, S, retrans, state, syn_drop};
 
     fn engine() -> Engine {
         engine_with(Box::new(crate::verdict::NoFacts))
@@ -320,16 +320,12 @@ mod tests {
     }
 
     /// Node facts of a node exposed to both B and C.
-    struct ExposedNode;
-    impl crate::verdict::NodeView for ExposedNode {
-        fn masquerade(&self, _: u32) -> Option<(usize, usize)> {
-            Some((1, 1))
-        }
-        fn vxlan_offloaded(&self, _: u32) -> Option<Vec<String>> {
-            Some(vec!["vxlan.calico".into()])
-        }
-        fn udp_timeout_s(&self, _: u32) -> Option<u64> {
-            Some(30)
+    fn exposed_node() -> FakeNode {
+        FakeNode {
+            masq: Some((1, 1)),
+            vxlan: Some(vec!["vxlan.calico".into()]),
+            udp_timeout: Some(30),
+            ..FakeNode::default()
         }
     }
 
@@ -362,14 +358,7 @@ mod tests {
         names.kallsyms = enrich::Kallsyms::parse(
             "ffffffff81a00000 t nf_hook_slow\nffffffff81b00000 t udp_queue_rcv_one_skb\n",
         );
-        names.ct_tuple = Some(crate::enrich::CtTupleLayout {
-            src_addr: 0,
-            src_port: 16,
-            src_l3num: 18,
-            dst_addr: 20,
-            dst_port: 36,
-            dst_protonum: 38,
-        });
+        names.ct_tuple = Some(crate::testkit::CT_TUPLE_X86_64);
         Engine::new(
             EngineConfig {
                 threshold_ns: 200_000_000,
@@ -378,7 +367,7 @@ mod tests {
                 tracker: TrackerConfig::default(),
             },
             names,
-            Box::new(ExposedNode),
+            Box::new(exposed_node()),
             Box::new(Clashing),
             nat,
         )
@@ -533,16 +522,10 @@ mod tests {
     }
 
     /// A node whose namespaces have no NAT rules.
-    struct NoNatRules;
-    impl crate::verdict::NodeView for NoNatRules {
-        fn masquerade(&self, _: u32) -> Option<(usize, usize)> {
-            Some((0, 0))
-        }
-        fn vxlan_offloaded(&self, _: u32) -> Option<Vec<String>> {
-            None
-        }
-        fn udp_timeout_s(&self, _: u32) -> Option<u64> {
-            None
+    fn no_nat_rules() -> FakeNode {
+        FakeNode {
+            masq: Some((0, 0)),
+            ..FakeNode::default()
         }
     }
 
@@ -563,8 +546,8 @@ mod tests {
             retrans(13 * S, 40000),
         ];
         for (node, asked) in [
-            (Box::new(NoNatRules) as Box<dyn NodeView>, 0),
-            (Box::new(ExposedNode), 1),
+            (Box::new(no_nat_rules()) as Box<dyn NodeView>, 0),
+            (Box::new(exposed_node()), 1),
             (Box::new(crate::verdict::NoFacts), 1),
         ] {
             let n = std::rc::Rc::new(std::cell::Cell::new(0));
@@ -806,8 +789,8 @@ mod tests {
     /// the namespace before a verdict needs it; the other transitions say nothing.
     #[test]
     fn each_connect_start_offers_its_namespace_for_prefetch() {
-        let view = OneService::default();
-        let seen = std::rc::Rc::clone(&view.0);
+        let view = one_service();
+        let seen = std::rc::Rc::clone(&view.prefetched);
         let mut e = engine_with(Box::new(view));
         lines_of(
             &mut e,
@@ -821,32 +804,21 @@ mod tests {
         assert_eq!(*seen.borrow(), vec![(111, 9), (111, 9)]);
     }
 
-    /// Knows one Service: 10.231.0.2:8080 seen from netns 111; records the prefetches the
-    /// engine asks for.
-    #[derive(Default)]
-    struct OneService(std::rc::Rc<std::cell::RefCell<Vec<(u32, u32)>>>);
-    impl crate::verdict::NodeView for OneService {
-        fn prefetch(&self, netns: u32, tgid: u32) {
-            self.0.borrow_mut().push((netns, tgid));
-        }
-        fn masquerade(&self, _: u32) -> Option<(usize, usize)> {
-            None
-        }
-        fn vxlan_offloaded(&self, _: u32) -> Option<Vec<String>> {
-            None
-        }
-        fn udp_timeout_s(&self, _: u32) -> Option<u64> {
-            None
-        }
-        fn service(&self, netns: u32, dst: std::net::SocketAddr) -> Option<String> {
-            (netns == 111 && dst.to_string() == "10.231.0.2:8080")
-                .then(|| "default/web:http".to_string())
+    /// Knows one Service: 10.231.0.2:8080 seen from netns 111.
+    fn one_service() -> FakeNode {
+        FakeNode {
+            service: Some((
+                111,
+                "10.231.0.2:8080".parse().unwrap(),
+                "default/web:http".into(),
+            )),
+            ..FakeNode::default()
         }
     }
 
     #[test]
     fn connect_lines_carry_the_service_the_node_knows() {
-        let mut e = engine_with(Box::new(OneService::default()));
+        let mut e = engine_with(Box::new(one_service()));
         let lines = lines_of(
             &mut e,
             &[

@@ -403,15 +403,7 @@ garbage line
 
     #[test]
     fn conntrack_tuple_decoding() {
-        // The x86-64 layout of struct nf_conntrack_tuple (pahole on 6.18).
-        let l = CtTupleLayout {
-            src_addr: 0,
-            src_port: 16,
-            src_l3num: 18,
-            dst_addr: 20,
-            dst_port: 36,
-            dst_protonum: 38,
-        };
+        let l = crate::testkit::CT_TUPLE_X86_64;
         let mut raw = [0u8; 40];
         raw[..4].copy_from_slice(&[10, 244, 0, 11]);
         raw[16..18].copy_from_slice(&20000u16.to_be_bytes());

@@ -263,15 +263,7 @@ pub fn tcp_service(services: &[IpvsService], vip: SocketAddr) -> Option<Vec<Real
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn rs(a: &str, weight: u32) -> RealServer {
-        RealServer {
-            addr: a.parse().unwrap(),
-            weight,
-            active_conns: 0,
-            inactive_conns: 0,
-        }
-    }
+    use crate::testkit::real_server as rs;
 
     fn svc(protocol: u16, vip: &str, servers: Vec<RealServer>) -> IpvsService {
         IpvsService {

@@ -2,14 +2,80 @@
 //! format the eBPF programs write, and a [`Reports`] port that collects the lines as JSON values.
 //! Used by the engine's own tests, the shell's tests and the benchmarks (feature `testkit`).
 
-use std::io;
+use std::{cell::RefCell, io, net::SocketAddr, rc::Rc};
 
 use netlat_common::{Addrs, DropEvent, EventHeader, RetransmitEvent, SockStateEvent, kind};
 
 use crate::{
+    enrich::CtTupleLayout,
     event,
+    facts::RealServer,
     report::{ConnectReport, DropReport, Reports},
+    verdict::NodeView,
 };
+
+/// The x86-64 layout of `struct nf_conntrack_tuple` (pahole on 6.18), as the kernel's BTF
+/// gives it.
+pub const CT_TUPLE_X86_64: CtTupleLayout = CtTupleLayout {
+    src_addr: 0,
+    src_port: 16,
+    src_l3num: 18,
+    dst_addr: 20,
+    dst_port: 36,
+    dst_protonum: 38,
+};
+
+/// Node facts as a table, for verdicts and the engine without a node: every answer is what the
+/// test put there (`None`: not known), and the prefetches the engine announces are kept.
+#[derive(Debug, Default)]
+pub struct FakeNode {
+    pub masq: Option<(usize, usize)>,
+    pub vxlan: Option<Vec<String>>,
+    pub udp_timeout: Option<u64>,
+    /// The real servers of the IPVS service at `ipvs_vip` (netns, VIP).
+    pub ipvs: Option<Vec<RealServer>>,
+    pub ipvs_vip: Option<(u32, SocketAddr)>,
+    /// One known Service: (netns, destination, `namespace/name:port`).
+    pub service: Option<(u32, SocketAddr, String)>,
+    /// Every (netns, tgid) the engine offered for prefetch.
+    pub prefetched: Rc<RefCell<Vec<(u32, u32)>>>,
+}
+
+impl NodeView for FakeNode {
+    fn masquerade(&self, _: u32) -> Option<(usize, usize)> {
+        self.masq
+    }
+    fn vxlan_offloaded(&self, _: u32) -> Option<Vec<String>> {
+        self.vxlan.clone()
+    }
+    fn udp_timeout_s(&self, _: u32) -> Option<u64> {
+        self.udp_timeout
+    }
+    fn service(&self, netns: u32, dst: SocketAddr) -> Option<String> {
+        self.service
+            .as_ref()
+            .filter(|(n, d, _)| *n == netns && *d == dst)
+            .map(|(_, _, name)| name.clone())
+    }
+    fn ipvs_real_servers(&self, netns: u32, vip: SocketAddr) -> Option<Vec<RealServer>> {
+        (self.ipvs_vip == Some((netns, vip)))
+            .then(|| self.ipvs.clone())
+            .flatten()
+    }
+    fn prefetch(&self, netns: u32, tgid: u32) {
+        self.prefetched.borrow_mut().push((netns, tgid));
+    }
+}
+
+/// A real server of an IPVS service.
+pub fn real_server(addr: &str, weight: u32) -> RealServer {
+    RealServer {
+        addr: addr.parse().expect("a socket address"),
+        weight,
+        active_conns: 0,
+        inactive_conns: 0,
+    }
+}
 
 /// One second in the kernel's nanoseconds.
 pub const S: u64 = 1_000_000_000;

@@ -123,19 +123,20 @@ impl Printer for Closable<'_> {
     }
 }
 
-/// Discards everything (once stdout is gone, or when only the exports are wanted).
-pub struct NullPrinter;
+/// A printer of the engine's reports only, into `R`; the front end's lines (hooks, node,
+/// histograms, losses, summary) are not printed (`netlat report` counting a replay, tests).
+pub struct ReportsOnly<R>(pub R);
 
-impl Reports for NullPrinter {
-    fn connect(&mut self, _: &ConnectReport) -> io::Result<()> {
-        Ok(())
+impl<R: Reports> Reports for ReportsOnly<R> {
+    fn connect(&mut self, line: &ConnectReport) -> io::Result<()> {
+        self.0.connect(line)
     }
-    fn drop_line(&mut self, _: &DropReport) -> io::Result<()> {
-        Ok(())
+    fn drop_line(&mut self, line: &DropReport) -> io::Result<()> {
+        self.0.drop_line(line)
     }
 }
 
-impl Printer for NullPrinter {
+impl<R: Reports> Printer for ReportsOnly<R> {
     fn hooks(&mut self, _: &[Hook]) -> io::Result<()> {
         Ok(())
     }
@@ -529,7 +530,7 @@ mod tests {
         assert!(text.contains("LOST 7 kernel events"));
     }
 
-    /// A printer whose reader went away.
+    /// The engine's side of a printer whose reader went away.
     struct Gone;
 
     impl Reports for Gone {
@@ -541,29 +542,11 @@ mod tests {
         }
     }
 
-    impl Printer for Gone {
-        fn hooks(&mut self, _: &[Hook]) -> io::Result<()> {
-            Ok(())
-        }
-        fn node(&mut self, _: &NodeFacts, _: &[Exposure]) -> io::Result<()> {
-            Ok(())
-        }
-        fn histogram(&mut self, _: &HistogramSummary) -> io::Result<()> {
-            Ok(())
-        }
-        fn loss(&mut self, _: &LossLine) -> io::Result<()> {
-            Ok(())
-        }
-        fn summary(&mut self, _: &Summary) -> io::Result<()> {
-            Ok(())
-        }
-    }
-
     #[test]
     fn a_closed_reader_closes_the_printer_and_later_lines_are_dropped() {
         let clock = WallClock { offset_ns: 0 };
         let line = ConnectReport::new(&attempt(), &unjudged(), &clock);
-        let mut gone = Gone;
+        let mut gone = ReportsOnly(Gone);
         let mut p = Closable::new(&mut gone);
         assert!(!p.is_closed());
         p.connect(&line).unwrap();
@@ -593,7 +576,7 @@ mod tests {
         let line = ConnectReport::new(&attempt(), &unjudged(), &clock);
         let mut exports =
             Exports::open(&ExportOptions::default(), std::time::SystemTime::UNIX_EPOCH).unwrap();
-        let e = Fanout::new(&mut Gone, &mut exports)
+        let e = Fanout::new(&mut ReportsOnly(Gone), &mut exports)
             .connect(&line)
             .unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::BrokenPipe);

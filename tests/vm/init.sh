@@ -46,7 +46,13 @@ done </vm/modules
 res "NETLAT-INFO modules_s $(uptime_s)"
 res "NETLAT-INFO modules $(cut -d' ' -f1 /proc/modules | tr '\n' ' ')"
 
-netlat watch --output json >/tmp/netlat.out 2>/tmp/netlat.err &
+# Under a container runtime's usual locked-memory limit (64 KiB): kernels before 5.11 charge
+# eBPF maps to it, so netlat must raise it itself (its 4 MiB ring alone is over it).
+(
+	ulimit -l 64 || res "NETLAT-ERROR cannot set ulimit -l 64"
+	res "NETLAT-INFO memlock_kib $(ulimit -l)"
+	exec netlat watch --output json
+) >/tmp/netlat.out 2>/tmp/netlat.err &
 NETLAT=$!
 i=0
 while [ $i -lt 1200 ] && ! grep -q '"type":"capabilities"' /tmp/netlat.out 2>/dev/null; do

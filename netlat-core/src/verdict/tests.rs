@@ -122,32 +122,8 @@ fn vxlan_csum_drop() -> MatchedDrop {
     )
 }
 
-/// Node facts as a table.
-#[derive(Default)]
-struct Facts {
-    masq: Option<(usize, usize)>,
-    vxlan: Option<Vec<String>>,
-    udp_timeout: Option<u64>,
-    /// The IPVS table of ROUTER_NS: the real servers of the service at `server()`.
-    ipvs: Option<Vec<RealServer>>,
-}
-
-impl NodeView for Facts {
-    fn masquerade(&self, _: u32) -> Option<(usize, usize)> {
-        self.masq
-    }
-    fn vxlan_offloaded(&self, _: u32) -> Option<Vec<String>> {
-        self.vxlan.clone()
-    }
-    fn udp_timeout_s(&self, _: u32) -> Option<u64> {
-        self.udp_timeout
-    }
-    fn ipvs_real_servers(&self, netns: u32, vip: SocketAddr) -> Option<Vec<RealServer>> {
-        (netns == ROUTER_NS && vip == server())
-            .then(|| self.ipvs.clone())
-            .flatten()
-    }
-}
+/// Node facts as a table; the IPVS table, where given, is ROUTER_NS's at `server()`.
+type Facts = crate::testkit::FakeNode;
 
 fn judge(a: &Attempt, facts: &Facts) -> Verdict {
     Judge {
@@ -164,6 +140,8 @@ fn offload_facts() -> Facts {
         vxlan: Some(vec!["vxlan.calico".into()]),
         udp_timeout: Some(30),
         ipvs: None,
+        ipvs_vip: Some((ROUTER_NS, server())),
+        ..Facts::default()
     }
 }
 
@@ -180,6 +158,7 @@ fn snat_clash_with_counters_and_plain_masquerade_is_high() {
         &a,
         &Facts {
             masq: Some((1, 1)),
+            ipvs_vip: Some((ROUTER_NS, server())),
             ..Facts::default()
         },
     );
@@ -213,6 +192,7 @@ fn snat_clash_without_counters_or_facts_is_lower_and_says_what_is_missing() {
         &a,
         &Facts {
             masq: Some((1, 0)),
+            ipvs_vip: Some((ROUTER_NS, server())),
             ..Facts::default()
         },
     );
@@ -258,6 +238,7 @@ fn first_syn_rule_drop_is_a_rule_not_a_clash() {
         &attempt(&[1.03], vec![matched(d, false, false)]),
         &Facts {
             masq: Some((1, 1)),
+            ipvs_vip: Some((ROUTER_NS, server())),
             ..Facts::default()
         },
     );
@@ -310,6 +291,7 @@ fn vxlan_63_s_ladder_before_6_5_and_67_s_after() {
     // A longer UDP timeout moves the escape point.
     let f = Facts {
         udp_timeout: Some(40),
+        ipvs_vip: Some((ROUTER_NS, server())),
         ..offload_facts()
     };
     assert_eq!(judge(&old, &f).confidence, Confidence::Medium);
@@ -323,6 +305,7 @@ fn vxlan_sender_side_only_is_at_most_medium() {
     // Offload off: just an unanswered SYN.
     let f = Facts {
         vxlan: Some(vec![]),
+        ipvs_vip: Some((ROUTER_NS, server())),
         ..offload_facts()
     };
     assert_eq!(judge(&attempt(&[1.03], vec![]), &f).issue, "unanswered-syn");
@@ -520,6 +503,7 @@ fn ipvs_weight_zero_from_node_state_when_the_kernel_gives_no_weight() {
             real_server("10.0.1.2:8080", 0),
             real_server("10.0.2.2:8080", 1),
         ]),
+        ipvs_vip: Some((ROUTER_NS, server())),
         ..Facts::default()
     };
     let v = judge(&attempt(&[1.01], vec![ipvs_drop(unknown)]), &rolling);
@@ -538,6 +522,7 @@ fn ipvs_weight_zero_from_node_state_when_the_kernel_gives_no_weight() {
             real_server("10.0.1.2:8080", 1),
             real_server("10.0.2.2:8080", 1),
         ]),
+        ipvs_vip: Some((ROUTER_NS, server())),
         ..Facts::default()
     };
     let v = judge(&attempt(&[1.01], vec![ipvs_drop(unknown)]), &steady);
@@ -618,6 +603,7 @@ fn an_unreported_resend_is_inferred_only_from_an_answered_dropped_syn() {
         &a,
         &Facts {
             masq: Some((1, 1)),
+            ipvs_vip: Some((ROUTER_NS, server())),
             ..Facts::default()
         },
     );

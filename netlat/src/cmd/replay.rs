@@ -9,7 +9,7 @@ use netlat_core::{
     engine::{Engine, EngineConfig},
     enrich::{Kallsyms, Names},
     flow::TrackerConfig,
-    report::WallClock,
+    report::{Summary, WallClock},
 };
 
 use crate::{
@@ -45,16 +45,17 @@ pub fn main(cfg: &ReplayConfig) -> anyhow::Result<ExitCode> {
         OutputFormat::Json => Box::new(JsonPrinter::new(stdout.lock())),
         OutputFormat::Human => Box::new(HumanPrinter::new(stdout.lock(), stderr.lock())),
     };
-    run(cfg, printer.as_mut(), &ExportOptions::default())
+    run(cfg, printer.as_mut(), &ExportOptions::default())?;
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Replay `cfg.file` into `printer`, with the same latency histograms as the live run (and
-/// the exports `opts` asks for).
+/// the exports `opts` asks for); the run's summary.
 pub fn run(
     cfg: &ReplayConfig,
     printer: &mut dyn Printer,
     opts: &ExportOptions,
-) -> anyhow::Result<ExitCode> {
+) -> anyhow::Result<Summary> {
     let args = cfg;
     let (header, mut reader) = Reader::open(&args.file)
         .with_context(|| format!("opening the recording {}", args.file.display()))?;
@@ -139,7 +140,7 @@ pub fn run(
                 args.file.display()
             )
         }),
-        None => Ok(ExitCode::SUCCESS),
+        None => Ok(summary),
     }
 }
 

@@ -12,11 +12,7 @@ use std::{
 
 use anyhow::Context as _;
 use hdrhistogram::Histogram;
-use netlat_core::{
-    exposure::Exposure,
-    facts::NodeFacts,
-    report::{ConnectReport, DropReport, Hook, Reports, Summary},
-};
+use netlat_core::report::{ConnectReport, DropReport, Reports};
 
 use crate::{
     cmd::{
@@ -24,13 +20,12 @@ use crate::{
         replay::{self, ReplayConfig},
     },
     export::{
-        ExportError, ExportOptions, HistogramSummary, MAX_DESTINATIONS, OTHER_DST, cause_of,
+        ExportError, ExportOptions, MAX_DESTINATIONS, OTHER_DST, cause_of,
         histo::{HIGHEST_US, LOWEST_US, Percentiles, SIGFIG, dst_label},
         hlog::{self, Interval},
         micros, retry_delay_us, svg,
     },
-    limits::LossLine,
-    output::Printer,
+    output::ReportsOnly,
 };
 
 /// What a file holds, from its first bytes.
@@ -286,20 +281,23 @@ pub fn main(args: &ReportArgs) -> anyhow::Result<ExitCode> {
         FileKind::Hlog => hlog_report(path, &bytes, args),
         FileKind::Recording => {
             // Replay it silently, counting each slow connect in memory.
-            let mut counted = Counted {
+            let mut counted = ReportsOnly(Counted {
                 report: Report::new()?,
                 failed: None,
-            };
+            });
             let cfg = ReplayConfig {
                 file: path.clone(),
                 output: OutputFormat::Json,
                 threshold: None,
             };
-            replay::run(&cfg, &mut counted, &ExportOptions::default())?;
-            if let Some(e) = counted.failed {
+            let summary = replay::run(&cfg, &mut counted, &ExportOptions::default())?;
+            let ReportsOnly(Counted { mut report, failed }) = counted;
+            if let Some(e) = failed {
                 return Err(e.into());
             }
-            print_report(path, &counted.report, args)
+            report.intervals = 1;
+            report.span = Duration::from_secs_f64(summary.duration_s.max(0.0));
+            print_report(path, &report, args)
         }
         FileKind::Unknown => anyhow::bail!(
             "{} is neither a recording (`netlat watch --record FILE`) nor an HdrHistogram \
@@ -336,8 +334,7 @@ fn print_report(path: &Path, report: &Report, args: &ReportArgs) -> anyhow::Resu
     Ok(ExitCode::SUCCESS)
 }
 
-/// A replay's printer that only counts: the slow connects go into the report, the run's
-/// duration becomes its span; everything else a replay prints is not the report's.
+/// Counts each slow connect of a replay into the report.
 struct Counted {
     report: Report,
     failed: Option<ExportError>,
@@ -353,26 +350,6 @@ impl Reports for Counted {
         Ok(())
     }
     fn drop_line(&mut self, _: &DropReport) -> io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Printer for Counted {
-    fn hooks(&mut self, _: &[Hook]) -> io::Result<()> {
-        Ok(())
-    }
-    fn node(&mut self, _: &NodeFacts, _: &[Exposure]) -> io::Result<()> {
-        Ok(())
-    }
-    fn histogram(&mut self, _: &HistogramSummary) -> io::Result<()> {
-        Ok(())
-    }
-    fn loss(&mut self, _: &LossLine) -> io::Result<()> {
-        Ok(())
-    }
-    fn summary(&mut self, s: &Summary) -> io::Result<()> {
-        self.report.intervals = 1;
-        self.report.span = Duration::from_secs_f64(s.duration_s.max(0.0));
         Ok(())
     }
 }

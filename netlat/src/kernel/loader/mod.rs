@@ -61,6 +61,7 @@ pub const TRACEPOINTS_ONLY_VAR: &str = "NETLAT_TRACEPOINTS_ONLY";
 /// Check privileges, gather, plan, apply. `verbose` turns on the programs' aya-log diagnostics.
 pub fn load(verbose: bool) -> Result<Loaded, LoadError> {
     check_privileges()?;
+    crate::kernel::privs::raise_memlock();
     if !apply::has_object() {
         return Err(LoadError::NoObject);
     }
