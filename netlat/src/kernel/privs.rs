@@ -287,6 +287,25 @@ pub fn drop_for_watch(verbose: bool) {
     }
 }
 
+/// Lifts the locked-memory limit before anything is loaded: kernels before 5.11 charge eBPF maps
+/// to `RLIMIT_MEMLOCK`, and a container's usual 64 KiB would refuse the 4 MiB ring buffer
+/// (<https://lwn.net/Articles/837122/>, as aya's template does). Later kernels charge the memory
+/// cgroup instead, so a failure here is only worth a warning; the load then says what it lacks.
+pub fn raise_memlock() {
+    let unlimited = libc::rlimit {
+        rlim_cur: libc::RLIM_INFINITY,
+        rlim_max: libc::RLIM_INFINITY,
+    };
+    // SAFETY: setrlimit reads a valid rlimit for the duration of the call.
+    if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &raw const unlimited) } != 0 {
+        let e = io::Error::last_os_error();
+        tracing::warn!(
+            "cannot lift the locked-memory limit (RLIMIT_MEMLOCK: {e}); kernels before 5.11 \
+             charge eBPF maps to it: raise it (`ulimit -l unlimited`) if loading fails"
+        );
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -323,25 +342,6 @@ mod tests {
             d.describe(),
             "netlat: dropped capabilities CAP_PERFMON,CAP_BPF; keeping CAP_SYS_ADMIN \
              (no_new_privs set)"
-        );
-    }
-}
-
-/// Lifts the locked-memory limit before anything is loaded: kernels before 5.11 charge eBPF maps
-/// to `RLIMIT_MEMLOCK`, and a container's usual 64 KiB would refuse the 4 MiB ring buffer
-/// (<https://lwn.net/Articles/837122/>, as aya's template does). Later kernels charge the memory
-/// cgroup instead, so a failure here is only worth a warning; the load then says what it lacks.
-pub fn raise_memlock() {
-    let unlimited = libc::rlimit {
-        rlim_cur: libc::RLIM_INFINITY,
-        rlim_max: libc::RLIM_INFINITY,
-    };
-    // SAFETY: setrlimit reads a valid rlimit for the duration of the call.
-    if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &raw const unlimited) } != 0 {
-        let e = io::Error::last_os_error();
-        tracing::warn!(
-            "cannot lift the locked-memory limit (RLIMIT_MEMLOCK: {e}); kernels before 5.11 \
-             charge eBPF maps to it: raise it (`ulimit -l unlimited`) if loading fails"
         );
     }
 }
