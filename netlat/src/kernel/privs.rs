@@ -287,23 +287,54 @@ pub fn drop_for_watch(verbose: bool) {
     }
 }
 
+/// Why the locked-memory limit stayed where it was.
+#[derive(Debug)]
+pub struct MemlockKept {
+    /// The soft limit in force, in words.
+    pub limit: String,
+    pub why: String,
+}
+
+impl std::fmt::Display for MemlockKept {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "the locked-memory limit is {} and could not be lifted ({}): kernels before 5.11 \
+             charge eBPF maps to it, so run netlat with `ulimit -l unlimited` (or \
+             CAP_SYS_RESOURCE)",
+            self.limit, self.why
+        )
+    }
+}
+
 /// Lifts the locked-memory limit before anything is loaded: kernels before 5.11 charge eBPF maps
 /// to `RLIMIT_MEMLOCK`, and a container's usual 64 KiB would refuse the 4 MiB ring buffer
 /// (<https://lwn.net/Articles/837122/>, as aya's template does). Later kernels charge the memory
-/// cgroup instead, so a failure here is only worth a warning; the load then says what it lacks.
-pub fn raise_memlock() {
+/// cgroup instead, so a failure is said only if the load then fails (the loader names it).
+pub fn raise_memlock() -> Result<(), MemlockKept> {
     let unlimited = libc::rlimit {
         rlim_cur: libc::RLIM_INFINITY,
         rlim_max: libc::RLIM_INFINITY,
     };
     // SAFETY: setrlimit reads a valid rlimit for the duration of the call.
-    if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &raw const unlimited) } != 0 {
-        let e = io::Error::last_os_error();
-        tracing::warn!(
-            "cannot lift the locked-memory limit (RLIMIT_MEMLOCK: {e}); kernels before 5.11 \
-             charge eBPF maps to it: raise it (`ulimit -l unlimited`) if loading fails"
-        );
+    if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &raw const unlimited) } == 0 {
+        return Ok(());
     }
+    let why = io::Error::last_os_error().to_string();
+    let mut now = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes a valid rlimit into `now`.
+    let limit = if unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &raw mut now) } != 0 {
+        "unknown".to_string()
+    } else if now.rlim_cur == libc::RLIM_INFINITY {
+        return Ok(());
+    } else {
+        format!("{} KiB", now.rlim_cur / 1024)
+    };
+    tracing::debug!("RLIMIT_MEMLOCK stays at {limit}: {why}");
+    Err(MemlockKept { limit, why })
 }
 
 #[cfg(test)]

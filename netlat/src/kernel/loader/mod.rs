@@ -42,6 +42,14 @@ pub enum LoadError {
     Essential { why: Unusable },
     #[error("loading the eBPF programs failed: {0}")]
     Load(#[source] aya::EbpfError),
+    /// The load failed while the locked-memory limit could not be lifted (kernels < 5.11
+    /// charge maps to it): likely the cause, so it is named.
+    #[error("loading the eBPF programs failed: {source}; {kept}")]
+    Memlock {
+        #[source]
+        source: aya::EbpfError,
+        kept: Box<crate::kernel::privs::MemlockKept>,
+    },
 }
 
 /// Everything `watch` needs after a successful load.
@@ -61,14 +69,20 @@ pub const TRACEPOINTS_ONLY_VAR: &str = "NETLAT_TRACEPOINTS_ONLY";
 /// Check privileges, gather, plan, apply. `verbose` turns on the programs' aya-log diagnostics.
 pub fn load(verbose: bool) -> Result<Loaded, LoadError> {
     check_privileges()?;
-    crate::kernel::privs::raise_memlock();
+    let memlock = crate::kernel::privs::raise_memlock();
     if !apply::has_object() {
         return Err(LoadError::NoObject);
     }
     let (facts, aya_btf) = gather::gather()?;
     let mut plan = plan::plan(&facts, &plan::Options { verbose })
         .map_err(|why| LoadError::Essential { why })?;
-    let ebpf = apply::apply(&mut plan, aya_btf.as_ref())?;
+    let ebpf = apply::apply(&mut plan, aya_btf.as_ref()).map_err(|e| match (e, memlock) {
+        (LoadError::Load(source), Err(kept)) => LoadError::Memlock {
+            source,
+            kept: Box::new(kept),
+        },
+        (e, _) => e,
+    })?;
     let hooks = plan.hooks();
     let mut names = plan.names;
     names.kallsyms = facts.kallsyms;
