@@ -139,8 +139,6 @@ fn offload_facts() -> Facts {
         masq: Some((1, 0)),
         vxlan: Some(vec!["vxlan.calico".into()]),
         udp_timeout: Some(30),
-        ipvs: None,
-        ipvs_vip: Some((ROUTER_NS, server())),
         ..Facts::default()
     }
 }
@@ -158,7 +156,6 @@ fn snat_clash_with_counters_and_plain_masquerade_is_high() {
         &a,
         &Facts {
             masq: Some((1, 1)),
-            ipvs_vip: Some((ROUTER_NS, server())),
             ..Facts::default()
         },
     );
@@ -192,7 +189,6 @@ fn snat_clash_without_counters_or_facts_is_lower_and_says_what_is_missing() {
         &a,
         &Facts {
             masq: Some((1, 0)),
-            ipvs_vip: Some((ROUTER_NS, server())),
             ..Facts::default()
         },
     );
@@ -238,7 +234,6 @@ fn first_syn_rule_drop_is_a_rule_not_a_clash() {
         &attempt(&[1.03], vec![matched(d, false, false)]),
         &Facts {
             masq: Some((1, 1)),
-            ipvs_vip: Some((ROUTER_NS, server())),
             ..Facts::default()
         },
     );
@@ -291,7 +286,6 @@ fn vxlan_63_s_ladder_before_6_5_and_67_s_after() {
     // A longer UDP timeout moves the escape point.
     let f = Facts {
         udp_timeout: Some(40),
-        ipvs_vip: Some((ROUTER_NS, server())),
         ..offload_facts()
     };
     assert_eq!(judge(&old, &f).confidence, Confidence::Medium);
@@ -305,7 +299,6 @@ fn vxlan_sender_side_only_is_at_most_medium() {
     // Offload off: just an unanswered SYN.
     let f = Facts {
         vxlan: Some(vec![]),
-        ipvs_vip: Some((ROUTER_NS, server())),
         ..offload_facts()
     };
     assert_eq!(judge(&attempt(&[1.03], vec![]), &f).issue, "unanswered-syn");
@@ -603,7 +596,6 @@ fn an_unreported_resend_is_inferred_only_from_an_answered_dropped_syn() {
         &a,
         &Facts {
             masq: Some((1, 1)),
-            ipvs_vip: Some((ROUTER_NS, server())),
             ..Facts::default()
         },
     );
