@@ -3,7 +3,7 @@
 //! bytes, so other kinds (recordings) can be added beside the interval log.
 
 use std::{
-    collections::{BTreeMap, BTreeSet},
+    collections::BTreeMap,
     io::{self, Write},
     path::Path,
     process::ExitCode,
@@ -20,7 +20,7 @@ use crate::{
         replay::{self, ReplayConfig},
     },
     export::{
-        ExportError, ExportOptions, MAX_DESTINATIONS, OTHER_DST, cause_of,
+        ExportError, ExportOptions, MAX_DESTINATIONS, bounded_key, cause_of,
         histo::{HIGHEST_US, LOWEST_US, Percentiles, SIGFIG, dst_label},
         hlog::{self, Interval},
         micros, retry_delay_us, svg,
@@ -73,8 +73,8 @@ pub struct Report {
     pub retry_all: Histogram<u64>,
     /// The same per cause and destination.
     pub retry_causes: BTreeMap<String, CauseHists>,
-    /// Destinations with their own rows (bounded like the live histograms).
-    dsts: BTreeSet<String>,
+    /// Slow connects per destination row (bounded like the live histograms).
+    dsts: BTreeMap<String, u64>,
 }
 
 pub struct CauseHists {
@@ -138,7 +138,7 @@ impl Report {
             causes,
             retry_all,
             retry_causes,
-            dsts: BTreeSet::new(),
+            dsts: BTreeMap::new(),
         })
     }
 
@@ -151,12 +151,8 @@ impl Report {
     fn record(&mut self, c: &ConnectReport) -> Result<(), ExportError> {
         let cause = cause_of(c);
         let label = dst_label(c);
-        let dst = if self.dsts.len() < MAX_DESTINATIONS || self.dsts.contains(&label) {
-            self.dsts.insert(label.clone());
-            label
-        } else {
-            OTHER_DST.to_string()
-        };
+        let dst = bounded_key(&self.dsts, &label, MAX_DESTINATIONS).to_string();
+        *self.dsts.entry(dst.clone()).or_default() += 1;
         let put = |all: &mut Histogram<u64>,
                    causes: &mut BTreeMap<String, CauseHists>,
                    us: u64|
@@ -167,18 +163,13 @@ impl Report {
                     .map_err(|e| ExportError::Histogram(format!("{e:?}")))
             };
             rec(all)?;
-            let c = match causes.entry(cause.to_string()) {
-                std::collections::btree_map::Entry::Occupied(o) => o.into_mut(),
-                std::collections::btree_map::Entry::Vacant(v) => v.insert(CauseHists {
-                    total: empty()?,
-                    by_dst: BTreeMap::new(),
-                }),
-            };
+            // As in `from_intervals`: an empty histogram per call costs nothing here.
+            let c = causes.entry(cause.to_string()).or_insert(CauseHists {
+                total: empty()?,
+                by_dst: BTreeMap::new(),
+            });
             rec(&mut c.total)?;
-            match c.by_dst.entry(dst.clone()) {
-                std::collections::btree_map::Entry::Occupied(o) => rec(o.into_mut()),
-                std::collections::btree_map::Entry::Vacant(v) => rec(v.insert(empty()?)),
-            }
+            rec(c.by_dst.entry(dst.clone()).or_insert(empty()?))
         };
         put(&mut self.all, &mut self.causes, micros(c))?;
         if let Some(us) = retry_delay_us(c) {
