@@ -13,7 +13,7 @@ use std::{
 use crate::{
     enrich::{self, CounterEvidence, DropRecord, Names},
     event::{self, Event, SockKey, TcpState},
-    flow::{Attempt, Tracker, TrackerConfig},
+    flow::{Attempt, Outcome, Tracker, TrackerConfig},
     packet::FiveTuple,
     report::{ConnectReport, DropReport, Reports, Summary, WallClock},
     verdict::{Judge, NodeView, drop_verdict},
@@ -230,15 +230,24 @@ impl Engine {
     }
 
     fn report(&mut self, a: &Attempt, sink: &mut dyn Reports) -> io::Result<()> {
-        if a.duration_ns() < self.cfg.threshold_ns {
+        let fast = a.duration_ns() < self.cfg.threshold_ns;
+        // A fast failure is reported only when kube-proxy's no-endpoint REJECT did it (a
+        // rule-table drop of its SYN): the Service is then named instead of a bare refusal.
+        if fast && (a.outcome != Outcome::Failed || a.drops.is_empty()) {
             return Ok(());
         }
-        self.summary.slow += 1;
         let judged = Judge {
             attempt: a,
             node: self.node.as_ref(),
         }
         .judge();
+        if fast {
+            if judged.verdict.as_ref().map(|v| v.issue) != Some("service-no-endpoints") {
+                return Ok(());
+            }
+        } else {
+            self.summary.slow += 1;
+        }
         let id = judged.verdict.as_ref().map_or("none", |v| v.issue);
         *self.summary.by_issue.entry(id.to_string()).or_default() += 1;
         let mut line = ConnectReport::new(a, &judged, &self.cfg.clock);

@@ -107,6 +107,68 @@ pub struct KubeProxy {
     /// Service ports kube-proxy's iptables- or nftables-mode rules name here (what connect
     /// lines can be labelled with); `None` when the rules could not be read.
     pub services: Option<usize>,
+    /// kube-proxy's own no-endpoint rules (what `service-no-endpoints` needs); empty when
+    /// none or unreadable.
+    pub no_endpoint_rules: Vec<NoEndpointRule>,
+}
+
+/// What kube-proxy does with new connects to a Service port it has no endpoint for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NoEndpointAction {
+    /// Silently dropped: the client retries its SYN (1 s, 2 s, ...) until it gives up.
+    Drop,
+    /// Rejected (ICMP port unreachable): the connect fails at once.
+    Reject,
+}
+
+/// Which of kube-proxy's no-endpoint cases a rule is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum NoEndpointWhy {
+    /// The Service has no ready endpoint at all (kube-proxy rejects).
+    NoEndpoints,
+    /// internalTrafficPolicy=Local and no ready endpoint on this node (ClusterIP traffic).
+    NoLocalInternal,
+    /// externalTrafficPolicy=Local and no ready endpoint on this node (external IP,
+    /// LoadBalancer IP or NodePort traffic).
+    NoLocalExternal,
+    /// Traffic policy Local and no ready endpoint on this node, for an address whose kind the
+    /// rule does not tell (nftables mode keeps internal and external in one map).
+    NoLocal,
+}
+
+impl NoEndpointWhy {
+    /// Why, in words, for a verdict's evidence.
+    pub fn text(self) -> &'static str {
+        match self {
+            Self::NoEndpoints => "the Service has no ready endpoint",
+            Self::NoLocalInternal => {
+                "internalTrafficPolicy=Local and no ready endpoint of the Service on this node"
+            }
+            Self::NoLocalExternal => {
+                "externalTrafficPolicy=Local and no ready endpoint of the Service on this node"
+            }
+            Self::NoLocal => {
+                "the Service's traffic policy is Local (internalTrafficPolicy for its ClusterIP, \
+                 externalTrafficPolicy for external IPs, LoadBalancer IPs and NodePorts) and no \
+                 ready endpoint of it is on this node"
+            }
+        }
+    }
+}
+
+/// One of kube-proxy's no-endpoint rules: new connects to `dst` (any local address when
+/// `None`: a NodePort) on `port` go nowhere.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct NoEndpointRule {
+    /// `namespace/name:port` (`namespace/name` for an unnamed port).
+    pub service: String,
+    pub action: NoEndpointAction,
+    pub why: NoEndpointWhy,
+    /// Where the rule is: `nftables ip kube-proxy map no-endpoint-services`,
+    /// `iptables-nft filter KUBE-EXTERNAL-SERVICES`, ...
+    pub rule: String,
 }
 
 /// What a NAT rule does to the source.

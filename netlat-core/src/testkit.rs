@@ -9,7 +9,7 @@ use netlat_common::{Addrs, DropEvent, EventHeader, RetransmitEvent, SockStateEve
 use crate::{
     enrich::CtTupleLayout,
     event,
-    facts::RealServer,
+    facts::{NoEndpointRule, RealServer},
     report::{ConnectReport, DropReport, Reports},
     verdict::NodeView,
 };
@@ -37,6 +37,8 @@ pub struct FakeNode {
     pub ipvs_vip: Option<(u32, SocketAddr)>,
     /// One known Service: (netns, destination, `namespace/name:port`).
     pub service: Option<(u32, SocketAddr, String)>,
+    /// One kube-proxy no-endpoint rule: (netns of the rules, destination, the rule).
+    pub no_endpoint: Option<(u32, SocketAddr, NoEndpointRule)>,
     /// Every (netns, tgid) the engine offered for prefetch.
     pub prefetched: Rc<RefCell<Vec<(u32, u32)>>>,
 }
@@ -56,6 +58,12 @@ impl NodeView for FakeNode {
             .as_ref()
             .filter(|(n, d, _)| *n == netns && *d == dst)
             .map(|(_, _, name)| name.clone())
+    }
+    fn no_endpoint_rule(&self, netns: u32, dst: SocketAddr) -> Option<NoEndpointRule> {
+        self.no_endpoint
+            .as_ref()
+            .filter(|(n, d, _)| *n == netns && *d == dst)
+            .map(|(_, _, rule)| rule.clone())
     }
     fn ipvs_real_servers(&self, netns: u32, vip: SocketAddr) -> Option<Vec<RealServer>> {
         (self.ipvs_vip == Some((netns, vip)))

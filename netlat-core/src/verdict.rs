@@ -13,7 +13,7 @@ use std::net::SocketAddr;
 use serde::Serialize;
 
 pub use crate::enrich::CounterEvidence;
-pub use crate::facts::RealServer;
+pub use crate::facts::{NoEndpointAction, NoEndpointRule, RealServer};
 use crate::{
     enrich::DropRecord,
     flow::{Attempt, Direction, MatchedDrop, Outcome, ns_to_ms},
@@ -53,6 +53,11 @@ pub trait NodeView {
     /// addressed to, where the node knows it (kube-proxy's rules). Views without Service
     /// knowledge know none.
     fn service(&self, _netns: u32, _dst: std::net::SocketAddr) -> Option<String> {
+        None
+    }
+    /// kube-proxy's no-endpoint rule for TCP connects to `dst` in `netns` (or, for a pod, the
+    /// node's namespace), where the node has one.
+    fn no_endpoint_rule(&self, _netns: u32, _dst: SocketAddr) -> Option<NoEndpointRule> {
         None
     }
     /// The real servers of the TCP IPVS virtual service `vip` in `netns`, as they are now
@@ -149,6 +154,12 @@ pub enum Signal {
     IpvsStaleDestination,
     /// The drop is of a UDP packet to or from port 53.
     DnsPacket,
+    /// A rule table dropped the SYN (as [`Signal::NfDropIn`] with [`RULE_TABLES`]) in a
+    /// namespace whose kube-proxy rules hold a no-endpoint rule for the destination with this
+    /// action: kube-proxy's own rule did it.
+    KubeProxyNoEndpoint(NoEndpointAction),
+    /// The connect failed without any SYN retransmit.
+    FailedAtOnce,
 }
 
 /// A catalog entry.
@@ -332,6 +343,52 @@ pub static CATALOG: &[Entry] = &[
             "https://github.com/kubernetes/kubernetes/pull/78547",
             "https://tech.xing.com/a-reason-for-unexplained-connection-timeouts-on-kubernetes-docker-abd041cf7e02",
         ],
+    },
+    Entry {
+        id: "service-no-endpoints",
+        title: "kube-proxy dropped the SYN: the Service has no ready endpoint it may send this \
+                connect to (traffic policy Local), so the client retries until it gives up",
+        facts: &[
+            (
+                "kube-proxy",
+                "iptables mode: filter-table DROP \"ns/svc:port has no local endpoints\" in \
+                 KUBE-SERVICES / KUBE-EXTERNAL-SERVICES; nftables mode (1.29+): map \
+                 no-endpoint-services with drop",
+            ),
+            (
+                "rollouts",
+                "seen while the node's last local endpoint is not ready yet or terminating",
+            ),
+        ],
+        requires: &[
+            Signal::SynRetransmitted,
+            Signal::NfDropIn(RULE_TABLES),
+            Signal::KubeProxyNoEndpoint(NoEndpointAction::Drop),
+        ],
+        supports: &[Signal::EveryRetryHasDrop],
+        max: Confidence::High,
+        remedy: "give the Service a ready endpoint on this node (check `kubectl get \
+                 endpointslices -l kubernetes.io/service-name=NAME` and the pods' readiness), \
+                 or set the traffic policy (internalTrafficPolicy / externalTrafficPolicy) to \
+                 Cluster; clients of a Local-policy Service must reach it through nodes that \
+                 run an endpoint",
+        references: &["https://kubernetes.io/docs/concepts/services-networking/service-traffic-policy/"],
+    },
+    Entry {
+        // The REJECT variant: fails at once, named so a refused connect is not a mystery.
+        id: "service-no-endpoints",
+        title: "kube-proxy rejected the connect: the Service has no ready endpoint",
+        facts: &[],
+        requires: &[
+            Signal::FailedAtOnce,
+            Signal::NfDropIn(RULE_TABLES),
+            Signal::KubeProxyNoEndpoint(NoEndpointAction::Reject),
+        ],
+        supports: &[],
+        max: Confidence::High,
+        remedy: "give the Service ready endpoints: check its selector, `kubectl get \
+                 endpointslices -l kubernetes.io/service-name=NAME` and the pods' readiness probes",
+        references: &[],
     },
     Entry {
         id: "netfilter-rule-drop",
@@ -545,6 +602,24 @@ impl Judge<'_> {
     fn syn_drop(&self, pred: impl Fn(&DropRecord) -> bool) -> Option<&MatchedDrop> {
         self.forward_drops()
             .find(|d| is_syn(&d.drop) && pred(&d.drop))
+    }
+
+    /// kube-proxy's no-endpoint rule with `action` for the destination, read in the namespace
+    /// of a rule-table drop of the SYN: the drop and the rule it is tied to.
+    fn no_endpoint_rule(&self, action: NoEndpointAction) -> Option<(&MatchedDrop, NoEndpointRule)> {
+        self.forward_drops()
+            .filter(|d| {
+                is_syn(&d.drop)
+                    && d.drop.reason == "NETFILTER_DROP"
+                    && (RULE_TABLES.contains(&d.drop.function())
+                        || d.drop.hook.is_some_and(|h| RULE_TABLES.contains(&h)))
+            })
+            .find_map(|d| {
+                self.node
+                    .no_endpoint_rule(d.drop.netns, self.attempt.dst)
+                    .filter(|r| r.action == action)
+                    .map(|r| (d, r))
+            })
     }
 
     /// The IPVS expiry tied to an IPVS drop of the SYN, if any.
@@ -860,6 +935,39 @@ impl Judge<'_> {
                 )
             }
             Signal::DnsPacket => (false, "a UDP/53 packet".into()),
+            Signal::KubeProxyNoEndpoint(action) => match self.no_endpoint_rule(action) {
+                Some((d, rule)) => (
+                    true,
+                    format!(
+                        "kube-proxy's no-endpoint rule for Service {} ({}) {} new connects to \
+                         {} in netns {}: {}",
+                        rule.service,
+                        rule.rule,
+                        match action {
+                            NoEndpointAction::Drop => "drops",
+                            NoEndpointAction::Reject => "rejects",
+                        },
+                        a.dst,
+                        d.drop.netns,
+                        rule.why.text()
+                    ),
+                ),
+                None => (
+                    false,
+                    format!(
+                        "a kube-proxy no-endpoint {} rule for {} in the dropping netns",
+                        match action {
+                            NoEndpointAction::Drop => "drop",
+                            NoEndpointAction::Reject => "reject",
+                        },
+                        a.dst
+                    ),
+                ),
+            },
+            Signal::FailedAtOnce => (
+                a.outcome == Outcome::Failed && a.retransmits.is_empty(),
+                "the connect failed without a SYN retransmit".into(),
+            ),
         }
     }
 

@@ -620,3 +620,94 @@ fn an_unreported_resend_is_inferred_only_from_an_answered_dropped_syn() {
     assert!(!resend_unseen(&no_drop));
     assert_eq!(judge(&no_drop, &Facts::default()).issue, "slow-handshake");
 }
+
+fn no_endpoint(action: NoEndpointAction) -> Facts {
+    use crate::facts::NoEndpointWhy;
+    let why = match action {
+        NoEndpointAction::Drop => NoEndpointWhy::NoLocalInternal,
+        NoEndpointAction::Reject => NoEndpointWhy::NoEndpoints,
+    };
+    Facts {
+        no_endpoint: Some((
+            ROUTER_NS,
+            server(),
+            NoEndpointRule {
+                service: "shop/cart:http".into(),
+                action,
+                why,
+                rule: "iptables-nft filter KUBE-SERVICES".into(),
+            },
+        )),
+        ..Facts::default()
+    }
+}
+
+fn rule_drop(location: &str, netns: u32) -> MatchedDrop {
+    matched(
+        drop_rec("NETFILTER_DROP", location, netns, syn(tcp(client(), server()))),
+        false,
+        false,
+    )
+}
+
+#[test]
+fn kube_proxy_no_endpoint_drop_names_the_service_and_why() {
+    for location in ["nft_do_chain+0x3e8", "ipt_do_table+0x2a1"] {
+        let a = attempt(&[1.0], vec![rule_drop(location, ROUTER_NS)]);
+        let v = judge(&a, &no_endpoint(NoEndpointAction::Drop));
+        assert_eq!(v.issue, "service-no-endpoints", "{location}");
+        assert_eq!(v.confidence, Confidence::High, "{v:#?}");
+        assert!(
+            v.evidence.iter().any(|e| e.contains("shop/cart:http")
+                && e.contains("internalTrafficPolicy=Local")
+                && e.contains("drops")),
+            "{v:#?}"
+        );
+    }
+}
+
+#[test]
+fn a_rule_drop_without_kube_proxy_s_rule_stays_a_rule_drop() {
+    let a = attempt(&[1.0], vec![rule_drop("nft_do_chain+1", ROUTER_NS)]);
+    // The no-endpoint rule is in another namespace than the drop, for another destination,
+    // or is a reject: the drop is some other rule's.
+    let mut elsewhere = no_endpoint(NoEndpointAction::Drop);
+    if let Some(ne) = elsewhere.no_endpoint.as_mut() {
+        ne.0 = CLIENT_NS;
+    }
+    let mut other_dst = no_endpoint(NoEndpointAction::Drop);
+    if let Some(ne) = other_dst.no_endpoint.as_mut() {
+        ne.1 = "172.16.0.2:9090".parse().unwrap();
+    }
+    for facts in [elsewhere, other_dst, no_endpoint(NoEndpointAction::Reject)] {
+        assert_eq!(judge(&a, &facts).issue, "netfilter-rule-drop");
+    }
+    // A hook drop (conntrack, IPVS) to a no-endpoint destination is not kube-proxy's rule.
+    let a = attempt(&[1.0], vec![rule_drop("nf_hook_slow+0x7d", ROUTER_NS)]);
+    assert_ne!(
+        judge(&a, &no_endpoint(NoEndpointAction::Drop)).issue,
+        "service-no-endpoints"
+    );
+}
+
+#[test]
+fn kube_proxy_reject_is_a_failed_connect_with_the_service() {
+    let mut a = attempt(&[], vec![rule_drop("nft_do_chain+1", ROUTER_NS)]);
+    a.outcome = Outcome::Failed;
+    a.end_ns = 400_000;
+    let v = judge(&a, &no_endpoint(NoEndpointAction::Reject));
+    assert_eq!(v.issue, "service-no-endpoints");
+    assert!(
+        v.evidence
+            .iter()
+            .any(|e| e.contains("shop/cart:http") && e.contains("rejects")),
+        "{v:#?}"
+    );
+    // A refused connect without kube-proxy's rule gets no verdict.
+    let verdict = Judge {
+        attempt: &a,
+        node: &Facts::default(),
+    }
+    .verdict();
+    assert_eq!(verdict, None);
+}
