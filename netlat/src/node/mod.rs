@@ -392,6 +392,7 @@ fn classify_kube_proxy(
         evidence,
         ipvs_services,
         services: None,
+        no_endpoint_rules: Vec::new(),
     }
 }
 
