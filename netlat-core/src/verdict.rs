@@ -372,7 +372,9 @@ pub static CATALOG: &[Entry] = &[
                  or set the traffic policy (internalTrafficPolicy / externalTrafficPolicy) to \
                  Cluster; clients of a Local-policy Service must reach it through nodes that \
                  run an endpoint",
-        references: &["https://kubernetes.io/docs/concepts/services-networking/service-traffic-policy/"],
+        references: &[
+            "https://kubernetes.io/docs/concepts/services-networking/service-traffic-policy/",
+        ],
     },
     Entry {
         // The REJECT variant: fails at once, named so a refused connect is not a mystery.

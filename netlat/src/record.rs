@@ -30,7 +30,7 @@ use netlat_core::{
     event::SockKey,
     packet::FiveTuple,
     report::Hook,
-    verdict::NodeView,
+    verdict::{NoEndpointRule, NodeView},
 };
 use serde::{Deserialize, Serialize};
 
@@ -105,6 +105,12 @@ pub enum Note {
         netns: u32,
         dst: SocketAddr,
         answer: Option<String>,
+    },
+    /// kube-proxy's no-endpoint rule for a destination a rule-table drop was seen to.
+    NoEndpoint {
+        netns: u32,
+        dst: SocketAddr,
+        answer: Option<NoEndpointRule>,
     },
     /// Housekeeping at monotonic `now_ns`.
     Tick {
@@ -440,6 +446,15 @@ impl<V: NodeView> NodeView for RecordingView<V> {
         }));
         answer
     }
+    fn no_endpoint_rule(&self, netns: u32, dst: SocketAddr) -> Option<NoEndpointRule> {
+        let answer = self.inner.no_endpoint_rule(netns, dst);
+        log_err(self.rec.borrow_mut().note(&Note::NoEndpoint {
+            netns,
+            dst,
+            answer: answer.clone(),
+        }));
+        answer
+    }
     fn prefetch(&self, netns: u32, tgid: u32) {
         self.inner.prefetch(netns, tgid);
     }
@@ -456,6 +471,7 @@ pub struct Answers {
     vxlan: HashMap<u32, VecDeque<Option<Vec<String>>>>,
     udp: HashMap<u32, VecDeque<Option<u64>>>,
     services: VecDeque<(u32, SocketAddr, Option<String>)>,
+    no_endpoints: VecDeque<(u32, SocketAddr, Option<NoEndpointRule>)>,
 }
 
 pub type SharedAnswers = Rc<RefCell<Answers>>;
@@ -479,6 +495,9 @@ impl Answers {
                 self.udp.entry(netns).or_default().push_back(answer);
             }
             Note::Service { netns, dst, answer } => self.services.push_back((netns, dst, answer)),
+            Note::NoEndpoint { netns, dst, answer } => {
+                self.no_endpoints.push_back((netns, dst, answer));
+            }
             Note::Symbol { .. } | Note::Tick { .. } | Note::End { .. } => {}
         }
     }
@@ -548,6 +567,15 @@ impl NodeView for Replayed {
             .iter()
             .position(|(n, d, _)| *n == netns && *d == dst)?;
         a.services.remove(at).and_then(|x| x.2)
+    }
+    fn no_endpoint_rule(&self, netns: u32, dst: SocketAddr) -> Option<NoEndpointRule> {
+        // As for Services: the first recorded answer to this question.
+        let mut a = self.0.borrow_mut();
+        let at = a
+            .no_endpoints
+            .iter()
+            .position(|(n, d, _)| *n == netns && *d == dst)?;
+        a.no_endpoints.remove(at).and_then(|x| x.2)
     }
 }
 

@@ -644,7 +644,12 @@ fn no_endpoint(action: NoEndpointAction) -> Facts {
 
 fn rule_drop(location: &str, netns: u32) -> MatchedDrop {
     matched(
-        drop_rec("NETFILTER_DROP", location, netns, syn(tcp(client(), server()))),
+        drop_rec(
+            "NETFILTER_DROP",
+            location,
+            netns,
+            syn(tcp(client(), server())),
+        ),
         false,
         false,
     )

@@ -13,7 +13,7 @@ use std::{
 };
 
 use netlat_core::{
-    facts::{NodeFacts, RealServer, tcp_service},
+    facts::{NoEndpointRule, NodeFacts, RealServer, tcp_service},
     verdict::NodeView,
 };
 
@@ -98,18 +98,34 @@ pub fn service_name(
     node: Option<&ServiceMap>,
     dst: SocketAddr,
 ) -> Option<String> {
-    // A dual-stack socket connecting to an IPv4 Service reports it as ::ffff:a.b.c.d.
-    let ip = match dst.ip() {
+    let key = (TCP, unmapped(dst.ip()), dst.port());
+    client
+        .name(&key)
+        .or_else(|| node.and_then(|n| n.name(&key)))
+        .map(str::to_string)
+}
+
+/// kube-proxy's no-endpoint rule for `dst` in the client's namespace, or else the node's.
+pub fn no_endpoint_rule(
+    client: &ServiceMap,
+    node: Option<&ServiceMap>,
+    dst: SocketAddr,
+) -> Option<NoEndpointRule> {
+    let key = (TCP, unmapped(dst.ip()), dst.port());
+    client
+        .no_endpoint(&key)
+        .or_else(|| node.and_then(|n| n.no_endpoint(&key)))
+        .cloned()
+}
+
+/// A dual-stack socket connecting to an IPv4 address reports it as ::ffff:a.b.c.d.
+fn unmapped(ip: std::net::IpAddr) -> std::net::IpAddr {
+    match ip {
         std::net::IpAddr::V6(v6) => v6
             .to_ipv4_mapped()
             .map_or(std::net::IpAddr::V6(v6), std::net::IpAddr::V4),
         v4 @ std::net::IpAddr::V4(_) => v4,
-    };
-    let key = (TCP, ip, dst.port());
-    client
-        .get(&key)
-        .or_else(|| node.and_then(|n| n.get(&key)))
-        .cloned()
+    }
 }
 
 /// Reads the Service map at `target` (see [`LiveFacts::service_target`]). A namespace that
@@ -358,6 +374,20 @@ impl NodeView for LiveFacts {
         let maps = self.services.borrow();
         let client = &maps.get(&netns)?.map;
         service_name(
+            client,
+            node.and_then(|own| maps.get(&own)).map(|c| &c.map),
+            dst,
+        )
+    }
+    fn no_endpoint_rule(&self, netns: u32, dst: SocketAddr) -> Option<NoEndpointRule> {
+        let node = own_netns().filter(|own| *own != netns);
+        self.refresh_services(netns);
+        if let Some(own) = node {
+            self.refresh_services(own);
+        }
+        let maps = self.services.borrow();
+        let client = &maps.get(&netns)?.map;
+        no_endpoint_rule(
             client,
             node.and_then(|own| maps.get(&own)).map(|c| &c.map),
             dst,

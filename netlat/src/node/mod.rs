@@ -260,6 +260,11 @@ fn collect() -> NodeFacts {
                     .push(format!("{} Service ports named in its rules", map.len()));
             }
             facts.kube_proxy.services = Some(map.len());
+            facts.kube_proxy.no_endpoint_rules = map
+                .no_endpoint_rules()
+                .map(|(_, rule)| rule.clone())
+                .collect();
+            facts.kube_proxy.no_endpoint_rules.dedup();
         }
         Err(e) => facts.notes.push(format!("services: {e}")),
     }

@@ -14,11 +14,14 @@ use std::fmt::Write;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use netlat_core::facts::{NatKind, NatRule};
+use netlat_core::facts::{NoEndpointAction, NoEndpointRule, NoEndpointWhy};
 use rtnetlink::sys::protocols::NETLINK_NETFILTER;
 
 use super::NodeError;
 use super::nl::{self, be32, be64, find, string};
-use super::services::{self, KUBE_SERVICES, ServiceKey, ServiceMatch};
+use super::services::{
+    self, Found, KUBE_EXTERNAL_SERVICES, KUBE_NODEPORTS, KUBE_SERVICES, ServiceMatch,
+};
 use super::xt;
 
 const NFNL_SUBSYS_NFTABLES: u16 = 10;
@@ -55,6 +58,21 @@ const NFTA_SET_ELEM_USERDATA: u16 = 6;
 /// `service-ips` sends `daddr . l4proto . dport` to a chain per Service port.
 const KUBE_PROXY_TABLE: &str = "kube-proxy";
 const KUBE_PROXY_SERVICE_MAP: &str = "service-ips";
+/// `inet_proto . inet_service : verdict`, a goto to the NodePort's `external-` chain.
+const KUBE_PROXY_NODEPORT_MAP: &str = "service-nodeports";
+/// Service addresses with no endpoint: `drop` (traffic policy Local, no local endpoint) or
+/// `goto reject-chain` (no endpoint at all), each element commented `ns/name:port`.
+const KUBE_PROXY_NO_ENDPOINT_MAP: &str = "no-endpoint-services";
+/// The same for NodePorts, keyed `inet_proto . inet_service`.
+const KUBE_PROXY_NO_ENDPOINT_NODEPORT_MAP: &str = "no-endpoint-nodeports";
+/// kube-proxy's iptables chains that name Services, by table (iptables-nft keeps them in
+/// nf_tables tables of the same names).
+const KUBE_PROXY_CHAINS: [(&str, &str); 4] = [
+    ("nat", KUBE_SERVICES),
+    ("nat", KUBE_NODEPORTS),
+    ("filter", KUBE_SERVICES),
+    ("filter", KUBE_EXTERNAL_SERVICES),
+];
 const NFTA_EXPR_NAME: u16 = 1;
 const NFTA_EXPR_DATA: u16 = 2;
 const NFTA_DATA_VALUE: u16 = 1;
@@ -383,53 +401,61 @@ fn load(regs: &mut HashMap<u32, Reg>, name: &str, d: &[(u16, &[u8])]) -> Result<
     Ok(true)
 }
 
-/// The `KUBE-SERVICES` rules of table `nat` in `family` (iptables-nft's kube-proxy rules) as
-/// Service map entries. No such table or chain: none.
-pub(super) fn read_services(family: u8) -> std::io::Result<Vec<(ServiceKey, String)>> {
-    // The kernel narrows the dump to the table and chain; a kernel that does not know the
-    // filter dumps every rule, and the decoder checks the names itself.
-    let mut filter = nl::nla(NFTA_RULE_TABLE, b"nat\0");
-    filter.extend(nl::nla(
-        NFTA_RULE_CHAIN,
-        format!("{KUBE_SERVICES}\0").as_bytes(),
-    ));
-    let rules = match dump(NFT_MSG_GETRULE, family, &filter) {
-        Ok(r) => r,
-        Err(e) if absent(&e) => return Ok(Vec::new()),
-        Err(e) => return Err(e),
-    };
+/// kube-proxy's iptables-mode rules in `family` as iptables-nft stores them ([`KUBE_PROXY_CHAINS`]):
+/// what each says about a Service. No such table or chain: nothing.
+pub(super) fn read_services(family: u8) -> std::io::Result<Vec<Found>> {
     let mut out = Vec::new();
-    for (f, attrs) in rules {
-        // A rule that does not decode names no Service; the others still do.
-        if let Ok(Some(entry)) = decode_service_rule(f, &attrs) {
-            out.push(entry);
+    for (table, chain) in KUBE_PROXY_CHAINS {
+        // The kernel narrows the dump to the table and chain; a kernel that does not know the
+        // filter dumps every rule, and the decoder checks the names itself.
+        let mut filter = nl::nla(NFTA_RULE_TABLE, format!("{table}\0").as_bytes());
+        filter.extend(nl::nla(NFTA_RULE_CHAIN, format!("{chain}\0").as_bytes()));
+        let rules = match dump(NFT_MSG_GETRULE, family, &filter) {
+            Ok(r) => r,
+            Err(e) if absent(&e) => continue,
+            Err(e) => return Err(e),
+        };
+        for (f, attrs) in rules {
+            // A rule that does not decode names no Service; the others still do.
+            if let Ok(Some(found)) = decode_service_rule(f, &attrs)
+                && !out.contains(&found)
+            {
+                out.push(found);
+            }
         }
     }
     Ok(out)
 }
 
-/// The elements of kube-proxy's nftables-mode `service-ips` map in `family` as Service map
-/// entries. No such table or map: none.
-pub(super) fn read_service_map(family: u8) -> std::io::Result<Vec<(ServiceKey, String)>> {
-    let mut filter = nl::nla(
-        NFTA_SET_ELEM_LIST_TABLE,
-        format!("{KUBE_PROXY_TABLE}\0").as_bytes(),
-    );
-    filter.extend(nl::nla(
-        NFTA_SET_ELEM_LIST_SET,
-        format!("{KUBE_PROXY_SERVICE_MAP}\0").as_bytes(),
-    ));
-    let replies = match dump(NFT_MSG_GETSETELEM, family, &filter) {
-        Ok(r) => r,
-        Err(e) if absent(&e) => return Ok(Vec::new()),
-        Err(e) => return Err(e),
-    };
+/// The elements of kube-proxy's nftables-mode maps in `family` (Service addresses,
+/// NodePorts, and both no-endpoint maps). No such table or map: nothing.
+pub(super) fn read_service_map(family: u8) -> std::io::Result<Vec<Found>> {
     let mut out = Vec::new();
-    for (f, attrs) in replies {
-        out.extend(
-            decode_service_elements(f, &attrs)
-                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?,
+    for set in [
+        KUBE_PROXY_SERVICE_MAP,
+        KUBE_PROXY_NODEPORT_MAP,
+        KUBE_PROXY_NO_ENDPOINT_MAP,
+        KUBE_PROXY_NO_ENDPOINT_NODEPORT_MAP,
+    ] {
+        let mut filter = nl::nla(
+            NFTA_SET_ELEM_LIST_TABLE,
+            format!("{KUBE_PROXY_TABLE}\0").as_bytes(),
         );
+        filter.extend(nl::nla(
+            NFTA_SET_ELEM_LIST_SET,
+            format!("{set}\0").as_bytes(),
+        ));
+        let replies = match dump(NFT_MSG_GETSETELEM, family, &filter) {
+            Ok(r) => r,
+            Err(e) if absent(&e) => continue,
+            Err(e) => return Err(e),
+        };
+        for (f, attrs) in replies {
+            out.extend(
+                decode_service_elements(f, &attrs)
+                    .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?,
+            );
+        }
     }
     Ok(out)
 }
@@ -442,21 +468,47 @@ fn absent(e: &std::io::Error) -> bool {
     )
 }
 
-/// Decodes one NFT_MSG_NEWSETELEM of `service-ips`: each element's key is
-/// `addr . proto . port`, every part padded to 4 bytes (nft's concatenation), and its verdict
-/// a `goto` to `service-HASH-ns/name/proto/portname`, the Service's name; an element comment
-/// of the same shape stands in when the chain name does not parse.
-pub(super) fn decode_service_elements(
-    family: u8,
-    attrs: &[u8],
-) -> Result<Vec<(ServiceKey, String)>, NodeError> {
+/// An element's verdict: its code (NF_DROP 0, NFT_JUMP -3, NFT_GOTO -4, ...) and chain.
+fn element_verdict(e: &[(u16, &[u8])]) -> Result<Option<(i32, Option<String>)>, NodeError> {
+    let Some(data) = find(e, NFTA_SET_ELEM_DATA) else {
+        return Ok(None);
+    };
+    let Some(verdict) = find(&nl::attrs(data)?, NFTA_DATA_VERDICT).map(nl::attrs) else {
+        return Ok(None);
+    };
+    let v = verdict?;
+    Ok(find(&v, NFTA_VERDICT_CODE)
+        .and_then(be32)
+        .map(|c| (c as i32, find(&v, NFTA_VERDICT_CHAIN).map(string))))
+}
+
+/// Decodes one NFT_MSG_NEWSETELEM of kube-proxy's nftables-mode maps. Keys are nft
+/// concatenations, every part padded to 4 bytes: `addr . proto . port` (`service-ips`,
+/// `no-endpoint-services`) or `proto . port` (the NodePort maps). A Service map element's
+/// verdict is a `goto` to `service-`/`local-`/`external-HASH-ns/name/proto/portname`, the
+/// Service's name (an element comment stands in when the chain name does not parse); a
+/// no-endpoint element's verdict is `drop` or a `goto` to the reject chain, its comment the
+/// Service's `ns/name:port`.
+pub(super) fn decode_service_elements(family: u8, attrs: &[u8]) -> Result<Vec<Found>, NodeError> {
     let a = nl::attrs(attrs)?;
-    if find(&a, NFTA_SET_ELEM_LIST_TABLE).map(string).as_deref() != Some(KUBE_PROXY_TABLE)
-        || find(&a, NFTA_SET_ELEM_LIST_SET).map(string).as_deref() != Some(KUBE_PROXY_SERVICE_MAP)
-    {
+    if find(&a, NFTA_SET_ELEM_LIST_TABLE).map(string).as_deref() != Some(KUBE_PROXY_TABLE) {
         return Ok(Vec::new());
     }
-    let addr_len = if family == NFPROTO_IPV6 { 16 } else { 4 };
+    let set = find(&a, NFTA_SET_ELEM_LIST_SET)
+        .map(string)
+        .unwrap_or_default();
+    let (by_addr, no_endpoint) = match set.as_str() {
+        KUBE_PROXY_SERVICE_MAP => (true, false),
+        KUBE_PROXY_NODEPORT_MAP => (false, false),
+        KUBE_PROXY_NO_ENDPOINT_MAP => (true, true),
+        KUBE_PROXY_NO_ENDPOINT_NODEPORT_MAP => (false, true),
+        _ => return Ok(Vec::new()),
+    };
+    let addr_len = match (by_addr, family) {
+        (false, _) => 0,
+        (true, NFPROTO_IPV6) => 16,
+        (true, _) => 4,
+    };
     let mut out = Vec::new();
     for (kind, elem) in nl::attrs(find(&a, NFTA_SET_ELEM_LIST_ELEMENTS).unwrap_or_default())? {
         if kind != NFTA_LIST_ELEM {
@@ -474,47 +526,82 @@ pub(super) fn decode_service_elements(
         ) else {
             continue;
         };
-        let addr = match <[u8; 16]>::try_from(addr) {
-            Ok(b) => IpAddr::V6(Ipv6Addr::from(b)),
-            Err(_) => match <[u8; 4]>::try_from(addr) {
-                Ok(b) => IpAddr::V4(Ipv4Addr::from(b)),
-                Err(_) => continue,
+        let addr = match addr.len() {
+            0 => None,
+            _ => match <[u8; 16]>::try_from(addr) {
+                Ok(b) => Some(IpAddr::V6(Ipv6Addr::from(b))),
+                Err(_) => match <[u8; 4]>::try_from(addr) {
+                    Ok(b) => Some(IpAddr::V4(Ipv4Addr::from(b))),
+                    Err(_) => continue,
+                },
             },
         };
-        let chain = match find(&e, NFTA_SET_ELEM_DATA) {
-            Some(data) => {
-                let verdict = find(&nl::attrs(data)?, NFTA_DATA_VERDICT).map(nl::attrs);
-                match verdict.transpose()? {
-                    Some(v) => find(&v, NFTA_VERDICT_CHAIN).map(string),
-                    None => None,
-                }
-            }
-            None => None,
-        };
+        let port = u16::from_be_bytes([port[0], port[1]]);
+        let verdict = element_verdict(&e)?;
         let comment = find(&e, NFTA_SET_ELEM_USERDATA).and_then(udata_comment);
-        let name = chain
+        let from_comment = || {
+            comment
+                .as_deref()
+                .and_then(services::name_from_element_comment)
+        };
+        if no_endpoint {
+            let (action, why) = match verdict {
+                // NF_DROP.
+                Some((0, _)) => (
+                    NoEndpointAction::Drop,
+                    if by_addr {
+                        NoEndpointWhy::NoLocal
+                    } else {
+                        NoEndpointWhy::NoLocalExternal
+                    },
+                ),
+                Some((-3 | -4, Some(chain))) if chain.contains("reject") => {
+                    (NoEndpointAction::Reject, NoEndpointWhy::NoEndpoints)
+                }
+                _ => continue,
+            };
+            let Some(service) = from_comment() else {
+                continue;
+            };
+            out.push(Found::NoEndpoint(
+                (*proto, addr, port),
+                NoEndpointRule {
+                    service,
+                    action,
+                    why,
+                    rule: format!(
+                        "nftables {} {KUBE_PROXY_TABLE} map {set}",
+                        family_name(family)
+                    ),
+                },
+            ));
+            continue;
+        }
+        let name = verdict
+            .and_then(|(_, chain)| chain)
             .as_deref()
             .and_then(services::name_from_chain)
-            .or_else(|| comment.as_deref().and_then(services::name_from_port_path));
-        if let Some(name) = name {
-            out.push(((*proto, addr, u16::from_be_bytes([port[0], port[1]])), name));
-        }
+            .or_else(from_comment);
+        let Some(name) = name else {
+            continue;
+        };
+        out.push(match addr {
+            Some(addr) => Found::Service((*proto, addr, port), name),
+            None => Found::NodePort((*proto, port), name),
+        });
     }
     Ok(out)
 }
 
-/// Decodes a `KUBE-SERVICES` rule of table `nat`: its destination, protocol, port and comment
-/// (from the rule's user data, where nft and newer iptables-nft keep it, or an xtables
-/// `comment` match, where iptables-nft 1.8.9 and older keep it).
-pub(super) fn decode_service_rule(
-    family: u8,
-    attrs: &[u8],
-) -> Result<Option<(ServiceKey, String)>, NodeError> {
+/// Decodes a rule of one of kube-proxy's iptables chains ([`KUBE_PROXY_CHAINS`]): its
+/// destination, protocol, port, comment (from the rule's user data, where nft and newer
+/// iptables-nft keep it, or an xtables `comment` match, where iptables-nft 1.8.9 and older keep
+/// it) and a DROP (nft `drop` verdict) or REJECT (xtables target).
+pub(super) fn decode_service_rule(family: u8, attrs: &[u8]) -> Result<Option<Found>, NodeError> {
     let a = nl::attrs(attrs)?;
-    let name_of = |k: u16| find(&a, k).map(string);
-    if name_of(NFTA_RULE_TABLE).as_deref() != Some("nat")
-        || name_of(NFTA_RULE_CHAIN).as_deref() != Some(KUBE_SERVICES)
-    {
+    let name_of = |k: u16| find(&a, k).map(string).unwrap_or_default();
+    let (table, chain) = (name_of(NFTA_RULE_TABLE), name_of(NFTA_RULE_CHAIN));
+    if !KUBE_PROXY_CHAINS.contains(&(table.as_str(), chain.as_str())) {
         return Ok(None);
     }
     let Some(exprs) = find(&a, NFTA_RULE_EXPRESSIONS) else {
@@ -596,10 +683,23 @@ pub(super) fn decode_service_rule(
                 let xt_name = find(&d, 1).map(string).unwrap_or_default();
                 xt::service_match(&xt_name, find(&d, 3).unwrap_or_default(), &mut m);
             }
+            "immediate" => {
+                let data = nl::attrs(find(&d, 2).unwrap_or_default())?;
+                if let Some(verdict) = find(&data, NFTA_DATA_VERDICT) {
+                    let v = nl::attrs(verdict)?;
+                    // NF_DROP: iptables-nft turns `-j DROP` into nft's own drop verdict.
+                    if find(&v, NFTA_VERDICT_CODE).and_then(be32) == Some(0) {
+                        m.action = Some(NoEndpointAction::Drop);
+                    }
+                }
+            }
+            "target" if find(&d, 1).map(string).as_deref() == Some("REJECT") => {
+                m.action = Some(NoEndpointAction::Reject);
+            }
             _ => {}
         }
     }
-    Ok(m.entry())
+    Ok(m.found("iptables-nft", &table, &chain))
 }
 
 /// The comment in a rule's user data: libnftnl TLVs of `u8 type, u8 length, value`.
@@ -1062,7 +1162,7 @@ mod tests {
         );
         assert_eq!(
             decode_service_rule(NFPROTO_IPV4, &bytes).unwrap(),
-            Some((
+            Some(Found::Service(
                 (6, "10.96.0.10".parse().unwrap(), 53),
                 "kube-system/kube-dns:dns-tcp".to_string()
             ))
@@ -1115,7 +1215,10 @@ mod tests {
         bytes.extend(nla(NFTA_RULE_USERDATA, &udata));
         assert_eq!(
             decode_service_rule(NFPROTO_IPV6, &bytes).unwrap(),
-            Some(((6, IpAddr::V6(addr), 53), "default/web:http".to_string()))
+            Some(Found::Service(
+                (6, IpAddr::V6(addr), 53),
+                "default/web:http".to_string()
+            ))
         );
         // A TLV longer than the user data ends the walk without a comment.
         assert_eq!(udata_comment(&[UDATA_RULE_COMMENT, 200, b'x']), None);
@@ -1184,11 +1287,11 @@ mod tests {
         assert_eq!(
             decode_service_elements(NFPROTO_IPV4, &bytes).unwrap(),
             vec![
-                (
+                Found::Service(
                     (6, "10.96.0.10".parse().unwrap(), 53),
                     "kube-system/kube-dns:dns-tcp".to_string()
                 ),
-                (
+                Found::Service(
                     (17, "10.96.0.11".parse().unwrap(), 53),
                     "kube-system/kube-dns:dns".to_string()
                 ),
@@ -1207,7 +1310,7 @@ mod tests {
         );
         assert_eq!(
             decode_service_elements(NFPROTO_IPV6, &bytes).unwrap(),
-            vec![(
+            vec![Found::Service(
                 (6, "fd00::a".parse().unwrap(), 8080),
                 "default/web:http".to_string()
             )]
@@ -1226,6 +1329,204 @@ mod tests {
             decode_service_elements(NFPROTO_IPV4, &other)
                 .unwrap()
                 .is_empty()
+        );
+    }
+
+    /// An element whose verdict is a bare code (`drop`).
+    fn drop_element(key: &[u8], comment: &str) -> Vec<u8> {
+        let mut e = value(NFTA_SET_ELEM_KEY, key);
+        e.extend(nla(
+            NFTA_SET_ELEM_DATA | NESTED,
+            &nla(NFTA_DATA_VERDICT | NESTED, &be(NFTA_VERDICT_CODE, 0)),
+        ));
+        let mut udata = vec![0, (comment.len() + 1) as u8];
+        udata.extend_from_slice(comment.as_bytes());
+        udata.push(0);
+        e.extend(nla(NFTA_SET_ELEM_USERDATA, &udata));
+        nla(NFTA_LIST_ELEM | NESTED, &e)
+    }
+
+    /// `addr . tcp . port` as nft pads it.
+    fn v4_key(addr: [u8; 4], port: u16) -> Vec<u8> {
+        let mut k = addr.to_vec();
+        k.extend([6, 0, 0, 0]);
+        k.extend(port.to_be_bytes());
+        k.extend([0, 0]);
+        k
+    }
+
+    /// `tcp . port` as nft pads it.
+    fn nodeport_key(port: u16) -> Vec<u8> {
+        let mut k = vec![6, 0, 0, 0];
+        k.extend(port.to_be_bytes());
+        k.extend([0, 0]);
+        k
+    }
+
+    #[test]
+    fn nftables_mode_chains_of_every_address_kind() {
+        let bytes = set_elems(
+            KUBE_PROXY_TABLE,
+            KUBE_PROXY_SERVICE_MAP,
+            vec![
+                element(
+                    &v4_key([10, 96, 0, 20], 80),
+                    Some("local-QY2ZJ4NA-shop/cart/tcp/http"),
+                    None,
+                ),
+                element(
+                    &v4_key([203, 0, 113, 7], 80),
+                    Some("external-4AGZPFLV-shop/front/tcp/"),
+                    None,
+                ),
+            ],
+        );
+        assert_eq!(
+            decode_service_elements(NFPROTO_IPV4, &bytes).unwrap(),
+            vec![
+                Found::Service(
+                    (6, "10.96.0.20".parse().unwrap(), 80),
+                    "shop/cart:http".into()
+                ),
+                Found::Service((6, "203.0.113.7".parse().unwrap(), 80), "shop/front".into()),
+            ]
+        );
+        let bytes = set_elems(
+            KUBE_PROXY_TABLE,
+            KUBE_PROXY_NODEPORT_MAP,
+            vec![element(
+                &nodeport_key(30080),
+                Some("external-4AGZPFLV-shop/front/tcp/"),
+                None,
+            )],
+        );
+        assert_eq!(
+            decode_service_elements(NFPROTO_IPV4, &bytes).unwrap(),
+            vec![Found::NodePort((6, 30080), "shop/front".into())]
+        );
+    }
+
+    #[test]
+    fn nftables_mode_no_endpoint_maps() {
+        let bytes = set_elems(
+            KUBE_PROXY_TABLE,
+            KUBE_PROXY_NO_ENDPOINT_MAP,
+            vec![
+                drop_element(&v4_key([10, 96, 0, 30], 80), "shop/local:http"),
+                element(
+                    &v4_key([10, 96, 0, 31], 80),
+                    Some("reject-chain"),
+                    Some("shop/empty"),
+                ),
+                // A goto elsewhere, or no comment: not read.
+                element(
+                    &v4_key([10, 96, 0, 32], 80),
+                    Some("other-chain"),
+                    Some("shop/odd:http"),
+                ),
+                element(&v4_key([10, 96, 0, 33], 80), Some("reject-chain"), None),
+            ],
+        );
+        let rule = |service: &str, action, why| NoEndpointRule {
+            service: service.into(),
+            action,
+            why,
+            rule: "nftables ip kube-proxy map no-endpoint-services".into(),
+        };
+        assert_eq!(
+            decode_service_elements(NFPROTO_IPV4, &bytes).unwrap(),
+            vec![
+                Found::NoEndpoint(
+                    (6, Some("10.96.0.30".parse().unwrap()), 80),
+                    rule(
+                        "shop/local:http",
+                        NoEndpointAction::Drop,
+                        NoEndpointWhy::NoLocal
+                    )
+                ),
+                Found::NoEndpoint(
+                    (6, Some("10.96.0.31".parse().unwrap()), 80),
+                    rule(
+                        "shop/empty",
+                        NoEndpointAction::Reject,
+                        NoEndpointWhy::NoEndpoints
+                    )
+                ),
+            ]
+        );
+        let bytes = set_elems(
+            KUBE_PROXY_TABLE,
+            KUBE_PROXY_NO_ENDPOINT_NODEPORT_MAP,
+            vec![drop_element(&nodeport_key(30090), "shop/local:http")],
+        );
+        let found = decode_service_elements(NFPROTO_IPV4, &bytes).unwrap();
+        assert!(
+            matches!(&found[..], [Found::NoEndpoint((6, None, 30090), r)]
+                if r.why == NoEndpointWhy::NoLocalExternal && r.action == NoEndpointAction::Drop),
+            "{found:?}"
+        );
+    }
+
+    #[test]
+    fn iptables_nft_no_endpoint_rules() {
+        let comment = "shop/local:http has no local endpoints";
+        let mut drop = kube_services_exprs(v4_daddr([10, 96, 0, 30]), Some(comment));
+        drop.push(expr(
+            "immediate",
+            vec![
+                be(1, 0),
+                nla(
+                    2 | NESTED,
+                    &nla(NFTA_DATA_VERDICT | NESTED, &be(NFTA_VERDICT_CODE, 0)),
+                ),
+            ],
+        ));
+        let found = decode_service_rule(NFPROTO_IPV4, &rule("filter", KUBE_SERVICES, drop.clone()))
+            .unwrap();
+        assert_eq!(
+            found,
+            Some(Found::NoEndpoint(
+                (6, Some("10.96.0.30".parse().unwrap()), 53),
+                NoEndpointRule {
+                    service: "shop/local:http".into(),
+                    action: NoEndpointAction::Drop,
+                    why: NoEndpointWhy::NoLocalInternal,
+                    rule: "iptables-nft filter KUBE-SERVICES".into(),
+                }
+            ))
+        );
+        // The same rule in table nat is no no-endpoint rule (nor a Service name: its comment
+        // names one, so it is read as the Service's address).
+        assert!(matches!(
+            decode_service_rule(NFPROTO_IPV4, &rule("nat", KUBE_SERVICES, drop)).unwrap(),
+            Some(Found::Service(..))
+        ));
+        // REJECT (an xtables target), for a NodePort: no destination, KUBE-EXTERNAL-SERVICES.
+        let mut reject = kube_services_exprs(vec![], Some("shop/empty:http has no endpoints"));
+        reject.push(expr(
+            "target",
+            vec![nla(1, b"REJECT\0"), be(2, 0), nla(3, &[0; 8])],
+        ));
+        let found = decode_service_rule(
+            NFPROTO_IPV4,
+            &rule("filter", KUBE_EXTERNAL_SERVICES, reject.clone()),
+        )
+        .unwrap();
+        assert!(
+            matches!(&found, Some(Found::NoEndpoint((6, None, 53), r))
+                if r.action == NoEndpointAction::Reject && r.why == NoEndpointWhy::NoEndpoints),
+            "{found:?}"
+        );
+        // A NodePort rule in nat KUBE-NODEPORTS.
+        let nodeport = kube_services_exprs(vec![], Some("shop/front:http"));
+        assert_eq!(
+            decode_service_rule(NFPROTO_IPV4, &rule("nat", KUBE_NODEPORTS, nodeport)).unwrap(),
+            Some(Found::NodePort((6, 53), "shop/front:http".into()))
+        );
+        // Another filter chain is not read.
+        assert_eq!(
+            decode_service_rule(NFPROTO_IPV4, &rule("filter", "KUBE-FORWARD", reject)).unwrap(),
+            None
         );
     }
 

@@ -9,6 +9,7 @@
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
+use netlat_core::facts::NoEndpointAction;
 use netlat_core::facts::{NatKind, NatRule};
 
 use super::NodeError;
@@ -18,7 +19,7 @@ use super::nft::{
     nat_target, render_addr,
 };
 use super::nl::string;
-use super::services::{KUBE_SERVICES, ServiceKey, ServiceMatch};
+use super::services::{Found, KUBE_EXTERNAL_SERVICES, KUBE_NODEPORTS, KUBE_SERVICES, ServiceMatch};
 
 /// The built-in chains, by NF_INET_* hook number.
 const HOOKS: [&str; 5] = ["PREROUTING", "INPUT", "FORWARD", "OUTPUT", "POSTROUTING"];
@@ -140,28 +141,34 @@ const IP6T_ENTRY: Layout = Layout {
     size: align(148, std::mem::align_of::<u64>()) + 16,
 };
 
-/// A legacy `nat` table: its user-defined chains, its NAT rules and kube-proxy's Services.
+/// A legacy table: its user-defined chains, its NAT rules and what kube-proxy's rules say about
+/// Services.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub(super) struct LegacyTable {
     pub backend: &'static str,
     pub chains: Vec<String>,
     pub nat_rules: Vec<NatRule>,
-    pub services: Vec<(ServiceKey, String)>,
+    pub services: Vec<Found>,
 }
 
 /// Reads the legacy `nat` table of `family` in the calling thread's namespace; `None` when it
 /// does not exist there (or legacy xtables is not in this kernel).
 pub(super) fn read_legacy_nat(family: Family) -> io::Result<Option<LegacyTable>> {
+    read_legacy(family, "nat")
+}
+
+/// Reads the legacy `table` (`nat` or `filter`) of `family`, as [`read_legacy_nat`].
+pub(super) fn read_legacy(family: Family, table: &'static str) -> io::Result<Option<LegacyTable>> {
     let names = match std::fs::read_to_string(family.names_file()) {
         Ok(n) => n,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e),
     };
-    if !names.lines().any(|l| l.trim() == "nat") {
+    if !names.lines().any(|l| l.trim() == table) {
         return Ok(None);
     }
-    let (info, entries) = get_table(family)?;
-    parse_entries(family, &info, &entries)
+    let (info, entries) = get_table(family, table)?;
+    parse_entries(family, table, &info, &entries)
         .map(Some)
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
 }
@@ -186,7 +193,7 @@ fn ne_u16(buf: &[u8], at: usize) -> u16 {
         .map_or(0, u16::from_ne_bytes)
 }
 
-fn get_table(family: Family) -> io::Result<(TableInfo, Vec<u8>)> {
+fn get_table(family: Family, name: &str) -> io::Result<(TableInfo, Vec<u8>)> {
     let (domain, level) = match family {
         Family::Ipv4 => (libc::AF_INET, libc::IPPROTO_IP),
         Family::Ipv6 => (libc::AF_INET6, libc::IPPROTO_IPV6),
@@ -205,7 +212,7 @@ fn get_table(family: Family) -> io::Result<(TableInfo, Vec<u8>)> {
     let mut last = io::Error::from_raw_os_error(libc::EAGAIN);
     for _ in 0..3 {
         let mut info = [0u8; GETINFO_LEN];
-        info[..3].copy_from_slice(b"nat");
+        info[..name.len()].copy_from_slice(name.as_bytes());
         getsockopt(&socket, level, SO_GET_INFO, &mut info)?;
         let mut table = TableInfo {
             valid_hooks: ne_u32(&info, 32),
@@ -216,7 +223,7 @@ fn get_table(family: Family) -> io::Result<(TableInfo, Vec<u8>)> {
             *entry = ne_u32(&info, 36 + 4 * h);
         }
         let mut buf = vec![0u8; GET_ENTRIES_HEADER + table.size as usize];
-        buf[..3].copy_from_slice(b"nat");
+        buf[..name.len()].copy_from_slice(name.as_bytes());
         buf[32..36].copy_from_slice(&table.size.to_ne_bytes());
         match getsockopt(&socket, level, SO_GET_ENTRIES, &mut buf) {
             Ok(()) => return Ok((table, buf.split_off(GET_ENTRIES_HEADER))),
@@ -255,6 +262,7 @@ fn getsockopt(
 /// an `ERROR` target naming them, built-in chains start at the hook entry offsets.
 pub(super) fn parse_entries(
     family: Family,
+    table: &str,
     info: &TableInfo,
     entries: &[u8],
 ) -> Result<LegacyTable, NodeError> {
@@ -296,10 +304,12 @@ pub(super) fn parse_entries(
         let target_name = string(&target[2..31]);
         let revision = u32::from(target[31]);
         let data = &target[XT_HEADER..target_size];
-        if chain == KUBE_SERVICES
-            && let Some(service) = service_entry(family, &layout, entry, target_offset)
+        if KUBE_PROXY_CHAINS.contains(&(table, chain.as_str()))
+            && let Some(found) = service_entry(family, &layout, entry, target_offset)
+                .found_with(&target_name, data)
+                .found(family.backend(), table, &chain)
         {
-            services.push(service);
+            services.push(found);
         }
         if target_name == "ERROR" {
             // The last entry is an ERROR target named ERROR: the table's end, not a chain.
@@ -317,7 +327,7 @@ pub(super) fn parse_entries(
             text.push_str(&ipt_target_text(&target_name, &nat));
             rules.push(NatRule {
                 backend: family.backend().into(),
-                table: "nat".into(),
+                table: table.into(),
                 chain: chain.clone(),
                 kind: nat.kind,
                 fully_random: nat.flags & NF_NAT_RANGE_PROTO_RANDOM_FULLY != 0,
@@ -336,14 +346,20 @@ pub(super) fn parse_entries(
     })
 }
 
-/// A `KUBE-SERVICES` entry as a Service map entry: an exact destination, a protocol, and the
+/// kube-proxy's chains that name Services, by table.
+const KUBE_PROXY_CHAINS: [(&str, &str); 4] = [
+    ("nat", KUBE_SERVICES),
+    ("nat", KUBE_NODEPORTS),
+    ("filter", KUBE_SERVICES),
+    ("filter", KUBE_EXTERNAL_SERVICES),
+];
+
+/// NF_DROP as a standard target's verdict (`-NF_DROP - 1`).
+const STANDARD_DROP: i32 = -1;
+
+/// What an entry of kube-proxy's chains matches: an exact destination, a protocol, and the
 /// port and comment from its matches.
-fn service_entry(
-    family: Family,
-    l: &Layout,
-    entry: &[u8],
-    target_offset: usize,
-) -> Option<(ServiceKey, String)> {
+fn service_entry(family: Family, l: &Layout, entry: &[u8], target_offset: usize) -> ServiceMatch {
     let inv = entry[l.invflags];
     let mask = &entry[l.dmsk..l.dmsk + l.addr];
     let dst = &entry[l.dst..l.dst + l.addr];
@@ -361,7 +377,21 @@ fn service_entry(
     each_match(&entry[l.size..target_offset], |name, data| {
         service_match(name, data, &mut m);
     });
-    m.entry()
+    m
+}
+
+impl ServiceMatch {
+    /// With the entry's target: DROP (a standard target with NF_DROP's verdict) or REJECT.
+    fn found_with(mut self, target: &str, data: &[u8]) -> Self {
+        match target {
+            "" if data.len() >= 4 && ne_u32(data, 0) as i32 == STANDARD_DROP => {
+                self.action = Some(NoEndpointAction::Drop);
+            }
+            "REJECT" => self.action = Some(NoEndpointAction::Reject),
+            _ => {}
+        }
+        self
+    }
 }
 
 /// What an xtables match says about a Service rule: `comment` its text, `tcp`/`udp`/`sctp`
@@ -650,7 +680,7 @@ mod tests {
             chains,
             nat_rules: rules,
             ..
-        } = parse_entries(Family::Ipv4, &info, &table).unwrap();
+        } = parse_entries(Family::Ipv4, "nat", &info, &table).unwrap();
         assert_eq!(chains, ["KUBE-POSTROUTING"]);
         assert_eq!(rules.len(), 2);
         assert_eq!(
@@ -720,14 +750,117 @@ mod tests {
             size: table.len() as u32,
             ..TableInfo::default()
         };
-        let t = parse_entries(Family::Ipv4, &info, &table).unwrap();
+        let t = parse_entries(Family::Ipv4, "nat", &info, &table).unwrap();
         assert_eq!(t.chains, [KUBE_SERVICES, "KUBE-SVC-X"]);
         assert_eq!(
             t.services,
-            [(
+            [Found::Service(
                 (6, "10.96.0.10".parse().unwrap(), 53),
                 "kube-system/kube-dns:dns-tcp".to_string()
             )]
+        );
+    }
+
+    /// `-d DST/32 -p tcp -m comment --comment C -m tcp --dport PORT -j TARGET` (no `-d` when
+    /// `dst` is `None`).
+    fn kube_rule(
+        l: &Layout,
+        dst: Option<[u8; 4]>,
+        comment: &str,
+        target: &str,
+        data: &[u8],
+    ) -> Vec<u8> {
+        let mut e = entry(l, "", Some(comment), target, 0, data);
+        if let Some(dst) = dst {
+            e[l.dst..l.dst + 4].copy_from_slice(&dst);
+            e[l.dmsk..l.dmsk + 4].copy_from_slice(&[0xff; 4]);
+        }
+        e[l.proto..l.proto + 2].copy_from_slice(&6u16.to_ne_bytes());
+        let target_offset = usize::from(ne_u16(&e, l.target_offset));
+        let mut m = xt_header(XT_HEADER + 16, "tcp", 0);
+        for port in [0u16, 0xffff, 30090, 30090] {
+            m.extend(port.to_ne_bytes());
+        }
+        m.extend([0u8; 8]);
+        e.splice(target_offset..target_offset, m.iter().copied());
+        let (t, n) = (target_offset + m.len(), e.len());
+        e[l.target_offset..l.target_offset + 2].copy_from_slice(&(t as u16).to_ne_bytes());
+        e[l.next_offset..l.next_offset + 2].copy_from_slice(&(n as u16).to_ne_bytes());
+        e
+    }
+
+    #[test]
+    fn legacy_filter_no_endpoint_and_nat_nodeport_rules() {
+        let l = IPT_ENTRY;
+        // A standard target's verdict: -NF_DROP - 1.
+        let drop = (-1i32).to_ne_bytes();
+        let mut table = error_entry(&l, KUBE_SERVICES);
+        table.extend(kube_rule(
+            &l,
+            Some([10, 96, 0, 30]),
+            "shop/local:http has no local endpoints",
+            "",
+            &drop,
+        ));
+        // ACCEPT (-NF_ACCEPT - 1) with the same comment is not a no-endpoint rule.
+        table.extend(kube_rule(
+            &l,
+            Some([10, 96, 0, 31]),
+            "shop/local:http has no local endpoints",
+            "",
+            &(-2i32).to_ne_bytes(),
+        ));
+        table.extend(error_entry(&l, KUBE_EXTERNAL_SERVICES));
+        table.extend(kube_rule(
+            &l,
+            None,
+            "shop/empty:http has no endpoints",
+            "REJECT",
+            &[0; 8],
+        ));
+        table.extend(error_entry(&l, "ERROR"));
+        let info = TableInfo {
+            size: table.len() as u32,
+            ..TableInfo::default()
+        };
+        let t = parse_entries(Family::Ipv4, "filter", &info, &table).unwrap();
+        let got: Vec<_> = t
+            .services
+            .iter()
+            .map(|f| match f {
+                Found::NoEndpoint(k, r) => (*k, r.action, r.why, r.rule.clone()),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (
+                    (6, Some("10.96.0.30".parse().unwrap()), 30090),
+                    NoEndpointAction::Drop,
+                    netlat_core::facts::NoEndpointWhy::NoLocalInternal,
+                    "iptables-legacy filter KUBE-SERVICES".to_string()
+                ),
+                (
+                    (6, None, 30090),
+                    NoEndpointAction::Reject,
+                    netlat_core::facts::NoEndpointWhy::NoEndpoints,
+                    "iptables-legacy filter KUBE-EXTERNAL-SERVICES".to_string()
+                ),
+            ]
+        );
+        // KUBE-NODEPORTS in nat: a NodePort without a destination.
+        let mut nat = error_entry(&l, KUBE_NODEPORTS);
+        nat.extend(kube_rule(&l, None, "shop/front:http", "", &[0; 8]));
+        nat.extend(error_entry(&l, "ERROR"));
+        let info = TableInfo {
+            size: nat.len() as u32,
+            ..TableInfo::default()
+        };
+        let t = parse_entries(Family::Ipv4, "nat", &info, &nat).unwrap();
+        assert_eq!(
+            t.services,
+            [Found::NodePort((6, 30090), "shop/front:http".into())]
         );
     }
 
@@ -743,7 +876,7 @@ mod tests {
             hook_entry: [0; 5],
             size: table.len() as u32,
         };
-        let rules = parse_entries(Family::Ipv6, &info, &table)
+        let rules = parse_entries(Family::Ipv6, "nat", &info, &table)
             .unwrap()
             .nat_rules;
         assert_eq!(rules.len(), 1);
@@ -764,7 +897,9 @@ mod tests {
         // iptables keeps the `+` in the name and masks only "eth".
         wild[l.outiface_mask + 3] = 0;
         wild[l.outiface_mask + 4] = 0;
-        let rules = parse_entries(Family::Ipv4, &info, &wild).unwrap().nat_rules;
+        let rules = parse_entries(Family::Ipv4, "nat", &info, &wild)
+            .unwrap()
+            .nat_rules;
         assert_eq!(rules[0].text, "-A  -o eth+ -j MASQUERADE");
     }
 
@@ -780,8 +915,8 @@ mod tests {
             &compat_info(0, [0; 4], (0, 0)),
         );
         let info = TableInfo::default();
-        assert!(parse_entries(Family::Ipv4, &info, &table[..table.len() - 8]).is_err());
-        assert!(parse_entries(Family::Ipv4, &info, &table[..50]).is_err());
+        assert!(parse_entries(Family::Ipv4, "nat", &info, &table[..table.len() - 8]).is_err());
+        assert!(parse_entries(Family::Ipv4, "nat", &info, &table[..50]).is_err());
         assert!(decode_nat_target(NFPROTO_IPV4, "SNAT", 1, &[0; 10]).is_err());
     }
 
