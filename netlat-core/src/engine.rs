@@ -231,9 +231,10 @@ impl Engine {
 
     fn report(&mut self, a: &Attempt, sink: &mut dyn Reports) -> io::Result<()> {
         let fast = a.duration_ns() < self.cfg.threshold_ns;
-        // A fast failure is reported only when kube-proxy's no-endpoint REJECT did it (a
-        // rule-table drop of its SYN): the Service is then named instead of a bare refusal.
-        if fast && (a.outcome != Outcome::Failed || a.drops.is_empty()) {
+        // A fast failure is reported only when kube-proxy's no-endpoint REJECT did it: the
+        // Service is then named instead of a bare refusal (one Service lookup per fast
+        // failed connect, from the cached map).
+        if fast && a.outcome != Outcome::Failed {
             return Ok(());
         }
         let judged = Judge {
@@ -845,5 +846,37 @@ mod tests {
             state(11 * S + 1_000_000, 2, 1, 40000),
         ]);
         assert!(plain[0].get("service").is_none(), "{}", plain[0]);
+    }
+
+    #[test]
+    fn a_fast_refusal_is_reported_only_when_kube_proxy_rejects_it() {
+        use crate::facts::{NoEndpointAction, NoEndpointRule, NoEndpointWhy};
+        // Refused 1 ms after the SYN: far below the threshold.
+        let refused = [
+            state(10 * S, 7, 2, 0),
+            state(10 * S + 1_000_000, 2, 7, 40000),
+        ];
+        let node = FakeNode {
+            no_endpoint: Some((
+                111,
+                "10.231.0.2:8080".parse().unwrap(),
+                NoEndpointRule {
+                    service: "default/web:http".into(),
+                    action: NoEndpointAction::Reject,
+                    why: NoEndpointWhy::NoEndpoints,
+                    rule: "iptables-nft filter KUBE-SERVICES".into(),
+                },
+            )),
+            ..one_service()
+        };
+        let mut e = engine_with(Box::new(node));
+        let lines = lines_of(&mut e, &refused);
+        assert_eq!(lines.len(), 1, "{lines:#?}");
+        assert_eq!(lines[0]["outcome"], "failed");
+        assert_eq!(lines[0]["service"], "default/web:http");
+        assert_eq!(lines[0]["verdict"]["issue"], "service-no-endpoints");
+        // Without kube-proxy's rule, a refusal below the threshold is not reported.
+        let mut e = engine_with(Box::new(one_service()));
+        assert!(lines_of(&mut e, &refused).is_empty());
     }
 }

@@ -154,10 +154,14 @@ pub enum Signal {
     IpvsStaleDestination,
     /// The drop is of a UDP packet to or from port 53.
     DnsPacket,
-    /// A rule table dropped the SYN (as [`Signal::NfDropIn`] with [`RULE_TABLES`]) in a
-    /// namespace whose kube-proxy rules hold a no-endpoint rule for the destination with this
-    /// action: kube-proxy's own rule did it.
+    /// kube-proxy's no-endpoint rule with this action for the destination. A DROP must be tied
+    /// to a rule-table drop of the SYN (as [`Signal::NfDropIn`] with [`RULE_TABLES`]) in the
+    /// namespace holding the rule; a REJECT is read in the client's namespace (or the node's).
     KubeProxyNoEndpoint(NoEndpointAction),
+    /// The netfilter hook runner dropped the SYN (no rule table named, no other hook's
+    /// NF_DROP attributed, not source-NATed) in a namespace whose kube-proxy rules DROP its
+    /// destination for want of endpoints.
+    KubeProxyNoEndpointHookDrop,
     /// The connect failed without any SYN retransmit.
     FailedAtOnce,
 }
@@ -381,15 +385,36 @@ pub static CATALOG: &[Entry] = &[
         id: "service-no-endpoints",
         title: "kube-proxy rejected the connect: the Service has no ready endpoint",
         facts: &[],
+        // The rejected SYN's drop event comes after the connect has already failed (the ICMP
+        // error is delivered inside the rule's hook), so no drop is required: the refused
+        // connect and kube-proxy's REJECT for its destination are the evidence.
         requires: &[
             Signal::FailedAtOnce,
-            Signal::NfDropIn(RULE_TABLES),
             Signal::KubeProxyNoEndpoint(NoEndpointAction::Reject),
         ],
         supports: &[],
         max: Confidence::High,
         remedy: "give the Service ready endpoints: check its selector, `kubectl get \
                  endpointslices -l kubernetes.io/service-name=NAME` and the pods' readiness probes",
+        references: &[],
+    },
+    Entry {
+        // The drop is not tied to a rule table (kernels that free it in nf_hook_slow, without
+        // kprobes for the rule-table kretprobes, e.g. iptables-legacy there), but the hook
+        // dropped the SYN in the very namespace whose kube-proxy rules drop its destination.
+        id: "service-no-endpoints",
+        title: "kube-proxy's no-endpoint rule most likely dropped the SYN: the Service has no \
+                ready endpoint it may send this connect to (traffic policy Local)",
+        facts: &[],
+        requires: &[
+            Signal::SynRetransmitted,
+            Signal::KubeProxyNoEndpointHookDrop,
+        ],
+        supports: &[Signal::NfDropIn(RULE_TABLES), Signal::EveryRetryHasDrop],
+        max: Confidence::Medium,
+        remedy: "give the Service a ready endpoint on this node, or set its traffic policy to \
+                 Cluster; confirm with the rule's counter (`iptables -L KUBE-SERVICES -v -n`, \
+                 `iptables -L KUBE-EXTERNAL-SERVICES -v -n`) in the netns of the drop",
         references: &[],
     },
     Entry {
@@ -606,9 +631,19 @@ impl Judge<'_> {
             .find(|d| is_syn(&d.drop) && pred(&d.drop))
     }
 
-    /// kube-proxy's no-endpoint rule with `action` for the destination, read in the namespace
-    /// of a rule-table drop of the SYN: the drop and the rule it is tied to.
-    fn no_endpoint_rule(&self, action: NoEndpointAction) -> Option<(&MatchedDrop, NoEndpointRule)> {
+    /// kube-proxy's no-endpoint rule with `action` for the destination and the namespace it
+    /// was read in: a DROP in the namespace of a rule-table drop of the SYN (the drop is tied
+    /// to the rule), a REJECT in the client's.
+    fn no_endpoint_rule(&self, action: NoEndpointAction) -> Option<(u32, NoEndpointRule)> {
+        let dst = self.attempt.dst;
+        if action == NoEndpointAction::Reject {
+            let netns = self.attempt.sock.netns;
+            return self
+                .node
+                .no_endpoint_rule(netns, dst)
+                .filter(|r| r.action == action)
+                .map(|r| (netns, r));
+        }
         self.forward_drops()
             .filter(|d| {
                 is_syn(&d.drop)
@@ -618,9 +653,9 @@ impl Judge<'_> {
             })
             .find_map(|d| {
                 self.node
-                    .no_endpoint_rule(d.drop.netns, self.attempt.dst)
+                    .no_endpoint_rule(d.drop.netns, dst)
                     .filter(|r| r.action == action)
-                    .map(|r| (d, r))
+                    .map(|r| (d.drop.netns, r))
             })
     }
 
@@ -938,11 +973,11 @@ impl Judge<'_> {
             }
             Signal::DnsPacket => (false, "a UDP/53 packet".into()),
             Signal::KubeProxyNoEndpoint(action) => match self.no_endpoint_rule(action) {
-                Some((d, rule)) => (
+                Some((ns, rule)) => (
                     true,
                     format!(
                         "kube-proxy's no-endpoint rule for Service {} ({}) {} new connects to \
-                         {} in netns {}: {}",
+                         {} in netns {ns}: {}",
                         rule.service,
                         rule.rule,
                         match action {
@@ -950,14 +985,13 @@ impl Judge<'_> {
                             NoEndpointAction::Reject => "rejects",
                         },
                         a.dst,
-                        d.drop.netns,
                         rule.why.text()
                     ),
                 ),
                 None => (
                     false,
                     format!(
-                        "a kube-proxy no-endpoint {} rule for {} in the dropping netns",
+                        "a kube-proxy no-endpoint {} rule for {}",
                         match action {
                             NoEndpointAction::Drop => "drop",
                             NoEndpointAction::Reject => "reject",
@@ -966,6 +1000,44 @@ impl Judge<'_> {
                     ),
                 ),
             },
+            Signal::KubeProxyNoEndpointHookDrop => {
+                let found = self
+                    .forward_drops()
+                    .filter(|d| {
+                        is_syn(&d.drop)
+                            && d.drop.reason == "NETFILTER_DROP"
+                            && d.drop.hook.is_none()
+                            && HOOK_RUNNER.contains(&d.drop.function())
+                            && !d.drop.ct.as_ref().is_some_and(|c| c.src_nat())
+                    })
+                    .find_map(|d| {
+                        self.node
+                            .no_endpoint_rule(d.drop.netns, a.dst)
+                            .filter(|r| r.action == NoEndpointAction::Drop)
+                            .map(|r| (d, r))
+                    });
+                match found {
+                    Some((d, rule)) => (
+                        true,
+                        format!(
+                            "{}; kube-proxy's no-endpoint rule for Service {} ({}) drops new \
+                             connects to {} in that netns: {}",
+                            describe(&d.drop, a.start_ns),
+                            rule.service,
+                            rule.rule,
+                            a.dst,
+                            rule.why.text()
+                        ),
+                    ),
+                    None => (
+                        false,
+                        format!(
+                            "a hook drop of the SYN where kube-proxy's rules drop {}",
+                            a.dst
+                        ),
+                    ),
+                }
+            }
             Signal::FailedAtOnce => (
                 a.outcome == Outcome::Failed && a.retransmits.is_empty(),
                 "the connect failed without a SYN retransmit".into(),

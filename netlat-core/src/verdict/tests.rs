@@ -687,26 +687,72 @@ fn a_rule_drop_without_kube_proxy_s_rule_stays_a_rule_drop() {
     for facts in [elsewhere, other_dst, no_endpoint(NoEndpointAction::Reject)] {
         assert_eq!(judge(&a, &facts).issue, "netfilter-rule-drop");
     }
-    // A hook drop (conntrack, IPVS) to a no-endpoint destination is not kube-proxy's rule.
+    // A hook drop attributed to another hook (conntrack confirm, IPVS) to a no-endpoint
+    // destination is not kube-proxy's rule.
+    for hook in ["ipvs", "conntrack-confirm"] {
+        let mut d = rule_drop("nf_hook_slow+0x7d", ROUTER_NS);
+        d.drop.hook = Some(hook);
+        let a = attempt(&[1.0], vec![d]);
+        assert_ne!(
+            judge(&a, &no_endpoint(NoEndpointAction::Drop)).issue,
+            "service-no-endpoints",
+            "{hook}"
+        );
+    }
+}
+
+#[test]
+fn an_unattributed_hook_drop_to_a_no_endpoint_destination_is_named_at_medium() {
+    // iptables-legacy on a kernel without kprobes: the rule's drop is freed in nf_hook_slow.
     let a = attempt(&[1.0], vec![rule_drop("nf_hook_slow+0x7d", ROUTER_NS)]);
-    assert_ne!(
+    let v = judge(&a, &no_endpoint(NoEndpointAction::Drop));
+    assert_eq!(v.issue, "service-no-endpoints");
+    assert_eq!(v.confidence, Confidence::Medium, "{v:#?}");
+    assert!(
+        v.missing.iter().any(|m| m.contains("ipt_do_table")),
+        "{v:#?}"
+    );
+    assert!(
+        v.evidence.iter().any(|e| e.contains("shop/cart:http")),
+        "{v:#?}"
+    );
+    // In another namespace than the rule, it stays a generic hook drop.
+    let a = attempt(&[1.0], vec![rule_drop("nf_hook_slow+0x7d", CLIENT_NS)]);
+    assert_eq!(
         judge(&a, &no_endpoint(NoEndpointAction::Drop)).issue,
-        "service-no-endpoints"
+        "netfilter-drop"
     );
 }
 
 #[test]
 fn kube_proxy_reject_is_a_failed_connect_with_the_service() {
-    let mut a = attempt(&[], vec![rule_drop("nft_do_chain+1", ROUTER_NS)]);
+    // The rejected SYN's drop comes after the connect failed: none is matched.
+    let mut a = attempt(&[], vec![]);
     a.outcome = Outcome::Failed;
     a.end_ns = 400_000;
-    let v = judge(&a, &no_endpoint(NoEndpointAction::Reject));
+    let mut facts = no_endpoint(NoEndpointAction::Reject);
+    if let Some(ne) = facts.no_endpoint.as_mut() {
+        ne.0 = CLIENT_NS;
+    }
+    let v = judge(&a, &facts);
     assert_eq!(v.issue, "service-no-endpoints");
     assert!(
         v.evidence
             .iter()
             .any(|e| e.contains("shop/cart:http") && e.contains("rejects")),
         "{v:#?}"
+    );
+    // A connect that retried first, or established, is not this.
+    let mut retried = a.clone();
+    retried.retransmits = vec![S];
+    assert_ne!(
+        Judge {
+            attempt: &retried,
+            node: &facts
+        }
+        .verdict()
+        .map(|v| v.issue),
+        Some("service-no-endpoints")
     );
     // A refused connect without kube-proxy's rule gets no verdict.
     let verdict = Judge {

@@ -93,7 +93,8 @@ impl ServiceMap {
         ip.is_loopback() || self.local.contains(&ip)
     }
 
-    /// The Service at `key`: its address, or a NodePort when the address is local.
+    /// The Service at `key`: its address, or a NodePort when the address is local, or a
+    /// Service port kube-proxy drops or rejects for want of endpoints (still that Service).
     pub fn name(&self, key: &ServiceKey) -> Option<&str> {
         let (proto, ip, port) = *key;
         self.by_addr
@@ -104,6 +105,7 @@ impl ServiceMap {
                     .flatten()
             })
             .map(String::as_str)
+            .or_else(|| self.no_endpoint(key).map(|r| r.service.as_str()))
     }
 
     /// kube-proxy's no-endpoint rule for `key`, by address or as a NodePort.
@@ -580,6 +582,8 @@ mod tests {
             Some("shop/local:http")
         );
         assert_eq!(map.no_endpoint(&key("192.0.2.9", 30090)), None);
+        // A no-endpoint Service port still names its Service.
+        assert_eq!(map.name(&key("192.0.2.5", 30090)), Some("shop/local:http"));
         assert_eq!(map.len(), 2);
     }
 }
