@@ -257,6 +257,16 @@ impl Engine {
         }
         // Asked only for reported connects: a lookup may read the namespace's rules.
         line.service = self.node.service(a.sock.netns, a.dst);
+        if line.service.is_none()
+            && let Some(v) = line.verdict.as_mut()
+            && self.node.unnamed_ipvs_service(a.sock.netns, a.dst)
+        {
+            v.missing.push(format!(
+                "the Service of IPVS virtual service {} (kube-proxy's IPVS mode keeps no \
+                 Service names on the node)",
+                a.dst
+            ));
+        }
         sink.connect(&line)
     }
 
@@ -846,6 +856,31 @@ mod tests {
             state(11 * S + 1_000_000, 2, 1, 40000),
         ]);
         assert!(plain[0].get("service").is_none(), "{}", plain[0]);
+    }
+
+    #[test]
+    fn an_unnamed_ipvs_destination_says_what_is_missing() {
+        let events = [
+            state(10 * S, 7, 2, 0),
+            retrans(11 * S, 40000),
+            state(11 * S + 1_000_000, 2, 1, 40000),
+        ];
+        let node = FakeNode {
+            ipvs_unnamed: Some((111, "10.231.0.2:8080".parse().unwrap())),
+            ..FakeNode::default()
+        };
+        let lines = lines_of(&mut engine_with(Box::new(node)), &events);
+        assert_eq!(lines.len(), 1, "{lines:#?}");
+        assert!(lines[0].get("service").is_none());
+        assert!(
+            lines[0]["verdict"]["missing"]
+                .to_string()
+                .contains("IPVS virtual service 10.231.0.2:8080"),
+            "{}",
+            lines[0]
+        );
+        let lines = lines_of(&mut engine_with(Box::new(FakeNode::default())), &events);
+        assert!(!lines[0]["verdict"]["missing"].to_string().contains("IPVS"));
     }
 
     #[test]

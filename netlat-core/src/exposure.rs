@@ -26,6 +26,8 @@ pub enum Cond {
     VxlanOffloaded,
     /// The conntrack table is more than 90 % full.
     ConntrackNearlyFull,
+    /// kube-proxy's rules hold a no-endpoint rule (DROP: SYN retries; REJECT: refusals).
+    NoEndpointRules,
 }
 
 /// When a catalog entry's issue can hit this node: every condition must hold.
@@ -72,6 +74,10 @@ pub static EXPOSURE: &[ExposureRule] = &[
     ExposureRule {
         issue: "conntrack-table-full",
         when: &[Cond::ConntrackNearlyFull],
+    },
+    ExposureRule {
+        issue: "service-no-endpoints",
+        when: &[Cond::NoEndpointRules],
     },
 ];
 
@@ -148,6 +154,47 @@ fn eval(c: Cond, f: &NodeFacts) -> (Option<bool>, String) {
                         devs.join(", ")
                     )
                 },
+            )
+        }
+        Cond::NoEndpointRules => {
+            let rules = &f.kube_proxy.no_endpoint_rules;
+            let Some(read) = f.kube_proxy.services else {
+                return (None, "kube-proxy's rules could not be read".to_string());
+            };
+            if rules.is_empty() {
+                return (
+                    Some(false),
+                    format!("no kube-proxy no-endpoint rule ({read} Service ports named)"),
+                );
+            }
+            let shown: Vec<String> = rules
+                .iter()
+                .take(10)
+                .map(|r| {
+                    format!(
+                        "{} {} ({})",
+                        r.service,
+                        match r.action {
+                            crate::facts::NoEndpointAction::Drop => "drop",
+                            crate::facts::NoEndpointAction::Reject => "reject",
+                        },
+                        r.rule
+                    )
+                })
+                .collect();
+            let more = rules.len().saturating_sub(shown.len());
+            (
+                Some(true),
+                format!(
+                    "{} Service port(s) without usable endpoints now: {}{}",
+                    rules.len(),
+                    shown.join(", "),
+                    if more > 0 {
+                        format!(" and {more} more")
+                    } else {
+                        String::new()
+                    }
+                ),
             )
         }
         Cond::ConntrackNearlyFull => {
@@ -305,6 +352,27 @@ mod tests {
             .insert("net.ipv4.vs.conntrack".into(), Some("1".into()));
         assert_eq!(row(&f, "ipvs-conn-reuse").exposed, Exposed::Yes);
         assert_eq!(row(&f, "unanswered-syn").exposed, Exposed::NotApplicable);
+    }
+
+    #[test]
+    fn no_endpoint_exposure_lists_the_services() {
+        use crate::facts::{NoEndpointAction, NoEndpointRule, NoEndpointWhy};
+        let mut f = facts();
+        assert_eq!(row(&f, "service-no-endpoints").exposed, Exposed::Unknown);
+        f.kube_proxy.services = Some(3);
+        assert_eq!(row(&f, "service-no-endpoints").exposed, Exposed::No);
+        f.kube_proxy.no_endpoint_rules.push(NoEndpointRule {
+            service: "shop/cart:http".into(),
+            action: NoEndpointAction::Drop,
+            why: NoEndpointWhy::NoLocalInternal,
+            rule: "iptables-nft filter KUBE-SERVICES".into(),
+        });
+        let r = row(&f, "service-no-endpoints");
+        assert_eq!(r.exposed, Exposed::Yes);
+        assert!(
+            r.why[0].contains("shop/cart:http drop (iptables-nft filter KUBE-SERVICES)"),
+            "{r:?}"
+        );
     }
 
     #[test]

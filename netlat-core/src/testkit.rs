@@ -39,6 +39,8 @@ pub struct FakeNode {
     pub service: Option<(u32, SocketAddr, String)>,
     /// One kube-proxy no-endpoint rule: (netns of the rules, destination, the rule).
     pub no_endpoint: Option<(u32, SocketAddr, NoEndpointRule)>,
+    /// One IPVS virtual service no rule names: (netns, VIP).
+    pub ipvs_unnamed: Option<(u32, SocketAddr)>,
     /// Every (netns, tgid) the engine offered for prefetch.
     pub prefetched: Rc<RefCell<Vec<(u32, u32)>>>,
 }
@@ -58,6 +60,9 @@ impl NodeView for FakeNode {
             .as_ref()
             .filter(|(n, d, _)| *n == netns && *d == dst)
             .map(|(_, _, name)| name.clone())
+    }
+    fn unnamed_ipvs_service(&self, netns: u32, dst: SocketAddr) -> bool {
+        self.ipvs_unnamed == Some((netns, dst))
     }
     fn no_endpoint_rule(&self, netns: u32, dst: SocketAddr) -> Option<NoEndpointRule> {
         self.no_endpoint

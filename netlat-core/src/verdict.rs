@@ -55,6 +55,11 @@ pub trait NodeView {
     fn service(&self, _netns: u32, _dst: std::net::SocketAddr) -> Option<String> {
         None
     }
+    /// `dst` is an IPVS virtual service (in `netns` or the node's namespace) that no rule
+    /// names: kube-proxy's IPVS mode keeps no Service names on the node.
+    fn unnamed_ipvs_service(&self, _netns: u32, _dst: SocketAddr) -> bool {
+        false
+    }
     /// kube-proxy's no-endpoint rule for TCP connects to `dst` in `netns` (or, for a pod, the
     /// node's namespace), where the node has one.
     fn no_endpoint_rule(&self, _netns: u32, _dst: SocketAddr) -> Option<NoEndpointRule> {

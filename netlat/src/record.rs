@@ -112,6 +112,12 @@ pub enum Note {
         dst: SocketAddr,
         answer: Option<NoEndpointRule>,
     },
+    /// Whether a slow connect's destination is an IPVS virtual service no rule names.
+    IpvsUnnamed {
+        netns: u32,
+        dst: SocketAddr,
+        answer: bool,
+    },
     /// Housekeeping at monotonic `now_ns`.
     Tick {
         now_ns: u64,
@@ -455,6 +461,15 @@ impl<V: NodeView> NodeView for RecordingView<V> {
         }));
         answer
     }
+    fn unnamed_ipvs_service(&self, netns: u32, dst: SocketAddr) -> bool {
+        let answer = self.inner.unnamed_ipvs_service(netns, dst);
+        log_err(
+            self.rec
+                .borrow_mut()
+                .note(&Note::IpvsUnnamed { netns, dst, answer }),
+        );
+        answer
+    }
     fn prefetch(&self, netns: u32, tgid: u32) {
         self.inner.prefetch(netns, tgid);
     }
@@ -472,6 +487,7 @@ pub struct Answers {
     udp: HashMap<u32, VecDeque<Option<u64>>>,
     services: VecDeque<(u32, SocketAddr, Option<String>)>,
     no_endpoints: VecDeque<(u32, SocketAddr, Option<NoEndpointRule>)>,
+    ipvs_unnamed: VecDeque<(u32, SocketAddr, bool)>,
 }
 
 pub type SharedAnswers = Rc<RefCell<Answers>>;
@@ -497,6 +513,9 @@ impl Answers {
             Note::Service { netns, dst, answer } => self.services.push_back((netns, dst, answer)),
             Note::NoEndpoint { netns, dst, answer } => {
                 self.no_endpoints.push_back((netns, dst, answer));
+            }
+            Note::IpvsUnnamed { netns, dst, answer } => {
+                self.ipvs_unnamed.push_back((netns, dst, answer));
             }
             Note::Symbol { .. } | Note::Tick { .. } | Note::End { .. } => {}
         }
@@ -576,6 +595,14 @@ impl NodeView for Replayed {
             .iter()
             .position(|(n, d, _)| *n == netns && *d == dst)?;
         a.no_endpoints.remove(at).and_then(|x| x.2)
+    }
+    fn unnamed_ipvs_service(&self, netns: u32, dst: SocketAddr) -> bool {
+        let mut a = self.0.borrow_mut();
+        a.ipvs_unnamed
+            .iter()
+            .position(|(n, d, _)| *n == netns && *d == dst)
+            .and_then(|at| a.ipvs_unnamed.remove(at))
+            .is_some_and(|x| x.2)
     }
 }
 

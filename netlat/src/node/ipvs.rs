@@ -66,6 +66,19 @@ pub fn services() -> io::Result<Option<Vec<IpvsService>>> {
     Ok(Some(out))
 }
 
+/// The virtual services of the calling thread's namespace without their real servers (one
+/// dump, for naming what a connect went to); `None` when IPVS is not loaded.
+pub fn virtual_services() -> io::Result<Option<Vec<IpvsService>>> {
+    let Some(id) = ipvs_family()? else {
+        return Ok(None);
+    };
+    dump_services(id)?
+        .iter()
+        .map(|raw| parse_service(raw).map_err(invalid))
+        .collect::<io::Result<Vec<_>>>()
+        .map(Some)
+}
+
 fn invalid(e: NodeError) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, e)
 }

@@ -379,6 +379,20 @@ impl NodeView for LiveFacts {
             dst,
         )
     }
+    fn unnamed_ipvs_service(&self, netns: u32, dst: SocketAddr) -> bool {
+        let node = own_netns().filter(|own| *own != netns);
+        self.refresh_services(netns);
+        if let Some(own) = node {
+            self.refresh_services(own);
+        }
+        let key = (TCP, unmapped(dst.ip()), dst.port());
+        let maps = self.services.borrow();
+        [Some(netns), node]
+            .into_iter()
+            .flatten()
+            .filter_map(|n| maps.get(&n))
+            .any(|c| c.map.unnamed_ipvs(&key))
+    }
     fn no_endpoint_rule(&self, netns: u32, dst: SocketAddr) -> Option<NoEndpointRule> {
         let node = own_netns().filter(|own| *own != netns);
         self.refresh_services(netns);

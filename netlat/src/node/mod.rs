@@ -268,6 +268,14 @@ fn collect() -> NodeFacts {
         }
         Err(e) => facts.notes.push(format!("services: {e}")),
     }
+    if facts.kube_proxy.mode == KubeProxyMode::Ipvs {
+        // Its rules match ipsets of bare addresses: nothing on the node holds the names.
+        facts.notes.push(format!(
+            "services: kube-proxy's IPVS mode keeps no Service names on the node; connect lines \
+             to its {} virtual services show the VIP, and say so in the verdict's missing list",
+            facts.kube_proxy.ipvs_services.unwrap_or(0)
+        ));
+    }
     facts.ipvs = ipvs_list;
     facts.calico = calico_evidence(
         &links,

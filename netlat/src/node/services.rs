@@ -41,6 +41,9 @@ pub struct ServiceMap {
     /// The namespace's own addresses: what kube-proxy's `addrtype --dst-type LOCAL` and
     /// `fib daddr type local` match before the NodePort rules.
     local: BTreeSet<IpAddr>,
+    /// IPVS virtual services (protocol, VIP, port): kube-proxy's IPVS mode keeps no Service
+    /// names on the node, so these can only be called IPVS services.
+    ipvs: BTreeSet<ServiceKey>,
 }
 
 /// One thing a kube-proxy rule or map element says.
@@ -116,6 +119,16 @@ impl ServiceMap {
                 .then(|| self.no_endpoints.get(&(proto, None, port)))
                 .flatten()
         })
+    }
+
+    /// IPVS virtual services of the namespace, as [`ServiceKey`]s.
+    pub fn set_ipvs(&mut self, vips: impl IntoIterator<Item = ServiceKey>) {
+        self.ipvs = vips.into_iter().collect();
+    }
+
+    /// `key` is an IPVS virtual service no rule names (IPVS mode's Services).
+    pub fn unnamed_ipvs(&self, key: &ServiceKey) -> bool {
+        self.ipvs.contains(key) && self.name(key).is_none()
     }
 
     /// Every no-endpoint rule with its destination, for `doctor`.
@@ -296,6 +309,15 @@ pub fn read() -> Result<ServiceMap, ServiceError> {
                 }
             }
         }
+    }
+    match super::ipvs::virtual_services() {
+        Ok(Some(list)) => map.set_ipvs(list.iter().filter_map(|s| {
+            let vip = s.vip?;
+            Some((u8::try_from(s.protocol).ok()?, vip.ip(), vip.port()))
+        })),
+        Ok(None) => {}
+        // Lines then lack only the note that the VIP is IPVS's.
+        Err(e) => tracing::debug!("IPVS virtual services: {e}"),
     }
     match local_addresses() {
         Ok(local) => map.set_local(local),
@@ -585,5 +607,13 @@ mod tests {
         // A no-endpoint Service port still names its Service.
         assert_eq!(map.name(&key("192.0.2.5", 30090)), Some("shop/local:http"));
         assert_eq!(map.len(), 2);
+        // IPVS mode: a VIP is known as a virtual service, not by name.
+        map.set_ipvs([key("10.96.0.50", 443), key("10.96.0.20", 30080)]);
+        assert!(map.unnamed_ipvs(&key("10.96.0.50", 443)));
+        assert!(
+            !map.unnamed_ipvs(&key("10.96.0.20", 30080)),
+            "named by a rule"
+        );
+        assert!(!map.unnamed_ipvs(&key("10.96.0.51", 443)));
     }
 }
