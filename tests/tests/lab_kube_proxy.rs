@@ -14,7 +14,8 @@
 use std::{process::Command, thread, time::Duration};
 
 use netlat_tests::{
-    Netns, Watch, connect_times, connects_to, first_syn_drop, is_root, sh_stdin, tcp_server, veth,
+    Netns, TempDir, Watch, connect_times, connects_to, first_syn_drop, is_root, json_lines,
+    netlat_unprivileged, sh_stdin, tcp_server, veth,
 };
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -230,7 +231,9 @@ fn lab_kube_proxy_rules_name_services_and_no_endpoint_drops() {
         .map(|l| tcp_server(&l.backend, &[8080]))
         .collect();
 
-    let watch = Watch::start(&[]);
+    let dir = TempDir::new("kp");
+    let rec = dir.0.join("kp.rec").display().to_string();
+    let watch = Watch::start(&["--record", &rec]);
     // The modes run side by side: each one's drops cost >= 1 s of SYN retry.
     let results: Vec<Vec<Option<f64>>> = thread::scope(|s| {
         let handles: Vec<_> = labs
@@ -324,4 +327,23 @@ fn lab_kube_proxy_rules_name_services_and_no_endpoint_drops() {
             "{mode:?}: {reject}"
         );
     }
+
+    // The recording replays to the same lines (Service names, no-endpoint verdicts, the
+    // refused connects), with no privileges and no rules to read.
+    let out = netlat_unprivileged(&["replay", "--output", "json", &rec]);
+    assert!(out.status.success(), "replay failed: {out:?}");
+    let ours = |v: &[serde_json::Value]| -> Vec<serde_json::Value> {
+        v.iter()
+            .filter(|l| {
+                l["type"] == "connect"
+                    && labs
+                        .iter()
+                        .any(|lab| l["netns"].as_u64() == Some(lab.client.inode()))
+            })
+            .cloned()
+            .collect()
+    };
+    let live = ours(&lines);
+    assert_eq!(live.len(), 8 * labs.len(), "{live:#?}");
+    assert_eq!(ours(&json_lines(&out)), live, "replay differs");
 }
