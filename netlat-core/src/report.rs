@@ -233,7 +233,8 @@ pub struct Summary {
     pub duration_s: f64,
     pub attempts: u64,
     pub slow: u64,
-    /// Slow attempts per verdict id ("none" when nothing fit).
+    /// Reported attempts per verdict id ("none" when nothing fit): the slow ones, and the fast
+    /// refusals reported because kube-proxy's REJECT caused them (`service-no-endpoints`).
     pub by_issue: BTreeMap<String, u64>,
     /// Drops reported on their own, per verdict id.
     pub drops_by_issue: BTreeMap<String, u64>,
