@@ -4,9 +4,13 @@
 //! `-A KUBE-SERVICES -d 10.96.0.10/32 -p tcp -m comment --comment "kube-system/kube-dns:dns-tcp
 //! cluster IP" -m tcp --dport 53 -j KUBE-SVC-…`
 //!
-//! stored either in nf_tables by iptables-nft ([`super::nft`]) or in the legacy xtables table
-//! ([`super::xt`]). Both decoders fill a [`ServiceMatch`]; this module turns the matches into a
-//! [`ServiceMap`] of (protocol, address, port) → `namespace/name:port`.
+//! (also `… external IP`, `… loadbalancer IP`; NodePorts in `KUBE-NODEPORTS` without `-d`), and
+//! its no-endpoint rules are filter-table `KUBE-SERVICES`/`KUBE-EXTERNAL-SERVICES` DROP/REJECT
+//! rules commented `ns/name:port has no (local) endpoints`; all stored either in nf_tables by
+//! iptables-nft ([`super::nft`]) or in the legacy xtables tables ([`super::xt`]). Both decoders
+//! fill a [`ServiceMatch`]. In nftables mode (kube-proxy 1.29+) the same facts are elements of
+//! the verdict maps of `table ip/ip6 kube-proxy`, decoded by [`super::nft`]. This module turns
+//! what they say into a [`ServiceMap`].
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io;
