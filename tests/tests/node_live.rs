@@ -435,3 +435,55 @@ fn live_service_names_are_reread_off_the_loop() {
         "{answers:?}"
     );
 }
+
+#[test]
+fn live_nftables_mode_ipv6_nodeports_and_no_endpoint_maps() {
+    use netlat_core::facts::{NoEndpointAction, NoEndpointWhy};
+    let ns = netns("nftne");
+    ns.ip(&["addr", "add", "fd00:1::5/64", "dev", "lo"]);
+    // kube-proxy's IPv6 table: an internalTrafficPolicy=Local ClusterIP, a NodePort, and a
+    // no-endpoint drop for a ClusterIP and a NodePort.
+    ns.nft(
+        "table ip6 kube-proxy {\n\
+         map service-ips { type ipv6_addr . inet_proto . inet_service : verdict ; }\n\
+         map service-nodeports { type inet_proto . inet_service : verdict ; }\n\
+         map no-endpoint-services { type ipv6_addr . inet_proto . inet_service : verdict ; }\n\
+         map no-endpoint-nodeports { type inet_proto . inet_service : verdict ; }\n\
+         chain local-QY2ZJ4NA-shop/cart/tcp/http { }\n\
+         chain external-HN3T5P2C-shop/front/tcp/ { }\n\
+         }\n\
+         add element ip6 kube-proxy service-ips { fd00::20 . tcp . 80 : goto \
+         local-QY2ZJ4NA-shop/cart/tcp/http }\n\
+         add element ip6 kube-proxy service-nodeports { tcp . 30080 : goto \
+         external-HN3T5P2C-shop/front/tcp/ }\n\
+         add element ip6 kube-proxy no-endpoint-services { fd00::30 . tcp . 80 comment \
+         \"shop/gone:http\" : drop }\n\
+         add element ip6 kube-proxy no-endpoint-nodeports { tcp . 30090 comment \
+         \"shop/gone:http\" : drop }\n",
+    );
+    let map = in_netns(&ns.path(), services::read)
+        .expect("enter the namespace")
+        .expect("read the Services");
+    let key = |ip: &str, port| (6u8, ip.parse().unwrap(), port);
+    assert_eq!(map.name(&key("fd00::20", 80)), Some("shop/cart:http"));
+    // The NodePort answers on the namespace's own address (read there), not elsewhere.
+    assert_eq!(map.name(&key("fd00:1::5", 30080)), Some("shop/front"));
+    assert_eq!(map.name(&key("fd00:1::6", 30080)), None);
+    let gone = map
+        .no_endpoint(&key("fd00::30", 80))
+        .expect("no-endpoint rule");
+    assert_eq!(gone.service, "shop/gone:http");
+    assert_eq!(gone.action, NoEndpointAction::Drop);
+    assert_eq!(gone.why, NoEndpointWhy::NoLocal);
+    assert_eq!(
+        gone.rule,
+        "nftables ip6 kube-proxy map no-endpoint-services"
+    );
+    let np = map
+        .no_endpoint(&key("fd00:1::5", 30090))
+        .expect("NodePort no-endpoint rule");
+    assert_eq!(np.why, NoEndpointWhy::NoLocalExternal);
+    // doctor's facts carry both rules.
+    let facts = gather_in_netns(&ns.path());
+    assert_eq!(facts.kube_proxy.no_endpoint_rules.len(), 2, "{facts:?}");
+}
