@@ -22,6 +22,7 @@ mod ipvs;
 mod links;
 pub mod live_facts;
 pub mod netns;
+pub mod pods;
 mod nft;
 pub(crate) mod nl;
 pub mod services;
