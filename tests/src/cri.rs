@@ -147,6 +147,11 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
         c
     }
 
+    /// The CNI bridge the pods are on.
+    pub fn bridge(&self) -> &str {
+        &self.bridge
+    }
+
     fn dir(&self) -> &Path {
         &self.dir.0
     }
@@ -275,7 +280,6 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
             "k8s.io",
             "images",
             "import",
-            "--no-unpack",
             &archive.display().to_string(),
         ]);
     }
@@ -315,12 +319,17 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
                 namespace: namespace.into(),
                 attempt: 0,
             }),
-            hostname: name.into(),
+            // A hostNetwork pod has the node's UTS namespace: the kubelet sets no hostname.
+            hostname: if host_network {
+                String::new()
+            } else {
+                name.into()
+            },
             log_directory: logs.display().to_string(),
             linux: Some(LinuxPodSandboxConfig {
                 cgroup_parent: cgroup_parent.clone(),
                 security_context: Some(LinuxSandboxSecurityContext {
-                    namespace_options: Some(ns_opts),
+                    namespace_options: Some(ns_opts.clone()),
                     ..LinuxSandboxSecurityContext::default()
                 }),
                 ..LinuxPodSandboxConfig::default()
@@ -362,7 +371,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
                 log_path: format!("{c}.log"),
                 linux: Some(LinuxContainerConfig {
                     security_context: Some(LinuxContainerSecurityContext {
-                        namespace_options: Some(ns_opts),
+                        namespace_options: Some(ns_opts.clone()),
                         ..LinuxContainerSecurityContext::default()
                     }),
                     ..LinuxContainerConfig::default()
@@ -405,9 +414,13 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
         pod
     }
 
-    /// Run `cmd` in container `name` of `pod` (CRI ExecSync); returns (exit code, stdout).
+    /// Run `cmd` in container `name` of `pod` (CRI ExecSync); returns (exit code, stdout and stderr).
     pub fn exec(&mut self, pod: &Pod, name: &str, cmd: &[&str], timeout_s: i64) -> (i32, String) {
-        let id = pod.containers.get(name).expect("container of the pod").clone();
+        let id = pod
+            .containers
+            .get(name)
+            .expect("container of the pod")
+            .clone();
         let mut cl = self.client();
         let r = self
             .rt
@@ -418,7 +431,9 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
             }))
             .unwrap_or_else(|e| panic!("ExecSync {cmd:?}: {e}"))
             .into_inner();
-        (r.exit_code, String::from_utf8_lossy(&r.stdout).into_owned())
+        let mut out = String::from_utf8_lossy(&r.stdout).into_owned();
+        out.push_str(&String::from_utf8_lossy(&r.stderr));
+        (r.exit_code, out)
     }
 
     /// Stop and remove a pod (as `kubectl delete pod` ends up doing on the node).
@@ -447,7 +462,8 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
             .expect("PodSandboxStatus")
             .into_inner();
         let info: serde_json::Value =
-            serde_json::from_str(st.info.get("info").map_or("{}", String::as_str)).unwrap_or_default();
+            serde_json::from_str(st.info.get("info").map_or("{}", String::as_str))
+                .unwrap_or_default();
         let path = info
             .pointer("/runtimeSpec/linux/namespaces")
             .and_then(|n| n.as_array())
@@ -520,6 +536,13 @@ fn remove_cgroups(parent: &str) {
             }
         }
         let _ = fs::remove_dir(&d);
+        // The QoS and kubepods levels, when no other pod is left in them.
+        if let Some(qos) = d.parent() {
+            let _ = fs::remove_dir(qos);
+            if let Some(top) = qos.parent() {
+                let _ = fs::remove_dir(top);
+            }
+        }
     }
 }
 

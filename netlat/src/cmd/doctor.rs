@@ -103,9 +103,16 @@ fn print_pods(out: &mut impl Write, d: &PodsDoctor) -> io::Result<()> {
         }
     }
     if let Some(n) = d.from_files {
-        writeln!(out, "pods          from runtime bundle files (fallback): {n} pod(s)")?;
+        writeln!(
+            out,
+            "pods          from runtime bundle files (fallback): {n} pod(s)"
+        )?;
     }
-    writeln!(out, "pods          {} pod(s) can be named on lines", d.nameable)
+    writeln!(
+        out,
+        "pods          {} pod(s) can be named on lines",
+        d.nameable
+    )
 }
 
 fn netns_path(arg: &str) -> PathBuf {

@@ -22,9 +22,9 @@ mod ipvs;
 mod links;
 pub mod live_facts;
 pub mod netns;
-pub mod pods;
 mod nft;
 pub(crate) mod nl;
+pub mod pods;
 pub mod services;
 mod xt;
 

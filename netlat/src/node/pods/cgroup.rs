@@ -27,7 +27,10 @@ pub fn parse(cgroup_file: &str) -> Option<CgroupPod> {
 /// The pod of one cgroup path.
 pub fn parse_path(path: &str) -> Option<CgroupPod> {
     let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
-    let (at, uid) = segs.iter().enumerate().find_map(|(i, s)| pod_uid(s).map(|u| (i, u)))?;
+    let (at, uid) = segs
+        .iter()
+        .enumerate()
+        .find_map(|(i, s)| pod_uid(s).map(|u| (i, u)))?;
     let container_id = segs.get(at + 1).and_then(|s| container_id(s));
     Some(CgroupPod {
         pod_uid: uid,
@@ -52,7 +55,9 @@ fn pod_uid(seg: &str) -> Option<String> {
 
 /// A UID is 36 characters of hex and dashes (or underscores in systemd unit names).
 fn plausible_uid(u: &str) -> bool {
-    u.len() == 36 && u.chars().all(|c| c.is_ascii_hexdigit() || c == '-' || c == '_')
+    u.len() == 36
+        && u.chars()
+            .all(|c| c.is_ascii_hexdigit() || c == '-' || c == '_')
 }
 
 fn container_id(seg: &str) -> Option<String> {

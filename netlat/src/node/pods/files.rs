@@ -34,9 +34,12 @@ pub fn inventory(dirs: &[PathBuf]) -> Inventory {
         for e in entries.flatten() {
             let id = e.file_name().to_string_lossy().into_owned();
             // containerd: <dir>/<id>/config.json; CRI-O: <dir>/<id>/userdata/config.json.
-            let cfg = [e.path().join("config.json"), e.path().join("userdata/config.json")]
-                .into_iter()
-                .find_map(|p| fs::read_to_string(p).ok());
+            let cfg = [
+                e.path().join("config.json"),
+                e.path().join("userdata/config.json"),
+            ]
+            .into_iter()
+            .find_map(|p| fs::read_to_string(p).ok());
             if let Some(text) = cfg {
                 add_bundle(&mut inv, &id, &text, netns_inode);
             }
@@ -52,11 +55,13 @@ pub fn add_bundle(inv: &mut Inventory, id: &str, config: &str, inode: fn(&Path) 
     };
     let a = &v["annotations"];
     let s = |k: &str| a.get(k).and_then(Value::as_str).map(str::to_string);
-    let kind = s("io.kubernetes.cri.container-type").or_else(|| s("io.kubernetes.cri-o.ContainerType"));
+    let kind =
+        s("io.kubernetes.cri.container-type").or_else(|| s("io.kubernetes.cri-o.ContainerType"));
     match kind.as_deref() {
         Some("sandbox") => {
             let (Some(namespace), Some(name), Some(uid)) = (
-                s("io.kubernetes.cri.sandbox-namespace").or_else(|| s("io.kubernetes.pod.namespace")),
+                s("io.kubernetes.cri.sandbox-namespace")
+                    .or_else(|| s("io.kubernetes.pod.namespace")),
                 s("io.kubernetes.cri.sandbox-name").or_else(|| s("io.kubernetes.pod.name")),
                 s("io.kubernetes.cri.sandbox-uid").or_else(|| s("io.kubernetes.pod.uid")),
             ) else {

@@ -149,7 +149,10 @@ impl Refresh {
             .iter()
             .filter_map(|(_, r)| r.as_ref().err().cloned())
             .collect();
-        Some(format!("container runtime not answering ({})", why.join("; ")))
+        Some(format!(
+            "container runtime not answering ({})",
+            why.join("; ")
+        ))
     }
 }
 
@@ -293,7 +296,9 @@ impl Table {
         }
         if Some(netns) == host_netns {
             // hostNetwork pods share the host's namespace: only the cgroup tells them apart.
-            let cg = tgid.and_then(|t| self.procs.get(&t)).and_then(Option::as_ref);
+            let cg = tgid
+                .and_then(|t| self.procs.get(&t))
+                .and_then(Option::as_ref);
             return match cg.and_then(|c| self.by_uid.get(&c.pod_uid)) {
                 Some(sid) => self
                     .pod_of(sid, self.container_of(tgid, sid))
@@ -380,8 +385,7 @@ impl PodCache {
         let proc_unknown = tgid.is_some_and(|p| !t.procs.contains_key(&p));
         let ns_unknown = Some(netns) != self.host_netns
             && !t.by_netns.contains_key(&netns)
-            && t
-                .negative
+            && t.negative
                 .get(&netns)
                 .is_none_or(|at| at.elapsed() >= NEGATIVE_TTL);
         if ns_unknown {
@@ -429,7 +433,11 @@ impl PodView for PodCache {
 fn worker(table: &Mutex<Table>, mut reader: Reader, rx: &mpsc::Receiver<Ask>) {
     let mut last: Option<Instant> = None;
     loop {
-        let first = match rx.recv_timeout(if last.is_none() { Duration::ZERO } else { PERIOD }) {
+        let first = match rx.recv_timeout(if last.is_none() {
+            Duration::ZERO
+        } else {
+            PERIOD
+        }) {
             Ok(a) => Some(a),
             Err(RecvTimeoutError::Timeout) => None,
             Err(RecvTimeoutError::Disconnected) => return,
@@ -460,9 +468,7 @@ fn worker(table: &Mutex<Table>, mut reader: Reader, rx: &mpsc::Receiver<Ask>) {
                     .is_some_and(|id| !t.containers.contains_key(id))
                     && t.by_uid.contains_key(&c.pod_uid)
             });
-            asks.is_empty()
-                || unknown_container
-                || want_ns.iter().any(|n| t.pending.contains(n))
+            asks.is_empty() || unknown_container || want_ns.iter().any(|n| t.pending.contains(n))
         };
         if !stale {
             continue;
@@ -482,7 +488,8 @@ fn worker(table: &Mutex<Table>, mut reader: Reader, rx: &mpsc::Receiver<Ask>) {
                 t.negative.insert(n, now);
             }
         }
-        t.negative.retain(|_, at| now.duration_since(*at) < NEGATIVE_TTL);
+        t.negative
+            .retain(|_, at| now.duration_since(*at) < NEGATIVE_TTL);
     }
 }
 
@@ -582,14 +589,29 @@ mod tests {
     fn deleted_pods_stay_named_for_the_grace_period_and_a_down_runtime_is_said() {
         let mut t = Table::default();
         let t0 = Instant::now();
-        t.merge(&refresh(vec![sandbox("sb1", "web-0", Some(100), "10.236.0.5")], vec![]), t0);
+        t.merge(
+            &refresh(
+                vec![sandbox("sb1", "web-0", Some(100), "10.236.0.5")],
+                vec![],
+            ),
+            t0,
+        );
         // Deleted: the next refresh lists nothing.
         t.merge(&refresh(vec![], vec![]), t0 + Duration::from_secs(10));
         assert!(matches!(t.answer(100, None, Some(1)), PodAnswer::Pod(_)));
-        t.merge(&refresh(vec![], vec![]), t0 + GRACE + Duration::from_secs(1));
+        t.merge(
+            &refresh(vec![], vec![]),
+            t0 + GRACE + Duration::from_secs(1),
+        );
         assert_eq!(t.answer(100, None, Some(1)), PodAnswer::NotAPod);
         // Runtime down: known pods keep their names; unknown namespaces say why.
-        t.merge(&refresh(vec![sandbox("sb2", "web-1", Some(101), "10.236.0.6")], vec![]), t0);
+        t.merge(
+            &refresh(
+                vec![sandbox("sb2", "web-1", Some(101), "10.236.0.6")],
+                vec![],
+            ),
+            t0,
+        );
         let down = Refresh {
             runtimes: vec![("/x.sock".into(), Err("connection refused".into()))],
             ..Refresh::default()
