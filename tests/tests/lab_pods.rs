@@ -278,3 +278,38 @@ impl Drop for RemoveOnDrop {
         let _ = std::fs::remove_file(&self.0);
     }
 }
+
+/// The DaemonSet gives netlat the runtime sockets (read-only) and keeps the host's PID
+/// namespace, where /proc/PID/cgroup and /proc/PID/ns/net of every pod are.
+#[test]
+fn daemonset_mounts_the_runtime_sockets_read_only() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/daemonset.yaml");
+    let text = std::fs::read_to_string(&path).expect("deploy/daemonset.yaml");
+    let ds = text
+        .split("\n---\n")
+        .find(|d| d.contains("kind: DaemonSet"))
+        .expect("a DaemonSet");
+    let v: serde_json::Value = serde_norway::from_str(ds).expect("YAML");
+    let spec = &v["spec"]["template"]["spec"];
+    assert_eq!(spec["hostPID"], true);
+    let mounts = spec["containers"][0]["volumeMounts"]
+        .as_array()
+        .expect("volumeMounts");
+    let volumes = spec["volumes"].as_array().expect("volumes");
+    for sock in ["/run/containerd/containerd.sock", "/var/run/crio/crio.sock"] {
+        let m = mounts
+            .iter()
+            .find(|m| {
+                m["mountPath"]
+                    .as_str()
+                    .is_some_and(|p| sock.starts_with(&format!("{p}/")))
+            })
+            .unwrap_or_else(|| panic!("no mount holds {sock}"));
+        assert_eq!(m["readOnly"], true, "{m}");
+        let vol = volumes
+            .iter()
+            .find(|x| x["name"] == m["name"])
+            .expect("its volume");
+        assert_eq!(vol["hostPath"]["path"], m["mountPath"], "{vol}");
+    }
+}

@@ -15,7 +15,10 @@ use hdrhistogram::Histogram;
 use netlat_core::report::ConnectReport;
 use serde::{Deserialize, Serialize};
 
-use super::{ExportError, MAX_DESTINATIONS, bounded_key, cause_of, micros, retry_delay_us};
+use super::{
+    ExportError, MAX_DESTINATIONS, MAX_NAMESPACES, bounded_key, cause_of, micros, pod_namespace,
+    retry_delay_us,
+};
 
 /// Smallest trackable latency, µs.
 pub const LOWEST_US: u64 = 1;
@@ -82,6 +85,10 @@ pub struct HistogramSummary {
     /// Per destination `ip:port` or `ip:port (ns/name:port)` ("other" past the first 100
     /// destinations).
     pub by_dst: BTreeMap<String, Percentiles>,
+    /// Per pod namespace of the connecting pod (connects from pods only; "other" past the
+    /// first 100 namespaces); absent in lines of netlat versions before it.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub by_namespace: BTreeMap<String, Percentiles>,
     /// The retry ladder: `syn_retries[n]` slow connects took n SYN retransmits.
     pub syn_retries: Vec<u64>,
     /// The delay SYN retries added (first SYN → last retransmit), of slow connects with at
@@ -150,6 +157,8 @@ pub fn dst_label(c: &ConnectReport) -> String {
 pub struct Histograms {
     proto: Hist,
     latency: Hists,
+    /// Connect latency per pod namespace.
+    by_namespace: BTreeMap<String, Hist>,
     retry_delay: Hists,
     ladder: Vec<u64>,
 }
@@ -159,6 +168,7 @@ impl Histograms {
         let proto = new_hist()?;
         Ok(Histograms {
             latency: Hists::new(&proto),
+            by_namespace: BTreeMap::new(),
             retry_delay: Hists::new(&proto),
             proto,
             ladder: Vec::new(),
@@ -166,12 +176,23 @@ impl Histograms {
     }
 
     /// Record one reported connect; returns the destination key it was counted under (the
-    /// same for its latency and its retry delay).
-    pub fn record(&mut self, c: &ConnectReport) -> String {
+    /// same for its latency and its retry delay) and its pod namespace key ("" when not from
+    /// a pod).
+    pub fn record(&mut self, c: &ConnectReport) -> (String, String) {
         let cause = cause_of(c);
         let label = dst_label(c);
         let dst = bounded_key(&self.latency.by_dst, &label, MAX_DESTINATIONS).to_string();
         self.latency.record(&self.proto, cause, &dst, micros(c));
+        let ns = match pod_namespace(c) {
+            "" => String::new(),
+            n => bounded_key(&self.by_namespace, n, MAX_NAMESPACES).to_string(),
+        };
+        if !ns.is_empty() {
+            self.by_namespace
+                .entry(ns.clone())
+                .or_insert_with(|| self.proto.clone())
+                .saturating_record(micros(c));
+        }
         if let Some(us) = retry_delay_us(c) {
             self.retry_delay.record(&self.proto, cause, &dst, us);
         }
@@ -184,7 +205,7 @@ impl Histograms {
             }
             self.ladder[n] += 1;
         }
-        dst
+        (dst, ns)
     }
 
     /// Slow connects recorded.
@@ -201,6 +222,11 @@ impl Histograms {
             all: latency.all,
             by_cause: latency.by_cause,
             by_dst: latency.by_dst,
+            by_namespace: self
+                .by_namespace
+                .iter()
+                .map(|(k, h)| (k.clone(), Percentiles::of(h)))
+                .collect(),
             syn_retries: self.ladder.clone(),
             syn_retry_delay: self.retry_delay.breakdown(),
         }
@@ -340,6 +366,34 @@ pub(crate) mod tests {
                 remedy: "r",
             }),
         }
+    }
+
+    #[test]
+    fn connects_from_pods_are_counted_per_namespace_bounded() {
+        let mut h = Histograms::new().unwrap();
+        let from = |ns: &str| {
+            let mut c = connect("10.0.0.2:8080", 1011.0, 1, None);
+            c.pod = Some(netlat_core::pods::PodRef {
+                namespace: ns.into(),
+                name: "web-0".into(),
+                uid: "u".into(),
+                container: None,
+            });
+            c
+        };
+        assert_eq!(h.record(&from("shop")).1, "shop");
+        h.record(&from("shop"));
+        // Not from a pod: no namespace key, no namespace histogram.
+        assert_eq!(h.record(&connect("10.0.0.2:8080", 1011.0, 1, None)).1, "");
+        let s = h.summary(1.0, true);
+        assert_eq!(s.by_namespace.len(), 1);
+        assert_eq!(s.by_namespace["shop"].count, 2);
+        for i in 0..super::super::MAX_NAMESPACES + 5 {
+            h.record(&from(&format!("ns{i}")));
+        }
+        let s = h.summary(1.0, true);
+        assert_eq!(s.by_namespace.len(), super::super::MAX_NAMESPACES + 1);
+        assert_eq!(s.by_namespace[super::super::OTHER_DST].count, 6);
     }
 
     #[test]
