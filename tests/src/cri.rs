@@ -561,7 +561,7 @@ fn shims_of(socket: &Path) -> Vec<i32> {
             let is_shim = args
                 .first()
                 .is_some_and(|a| a.ends_with(b"containerd-shim-runc-v2"));
-            (is_shim && args.iter().any(|a| *a == want.as_bytes())).then_some(pid)
+            (is_shim && args.contains(&want.as_bytes())).then_some(pid)
         })
         .collect()
 }

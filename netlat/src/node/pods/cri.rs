@@ -87,17 +87,17 @@ impl Runtime {
     }
 
     async fn read(&mut self) -> Result<Inventory, CriError> {
-        let client = match &mut self.client {
-            Some(c) => c,
-            None => {
-                let ch = connect(&self.path)
-                    .await
-                    .map_err(|source| CriError::Connect {
-                        path: self.path.display().to_string(),
-                        source,
-                    })?;
-                self.client.insert(RuntimeServiceClient::new(ch))
-            }
+        if self.client.is_none() {
+            let ch = connect(&self.path)
+                .await
+                .map_err(|source| CriError::Connect {
+                    path: self.path.display().to_string(),
+                    source,
+                })?;
+            self.client = Some(RuntimeServiceClient::new(ch));
+        }
+        let Some(client) = &mut self.client else {
+            return Ok(Inventory::default());
         };
         let items = client
             .list_pod_sandbox(ListPodSandboxRequest { filter: None })
@@ -108,48 +108,13 @@ impl Runtime {
         let mut inv = Inventory::default();
         let mut known = HashMap::new();
         for s in items {
-            let sb = match self.known.remove(&s.id) {
-                Some(sb) => sb,
-                None => {
-                    let st = client
-                        .pod_sandbox_status(PodSandboxStatusRequest {
-                            pod_sandbox_id: s.id.clone(),
-                            verbose: true,
-                        })
-                        .await
-                        .map_err(|e| call_err("PodSandboxStatus", &self.path, &e))?
-                        .into_inner();
-                    let Some(status) = st.status else { continue };
-                    let Some(md) = status.metadata else { continue };
-                    let host_network = status
-                        .linux
-                        .and_then(|l| l.namespaces)
-                        .and_then(|n| n.options)
-                        .is_some_and(|o| o.network == NamespaceMode::Node as i32);
-                    let ips = status
-                        .network
-                        .map(|n| {
-                            std::iter::once(n.ip)
-                                .chain(n.additional_ips.into_iter().map(|a| a.ip))
-                                .filter_map(|ip| ip.parse::<IpAddr>().ok())
-                                .collect()
-                        })
-                        .unwrap_or_default();
-                    let netns = if host_network {
-                        None
-                    } else {
-                        st.info.get("info").and_then(|j| netns_of_info(j))
-                    };
-                    Sandbox {
-                        id: s.id.clone(),
-                        namespace: md.namespace,
-                        name: md.name,
-                        uid: md.uid,
-                        netns,
-                        ips,
-                        host_network,
-                    }
-                }
+            let sb = if let Some(sb) = self.known.remove(&s.id) {
+                sb
+            } else {
+                let Some(sb) = sandbox(client, &self.path, s.id.clone()).await? else {
+                    continue;
+                };
+                sb
             };
             known.insert(sb.id.clone(), sb.clone());
             inv.sandboxes.push(sb);
@@ -175,6 +140,57 @@ impl Runtime {
             .collect();
         Ok(inv)
     }
+}
+
+/// One sandbox's metadata, IPs and network namespace (verbose status); `None` when the runtime
+/// reports it without metadata.
+async fn sandbox(
+    client: &mut RuntimeServiceClient<Channel>,
+    path: &Path,
+    id: String,
+) -> Result<Option<Sandbox>, CriError> {
+    let st = client
+        .pod_sandbox_status(PodSandboxStatusRequest {
+            pod_sandbox_id: id.clone(),
+            verbose: true,
+        })
+        .await
+        .map_err(|e| call_err("PodSandboxStatus", path, &e))?
+        .into_inner();
+    let Some(status) = st.status else {
+        return Ok(None);
+    };
+    let Some(md) = status.metadata else {
+        return Ok(None);
+    };
+    let host_network = status
+        .linux
+        .and_then(|l| l.namespaces)
+        .and_then(|n| n.options)
+        .is_some_and(|o| o.network == NamespaceMode::Node as i32);
+    let ips = status
+        .network
+        .map(|n| {
+            std::iter::once(n.ip)
+                .chain(n.additional_ips.into_iter().map(|a| a.ip))
+                .filter_map(|ip| ip.parse::<IpAddr>().ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    let netns = if host_network {
+        None
+    } else {
+        st.info.get("info").and_then(|j| netns_of_info(j))
+    };
+    Ok(Some(Sandbox {
+        id,
+        namespace: md.namespace,
+        name: md.name,
+        uid: md.uid,
+        netns,
+        ips,
+        host_network,
+    }))
 }
 
 /// The sandbox's network namespace inode from its verbose status `info` JSON: the netns path

@@ -41,7 +41,7 @@ pub const DEFAULT_SOCKETS: &[&str] = &[
     "/run/crio/crio.sock",
 ];
 /// How long a pod gone from the runtime is still named.
-pub const GRACE: Duration = Duration::from_secs(300);
+pub const GRACE: Duration = Duration::from_mins(5);
 /// Refreshes asked for by misses are at least this far apart.
 const MIN_GAP: Duration = Duration::from_millis(500);
 /// A full refresh this often even without misses (pod IPs for destinations, deletions).
