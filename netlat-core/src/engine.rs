@@ -983,4 +983,19 @@ mod tests {
         assert!(lines[0].get("pod").is_none(), "{}", lines[0]);
         assert!(lines[0].get("pod_missing").is_none(), "{}", lines[0]);
     }
+
+    #[test]
+    fn drop_lines_name_the_pod_of_their_namespace() {
+        use crate::testkit::{FakePods, pod};
+        let mut pods = FakePods::default();
+        // The receiver's VXLAN drop happened in netns 333, a pod's (no process: no container).
+        pods.by_netns.insert(333, pod("edge", "gw-0", None));
+        pods.containers.insert(9, "app".into());
+        let mut e = exposed_engine(Box::new(NoNatLookup)).with_pods(Box::new(pods));
+        let lines = lines_of(&mut e, &[vxlan_drop(10 * S, [10, 9, 0, 1], 61000)]);
+        assert_eq!(lines.len(), 1, "{lines:#?}");
+        assert_eq!(lines[0]["type"], "drop");
+        assert_eq!(lines[0]["pod"]["name"], "gw-0");
+        assert!(lines[0]["pod"].get("container").is_none(), "{}", lines[0]);
+    }
 }

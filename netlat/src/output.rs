@@ -475,6 +475,45 @@ mod tests {
     }
 
     #[test]
+    fn human_line_names_the_pod_where_it_showed_the_netns() {
+        let clock = WallClock { offset_ns: 0 };
+        let mut line = ConnectReport::new(&attempt(), &unjudged(), &clock);
+        let human = |line: &ConnectReport| {
+            let (mut out, mut err) = (Vec::new(), Vec::new());
+            HumanPrinter::new(&mut out, &mut err).connect(line).unwrap();
+            String::from_utf8(out).unwrap()
+        };
+        assert!(
+            human(&line).contains("  netns 4026532000\n"),
+            "{}",
+            human(&line)
+        );
+        line.pod = Some(PodRef {
+            namespace: "shop".into(),
+            name: "web-0".into(),
+            uid: "u".into(),
+            container: Some("app".into()),
+        });
+        line.dst_pod = Some(PodRef {
+            namespace: "shop".into(),
+            name: "db-0".into(),
+            uid: "v".into(),
+            container: None,
+        });
+        let text = human(&line);
+        assert!(text.contains("-> 10.0.0.2:8080 (pod shop/db-0)"), "{text}");
+        assert!(text.contains("  pod shop/web-0/app\n"), "{text}");
+        assert!(!text.contains("netns 4026532000"), "{text}");
+        line.pod = None;
+        line.pod_missing = Some("container runtime not answering".into());
+        let text = human(&line);
+        assert!(
+            text.contains("netns 4026532000 (pod unknown: container runtime not answering)"),
+            "{text}"
+        );
+    }
+
+    #[test]
     fn json_line_has_the_contract_fields() {
         let clock = WallClock {
             offset_ns: 1_700_000_000_000_000_000,
