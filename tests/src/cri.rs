@@ -31,6 +31,8 @@ use crate::{TempDir, sh};
 /// The image every lab container and sandbox runs (`/bin/busybox` only).
 pub const IMAGE: &str = "docker.io/library/netlat-busybox:1";
 const BUSYBOX: &str = "/bin/busybox";
+/// Where containerd's shims put their sockets, fixed at build time.
+const SHIM_RUN_DIR: &str = "/run/containerd";
 
 /// A pod made through CRI.
 #[derive(Debug, Clone)]
@@ -57,6 +59,9 @@ pub struct Containerd {
     rt: tokio::runtime::Runtime,
     client: Option<RuntimeServiceClient<Channel>>,
     pods: Vec<Pod>,
+    /// Whether /run/containerd existed before (the shims put their sockets under it whatever
+    /// the config says); if not, its empty leftovers are removed on drop.
+    had_run_dir: bool,
 }
 
 /// What the lab needs from apt (`cargo xtask setup` installs them); the reason when missing.
@@ -118,6 +123,8 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
     default_runtime_name = "runc"
     [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
       runtime_type = "io.containerd.runc.v2"
+      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
+        Root = "{d}/runc"
   [plugins."io.containerd.grpc.v1.cri".cni]
     bin_dir = "/usr/lib/cni"
     conf_dir = "{d}/cni"
@@ -133,6 +140,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
             .build()
             .expect("tokio runtime");
         let mut c = Containerd {
+            had_run_dir: Path::new(SHIM_RUN_DIR).exists(),
             dir,
             socket,
             child: None,
@@ -623,5 +631,11 @@ impl Drop for Containerd {
         let _ = Command::new("ip")
             .args(["link", "del", &self.bridge])
             .output();
+        if !self.had_run_dir {
+            // Only empty directories go: another runtime started meanwhile keeps its own.
+            for d in ["s", "runc/k8s.io", "runc", ""] {
+                let _ = fs::remove_dir(Path::new(SHIM_RUN_DIR).join(d));
+            }
+        }
     }
 }
