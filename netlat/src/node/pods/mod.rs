@@ -46,7 +46,7 @@ pub const GRACE: Duration = Duration::from_mins(5);
 const MIN_GAP: Duration = Duration::from_millis(500);
 /// A full refresh this often even without misses (pod IPs for destinations, deletions).
 const PERIOD: Duration = Duration::from_secs(30);
-/// A namespace a refresh did not find is not asked about again for this long.
+/// A namespace a refresh did not find is not looked for again for this long.
 const NEGATIVE_TTL: Duration = Duration::from_secs(10);
 /// Lookups queued for the thread; beyond that a request is dropped and counted.
 const QUEUE: usize = 1024;
@@ -309,7 +309,9 @@ impl Table {
         if let Some(why) = &self.down {
             return PodAnswer::Unknown(why.clone());
         }
-        if self.pending.contains(&netns) {
+        // Still looking, unless an earlier look already found no pod there (a namespace that
+        // keeps making lines is re-checked now and then; its lines need not wait for that).
+        if self.pending.contains(&netns) && !self.negative.contains_key(&netns) {
             return PodAnswer::Unknown(STILL_LOOKING.into());
         }
         PodAnswer::NotAPod
@@ -551,14 +553,32 @@ mod tests {
             panic!()
         };
         assert_eq!(p.container, None);
-        // Another namespace: not a pod, unless a lookup for it is still running.
+        // Another namespace: not a pod, unless a first lookup for it is still running.
         assert_eq!(t.answer(200, Some(7), Some(1)), PodAnswer::NotAPod);
         t.pending.insert(200);
         assert_eq!(
             t.answer(200, Some(7), Some(1)),
             PodAnswer::Unknown(STILL_LOOKING.into())
         );
+        // A re-check of a namespace already found to hold no pod does not hold its lines.
+        t.negative.insert(200, Instant::now());
+        assert_eq!(t.answer(200, Some(7), Some(1)), PodAnswer::NotAPod);
         assert_eq!(t.by_ip.get(&"10.236.0.5".parse().unwrap()).unwrap(), "sb1");
+    }
+
+    #[test]
+    fn one_answering_runtime_or_the_bundle_files_is_enough() {
+        let err = |p: &str| (PathBuf::from(p), Err(format!("connecting to {p}: refused")));
+        let mut r = Refresh {
+            runtimes: vec![err("/a.sock"), (PathBuf::from("/b.sock"), Ok(2))],
+            ..Refresh::default()
+        };
+        assert_eq!(r.down(), None, "several runtimes: one answering is enough");
+        r.runtimes = vec![err("/a.sock"), err("/b.sock")];
+        let why = r.down().unwrap();
+        assert!(why.contains("/a.sock") && why.contains("/b.sock"), "{why}");
+        r.from_files = Some(0);
+        assert_eq!(r.down(), None, "the bundle files answered");
     }
 
     #[test]
