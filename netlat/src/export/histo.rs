@@ -253,11 +253,21 @@ pub fn write_human(h: &HistogramSummary, w: &mut dyn Write) -> io::Result<()> {
     };
     let d = &h.syn_retry_delay;
     let (dsts, delay_dsts) = (top(&h.by_dst), top(&d.by_dst));
+    // The busiest pod namespaces the slow connects came from.
+    let namespaces: Vec<(String, Percentiles)> = top(&h.by_namespace)
+        .into_iter()
+        .map(|(n, p)| (format!("from pods in {}", n.trim_start_matches("→ ")), p))
+        .collect();
     // Wide enough for every name shown (a Service makes destinations long), so columns align.
     let width = h
         .by_cause
         .keys()
-        .chain(dsts.iter().chain(&delay_dsts).map(|(n, _)| n))
+        .chain(
+            dsts.iter()
+                .chain(&delay_dsts)
+                .chain(&namespaces)
+                .map(|(n, _)| n),
+        )
         .map(|n| n.chars().count())
         .fold(26, usize::max);
     writeln!(
@@ -293,6 +303,9 @@ pub fn write_human(h: &HistogramSummary, w: &mut dyn Write) -> io::Result<()> {
             "netlat:   … and {} more destinations",
             h.by_dst.len() - HUMAN_TOP_DST
         )?;
+    }
+    for (name, p) in &namespaces {
+        row(w, name, p)?;
     }
     let ladder: Vec<String> = h
         .syn_retries
@@ -394,6 +407,10 @@ pub(crate) mod tests {
         let s = h.summary(1.0, true);
         assert_eq!(s.by_namespace.len(), super::super::MAX_NAMESPACES + 1);
         assert_eq!(s.by_namespace[super::super::OTHER_DST].count, 6);
+        let mut text = Vec::new();
+        write_human(&s, &mut text).unwrap();
+        let text = String::from_utf8(text).unwrap();
+        assert!(text.contains("from pods in shop "), "{text}");
     }
 
     #[test]
