@@ -155,6 +155,13 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
         c
     }
 
+    /// Where the runtime keeps its OCI bundles (`<id>/config.json`, `<id>/rootfs`): what
+    /// netlat's file fallback reads (`NETLAT_CRI_BUNDLES`).
+    pub fn bundle_dir(&self) -> PathBuf {
+        self.dir()
+            .join("state/io.containerd.runtime.v2.task/k8s.io")
+    }
+
     /// The CNI bridge the pods are on.
     pub fn bridge(&self) -> &str {
         &self.bridge

@@ -247,6 +247,21 @@ fn lab_pods_runtime_stopped_mid_run_costs_a_note_not_a_line() {
     );
     nft_in(&cd.netns_path(&db), &first_syn_drop("labpods", PORT));
     let web = cd.run_pod("shop", "web-1", &["app"], false);
+    // A connect the app container makes later, when the file /go appears in its root (the
+    // runtime will be down by then, so it cannot be an exec).
+    cd.exec(
+        &web,
+        "app",
+        &[
+            "/bin/busybox",
+            "sh",
+            "-c",
+            &format!(
+                "(while [ ! -e /go ]; do /bin/busybox sleep 0.1; done; /bin/busybox nc -w 5 {db_ip} {PORT}) </dev/null >/dev/null 2>&1 &"
+            ),
+        ],
+        5,
+    );
     let sock = cd.socket.display().to_string();
     let watch = Watch::start(&["--cri-socket", &sock]);
     exec_connect(&mut cd, &web, "app", &db_ip);
@@ -261,7 +276,8 @@ fn lab_pods_runtime_stopped_mid_run_costs_a_note_not_a_line() {
     );
     let (ok, lines) = watch.stop();
     assert!(ok, "netlat did not exit cleanly");
-    let slow = slow_to(&lines, &format!("{db_ip}:{PORT}"));
+    let dst = format!("{db_ip}:{PORT}");
+    let slow = slow_to(&lines, &dst);
     assert_eq!(slow.len(), 2, "both lines come: {lines:#?}");
     assert_eq!(pod_of(slow[0]), "shop/web-1/app");
     // Not named, and the line says why.
@@ -269,6 +285,34 @@ fn lab_pods_runtime_stopped_mid_run_costs_a_note_not_a_line() {
     let why = slow[1]["pod_missing"].as_str().unwrap_or_default();
     assert!(why.contains("not answering"), "{}", slow[1]);
     assert!(why.contains(&sock), "{}", slow[1]);
+
+    // A netlat started while the runtime is down names pods from the runtime's bundle files.
+    let bundles = cd.bundle_dir().display().to_string();
+    let env = [("NETLAT_CRI_BUNDLES", bundles.as_str())];
+    let out = Command::new(netlat_tests::netlat_bin())
+        .envs(env)
+        .args(["doctor", "--output", "json", "--cri-socket", &sock])
+        .output()
+        .expect("run doctor");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("doctor JSON");
+    assert!(
+        v["pods"]["runtimes"][0]["error"].is_string(),
+        "{}",
+        v["pods"]
+    );
+    assert_eq!(v["pods"]["from_files"], 2, "{}", v["pods"]);
+    let mut watch = Watch::start_env(&env, &["--cri-socket", &sock]);
+    let app = web.containers.get("app").expect("app container");
+    std::fs::write(cd.bundle_dir().join(app).join("rootfs/go"), b"").expect("trigger file");
+    let line = watch.wait_for(
+        |l| l["type"] == "connect" && l["dst"] == dst.as_str(),
+        Duration::from_secs(10),
+    );
+    let (ok, lines) = watch.stop();
+    assert!(ok, "netlat did not exit cleanly");
+    let line = line.unwrap_or_else(|| panic!("no line for the app's connect: {lines:#?}"));
+    assert_eq!(pod_of(&line), "shop/web-1/app", "{line}");
+    assert_eq!(line["pod"]["uid"], web.uid.as_str());
 }
 
 struct RemoveOnDrop(std::path::PathBuf);

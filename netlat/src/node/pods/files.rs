@@ -19,6 +19,17 @@ pub const BUNDLE_DIRS: &[&str] = &[
     "/run/containers/storage/overlay-containers",
 ];
 
+/// Overrides [`BUNDLE_DIRS`] (`:`-separated), for runtimes with another state directory.
+pub const BUNDLES_ENV: &str = "NETLAT_CRI_BUNDLES";
+
+/// The bundle dirs to read: [`BUNDLES_ENV`] when set, else [`BUNDLE_DIRS`].
+pub fn configured() -> Vec<PathBuf> {
+    match std::env::var_os(BUNDLES_ENV) {
+        Some(v) => std::env::split_paths(&v).collect(),
+        None => BUNDLE_DIRS.iter().map(PathBuf::from).collect(),
+    }
+}
+
 /// The bundle dirs that exist on this node.
 pub fn present(dirs: &[PathBuf]) -> Vec<PathBuf> {
     dirs.iter().filter(|d| d.is_dir()).cloned().collect()
@@ -41,7 +52,13 @@ pub fn inventory(dirs: &[PathBuf]) -> Inventory {
             .into_iter()
             .find_map(|p| fs::read_to_string(p).ok());
             if let Some(text) = cfg {
-                add_bundle(&mut inv, &id, &text, netns_inode);
+                // A sandbox whose spec names no netns path (the runtime made a fresh one): its
+                // init process's namespace (containerd writes the pid next to the spec).
+                let pid_netns = fs::read_to_string(e.path().join("init.pid"))
+                    .ok()
+                    .and_then(|p| p.trim().parse::<u32>().ok())
+                    .and_then(|p| netns_inode(Path::new(&format!("/proc/{p}/ns/net"))));
+                add_bundle(&mut inv, &id, &text, netns_inode, pid_netns);
             }
         }
     }
@@ -49,7 +66,13 @@ pub fn inventory(dirs: &[PathBuf]) -> Inventory {
 }
 
 /// Adds the sandbox or container of one bundle's `config.json`.
-pub fn add_bundle(inv: &mut Inventory, id: &str, config: &str, inode: fn(&Path) -> Option<u32>) {
+pub fn add_bundle(
+    inv: &mut Inventory,
+    id: &str,
+    config: &str,
+    inode: fn(&Path) -> Option<u32>,
+    pid_netns: Option<u32>,
+) {
     let Ok(v) = serde_json::from_str::<Value>(config) else {
         return;
     };
@@ -74,9 +97,10 @@ pub fn add_bundle(inv: &mut Inventory, id: &str, config: &str, inode: fn(&Path) 
             // A network namespace entry without a path is a fresh one the runtime made; none at
             // all means the host's (hostNetwork).
             let host_network = net.is_none();
-            let netns = net
-                .and_then(|n| n["path"].as_str())
-                .and_then(|p| inode(Path::new(p)));
+            let netns = net.and_then(|n| match n["path"].as_str() {
+                Some(p) => inode(Path::new(p)),
+                None => pid_netns,
+            });
             inv.sandboxes.push(Sandbox {
                 id: id.to_string(),
                 namespace,
@@ -125,9 +149,9 @@ mod tests {
             "io.kubernetes.cri.container-type":"container",
             "io.kubernetes.cri.container-name":"app",
             "io.kubernetes.cri.sandbox-id":"sb1"}}"#;
-        add_bundle(&mut inv, "sb1", sandbox, fake_inode);
-        add_bundle(&mut inv, "c1", container, fake_inode);
-        add_bundle(&mut inv, "junk", "{not json", fake_inode);
+        add_bundle(&mut inv, "sb1", sandbox, fake_inode, None);
+        add_bundle(&mut inv, "c1", container, fake_inode, None);
+        add_bundle(&mut inv, "junk", "{not json", fake_inode, None);
         assert_eq!(inv.sandboxes.len(), 1);
         let sb = &inv.sandboxes[0];
         assert_eq!((sb.namespace.as_str(), sb.name.as_str()), ("shop", "web-0"));
@@ -146,7 +170,7 @@ mod tests {
             "io.kubernetes.pod.namespace":"kube-system",
             "io.kubernetes.pod.uid":"u-2"},
           "linux":{"namespaces":[{"type":"pid"}]}}"#;
-        add_bundle(&mut inv, "sb2", sandbox, fake_inode);
+        add_bundle(&mut inv, "sb2", sandbox, fake_inode, Some(7));
         let sb = &inv.sandboxes[0];
         assert!(sb.host_network);
         assert_eq!(sb.netns, None);

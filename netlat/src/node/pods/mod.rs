@@ -115,10 +115,9 @@ impl PodSources {
         } else {
             overrides.to_vec()
         };
-        let dirs: Vec<PathBuf> = files::BUNDLE_DIRS.iter().map(PathBuf::from).collect();
         Self {
             sockets,
-            bundle_dirs: files::present(&dirs),
+            bundle_dirs: files::present(&files::configured()),
         }
     }
 
