@@ -644,4 +644,47 @@ mod tests {
         // The host's own processes are still told apart by cgroup.
         assert_eq!(t.answer(1, None, Some(1)), PodAnswer::NotAPod);
     }
+
+    /// A runtime that accepts and never answers: lines are answered at once (the lookup is
+    /// still running), then with the reason, and the event loop never waits for it.
+    #[test]
+    fn a_hung_runtime_never_holds_a_line() {
+        let dir = std::env::temp_dir().join(format!("netlat-pods-hung-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        let sock = dir.join("hung.sock");
+        let listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+        let held = std::sync::Arc::new(Mutex::new(Vec::new()));
+        let h = std::sync::Arc::clone(&held);
+        thread::spawn(move || {
+            for c in listener.incoming().flatten() {
+                h.lock().unwrap().push(c);
+            }
+        });
+        let sources = PodSources {
+            sockets: vec![sock.clone()],
+            bundle_dirs: vec![],
+        };
+        let mut cache = PodCache::start(&sources).unwrap();
+        cache.prefetch(4_000_000_001, std::process::id());
+        // The worker is blocked on the runtime: the answer comes from the table, unnamed.
+        assert_eq!(
+            cache.pod(4_000_000_001, Some(std::process::id())),
+            PodAnswer::Unknown(STILL_LOOKING.into())
+        );
+        // Once the calls time out, lines say why.
+        let end = Instant::now() + Duration::from_secs(30);
+        let why = loop {
+            if let PodAnswer::Unknown(w) = cache.pod(4_000_000_001, None)
+                && w != STILL_LOOKING
+            {
+                break w;
+            }
+            assert!(Instant::now() < end, "no reason after 30 s");
+            thread::sleep(Duration::from_millis(50));
+        };
+        assert!(why.contains("not answering"), "{why}");
+        assert!(why.contains(&sock.display().to_string()), "{why}");
+        let _ = fs::remove_dir_all(&dir);
+    }
 }
