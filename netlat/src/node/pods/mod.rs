@@ -57,11 +57,36 @@ const MAX_PROCS: usize = 65_536;
 pub const STILL_LOOKING: &str = "pod lookup still running";
 
 /// The inode of a network namespace file (`/proc/PID/ns/net`, `/run/netns/…`), as the kernel's
-/// netns inum the events carry.
+/// netns inum the events carry. A path this process cannot see (netlat in a container without
+/// that mount) is looked up among the host's nsfs mounts (`/proc/1/mountinfo`, hostPID).
 pub fn netns_inode(path: &Path) -> Option<u32> {
     fs::metadata(path)
         .ok()
         .and_then(|m| u32::try_from(m.ino()).ok())
+        .or_else(|| {
+            let mi = fs::read_to_string("/proc/1/mountinfo").ok()?;
+            nsfs_inode(&mi, path)
+        })
+}
+
+/// The netns inode mounted at `path` in a mountinfo text (`… net:[4026532174] /run/netns/x …
+/// - nsfs …`); `/var/run` and `/run` are the same directory on every distribution.
+pub fn nsfs_inode(mountinfo: &str, path: &Path) -> Option<u32> {
+    let norm = |p: &str| p.strip_prefix("/var").unwrap_or(p).to_string();
+    let want = norm(&path.to_string_lossy());
+    mountinfo.lines().find_map(|l| {
+        let (fields, fstype) = l.split_once(" - ")?;
+        if !fstype.starts_with("nsfs ") {
+            return None;
+        }
+        let mut f = fields.split(' ');
+        let root = f.nth(3)?;
+        let mount_point = f.next()?;
+        if norm(mount_point) != want {
+            return None;
+        }
+        root.strip_prefix("net:[")?.strip_suffix(']')?.parse().ok()
+    })
 }
 
 /// A pod sandbox as a source reports it.
@@ -578,6 +603,25 @@ mod tests {
         assert!(why.contains("/a.sock") && why.contains("/b.sock"), "{why}");
         r.from_files = Some(0);
         assert_eq!(r.down(), None, "the bundle files answered");
+    }
+
+    #[test]
+    fn netns_paths_resolve_through_the_hosts_nsfs_mounts() {
+        let mi = "24 1 0:22 / /run rw - tmpfs tmpfs rw\n\
+                  48 47 0:4 net:[4026532174] /run/netns/cni-1 rw shared:2 - nsfs nsfs rw\n\
+                  49 47 0:4 mnt:[4026532175] /run/netns/cni-2 rw - nsfs nsfs rw\n";
+        assert_eq!(
+            nsfs_inode(mi, Path::new("/var/run/netns/cni-1")),
+            Some(4026532174)
+        );
+        assert_eq!(
+            nsfs_inode(mi, Path::new("/run/netns/cni-1")),
+            Some(4026532174)
+        );
+        // Not a network namespace, or not mounted.
+        assert_eq!(nsfs_inode(mi, Path::new("/run/netns/cni-2")), None);
+        assert_eq!(nsfs_inode(mi, Path::new("/run/netns/cni-3")), None);
+        assert_eq!(nsfs_inode(mi, Path::new("/run")), None);
     }
 
     #[test]
