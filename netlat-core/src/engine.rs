@@ -15,7 +15,8 @@ use crate::{
     event::{self, Event, SockKey, TcpState},
     flow::{Attempt, Outcome, Tracker, TrackerConfig},
     packet::FiveTuple,
-    report::{ConnectReport, DropReport, Reports, Summary, WallClock},
+    pods::{NoPods, PodView},
+    report::{ConnectReport, DropReport, Reports, Summary, WallClock, pod_fields},
     verdict::{Judge, NodeView, drop_verdict},
 };
 
@@ -59,6 +60,9 @@ impl NatLookup for NoNatLookup {
     }
 }
 
+/// NAT answers remembered for naming a destination pod: enough for the connects slow at
+/// once; an older one only costs a `dst_pod` found by the socket's own destination.
+const WIRE_MEMORY: usize = 1024;
 /// Hook drops remembered for their kfree_skb.
 const HOOK_MEMORY: usize = 1024;
 /// A hook's NF_DROP and the skb's free happen back to back; allow scheduling noise.
@@ -92,6 +96,9 @@ pub struct Engine {
     node: Box<dyn NodeView>,
     counters: Box<dyn Counters>,
     nat: Box<dyn NatLookup>,
+    pods: Box<dyn PodView>,
+    /// Recent NAT answers (socket → wire tuple): where a connect went after DNAT.
+    wire: VecDeque<(SockKey, FiveTuple)>,
     /// Recent hook drops (skb → hook), for the kfree_skb that follows each.
     hook_drops: VecDeque<event::HookDrop>,
     /// Last IPVS connection expiry per CPU.
@@ -117,12 +124,28 @@ impl Engine {
             node,
             counters,
             nat,
+            pods: Box::new(NoPods),
+            wire: VecDeque::new(),
             hook_drops: VecDeque::new(),
             ipvs_expire: HashMap::new(),
             summary: Summary::default(),
             first_ts: None,
             last_ts: 0,
         }
+    }
+
+    /// Name pods through `pods` (the default knows none).
+    #[must_use]
+    pub fn with_pods(mut self, pods: Box<dyn PodView>) -> Self {
+        self.pods = pods;
+        self
+    }
+
+    fn remember_wire(&mut self, sock: SockKey, wire: FiveTuple) {
+        if self.wire.len() >= WIRE_MEMORY {
+            self.wire.pop_front();
+        }
+        self.wire.push_back((sock, wire));
     }
 
     /// Handle one raw ring-buffer item.
@@ -148,11 +171,13 @@ impl Engine {
         };
         for (sock, wire) in self.nat.answers(judged_soon.as_ref()) {
             self.tracker.alias(&sock, wire);
+            self.remember_wire(sock, wire);
         }
         match ev {
             Event::SockState(s) => {
                 if s.new == TcpState::SYN_SENT {
                     self.node.prefetch(s.sock.netns, s.tgid);
+                    self.pods.prefetch(s.sock.netns, s.tgid);
                 }
                 if let Some(a) = self.tracker.sock_state(&s) {
                     self.report(&a, sink)?;
@@ -173,6 +198,7 @@ impl Engine {
                     && let Some(wire) = self.nat.ask(r.sock, t)
                 {
                     self.tracker.alias(&r.sock, wire);
+                    self.remember_wire(r.sock, wire);
                 }
             }
             Event::HookDrop(h) => {
@@ -198,7 +224,9 @@ impl Engine {
                         .drops_by_issue
                         .entry(v.issue.to_string())
                         .or_default() += 1;
-                    sink.drop_line(&DropReport::new(&rec, &v, &self.cfg.clock))?;
+                    let mut line = DropReport::new(&rec, &v, &self.cfg.clock);
+                    (line.pod, line.pod_missing) = pod_fields(self.pods.pod(rec.netns, None));
+                    sink.drop_line(&line)?;
                 }
                 self.tracker.drop(rec);
             }
@@ -267,7 +295,37 @@ impl Engine {
                 a.dst
             ));
         }
+        (line.pod, line.pod_missing) = pod_fields(self.pods.pod(a.sock.netns, Some(a.tgid)));
+        line.dst_pod = self.dst_pod(a);
         sink.connect(&line)
+    }
+
+    /// The pod on this node a connect reached: its destination after DNAT (conntrack's answer,
+    /// or a dropped packet of the flow), else the address it dialled.
+    fn dst_pod(&mut self, a: &Attempt) -> Option<crate::pods::PodRef> {
+        let natted = self
+            .wire
+            .iter()
+            .rev()
+            .find(|(s, _)| *s == a.sock)
+            .map(|(_, t)| t.dst.ip());
+        let dropped = a
+            .drops
+            .iter()
+            .filter(|d| d.direction == crate::flow::Direction::Forward)
+            .filter_map(|d| d.drop.packet.as_ref())
+            .map(|p| p.tuple.dst.ip());
+        let mut tried = Vec::new();
+        for ip in natted.into_iter().chain(dropped).chain([a.dst.ip()]) {
+            if tried.contains(&ip) {
+                continue;
+            }
+            tried.push(ip);
+            if let Some(p) = self.pods.pod_by_ip(ip) {
+                return Some(p);
+            }
+        }
+        None
     }
 
     /// Periodic housekeeping at monotonic time `now_ns`.
@@ -913,5 +971,108 @@ mod tests {
         // Without kube-proxy's rule, a refusal below the threshold is not reported.
         let mut e = engine_with(Box::new(one_service()));
         assert!(lines_of(&mut e, &refused).is_empty());
+    }
+
+    fn slow_connect() -> [Vec<u8>; 3] {
+        [
+            state(10 * S, 7, 2, 0),
+            retrans(11 * S, 40000),
+            state(11 * S + 1_000_000, 2, 1, 40000),
+        ]
+    }
+
+    #[test]
+    fn connect_lines_name_the_pod_its_container_and_the_destination_pod() {
+        use crate::testkit::{FakePods, pod};
+        let mut pods = FakePods::default();
+        pods.by_netns.insert(111, pod("shop", "web-0", None));
+        pods.containers.insert(9, "app".into());
+        pods.by_ip
+            .insert("10.231.0.2".parse().unwrap(), pod("shop", "db-0", None));
+        let seen = std::rc::Rc::clone(&pods.prefetched);
+        let mut e = engine().with_pods(Box::new(pods));
+        let lines = lines_of(&mut e, &slow_connect());
+        assert_eq!(lines.len(), 1, "{lines:#?}");
+        let l = &lines[0];
+        assert_eq!(l["pod"]["namespace"], "shop");
+        assert_eq!(l["pod"]["name"], "web-0");
+        assert_eq!(l["pod"]["uid"], "uid-web-0");
+        assert_eq!(l["pod"]["container"], "app");
+        assert_eq!(l["dst_pod"]["name"], "db-0");
+        assert!(l.get("pod_missing").is_none(), "{l}");
+        // The lookup was started when the connect began, before it was slow.
+        assert_eq!(*seen.borrow(), vec![(111, 9)]);
+    }
+
+    #[test]
+    fn the_destination_pod_is_found_after_dnat() {
+        use crate::testkit::{FakePods, pod};
+        /// The Service address 10.231.0.2:8080 was DNATed to the pod 10.236.0.7:80.
+        struct Dnat;
+        impl NatLookup for Dnat {
+            fn ask(&mut self, _: SockKey, t: FiveTuple) -> Option<FiveTuple> {
+                Some(FiveTuple {
+                    dst: "10.236.0.7:80".parse().ok()?,
+                    ..t
+                })
+            }
+        }
+        let mut pods = FakePods::default();
+        pods.by_ip
+            .insert("10.236.0.7".parse().unwrap(), pod("shop", "db-1", None));
+        let mut e = Engine::new(
+            EngineConfig {
+                threshold_ns: 200_000_000,
+                clock: WallClock { offset_ns: 0 },
+                has_reasons: true,
+                tracker: TrackerConfig::default(),
+            },
+            Names::default(),
+            Box::new(crate::verdict::NoFacts),
+            Box::new(NoCounters),
+            Box::new(Dnat),
+        )
+        .with_pods(Box::new(pods));
+        let lines = lines_of(&mut e, &slow_connect());
+        assert_eq!(lines[0]["dst_pod"]["name"], "db-1", "{}", lines[0]);
+        // Without the NAT answer the dialled address is no pod.
+        let mut pods = FakePods::default();
+        pods.by_ip
+            .insert("10.236.0.7".parse().unwrap(), pod("shop", "db-1", None));
+        let mut e = engine().with_pods(Box::new(pods));
+        let lines = lines_of(&mut e, &slow_connect());
+        assert!(lines[0].get("dst_pod").is_none(), "{}", lines[0]);
+    }
+
+    #[test]
+    fn an_unknown_pod_costs_a_missing_note_and_no_pod_costs_nothing() {
+        use crate::testkit::FakePods;
+        let mut pods = FakePods::default();
+        pods.unknown
+            .insert(111, "container runtime not answering".into());
+        let mut e = engine().with_pods(Box::new(pods));
+        let lines = lines_of(&mut e, &slow_connect());
+        assert_eq!(lines.len(), 1, "the line still comes");
+        assert!(lines[0].get("pod").is_none());
+        assert_eq!(lines[0]["pod_missing"], "container runtime not answering");
+        let mut e = engine().with_pods(Box::new(FakePods::default()));
+        let lines = lines_of(&mut e, &slow_connect());
+        assert!(lines[0].get("pod").is_none(), "{}", lines[0]);
+        assert!(lines[0].get("pod_missing").is_none(), "{}", lines[0]);
+    }
+
+    #[test]
+    fn drop_lines_name_the_pod_of_their_namespace() {
+        use crate::testkit::{FakePods, pod};
+        let mut pods = FakePods::default();
+        // The receiver's VXLAN drop happened in netns 333, a pod's (no process: no container).
+        pods.by_netns.insert(333, pod("edge", "gw-0", None));
+        pods.containers.insert(9, "app".into());
+        let mut e = exposed_engine(Box::new(NoNatLookup)).with_pods(Box::new(pods));
+        let lines = lines_of(&mut e, &[vxlan_drop(10 * S, [10, 9, 0, 1], 61000)]);
+        assert_eq!(lines.len(), 1, "{lines:#?}");
+        assert_eq!(lines[0]["type"], "drop");
+        assert_eq!(lines[0]["pod"]["name"], "gw-0");
+        assert!(lines[0]["pod"].get("container").is_none(), "{}", lines[0]);
     }
 }

@@ -9,7 +9,7 @@
 //!
 //! Nothing here reads a clock, a file or the network (`clippy.toml` forbids it): time comes
 //! from event timestamps, node knowledge through the [`verdict::NodeView`],
-//! [`engine::Counters`] and [`engine::NatLookup`] ports. So a recorded stream always replays to
+//! [`engine::Counters`], [`engine::NatLookup`] and [`pods::PodView`] ports. So a recorded stream always replays to
 //! the same lines, and every verdict is testable without a kernel.
 
 pub mod engine;
@@ -19,6 +19,7 @@ pub mod exposure;
 pub mod facts;
 pub mod flow;
 pub mod packet;
+pub mod pods;
 pub mod report;
 #[cfg(any(test, feature = "testkit"))]
 pub mod testkit;

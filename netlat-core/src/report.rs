@@ -14,6 +14,7 @@ use crate::{
     enrich::{CtInfo, DropRecord},
     flow::{Attempt, Direction, Outcome, TrackerStats, ns_to_ms},
     packet::Packet,
+    pods::{PodAnswer, PodRef},
     verdict::{Judgement, Verdict},
 };
 
@@ -105,8 +106,17 @@ pub struct ConnectReport {
     pub netns: u32,
     pub pid: u32,
     pub comm: String,
+    /// The pod (and container) that made the connect; absent when not in a pod.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pod: Option<PodRef>,
+    /// Why the pod could not be told (runtime down or slow); absent when it could.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pod_missing: Option<String>,
     pub src: String,
     pub dst: String,
+    /// The pod on this node the connect reached (its destination after DNAT).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dst_pod: Option<PodRef>,
     /// The Kubernetes Service `dst` belongs to (`namespace/name:port`), where the node knows it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub service: Option<String>,
@@ -135,8 +145,11 @@ impl ConnectReport {
             netns: a.sock.netns,
             pid: a.tgid,
             comm: a.comm.clone(),
+            pod: None,
+            pod_missing: None,
             src: a.src.to_string(),
             dst: a.dst.to_string(),
+            dst_pod: None,
             service: None,
             outcome: a.outcome,
             connect_ms: ms3(ns_to_ms(a.duration_ns())),
@@ -179,6 +192,11 @@ impl ConnectReport {
 pub struct DropReport {
     pub ts: String,
     pub netns: u32,
+    /// The pod whose network namespace the drop happened in; absent when none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pod: Option<PodRef>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pod_missing: Option<String>,
     pub ifindex: u32,
     pub cpu: u32,
     pub reason: String,
@@ -213,6 +231,8 @@ impl DropReport {
         DropReport {
             ts: clock.rfc3339(d.ts_ns),
             netns: d.netns,
+            pod: None,
+            pod_missing: None,
             ifindex: d.ifindex,
             cpu: d.cpu,
             reason: d.reason.to_string(),
@@ -223,6 +243,15 @@ impl DropReport {
             conntrack: d.ct.as_deref().map(ct_json),
             verdict: v.clone(),
         }
+    }
+}
+
+/// Splits a pod answer into a line's `pod` and `pod_missing` fields.
+pub fn pod_fields(a: PodAnswer) -> (Option<PodRef>, Option<String>) {
+    match a {
+        PodAnswer::Pod(p) => (Some(p), None),
+        PodAnswer::NotAPod => (None, None),
+        PodAnswer::Unknown(why) => (None, Some(why)),
     }
 }
 

@@ -2,7 +2,13 @@
 //! format the eBPF programs write, and a [`Reports`] port that collects the lines as JSON values.
 //! Used by the engine's own tests, the shell's tests and the benchmarks (feature `testkit`).
 
-use std::{cell::RefCell, io, net::SocketAddr, rc::Rc};
+use std::{
+    cell::RefCell,
+    collections::HashMap,
+    io,
+    net::{IpAddr, SocketAddr},
+    rc::Rc,
+};
 
 use netlat_common::{Addrs, DropEvent, EventHeader, RetransmitEvent, SockStateEvent, kind};
 
@@ -10,6 +16,7 @@ use crate::{
     enrich::CtTupleLayout,
     event,
     facts::{NoEndpointRule, RealServer},
+    pods::{PodAnswer, PodRef, PodView},
     report::{ConnectReport, DropReport, Reports},
     verdict::NodeView,
 };
@@ -77,6 +84,49 @@ impl NodeView for FakeNode {
     }
     fn prefetch(&self, netns: u32, tgid: u32) {
         self.prefetched.borrow_mut().push((netns, tgid));
+    }
+}
+
+/// Pods as a table: sandboxes by netns, containers by process, pods by IP; a netns listed in
+/// `unknown` answers as a runtime that is down would. Prefetches are kept.
+#[derive(Debug, Default)]
+pub struct FakePods {
+    pub by_netns: HashMap<u32, PodRef>,
+    /// Container name of a process (tgid).
+    pub containers: HashMap<u32, String>,
+    pub by_ip: HashMap<IpAddr, PodRef>,
+    pub unknown: HashMap<u32, String>,
+    pub prefetched: Rc<RefCell<Vec<(u32, u32)>>>,
+}
+
+/// A pod reference for tests.
+pub fn pod(namespace: &str, name: &str, container: Option<&str>) -> PodRef {
+    PodRef {
+        namespace: namespace.into(),
+        name: name.into(),
+        uid: format!("uid-{name}"),
+        container: container.map(Into::into),
+    }
+}
+
+impl PodView for FakePods {
+    fn prefetch(&mut self, netns: u32, tgid: u32) {
+        self.prefetched.borrow_mut().push((netns, tgid));
+    }
+    fn pod(&mut self, netns: u32, tgid: Option<u32>) -> PodAnswer {
+        if let Some(why) = self.unknown.get(&netns) {
+            return PodAnswer::Unknown(why.clone());
+        }
+        match self.by_netns.get(&netns) {
+            Some(p) => PodAnswer::Pod(PodRef {
+                container: tgid.and_then(|t| self.containers.get(&t).cloned()),
+                ..p.clone()
+            }),
+            None => PodAnswer::NotAPod,
+        }
+    }
+    fn pod_by_ip(&mut self, ip: IpAddr) -> Option<PodRef> {
+        self.by_ip.get(&ip).cloned()
     }
 }
 

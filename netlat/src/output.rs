@@ -7,6 +7,7 @@ use std::io::{self, Write};
 use netlat_core::{
     exposure::Exposure,
     facts::NodeFacts,
+    pods::PodRef,
     report::{ConnectReport, DropReport, Hook, Reports, Summary},
 };
 use serde::Serialize;
@@ -235,6 +236,16 @@ impl<W: Write, E: Write> HumanPrinter<W, E> {
     }
 }
 
+/// Where a line happened: the pod (`pod ns/name[/container]`) where known, else the netns
+/// inode, with why the pod could not be told.
+fn where_from(pod: Option<&PodRef>, missing: Option<&str>, netns: u32) -> String {
+    match (pod, missing) {
+        (Some(p), _) => format!("pod {p}"),
+        (None, Some(m)) => format!("netns {netns} (pod unknown: {m})"),
+        (None, None) => format!("netns {netns}"),
+    }
+}
+
 impl<W: Write, E: Write> Reports for HumanPrinter<W, E> {
     fn connect(&mut self, c: &ConnectReport) -> io::Result<()> {
         let ladder = if c.retransmit_at_ms.is_empty() {
@@ -257,10 +268,20 @@ impl<W: Write, E: Write> Reports for HumanPrinter<W, E> {
             .as_ref()
             .map(|s| format!(" (service {s})"))
             .unwrap_or_default();
+        let dst_pod = c
+            .dst_pod
+            .as_ref()
+            .map(|p| format!(" (pod {p})"))
+            .unwrap_or_default();
         writeln!(
             self.out,
-            "{} SLOW {:>9.1} ms  {who}{} -> {}{service}  {:?}  netns {}",
-            c.ts, c.connect_ms, c.src, c.dst, c.outcome, c.netns
+            "{} SLOW {:>9.1} ms  {who}{} -> {}{service}{dst_pod}  {:?}  {}",
+            c.ts,
+            c.connect_ms,
+            c.src,
+            c.dst,
+            c.outcome,
+            where_from(c.pod.as_ref(), c.pod_missing.as_deref(), c.netns)
         )?;
         writeln!(self.out, "    {ladder}")?;
         for d in &c.drops {
@@ -310,11 +331,11 @@ impl<W: Write, E: Write> Reports for HumanPrinter<W, E> {
     fn drop_line(&mut self, d: &DropReport) -> io::Result<()> {
         writeln!(
             self.out,
-            "{} DROP {} at {} netns {} {}{}",
+            "{} DROP {} at {} {} {}{}",
             d.ts,
             d.reason,
             d.location,
-            d.netns,
+            where_from(d.pod.as_ref(), d.pod_missing.as_deref(), d.netns),
             d.packet.as_deref().unwrap_or("(undecoded)"),
             d.inner
                 .as_ref()
@@ -451,6 +472,45 @@ mod tests {
             drops: vec![],
             cpu: 0,
         }
+    }
+
+    #[test]
+    fn human_line_names_the_pod_where_it_showed_the_netns() {
+        let clock = WallClock { offset_ns: 0 };
+        let mut line = ConnectReport::new(&attempt(), &unjudged(), &clock);
+        let human = |line: &ConnectReport| {
+            let (mut out, mut err) = (Vec::new(), Vec::new());
+            HumanPrinter::new(&mut out, &mut err).connect(line).unwrap();
+            String::from_utf8(out).unwrap()
+        };
+        assert!(
+            human(&line).contains("  netns 4026532000\n"),
+            "{}",
+            human(&line)
+        );
+        line.pod = Some(PodRef {
+            namespace: "shop".into(),
+            name: "web-0".into(),
+            uid: "u".into(),
+            container: Some("app".into()),
+        });
+        line.dst_pod = Some(PodRef {
+            namespace: "shop".into(),
+            name: "db-0".into(),
+            uid: "v".into(),
+            container: None,
+        });
+        let text = human(&line);
+        assert!(text.contains("-> 10.0.0.2:8080 (pod shop/db-0)"), "{text}");
+        assert!(text.contains("  pod shop/web-0/app\n"), "{text}");
+        assert!(!text.contains("netns 4026532000"), "{text}");
+        line.pod = None;
+        line.pod_missing = Some("container runtime not answering".into());
+        let text = human(&line);
+        assert!(
+            text.contains("netns 4026532000 (pod unknown: container runtime not answering)"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -11,14 +11,16 @@
 //!
 //! Version 2 added the `Service` note (the Service name answered for a slow connect). Version 1
 //! files have none and still replay: their lines carry no Service, as when they were recorded.
-//! Older netlat refuses version 2 files by their version rather than at the first new note.
+//! Version 3 added the `Pod` and `PodByIp` notes (the pod names of a line); older files replay
+//! without pods. Older netlat refuses newer files by their version rather than at the first new
+//! note.
 
 use std::{
     cell::RefCell,
     collections::{BTreeMap, HashMap, VecDeque},
     fs::File,
     io::{self, BufReader, BufWriter, Read, Write},
-    net::SocketAddr,
+    net::{IpAddr, SocketAddr},
     path::Path,
     rc::Rc,
 };
@@ -29,13 +31,14 @@ use netlat_core::{
     enrich::{CounterEvidence, CtTupleLayout},
     event::SockKey,
     packet::FiveTuple,
+    pods::{PodAnswer, PodRef, PodView},
     report::Hook,
     verdict::{NoEndpointRule, NodeView},
 };
 use serde::{Deserialize, Serialize};
 
 pub const MAGIC: &[u8; 8] = b"NETLATR\0";
-pub const VERSION: u16 = 2;
+pub const VERSION: u16 = 3;
 /// The oldest version this netlat still reads.
 pub const OLDEST_VERSION: u16 = 1;
 /// Largest record payload accepted; a larger length means a corrupt file.
@@ -117,6 +120,17 @@ pub enum Note {
         netns: u32,
         dst: SocketAddr,
         answer: bool,
+    },
+    /// The pod of a line's process (version 3).
+    Pod {
+        netns: u32,
+        tgid: Option<u32>,
+        answer: PodAnswer,
+    },
+    /// The pod on this node with a destination address (version 3).
+    PodByIp {
+        ip: IpAddr,
+        answer: Option<PodRef>,
     },
     /// Housekeeping at monotonic `now_ns`.
     Tick {
@@ -475,6 +489,35 @@ impl<V: NodeView> NodeView for RecordingView<V> {
     }
 }
 
+/// Live pod names, with every answer recorded.
+pub struct RecordingPods<P> {
+    pub inner: P,
+    pub rec: SharedRecorder,
+}
+
+impl<P: PodView> PodView for RecordingPods<P> {
+    fn prefetch(&mut self, netns: u32, tgid: u32) {
+        self.inner.prefetch(netns, tgid);
+    }
+    fn pod(&mut self, netns: u32, tgid: Option<u32>) -> PodAnswer {
+        let answer = self.inner.pod(netns, tgid);
+        log_err(self.rec.borrow_mut().note(&Note::Pod {
+            netns,
+            tgid,
+            answer: answer.clone(),
+        }));
+        answer
+    }
+    fn pod_by_ip(&mut self, ip: IpAddr) -> Option<PodRef> {
+        let answer = self.inner.pod_by_ip(ip);
+        log_err(self.rec.borrow_mut().note(&Note::PodByIp {
+            ip,
+            answer: answer.clone(),
+        }));
+        answer
+    }
+}
+
 /// Answers read back from a recording, served in the order they were given.
 #[derive(Default)]
 pub struct Answers {
@@ -488,6 +531,8 @@ pub struct Answers {
     services: VecDeque<(u32, SocketAddr, Option<String>)>,
     no_endpoints: VecDeque<(u32, SocketAddr, Option<NoEndpointRule>)>,
     ipvs_unnamed: VecDeque<(u32, SocketAddr, bool)>,
+    pods: VecDeque<(u32, Option<u32>, PodAnswer)>,
+    pods_by_ip: VecDeque<(IpAddr, Option<PodRef>)>,
 }
 
 pub type SharedAnswers = Rc<RefCell<Answers>>;
@@ -517,6 +562,12 @@ impl Answers {
             Note::IpvsUnnamed { netns, dst, answer } => {
                 self.ipvs_unnamed.push_back((netns, dst, answer));
             }
+            Note::Pod {
+                netns,
+                tgid,
+                answer,
+            } => self.pods.push_back((netns, tgid, answer)),
+            Note::PodByIp { ip, answer } => self.pods_by_ip.push_back((ip, answer)),
             Note::Symbol { .. } | Note::Tick { .. } | Note::End { .. } => {}
         }
     }
@@ -603,6 +654,24 @@ impl NodeView for Replayed {
             .position(|(n, d, _)| *n == netns && *d == dst)
             .and_then(|at| a.ipvs_unnamed.remove(at))
             .is_some_and(|x| x.2)
+    }
+}
+
+impl PodView for Replayed {
+    fn pod(&mut self, netns: u32, tgid: Option<u32>) -> PodAnswer {
+        // As for Services: the first recorded answer to this question, so a replay that skips
+        // lines (a higher `--threshold`) keeps the answers of the lines after them.
+        let mut a = self.0.borrow_mut();
+        a.pods
+            .iter()
+            .position(|(n, t, _)| *n == netns && *t == tgid)
+            .and_then(|at| a.pods.remove(at))
+            .map_or(PodAnswer::NotAPod, |x| x.2)
+    }
+    fn pod_by_ip(&mut self, ip: IpAddr) -> Option<PodRef> {
+        let mut a = self.0.borrow_mut();
+        let at = a.pods_by_ip.iter().position(|(i, _)| *i == ip)?;
+        a.pods_by_ip.remove(at).and_then(|x| x.1)
     }
 }
 
@@ -810,5 +879,47 @@ mod tests {
                 Err(RecordError::Version { found, .. }) if found == bad
             ));
         }
+    }
+
+    #[test]
+    fn pod_answers_replay_as_recorded() {
+        let web = PodRef {
+            namespace: "shop".into(),
+            name: "web-0".into(),
+            uid: "u1".into(),
+            container: Some("app".into()),
+        };
+        let notes = [
+            Note::Pod {
+                netns: 7,
+                tgid: Some(42),
+                answer: PodAnswer::Pod(web.clone()),
+            },
+            Note::Pod {
+                netns: 8,
+                tgid: None,
+                answer: PodAnswer::Unknown("container runtime not answering".into()),
+            },
+            Note::PodByIp {
+                ip: "10.236.0.5".parse().unwrap(),
+                answer: Some(web.clone()),
+            },
+        ];
+        // Through JSON, as a file holds them.
+        let answers = SharedAnswers::default();
+        for n in notes {
+            let back: Note = serde_json::from_slice(&serde_json::to_vec(&n).unwrap()).unwrap();
+            answers.borrow_mut().push(back);
+        }
+        let mut r = Replayed(answers);
+        // Asked out of order: each question finds its own answer.
+        assert_eq!(
+            r.pod(8, None),
+            PodAnswer::Unknown("container runtime not answering".into())
+        );
+        assert_eq!(r.pod(7, Some(42)), PodAnswer::Pod(web.clone()));
+        assert_eq!(r.pod(7, Some(42)), PodAnswer::NotAPod, "answered once");
+        assert_eq!(r.pod_by_ip("10.236.0.5".parse().unwrap()), Some(web));
+        assert_eq!(r.pod_by_ip("10.236.0.6".parse().unwrap()), None);
     }
 }

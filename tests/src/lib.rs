@@ -384,6 +384,7 @@ pub fn connects_in(lines: &[serde_json::Value], netns: u64) -> Vec<&serde_json::
         .collect()
 }
 
+pub mod cri;
 pub mod lab;
 
 /// SYN resends a connect line shows: those the kernel reported, or one netlat inferred from a

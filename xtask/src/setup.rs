@@ -18,7 +18,7 @@ use crate::{command, exec, find_program, is_root, output, workspace_root};
 
 /// Debian packages whose tools the lab tests call (ip, nft, iptables, conntrack, ethtool,
 /// python3, sysctl/ps, modprobe, bpftool, and prometheus, which the export test runs on
-/// loopback to scrape `--listen`).
+/// loopback to scrape `--listen`), and the build's `protoc`.
 const APT_PACKAGES: &[&str] = &[
     "iproute2",
     "nftables",
@@ -39,6 +39,13 @@ const APT_PACKAGES: &[&str] = &[
     "libc6-dev",
     "xz-utils",
     "ipvsadm",
+    // The pod lab (tests/tests/lab_pods.rs): a real containerd (CRI) + runc + the CNI bridge,
+    // host-local and loopback plugins; its one-binary image is busybox-static (above).
+    "containerd",
+    "runc",
+    "containernetworking-plugins",
+    // `protoc`: the k8s-cri crate generates its CRI client from the proto at build time.
+    "protobuf-compiler",
 ];
 
 /// Pseudo file systems netlat reads (tracepoint formats) and pins into.

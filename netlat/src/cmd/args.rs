@@ -71,6 +71,10 @@ pub struct DoctorArgs {
     /// /proc/PID/ns/net.
     #[arg(long)]
     pub netns: Option<String>,
+    /// A container runtime's CRI socket to name pods from (repeatable; default: the containerd
+    /// and CRI-O sockets that exist at their usual paths).
+    #[arg(long, value_name = "PATH")]
+    pub cri_socket: Vec<std::path::PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -111,6 +115,10 @@ pub struct WatchArgs {
     /// 127.0.0.1 (loopback unless an address says otherwise). Off by default.
     #[arg(long, value_name = "ADDR", value_parser = crate::export::parse_listen)]
     pub listen: Option<std::net::SocketAddr>,
+    /// A container runtime's CRI socket to name pods from (repeatable; default: the containerd
+    /// and CRI-O sockets that exist at their usual paths).
+    #[arg(long, value_name = "PATH")]
+    pub cri_socket: Vec<std::path::PathBuf>,
 }
 
 /// `--summary-interval`: whole or fractional seconds, 0 for "only at exit". Below 0.1 s the

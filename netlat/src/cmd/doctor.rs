@@ -17,7 +17,10 @@ use serde::Serialize;
 
 use crate::{
     cmd::args::{DoctorArgs, OutputFormat},
-    node,
+    node::{
+        self,
+        pods::{DEFAULT_SOCKETS, PodSources, Reader},
+    },
 };
 
 #[derive(Serialize)]
@@ -27,6 +30,89 @@ struct DoctorJson<'a> {
     netns: Option<&'a str>,
     facts: &'a NodeFacts,
     exposure: &'a [Exposure],
+    pods: &'a PodsDoctor,
+}
+
+/// The pod sources `watch` would use and how many pods each can name.
+#[derive(Serialize, Default)]
+struct PodsDoctor {
+    /// Per runtime socket: pods it listed, or why it did not answer.
+    runtimes: Vec<RuntimeRow>,
+    /// Bundle dirs of the file fallback (read when no socket answers).
+    bundle_dirs: Vec<PathBuf>,
+    /// Pods read from bundle files, when the fallback was used.
+    from_files: Option<usize>,
+    /// Pods a line can be named with now.
+    nameable: usize,
+}
+
+#[derive(Serialize)]
+struct RuntimeRow {
+    socket: PathBuf,
+    pods: Option<usize>,
+    error: Option<String>,
+}
+
+fn pods_doctor(sockets: &[PathBuf]) -> PodsDoctor {
+    let sources = PodSources::discover(sockets);
+    let mut d = PodsDoctor {
+        bundle_dirs: sources.bundle_dirs.clone(),
+        ..PodsDoctor::default()
+    };
+    if !sources.any() {
+        return d;
+    }
+    let r = match Reader::new(&sources) {
+        Ok(mut reader) => reader.read(),
+        Err(e) => {
+            tracing::warn!("cannot start the pod lookups: {e}");
+            return d;
+        }
+    };
+    d.runtimes = r
+        .runtimes
+        .iter()
+        .map(|(socket, res)| RuntimeRow {
+            socket: socket.clone(),
+            pods: res.as_ref().ok().copied(),
+            error: res.as_ref().err().cloned(),
+        })
+        .collect();
+    d.from_files = r.from_files;
+    d.nameable = r.inventory.sandboxes.len();
+    d
+}
+
+fn print_pods(out: &mut impl Write, d: &PodsDoctor) -> io::Result<()> {
+    if d.runtimes.is_empty() && d.bundle_dirs.is_empty() {
+        return writeln!(
+            out,
+            "pods          no container runtime found (no CRI socket at {}; --cri-socket PATH names one): lines carry no pod",
+            DEFAULT_SOCKETS.join(", ")
+        );
+    }
+    for r in &d.runtimes {
+        match (&r.pods, &r.error) {
+            (Some(n), _) => writeln!(out, "pods          CRI {}: {n} pod(s)", r.socket.display())?,
+            (None, e) => writeln!(
+                out,
+                "pods          CRI {}: not answering ({})",
+                r.socket.display(),
+                e.as_deref().unwrap_or("?")
+            )?,
+        }
+    }
+    if let Some(n) = d.from_files {
+        writeln!(
+            out,
+            "pods          from runtime bundle files (fallback): {n} pod(s)"
+        )?;
+    }
+    writeln!(
+        out,
+        "pods          {} pod(s) can be named on lines",
+        d.nameable
+    )
 }
 
 fn netns_path(arg: &str) -> PathBuf {
@@ -51,6 +137,7 @@ pub fn main(args: &DoctorArgs) -> anyhow::Result<ExitCode> {
         None => node::gather(),
     };
     let rows = exposure(&facts);
+    let pods = pods_doctor(&args.cri_socket);
     let mut out = io::stdout().lock();
     let written = match args.output {
         OutputFormat::Json => serde_json::to_writer(
@@ -60,11 +147,14 @@ pub fn main(args: &DoctorArgs) -> anyhow::Result<ExitCode> {
                 netns: args.netns.as_deref(),
                 facts: &facts,
                 exposure: &rows,
+                pods: &pods,
             },
         )
         .map_err(io::Error::from)
         .and_then(|()| writeln!(out)),
-        OutputFormat::Human => print_human(&mut out, &facts, &rows),
+        OutputFormat::Human => {
+            print_human(&mut out, &facts, &rows).and_then(|()| print_pods(&mut out, &pods))
+        }
     };
     written.context("writing output")?;
     Ok(ExitCode::SUCCESS)

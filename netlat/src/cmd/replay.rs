@@ -84,7 +84,8 @@ pub fn run(
         Box::new(Replayed(answers.clone())),
         Box::new(Replayed(answers.clone())),
         Box::new(Replayed(answers.clone())),
-    );
+    )
+    .with_pods(Box::new(Replayed(answers.clone())));
     exports.hooks(&header.hooks);
     printer.hooks(&header.hooks)?;
 

@@ -113,6 +113,10 @@ impl Report {
                 }
                 Some(tag) => {
                     let parts = hlog::split_tag(tag);
+                    // Per-namespace histograms repeat connects the cause tags already hold.
+                    if parts.namespace.is_some() {
+                        continue;
+                    }
                     let (total, causes) = if parts.retry_delay {
                         (&mut retry_all, &mut retry_causes)
                     } else {

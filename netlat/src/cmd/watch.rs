@@ -32,10 +32,15 @@ use crate::{
     kernel::loader::{self, Loaded},
     kernel::ring::Ring,
     limits::{Limits, LossMonitor},
-    node::{live_facts::LiveFacts, netns},
+    node::{
+        live_facts::LiveFacts,
+        netns,
+        pods::{PodCache, PodSources},
+    },
     output::{Closable, Fanout, HumanPrinter, JsonPrinter, Printer},
     record::{
-        Header, Note, Recorder, RecordingCounters, RecordingNat, RecordingView, SharedRecorder,
+        Header, Note, Recorder, RecordingCounters, RecordingNat, RecordingPods, RecordingView,
+        SharedRecorder,
     },
 };
 
@@ -52,6 +57,8 @@ pub struct WatchConfig {
     /// Histogram summaries (and hlog intervals) this often; zero: only at exit.
     pub summary_interval: Duration,
     pub exports: ExportOptions,
+    /// `--cri-socket` paths (empty: the usual ones that exist).
+    pub cri_sockets: Vec<PathBuf>,
 }
 
 impl From<WatchArgs> for WatchConfig {
@@ -67,6 +74,7 @@ impl From<WatchArgs> for WatchConfig {
                 hlog: a.hlog,
                 listen: a.listen,
             },
+            cri_sockets: a.cri_socket,
         }
     }
 }
@@ -229,6 +237,10 @@ fn start(cfg: &WatchConfig, limits: &Limits, loaded: Loaded) -> anyhow::Result<R
     let facts_view = LiveFacts::default();
     let counters = netns::ProcCounters::new();
     let nat = netns::CtNatLookup::default();
+    // Started after privileges are dropped: the runtime sockets need no capability, and
+    // /proc/PID/cgroup is world-readable.
+    let pods = PodCache::start(&PodSources::discover(&cfg.cri_sockets))
+        .context("starting the pod lookups")?;
     let engine_cfg = EngineConfig {
         threshold_ns: cfg.threshold_ns(),
         clock,
@@ -252,14 +264,19 @@ fn start(cfg: &WatchConfig, limits: &Limits, loaded: Loaded) -> anyhow::Result<R
                 inner: nat,
                 rec: r.clone(),
             }),
-        ),
+        )
+        .with_pods(Box::new(RecordingPods {
+            inner: pods,
+            rec: r.clone(),
+        })),
         None => Engine::new(
             engine_cfg,
             names,
             Box::new(facts_view),
             Box::new(counters),
             Box::new(nat),
-        ),
+        )
+        .with_pods(Box::new(pods)),
     };
     Ok(Running {
         ebpf,

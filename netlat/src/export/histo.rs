@@ -15,7 +15,10 @@ use hdrhistogram::Histogram;
 use netlat_core::report::ConnectReport;
 use serde::{Deserialize, Serialize};
 
-use super::{ExportError, MAX_DESTINATIONS, bounded_key, cause_of, micros, retry_delay_us};
+use super::{
+    ExportError, MAX_DESTINATIONS, MAX_NAMESPACES, bounded_key, cause_of, micros, pod_namespace,
+    retry_delay_us,
+};
 
 /// Smallest trackable latency, µs.
 pub const LOWEST_US: u64 = 1;
@@ -82,6 +85,10 @@ pub struct HistogramSummary {
     /// Per destination `ip:port` or `ip:port (ns/name:port)` ("other" past the first 100
     /// destinations).
     pub by_dst: BTreeMap<String, Percentiles>,
+    /// Per pod namespace of the connecting pod (connects from pods only; "other" past the
+    /// first 100 namespaces); absent in lines of netlat versions before it.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub by_namespace: BTreeMap<String, Percentiles>,
     /// The retry ladder: `syn_retries[n]` slow connects took n SYN retransmits.
     pub syn_retries: Vec<u64>,
     /// The delay SYN retries added (first SYN → last retransmit), of slow connects with at
@@ -150,6 +157,8 @@ pub fn dst_label(c: &ConnectReport) -> String {
 pub struct Histograms {
     proto: Hist,
     latency: Hists,
+    /// Connect latency per pod namespace.
+    by_namespace: BTreeMap<String, Hist>,
     retry_delay: Hists,
     ladder: Vec<u64>,
 }
@@ -159,6 +168,7 @@ impl Histograms {
         let proto = new_hist()?;
         Ok(Histograms {
             latency: Hists::new(&proto),
+            by_namespace: BTreeMap::new(),
             retry_delay: Hists::new(&proto),
             proto,
             ladder: Vec::new(),
@@ -166,12 +176,23 @@ impl Histograms {
     }
 
     /// Record one reported connect; returns the destination key it was counted under (the
-    /// same for its latency and its retry delay).
-    pub fn record(&mut self, c: &ConnectReport) -> String {
+    /// same for its latency and its retry delay) and its pod namespace key ("" when not from
+    /// a pod).
+    pub fn record(&mut self, c: &ConnectReport) -> (String, String) {
         let cause = cause_of(c);
         let label = dst_label(c);
         let dst = bounded_key(&self.latency.by_dst, &label, MAX_DESTINATIONS).to_string();
         self.latency.record(&self.proto, cause, &dst, micros(c));
+        let ns = match pod_namespace(c) {
+            "" => String::new(),
+            n => bounded_key(&self.by_namespace, n, MAX_NAMESPACES).to_string(),
+        };
+        if !ns.is_empty() {
+            self.by_namespace
+                .entry(ns.clone())
+                .or_insert_with(|| self.proto.clone())
+                .saturating_record(micros(c));
+        }
         if let Some(us) = retry_delay_us(c) {
             self.retry_delay.record(&self.proto, cause, &dst, us);
         }
@@ -184,7 +205,7 @@ impl Histograms {
             }
             self.ladder[n] += 1;
         }
-        dst
+        (dst, ns)
     }
 
     /// Slow connects recorded.
@@ -201,6 +222,11 @@ impl Histograms {
             all: latency.all,
             by_cause: latency.by_cause,
             by_dst: latency.by_dst,
+            by_namespace: self
+                .by_namespace
+                .iter()
+                .map(|(k, h)| (k.clone(), Percentiles::of(h)))
+                .collect(),
             syn_retries: self.ladder.clone(),
             syn_retry_delay: self.retry_delay.breakdown(),
         }
@@ -227,11 +253,21 @@ pub fn write_human(h: &HistogramSummary, w: &mut dyn Write) -> io::Result<()> {
     };
     let d = &h.syn_retry_delay;
     let (dsts, delay_dsts) = (top(&h.by_dst), top(&d.by_dst));
+    // The busiest pod namespaces the slow connects came from.
+    let namespaces: Vec<(String, Percentiles)> = top(&h.by_namespace)
+        .into_iter()
+        .map(|(n, p)| (format!("from pods in {}", n.trim_start_matches("→ ")), p))
+        .collect();
     // Wide enough for every name shown (a Service makes destinations long), so columns align.
     let width = h
         .by_cause
         .keys()
-        .chain(dsts.iter().chain(&delay_dsts).map(|(n, _)| n))
+        .chain(
+            dsts.iter()
+                .chain(&delay_dsts)
+                .chain(&namespaces)
+                .map(|(n, _)| n),
+        )
         .map(|n| n.chars().count())
         .fold(26, usize::max);
     writeln!(
@@ -267,6 +303,9 @@ pub fn write_human(h: &HistogramSummary, w: &mut dyn Write) -> io::Result<()> {
             "netlat:   … and {} more destinations",
             h.by_dst.len() - HUMAN_TOP_DST
         )?;
+    }
+    for (name, p) in &namespaces {
+        row(w, name, p)?;
     }
     let ladder: Vec<String> = h
         .syn_retries
@@ -319,8 +358,11 @@ pub(crate) mod tests {
             netns: 1,
             pid: 2,
             comm: "curl".into(),
+            pod: None,
+            pod_missing: None,
             src: "10.0.0.1:40000".into(),
             dst: dst.into(),
+            dst_pod: None,
             service: None,
             outcome: Outcome::Established,
             connect_ms: ms,
@@ -337,6 +379,38 @@ pub(crate) mod tests {
                 remedy: "r",
             }),
         }
+    }
+
+    #[test]
+    fn connects_from_pods_are_counted_per_namespace_bounded() {
+        let mut h = Histograms::new().unwrap();
+        let from = |ns: &str| {
+            let mut c = connect("10.0.0.2:8080", 1011.0, 1, None);
+            c.pod = Some(netlat_core::pods::PodRef {
+                namespace: ns.into(),
+                name: "web-0".into(),
+                uid: "u".into(),
+                container: None,
+            });
+            c
+        };
+        assert_eq!(h.record(&from("shop")).1, "shop");
+        h.record(&from("shop"));
+        // Not from a pod: no namespace key, no namespace histogram.
+        assert_eq!(h.record(&connect("10.0.0.2:8080", 1011.0, 1, None)).1, "");
+        let s = h.summary(1.0, true);
+        assert_eq!(s.by_namespace.len(), 1);
+        assert_eq!(s.by_namespace["shop"].count, 2);
+        for i in 0..super::super::MAX_NAMESPACES + 5 {
+            h.record(&from(&format!("ns{i}")));
+        }
+        let s = h.summary(1.0, true);
+        assert_eq!(s.by_namespace.len(), super::super::MAX_NAMESPACES + 1);
+        assert_eq!(s.by_namespace[super::super::OTHER_DST].count, 6);
+        let mut text = Vec::new();
+        write_human(&s, &mut text).unwrap();
+        let text = String::from_utf8(text).unwrap();
+        assert!(text.contains("from pods in shop "), "{text}");
     }
 
     #[test]

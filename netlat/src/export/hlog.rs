@@ -5,7 +5,8 @@
 //! `HistogramLogProcessor` reads by default), one connect-latency histogram per
 //! `Tag=<cause>/<destination>` and one SYN-retry-delay histogram per
 //! `Tag=syn-retry-delay:<cause>/<destination>` that had slow connects in it. A destination with a
-//! known Service is `ip:port_(ns/name:port)` (tags cannot hold spaces). Interval timestamps are
+//! known Service is `ip:port_(ns/name:port)` (tags cannot hold spaces). Connects from pods are
+//! also in one histogram per `Tag=namespace:<pod namespace>/<cause>`. Interval timestamps are
 //! seconds since the `BaseTime` header.
 
 use std::{
@@ -33,10 +34,14 @@ use super::{
 /// First comment line: says what the numbers are.
 const HEADER: &str = "netlat slow TCP connect latency in microseconds; untagged: all slow \
                       connects, Tag=<cause>/<destination>: per verdict and ip:port, \
-                      Tag=syn-retry-delay:<cause>/<destination>: first to last SYN";
+                      Tag=syn-retry-delay:<cause>/<destination>: first to last SYN, \
+                      Tag=namespace:<pod namespace>/<cause>: per namespace of the connecting pod";
 
 /// Tag prefix of the SYN-retry-delay histograms (cause ids never contain `:`).
 pub const RETRY_PREFIX: &str = "syn-retry-delay:";
+
+/// Tag prefix of the per-pod-namespace histograms.
+pub const NAMESPACE_PREFIX: &str = "namespace:";
 
 /// Characters an interval-log tag cannot hold (the format splits on them).
 fn tag_char_ok(c: char) -> bool {
@@ -56,17 +61,33 @@ pub fn retry_tag(cause: &str, dst: &str) -> String {
     format!("{RETRY_PREFIX}{}", tag(cause, dst))
 }
 
+/// The tag of the latency histogram of connects from pods of namespace `ns` with `cause`.
+pub fn namespace_tag(ns: &str, cause: &str) -> String {
+    format!("{NAMESPACE_PREFIX}{}", tag(ns, cause))
+}
+
 /// What a tag written by [`tag`] or [`retry_tag`] names; a foreign tag is all cause.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TagParts<'a> {
     /// A SYN-retry-delay histogram (else connect latency).
     pub retry_delay: bool,
+    /// A per-pod-namespace histogram ([`namespace_tag`]): the namespace, with `cause`.
+    pub namespace: Option<&'a str>,
     pub cause: &'a str,
     /// The destination, with the space before a Service restored.
     pub dst: String,
 }
 
 pub fn split_tag(tag: &str) -> TagParts<'_> {
+    if let Some(rest) = tag.strip_prefix(NAMESPACE_PREFIX) {
+        let (ns, cause) = rest.split_once('/').unwrap_or((rest, ""));
+        return TagParts {
+            retry_delay: false,
+            namespace: Some(ns),
+            cause,
+            dst: String::new(),
+        };
+    }
     let (retry_delay, rest) = match tag.strip_prefix(RETRY_PREFIX) {
         Some(rest) => (true, rest),
         None => (false, tag),
@@ -74,6 +95,7 @@ pub fn split_tag(tag: &str) -> TagParts<'_> {
     let (cause, dst) = rest.split_once('/').unwrap_or((rest, ""));
     TagParts {
         retry_delay,
+        namespace: None,
         cause,
         dst: dst.replace("_(", " ("),
     }
@@ -134,6 +156,14 @@ impl HlogWriter {
         self.all.saturating_record(us);
         self.tagged
             .entry(tag(cause, dst))
+            .or_insert_with(|| self.proto.clone())
+            .saturating_record(us);
+    }
+
+    /// Record one slow connect of `us` microseconds from a pod of namespace `ns`.
+    pub fn record_namespace(&mut self, ns: &str, cause: &str, us: u64) {
+        self.tagged
+            .entry(namespace_tag(ns, cause))
             .or_insert_with(|| self.proto.clone())
             .saturating_record(us);
     }
@@ -237,6 +267,17 @@ fn byte_offset(whole: &[u8], part: &str) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn namespace_tags_split_apart_from_cause_tags() {
+        let t = namespace_tag("shop", "netfilter-rule-drop");
+        assert_eq!(t, "namespace:shop/netfilter-rule-drop");
+        let p = split_tag(&t);
+        assert_eq!(p.namespace, Some("shop"));
+        assert_eq!(p.cause, "netfilter-rule-drop");
+        assert!(!p.retry_delay);
+        assert_eq!(split_tag("none/10.0.0.2:80").namespace, None);
+    }
 
     #[test]
     fn tags_are_sanitised_and_split() {

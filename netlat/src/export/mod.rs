@@ -31,6 +31,15 @@ pub const MAX_DESTINATIONS: usize = 100;
 /// The destination key once [`MAX_DESTINATIONS`] are tracked.
 pub const OTHER_DST: &str = "other";
 
+/// Pod namespaces with their own histogram, hlog tag and metric label (later ones fold into
+/// [`OTHER_DST`]); a label per namespace, never per pod, keeps the series bounded.
+pub const MAX_NAMESPACES: usize = 100;
+
+/// The pod namespace a connect is counted under: its pod's, or "" when not from a pod.
+pub fn pod_namespace(c: &ConnectReport) -> &str {
+    c.pod.as_ref().map_or("", |p| p.namespace.as_str())
+}
+
 /// Errors of the export side (flags are checked by opening everything before eBPF loads).
 #[derive(Debug, thiserror::Error)]
 pub enum ExportError {
@@ -245,11 +254,14 @@ impl Exports {
 
 impl Reports for Exports {
     fn connect(&mut self, c: &ConnectReport) -> io::Result<()> {
-        let dst = self.hist.record(c);
+        let (dst, ns) = self.hist.record(c);
         let cause = cause_of(c);
         let retry_us = retry_delay_us(c);
         if let Some(h) = &mut self.hlog {
             h.record(cause, &dst, micros(c));
+            if !ns.is_empty() {
+                h.record_namespace(&ns, cause, micros(c));
+            }
             if let Some(us) = retry_us {
                 h.record_retry_delay(cause, &dst, us);
             }
@@ -262,7 +274,7 @@ impl Reports for Exports {
             } else {
                 (c.dst.as_str(), c.service.as_deref().unwrap_or(""))
             };
-            let labels = prom::ConnectLabels::new(cause, ip_port, service);
+            let labels = prom::ConnectLabels::new(cause, ip_port, service).in_namespace(&ns);
             m.observe_connect(&labels, c.connect_ms / 1000.0);
             if let Some(us) = retry_us {
                 m.observe_retry_delay(&labels, us as f64 / 1e6);

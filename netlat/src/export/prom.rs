@@ -32,14 +32,16 @@ const MAX_HEAD: usize = 8 * 1024;
 /// Connections served at once.
 const MAX_CONNECTIONS: usize = 8;
 
-/// Labels of the per-destination histograms: cause, `ip:port` and the Kubernetes Service
-/// (empty when unknown). The Service follows from the destination, so it adds no series beyond
-/// the bounded destinations.
+/// Labels of the per-destination histograms: cause, `ip:port`, the Kubernetes Service (empty
+/// when unknown) and the connecting pod's namespace (empty when not from a pod). The Service
+/// follows from the destination, so it adds no series beyond the bounded destinations; the
+/// namespace is bounded too, and there is no per-pod label.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ConnectLabels {
     cause: String,
     dst: String,
     service: String,
+    namespace: String,
 }
 
 impl ConnectLabels {
@@ -48,7 +50,15 @@ impl ConnectLabels {
             cause: cause.into(),
             dst: dst.into(),
             service: service.into(),
+            namespace: String::new(),
         }
+    }
+
+    /// The same labels for a connect from a pod in `namespace`.
+    #[must_use]
+    pub fn in_namespace(mut self, namespace: &str) -> Self {
+        self.namespace = namespace.into();
+        self
     }
 }
 
@@ -346,6 +356,10 @@ mod tests {
             m.observe_retry_delay(&nf, s - 0.01);
         }
         m.observe_connect(&ConnectLabels::new("none", "10.0.0.3:80", ""), 0.3);
+        m.observe_connect(
+            &ConnectLabels::new("none", "10.0.0.3:80", "").in_namespace("shop"),
+            0.3,
+        );
         m.count_drop("vxlan-csum-offload");
         m.set_lost(&[("drop", 5), ("connect", 0)]);
         m.set_lost(&[("drop", 7), ("connect", 0)]);
@@ -363,19 +377,20 @@ mod tests {
         let text = metrics().encode().unwrap();
         for want in [
             "# TYPE netlat_connect_duration_seconds histogram",
-            r#"netlat_connect_duration_seconds_bucket{le="1.0",cause="netfilter-rule-drop",dst="10.0.0.2:8080",service="default/web:http"} 0"#,
-            r#"netlat_connect_duration_seconds_bucket{le="1.5",cause="netfilter-rule-drop",dst="10.0.0.2:8080",service="default/web:http"} 3"#,
-            r#"netlat_connect_duration_seconds_bucket{le="131.0",cause="none",dst="10.0.0.3:80",service=""} 1"#,
-            r#"netlat_connect_duration_seconds_count{cause="netfilter-rule-drop",dst="10.0.0.2:8080",service="default/web:http"} 3"#,
+            r#"netlat_connect_duration_seconds_bucket{le="1.0",cause="netfilter-rule-drop",dst="10.0.0.2:8080",service="default/web:http",namespace=""} 0"#,
+            r#"netlat_connect_duration_seconds_bucket{le="1.5",cause="netfilter-rule-drop",dst="10.0.0.2:8080",service="default/web:http",namespace=""} 3"#,
+            r#"netlat_connect_duration_seconds_bucket{le="131.0",cause="none",dst="10.0.0.3:80",service="",namespace=""} 1"#,
+            r#"netlat_connect_duration_seconds_count{cause="netfilter-rule-drop",dst="10.0.0.2:8080",service="default/web:http",namespace=""} 3"#,
             "# TYPE netlat_syn_retry_delay_seconds histogram",
-            r#"netlat_syn_retry_delay_seconds_bucket{le="1.0",cause="netfilter-rule-drop",dst="10.0.0.2:8080",service="default/web:http"} 0"#,
-            r#"netlat_syn_retry_delay_seconds_bucket{le="1.5",cause="netfilter-rule-drop",dst="10.0.0.2:8080",service="default/web:http"} 3"#,
-            r#"netlat_syn_retry_delay_seconds_count{cause="netfilter-rule-drop",dst="10.0.0.2:8080",service="default/web:http"} 3"#,
+            r#"netlat_syn_retry_delay_seconds_bucket{le="1.0",cause="netfilter-rule-drop",dst="10.0.0.2:8080",service="default/web:http",namespace=""} 0"#,
+            r#"netlat_syn_retry_delay_seconds_bucket{le="1.5",cause="netfilter-rule-drop",dst="10.0.0.2:8080",service="default/web:http",namespace=""} 3"#,
+            r#"netlat_syn_retry_delay_seconds_count{cause="netfilter-rule-drop",dst="10.0.0.2:8080",service="default/web:http",namespace=""} 3"#,
             r#"netlat_slow_connects_total{cause="netfilter-rule-drop"} 3"#,
             r#"netlat_drops_total{cause="vxlan-csum-offload"} 1"#,
             r#"netlat_lost_events_total{kind="drop"} 7"#,
             r#"netlat_lost_events_total{kind="connect"} 0"#,
             r#"netlat_hook_info{evidence="packet drops",hook="tracepoint skb:kfree_skb",active="true"} 1"#,
+            r#"netlat_connect_duration_seconds_count{cause="none",dst="10.0.0.3:80",service="",namespace="shop"} 1"#,
             "# EOF",
         ] {
             assert!(text.contains(want), "missing {want:?} in\n{text}");

@@ -24,6 +24,7 @@ pub mod live_facts;
 pub mod netns;
 mod nft;
 pub(crate) mod nl;
+pub mod pods;
 pub mod services;
 mod xt;
 

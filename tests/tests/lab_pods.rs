@@ -1,0 +1,359 @@
+//! Pod lab: a real containerd (CRI) + runc + CNI bridge started by the test, pods made through
+//! CRI, and netlat naming them on its lines. A first-SYN-drop rule in the server pod's own
+//! network namespace makes each new flow to it ~1 s slow.
+//!
+//! Cases: a pod's slow connect carries namespace, name, uid and container, and its destination
+//! pod; each container of a two-container pod is named right; a hostNetwork pod's process is
+//! named by its cgroup; a plain `ip netns` namespace gets no `pod`; a pod deleted while its slow
+//! connect is in flight is still named; the replay names the same pods; with the runtime stopped
+//! mid-run lines still come, with a `pod_missing` note.
+
+use std::{
+    path::Path,
+    process::Command,
+    time::{Duration, Instant},
+};
+
+use netlat_tests::{
+    Netns, Watch, cri::Containerd, first_syn_drop, is_root, json_lines, netlat_unprivileged,
+    sh_stdin,
+};
+
+const PORT: u16 = 8080;
+/// Every SYN to this port is dropped: a connect that stays in SYN_SENT.
+const BLACKHOLE: u16 = 8082;
+
+fn require() {
+    assert!(is_root(), "the lab tests need root");
+    if let Some(why) = netlat_tests::cri::missing_tools() {
+        panic!("the pod lab needs a container runtime: {why}");
+    }
+}
+
+/// Load an nftables ruleset into the network namespace at `path`.
+fn nft_in(path: &Path, ruleset: &str) {
+    sh_stdin(
+        &[
+            "nsenter",
+            &format!("--net={}", path.display()),
+            "nft",
+            "-f",
+            "-",
+        ],
+        ruleset,
+    );
+}
+
+/// A plain namespace on the pod bridge at `ip` (not a pod: made with `ip netns`).
+fn plain_netns(tag: &str, bridge_of: &Containerd, ip: &str) -> Netns {
+    let ns = Netns::new(tag);
+    let host_end = format!("nlp{}{tag}", std::process::id() % 10_000);
+    netlat_tests::sh(&[
+        "ip", "link", "add", &host_end, "type", "veth", "peer", "name", "eth0", "netns", &ns.name,
+    ]);
+    netlat_tests::sh(&["ip", "link", "set", &host_end, "master", bridge_of.bridge()]);
+    netlat_tests::sh(&["ip", "link", "set", &host_end, "up"]);
+    ns.ip(&["addr", "add", ip, "dev", "eth0"]);
+    ns.ip(&["link", "set", "eth0", "up"]);
+    ns
+}
+
+/// A TCP connect from a container to `ip:port` that closes at once (busybox `nc`; its `wget`
+/// needs NSS files the one-binary image does not have).
+fn nc(ip: &str, port: u16, timeout_s: u32) -> Vec<String> {
+    [
+        "/bin/busybox",
+        "nc",
+        "-w",
+        &timeout_s.to_string(),
+        ip,
+        &port.to_string(),
+    ]
+    .iter()
+    .map(|s| (*s).to_string())
+    .collect()
+}
+
+fn exec_connect(cd: &mut Containerd, pod: &netlat_tests::cri::Pod, c: &str, ip: &str) -> Duration {
+    let cmd = nc(ip, PORT, 5);
+    let argv: Vec<&str> = cmd.iter().map(String::as_str).collect();
+    let t0 = Instant::now();
+    let (code, out) = cd.exec(pod, c, &argv, 10);
+    let t = t0.elapsed();
+    assert_eq!(code, 0, "{c}: connect to {ip} failed: {out}");
+    t
+}
+
+/// The slow connect lines to `dst` whose pid's command is wget/busybox, in order.
+fn slow_to<'a>(lines: &'a [serde_json::Value], dst: &str) -> Vec<&'a serde_json::Value> {
+    lines
+        .iter()
+        .filter(|l| l["type"] == "connect" && l["dst"] == dst)
+        .collect()
+}
+
+fn pod_of(l: &serde_json::Value) -> String {
+    let p = &l["pod"];
+    if p.is_null() {
+        return String::new();
+    }
+    let mut s = format!(
+        "{}/{}",
+        p["namespace"].as_str().unwrap_or("?"),
+        p["name"].as_str().unwrap_or("?")
+    );
+    if let Some(c) = p["container"].as_str() {
+        s.push('/');
+        s.push_str(c);
+    }
+    s
+}
+
+#[test]
+fn lab_pods_are_named_on_their_lines() {
+    require();
+    let mut cd = Containerd::start("pods", 1);
+    let db = cd.run_pod("shop", "db-0", &["db"], false);
+    let db_ip = db.ip.clone().expect("the server pod has an IP");
+    cd.exec(
+        &db,
+        "db",
+        &["/bin/busybox", "httpd", "-p", &PORT.to_string(), "-h", "/"],
+        5,
+    );
+    let db_ns = cd.netns_path(&db);
+    nft_in(&db_ns, &first_syn_drop("labpods", PORT));
+    nft_in(
+        &db_ns,
+        &format!(
+            "table inet labhole {{\n  chain in {{\n    type filter hook input priority 0; policy accept;\n    tcp dport {BLACKHOLE} drop\n  }}\n}}\n"
+        ),
+    );
+    let web = cd.run_pod("shop", "web-0", &["app", "sidecar"], false);
+    let agent = cd.run_pod("kube-system", "agent", &["agent"], true);
+    let plain = plain_netns("pp", &cd, "10.236.1.250/24");
+
+    let recording = std::env::temp_dir().join(format!("netlat-labpods-{}.rec", std::process::id()));
+    let _cleanup = RemoveOnDrop(recording.clone());
+    let rec_arg = recording.display().to_string();
+    let sock = cd.socket.display().to_string();
+    let mut watch = Watch::start(&["--cri-socket", &sock, "--record", &rec_arg]);
+
+    let dst = format!("{db_ip}:{PORT}");
+    for c in ["app", "sidecar"] {
+        let t = exec_connect(&mut cd, &web, c, &db_ip);
+        assert!(
+            t >= Duration::from_millis(900),
+            "{c}: the first SYN was not dropped ({t:?})"
+        );
+    }
+    let t = exec_connect(&mut cd, &agent, "agent", &db_ip);
+    assert!(t >= Duration::from_millis(900), "agent: {t:?}");
+    plain.run(&["busybox", "nc", "-w", "5", &db_ip, &PORT.to_string()]);
+
+    // A job pod whose connect is still in SYN_SENT when the pod is deleted: the line comes as
+    // the pod dies, and names it.
+    let job = cd.run_pod("batch", "job-7", &["job"], false);
+    cd.exec(
+        &job,
+        "job",
+        &[
+            "/bin/busybox",
+            "sh",
+            "-c",
+            &format!("/bin/busybox nc -w 30 {db_ip} {BLACKHOLE} </dev/null >/dev/null 2>&1 &"),
+        ],
+        5,
+    );
+    std::thread::sleep(Duration::from_millis(1500));
+    cd.remove_pod(&job);
+    let job_line = watch.wait_for(
+        |l| l["type"] == "connect" && l["dst"] == format!("{db_ip}:{BLACKHOLE}"),
+        Duration::from_secs(10),
+    );
+    let (ok, lines) = watch.stop();
+    assert!(ok, "netlat did not exit cleanly");
+
+    let slow = slow_to(&lines, &dst);
+    let names: Vec<String> = slow.iter().map(|l| pod_of(l)).collect();
+    assert_eq!(
+        names,
+        [
+            "shop/web-0/app",
+            "shop/web-0/sidecar",
+            "kube-system/agent/agent",
+            ""
+        ],
+        "{lines:#?}"
+    );
+    for l in &slow[..2] {
+        assert_eq!(l["pod"]["uid"], web.uid.as_str());
+        assert_eq!(l["dst_pod"]["name"], "db-0", "{l}");
+        assert_eq!(l["dst_pod"]["namespace"], "shop");
+        assert!(l["dst_pod"].get("container").is_none(), "{l}");
+        assert!(l["netns"].as_u64().is_some(), "the inode stays: {l}");
+        assert!(l.get("pod_missing").is_none(), "{l}");
+    }
+    assert_eq!(slow[2]["pod"]["uid"], agent.uid.as_str());
+    // The plain namespace: no pod, and nothing missing either.
+    assert_eq!(slow[3]["netns"].as_u64(), Some(plain.inode()));
+    assert!(
+        slow[3].get("pod").is_none() && slow[3].get("pod_missing").is_none(),
+        "{}",
+        slow[3]
+    );
+
+    let job_line = job_line.expect("a line for the deleted job pod's connect");
+    assert_eq!(pod_of(&job_line), "batch/job-7/job", "{job_line}");
+
+    // The replay names the same pods, unprivileged and with no runtime.
+    let out = netlat_unprivileged(&["replay", "--output", "json", &rec_arg]);
+    assert!(out.status.success(), "replay failed: {out:?}");
+    let replayed = json_lines(&out);
+    let pods = |v: &[serde_json::Value]| -> Vec<(String, String)> {
+        v.iter()
+            .filter(|l| l["type"] == "connect")
+            .map(|l| (pod_of(l), l["dst_pod"].to_string()))
+            .collect()
+    };
+    assert_eq!(pods(&replayed), pods(&lines));
+    // The human line names the pod where it showed the netns.
+    let out = netlat_unprivileged(&["replay", &rec_arg]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("pod shop/web-0/app"), "{text}");
+    assert!(text.contains("(pod shop/db-0)"), "{text}");
+
+    // doctor finds the runtime and counts its pods (db, web, agent).
+    let out = Command::new(netlat_tests::netlat_bin())
+        .args(["doctor", "--output", "json", "--cri-socket", &sock])
+        .output()
+        .expect("run doctor");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("doctor JSON");
+    assert_eq!(v["pods"]["runtimes"][0]["pods"], 3, "{}", v["pods"]);
+    assert_eq!(v["pods"]["nameable"], 3);
+}
+
+#[test]
+fn lab_pods_runtime_stopped_mid_run_costs_a_note_not_a_line() {
+    require();
+    let mut cd = Containerd::start("podsdown", 2);
+    let db = cd.run_pod("shop", "db-1", &["db"], false);
+    let db_ip = db.ip.clone().expect("the server pod has an IP");
+    cd.exec(
+        &db,
+        "db",
+        &["/bin/busybox", "httpd", "-p", &PORT.to_string(), "-h", "/"],
+        5,
+    );
+    nft_in(&cd.netns_path(&db), &first_syn_drop("labpods", PORT));
+    let web = cd.run_pod("shop", "web-1", &["app"], false);
+    // A connect the app container makes later, when the file /go appears in its root (the
+    // runtime will be down by then, so it cannot be an exec).
+    cd.exec(
+        &web,
+        "app",
+        &[
+            "/bin/busybox",
+            "sh",
+            "-c",
+            &format!(
+                "(while [ ! -e /go ]; do /bin/busybox sleep 0.1; done; /bin/busybox nc -w 5 {db_ip} {PORT}) </dev/null >/dev/null 2>&1 &"
+            ),
+        ],
+        5,
+    );
+    let sock = cd.socket.display().to_string();
+    let watch = Watch::start(&["--cri-socket", &sock]);
+    exec_connect(&mut cd, &web, "app", &db_ip);
+    // The runtime dies; its pods keep running.
+    cd.stop_daemon();
+    let plain = plain_netns("pd", &cd, "10.236.2.250/24");
+    let t0 = Instant::now();
+    plain.run(&["busybox", "nc", "-w", "5", &db_ip, &PORT.to_string()]);
+    assert!(
+        t0.elapsed() < Duration::from_secs(4),
+        "the connect itself must not wait"
+    );
+    let (ok, lines) = watch.stop();
+    assert!(ok, "netlat did not exit cleanly");
+    let dst = format!("{db_ip}:{PORT}");
+    let slow = slow_to(&lines, &dst);
+    assert_eq!(slow.len(), 2, "both lines come: {lines:#?}");
+    assert_eq!(pod_of(slow[0]), "shop/web-1/app");
+    // Not named, and the line says why.
+    assert!(slow[1].get("pod").is_none(), "{}", slow[1]);
+    let why = slow[1]["pod_missing"].as_str().unwrap_or_default();
+    assert!(why.contains("not answering"), "{}", slow[1]);
+    assert!(why.contains(&sock), "{}", slow[1]);
+
+    // A netlat started while the runtime is down names pods from the runtime's bundle files.
+    let bundles = cd.bundle_dir().display().to_string();
+    let env = [("NETLAT_CRI_BUNDLES", bundles.as_str())];
+    let out = Command::new(netlat_tests::netlat_bin())
+        .envs(env)
+        .args(["doctor", "--output", "json", "--cri-socket", &sock])
+        .output()
+        .expect("run doctor");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("doctor JSON");
+    assert!(
+        v["pods"]["runtimes"][0]["error"].is_string(),
+        "{}",
+        v["pods"]
+    );
+    assert_eq!(v["pods"]["from_files"], 2, "{}", v["pods"]);
+    let mut watch = Watch::start_env(&env, &["--cri-socket", &sock]);
+    let app = web.containers.get("app").expect("app container");
+    std::fs::write(cd.bundle_dir().join(app).join("rootfs/go"), b"").expect("trigger file");
+    let line = watch.wait_for(
+        |l| l["type"] == "connect" && l["dst"] == dst.as_str(),
+        Duration::from_secs(10),
+    );
+    let (ok, lines) = watch.stop();
+    assert!(ok, "netlat did not exit cleanly");
+    let line = line.unwrap_or_else(|| panic!("no line for the app's connect: {lines:#?}"));
+    assert_eq!(pod_of(&line), "shop/web-1/app", "{line}");
+    assert_eq!(line["pod"]["uid"], web.uid.as_str());
+}
+
+struct RemoveOnDrop(std::path::PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// The DaemonSet gives netlat the runtime sockets (read-only) and keeps the host's PID
+/// namespace, where /proc/PID/cgroup and /proc/PID/ns/net of every pod are.
+#[test]
+fn daemonset_mounts_the_runtime_sockets_read_only() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/daemonset.yaml");
+    let text = std::fs::read_to_string(&path).expect("deploy/daemonset.yaml");
+    let ds = text
+        .split("\n---\n")
+        .find(|d| d.contains("kind: DaemonSet"))
+        .expect("a DaemonSet");
+    let v: serde_json::Value = serde_norway::from_str(ds).expect("YAML");
+    let spec = &v["spec"]["template"]["spec"];
+    assert_eq!(spec["hostPID"], true);
+    let mounts = spec["containers"][0]["volumeMounts"]
+        .as_array()
+        .expect("volumeMounts");
+    let volumes = spec["volumes"].as_array().expect("volumes");
+    for sock in ["/run/containerd/containerd.sock", "/var/run/crio/crio.sock"] {
+        let m = mounts
+            .iter()
+            .find(|m| {
+                m["mountPath"]
+                    .as_str()
+                    .is_some_and(|p| sock.starts_with(&format!("{p}/")))
+            })
+            .unwrap_or_else(|| panic!("no mount holds {sock}"));
+        assert_eq!(m["readOnly"], true, "{m}");
+        let vol = volumes
+            .iter()
+            .find(|x| x["name"] == m["name"])
+            .expect("its volume");
+        assert_eq!(vol["hostPath"]["path"], m["mountPath"], "{vol}");
+    }
+}
