@@ -13,7 +13,7 @@ use std::{
 use crate::{
     enrich::{self, CounterEvidence, DropRecord, Names},
     event::{self, Event, SockKey, TcpState},
-    flow::{Attempt, Tracker, TrackerConfig},
+    flow::{Attempt, Tracker, TrackerConfig, TrackerStats},
     packet::FiveTuple,
     report::{ConnectReport, DropReport, Reports, Summary, WallClock},
     verdict::{Judge, NodeView, drop_verdict},
@@ -97,6 +97,8 @@ pub struct Engine {
     /// Last IPVS connection expiry per CPU.
     ipvs_expire: HashMap<u32, event::IpvsExpire>,
     tracker: Tracker,
+    /// The kernel's attempt-table counters (only its `kernel_*` fields are used).
+    kernel: TrackerStats,
     summary: Summary,
     first_ts: Option<u64>,
     last_ts: u64,
@@ -119,6 +121,7 @@ impl Engine {
             nat,
             hook_drops: VecDeque::new(),
             ipvs_expire: HashMap::new(),
+            kernel: TrackerStats::default(),
             summary: Summary::default(),
             first_ts: None,
             last_ts: 0,
@@ -256,6 +259,14 @@ impl Engine {
         self.counters.tick();
     }
 
+    /// The kernel's attempt-table counters at the end (the shell reads them; a replay has them
+    /// from the recording): attempts that ended fast in the kernel count as attempts.
+    pub fn kernel_attempt_stats<'a>(&mut self, counts: impl IntoIterator<Item = (&'a str, u64)>) {
+        for (name, n) in counts {
+            self.kernel.set_kernel(name, n);
+        }
+    }
+
     /// End of run at `now_ns`: report attempts still waiting that are already slow, and return
     /// the summary (lost-event counts are filled in by the caller, who can read the kernel).
     pub fn finish(&mut self, now_ns: u64, sink: &mut dyn Reports) -> io::Result<Summary> {
@@ -267,8 +278,13 @@ impl Engine {
         }
         let mut s = self.summary.clone();
         s.in_flight = pending.len() as u64;
-        s.tracker = self.tracker.stats().clone();
-        s.attempts = s.tracker.attempts;
+        s.tracker = TrackerStats {
+            kernel_fast: self.kernel.kernel_fast,
+            kernel_table_full: self.kernel.kernel_table_full,
+            kernel_replaced: self.kernel.kernel_replaced,
+            ..self.tracker.stats().clone()
+        };
+        s.attempts = s.tracker.attempts + s.tracker.kernel_fast;
         s.duration_s = now_ns.saturating_sub(self.first_ts.unwrap_or(now_ns)) as f64 / 1e9;
         Ok(s)
     }

@@ -23,7 +23,7 @@ use std::{
     rc::Rc,
 };
 
-use netlat_common::ABI_VERSION;
+use netlat_common::{ABI_VERSION, OLDEST_ABI_VERSION};
 use netlat_core::{
     engine::{Counters, NatLookup},
     enrich::{CounterEvidence, CtTupleLayout},
@@ -110,11 +110,14 @@ pub enum Note {
     Tick {
         now_ns: u64,
     },
-    /// The run ended at `now_ns` after `duration_s` with these kernel loss counts.
+    /// The run ended at `now_ns` after `duration_s` with these kernel loss counts and
+    /// attempt-table counters (ABI 2; absent before).
     End {
         now_ns: u64,
         duration_s: f64,
         lost: BTreeMap<String, u64>,
+        #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+        attempts: BTreeMap<String, u64>,
     },
 }
 
@@ -134,8 +137,8 @@ pub enum RecordError {
     )]
     Version { path: String, found: u16 },
     #[error(
-        "{path}: its kernel events are in wire format {found}, this netlat decodes format \
-         {ABI_VERSION}: replay it with the netlat version that recorded it"
+        "{path}: its kernel events are in wire format {found}, this netlat decodes formats \
+         {OLDEST_ABI_VERSION} to {ABI_VERSION}: replay it with the netlat version that recorded it"
     )]
     Abi { path: String, found: u32 },
     #[error("recording truncated at byte {offset}: {what}")]
@@ -242,7 +245,8 @@ impl<R: Read> Reader<R> {
             offset: at,
             what: format!("header: {e}"),
         })?;
-        if header.abi_version != ABI_VERSION {
+        // ABI 1 items still decode (by their length); see netlat_core::event::decode.
+        if !(OLDEST_ABI_VERSION..=ABI_VERSION).contains(&header.abi_version) {
             return Err(RecordError::Abi {
                 path: name.to_string(),
                 found: header.abi_version,
@@ -581,6 +585,7 @@ mod tests {
             now_ns: 5,
             duration_s: 1.0,
             lost: BTreeMap::new(),
+            attempts: BTreeMap::from([("fast".to_string(), 3)]),
         })
         .unwrap();
         r.flush().unwrap();
@@ -711,6 +716,9 @@ mod tests {
         h.as_object_mut().unwrap().remove("abi_version");
         let (got, _) = Reader::new(&file_with_header(&h)[..], "old").unwrap();
         assert_eq!(got.abi_version, 1);
+        // ABI 1 items are still decoded (by their length).
+        h["abi_version"] = 1.into();
+        assert!(Reader::new(&file_with_header(&h)[..], "v1").is_ok());
         h["abi_version"] = (ABI_VERSION + 1).into();
         let Err(e) = Reader::new(&file_with_header(&h)[..], "new.rec") else {
             panic!("a recording of another wire format was read");
@@ -718,7 +726,7 @@ mod tests {
         assert!(matches!(e, RecordError::Abi { found, .. } if found == ABI_VERSION + 1));
         let text = e.to_string();
         assert!(
-            text.starts_with("new.rec: its kernel events are in wire format 2"),
+            text.starts_with("new.rec: its kernel events are in wire format 3"),
             "{text}"
         );
         assert!(text.contains("replay it with the netlat version that recorded it"));

@@ -112,7 +112,11 @@ pub fn run(
                     now_ns,
                     duration_s,
                     lost,
-                } => end = Some((now_ns, duration_s, lost)),
+                    attempts,
+                } => {
+                    engine.kernel_attempt_stats(attempts.iter().map(|(k, n)| (k.as_str(), *n)));
+                    end = Some((now_ns, duration_s, lost));
+                }
                 other => answers.borrow_mut().push(other),
             },
             Ok(None) => break,
