@@ -267,6 +267,27 @@ impl Engine {
         }
     }
 
+    /// At stop: forget the attempts tracked here that `still_waiting` (the kernel's attempt
+    /// table) says are no longer in SYN_SENT — their end was lost — so they are not reported
+    /// as pending for the whole run. Returns them (a recording keeps them for its replay).
+    pub fn ends_lost(&mut self, still_waiting: impl Fn(&SockKey) -> bool) -> Vec<SockKey> {
+        let gone: Vec<SockKey> = self
+            .tracker
+            .pending_socks()
+            .into_iter()
+            .filter(|s| !still_waiting(s))
+            .collect();
+        self.forget_ended(&gone);
+        gone
+    }
+
+    /// Forget the attempts of `socks`, whose ends were lost (see [`Engine::ends_lost`]).
+    pub fn forget_ended(&mut self, socks: &[SockKey]) {
+        for s in socks {
+            self.tracker.end_lost(s);
+        }
+    }
+
     /// End of run at `now_ns`: report attempts still waiting that are already slow, and return
     /// the summary (lost-event counts are filled in by the caller, who can read the kernel).
     pub fn finish(&mut self, now_ns: u64, sink: &mut dyn Reports) -> io::Result<Summary> {
@@ -852,5 +873,30 @@ mod tests {
             state(11 * S + 1_000_000, 2, 1, 40000),
         ]);
         assert!(plain[0].get("service").is_none(), "{}", plain[0]);
+    }
+
+    /// At stop, an attempt whose end was lost (the kernel no longer holds it in SYN_SENT) is
+    /// not reported as pending for the whole run; one still waiting is. Kernel counters of
+    /// fast attempts count as attempts.
+    #[test]
+    fn attempts_whose_end_was_lost_are_not_reported_pending() {
+        let mut e = engine();
+        lines_of(&mut e, &[state(10 * S, 7, 2, 0)]);
+        let mut sink = Collect::default();
+        assert_eq!(e.ends_lost(|_| true), Vec::new(), "still waiting: kept");
+        let gone = e.ends_lost(|_| false);
+        assert_eq!(gone.len(), 1);
+        e.kernel_attempt_stats([("fast", 41), ("table_full", 0)]);
+        let s = e.finish(20 * S, &mut sink).unwrap();
+        assert!(sink.lines.is_empty(), "{:?}", sink.lines);
+        assert_eq!((s.in_flight, s.tracker.end_lost), (0, 1));
+        assert_eq!((s.attempts, s.tracker.kernel_fast), (42, 41));
+        // The same stream with the attempt still waiting: reported as pending.
+        let mut e = engine();
+        lines_of(&mut e, &[state(10 * S, 7, 2, 0)]);
+        let mut sink = Collect::default();
+        let s = e.finish(20 * S, &mut sink).unwrap();
+        assert_eq!(s.in_flight, 1);
+        assert_eq!(sink.lines[0]["outcome"], "pending");
     }
 }

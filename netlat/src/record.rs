@@ -106,6 +106,10 @@ pub enum Note {
         dst: SocketAddr,
         answer: Option<String>,
     },
+    /// At stop, attempts whose end was lost (the kernel's table no longer held them).
+    EndsLost {
+        socks: Vec<SockKey>,
+    },
     /// Housekeeping at monotonic `now_ns`.
     Tick {
         now_ns: u64,
@@ -483,7 +487,7 @@ impl Answers {
                 self.udp.entry(netns).or_default().push_back(answer);
             }
             Note::Service { netns, dst, answer } => self.services.push_back((netns, dst, answer)),
-            Note::Symbol { .. } | Note::Tick { .. } | Note::End { .. } => {}
+            Note::Symbol { .. } | Note::Tick { .. } | Note::End { .. } | Note::EndsLost { .. } => {}
         }
     }
 }

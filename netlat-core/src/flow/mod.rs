@@ -166,6 +166,10 @@ pub struct TrackerStats {
     /// their socket (the kernel's attempt table says which): not attributed to it.
     #[serde(skip_serializing_if = "is_zero")]
     pub mismatched: u64,
+    /// Attempts still tracked at stop whose socket the kernel's table no longer held in
+    /// SYN_SENT: their end was lost (ring full); dropped, not reported as pending.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub end_lost: u64,
     /// Attempts the kernel saw end fast (below the threshold, no SYN retransmit), never shipped.
     #[serde(skip_serializing_if = "is_zero")]
     pub kernel_fast: u64,
@@ -621,6 +625,14 @@ impl<S: BuildHasher> Tracker<S> {
                 self.forget(&k, &f);
             }
             self.stats.expired += 1;
+        }
+    }
+
+    /// Forget the attempt of `sock` because its end was lost (counted in `end_lost`).
+    pub fn end_lost(&mut self, sock: &SockKey) {
+        if let Some(f) = self.flows.remove(sock) {
+            self.forget(sock, &f);
+            self.stats.end_lost += 1;
         }
     }
 

@@ -102,6 +102,12 @@ pub fn run(
             }
             Ok(Some(Record::Note(note))) => match note {
                 Note::Symbol { addr, location } => engine.insert_symbol(addr, location),
+                Note::EndsLost { socks } => {
+                    if let Some(p) = pending.take() {
+                        engine.handle_bytes(&p, &mut Fanout::new(printer, &mut exports))?;
+                    }
+                    engine.forget_ended(&socks);
+                }
                 Note::Tick { now_ns } => {
                     if let Some(p) = pending.take() {
                         engine.handle_bytes(&p, &mut Fanout::new(printer, &mut exports))?;

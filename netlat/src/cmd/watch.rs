@@ -377,6 +377,19 @@ fn finish(
     }
     let attempts = loader::attempt_stats(&r.ebpf);
     r.feed.engine.kernel_attempt_stats(attempts.iter().copied());
+    // Attempts tracked here that the table no longer holds ended with their end lost: not
+    // pending. (Not when the table overflowed: attempts shipped at once are never in it.)
+    let table_full = attempts.iter().any(|(k, n)| *k == "table_full" && *n > 0);
+    if !table_full && let Some(waiting) = loader::waiting_sockets(&r.ebpf) {
+        let gone = r.feed.engine.ends_lost(|s| waiting.contains(&s.skaddr));
+        if !gone.is_empty()
+            && let Some(rec) = &r.feed.rec
+        {
+            rec.borrow_mut()
+                .note(&Note::EndsLost { socks: gone })
+                .context("writing the recording")?;
+        }
+    }
     let now = monotonic_ns();
     let mut summary: Summary = r
         .feed

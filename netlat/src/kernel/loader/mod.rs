@@ -213,6 +213,15 @@ pub fn pending_attempts(ebpf: &Ebpf) -> Vec<SockStateEvent> {
     v
 }
 
+/// The sockets the attempt table holds (in SYN_SENT), shipped or not; `None` when the table
+/// cannot be read.
+pub fn waiting_sockets(ebpf: &Ebpf) -> Option<std::collections::HashSet<u64>> {
+    let map = ebpf
+        .map("ATTEMPTS")
+        .and_then(|m| HashMap::<_, u64, PendingAttempt>::try_from(m).ok())?;
+    Some(map.keys().filter_map(Result::ok).collect())
+}
+
 /// The start event of a table entry, as the programs ship a deferred start.
 pub fn pending_start(skaddr: u64, a: &PendingAttempt) -> SockStateEvent {
     SockStateEvent {
