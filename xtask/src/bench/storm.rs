@@ -206,7 +206,7 @@ pub fn run(ctx: &mut Ctx) -> Result<Section> {
 /// Client namespaces of the SYN storm.
 const STORM_CLIENTS: usize = 3;
 /// Seconds of the SYN storm (enough for 100 k connects at this VM's rate).
-const STORM_SECS: f64 = 10.0;
+const STORM_SECS: f64 = 15.0;
 const SYN_STORM_TARGET: &str =
     "≥ 100 k connects, 0 lost, the 1 s connect reported with its verdict";
 /// The lab tests' first-SYN-drop ruleset (`netlat_tests::first_syn_drop`).
