@@ -15,7 +15,10 @@
 /// and the numbers in [`kind`] and [`hook`]. Bumped whenever a wire struct's layout or a kind
 /// number changes. Recordings carry it in their header, so a recording is never decoded with
 /// another version's layouts.
-pub const ABI_VERSION: u32 = 1;
+pub const ABI_VERSION: u32 = 2;
+
+/// The oldest wire format user space still decodes (recordings of [`v1`] layouts replay).
+pub const OLDEST_ABI_VERSION: u32 = 1;
 
 /// Ring-buffer event kinds (`EventHeader::kind`).
 pub mod kind {
@@ -32,6 +35,37 @@ pub mod kind {
     /// Number of kinds + 1; sizes the per-CPU loss counter array.
     pub const COUNT: u32 = 6;
 }
+
+/// `SockStateEvent::flags`.
+pub mod attempt_flag {
+    /// The attempt's start is shipped later than it happened, from the kernel's attempt table,
+    /// because the attempt became worth reporting (a SYN retransmit, a slow end).
+    pub const DEFERRED: u32 = 1;
+    /// Read from the attempt table by user space at stop: the attempt was still in SYN_SENT.
+    pub const AT_STOP: u32 = 2;
+    /// This connect started on a socket whose previous attempt the kernel never saw end (the
+    /// old entry was replaced, and counted): the start is this attempt's own.
+    pub const REPLACED: u32 = 4;
+    /// In the attempt table only (`PendingAttempt::flags`), never shipped: the start has been
+    /// shipped, so every later event of the attempt ships too.
+    pub const SHIPPED: u32 = 1 << 31;
+}
+
+/// Indexes of the per-CPU `ATTEMPT_STATS` counters.
+pub mod attempt_stat {
+    /// Attempts that ended below the threshold with no SYN retransmit: never shipped.
+    pub const FAST: u32 = 0;
+    /// Attempts whose start was shipped at once because the attempt table was full.
+    pub const TABLE_FULL: u32 = 1;
+    /// Table entries replaced by a new connect on the same socket (the old end was not seen).
+    pub const REPLACED: u32 = 2;
+    /// Number of counters.
+    pub const COUNT: u32 = 3;
+}
+
+/// Entries of the kernel's table of attempts in SYN_SENT. Past it, starts are shipped at once
+/// (as every start was in ABI 1) and counted in [`attempt_stat::TABLE_FULL`]: nothing is lost.
+pub const MAX_PENDING_ATTEMPTS: u32 = 1 << 17;
 
 /// Which hook a [`HookDropEvent`] comes from.
 pub mod hook {
@@ -115,6 +149,37 @@ pub struct SockStateEvent {
     pub addrs: Addrs,
     /// `comm` of the current task.
     pub comm: [u8; 16],
+    /// Start (`bpf_ktime_get_ns`) of the attempt this event belongs to, as the kernel's
+    /// attempt table holds it: equal to `header.ts_ns` for a start shipped at once, earlier for
+    /// a deferred one, and on an end the start of the attempt it ends. 0: not in the table
+    /// (it started before netlat, or the table was full).
+    pub start_ns: u64,
+    /// [`attempt_flag`] bits.
+    pub flags: u32,
+    /// Explicit padding; always 0.
+    pub _pad: u32,
+}
+
+/// A pending connection attempt, the value of the kernel's `ATTEMPTS` table (keyed by the
+/// socket's kernel address) from CLOSE→SYN_SENT until it ends. User space reads the table at
+/// stop for the attempts still waiting.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PendingAttempt {
+    /// CLOSE→SYN_SENT time (`bpf_ktime_get_ns`).
+    pub start_ns: u64,
+    /// Network namespace inode of the socket.
+    pub netns: u32,
+    /// Thread-group id of the task that called connect().
+    pub tgid: u32,
+    /// CPU that entered SYN_SENT.
+    pub cpu: u32,
+    /// [`attempt_flag`] bits: those the start event will carry, and [`attempt_flag::SHIPPED`].
+    pub flags: u32,
+    /// Socket addresses at the start (the source port is not chosen yet).
+    pub addrs: Addrs,
+    /// `comm` of the task that called connect().
+    pub comm: [u8; 16],
 }
 
 /// A segment was retransmitted while the socket was in SYN_SENT (`tcp:tcp_retransmit_skb`).
@@ -131,6 +196,54 @@ pub struct RetransmitEvent {
     pub state: u32,
     /// Socket addresses.
     pub addrs: Addrs,
+    /// Start of the attempt it belongs to, from the kernel's attempt table (0: not in it).
+    pub start_ns: u64,
+}
+
+/// The ABI 1 layouts of the events that grew in ABI 2, for replaying old recordings.
+pub mod v1 {
+    use super::{Addrs, EventHeader};
+
+    /// ABI 1 `SockStateEvent`: no attempt start, no flags.
+    #[repr(C)]
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+    pub struct SockStateEvent {
+        /// Common header, `kind == SOCK_STATE`.
+        pub header: EventHeader,
+        /// Kernel address of the socket.
+        pub skaddr: u64,
+        /// Network namespace inode of the socket.
+        pub netns: u32,
+        /// Thread-group id of the current task.
+        pub tgid: u32,
+        /// Previous TCP state.
+        pub oldstate: u32,
+        /// New TCP state.
+        pub newstate: u32,
+        /// Socket addresses.
+        pub addrs: Addrs,
+        /// `comm` of the current task.
+        pub comm: [u8; 16],
+    }
+
+    /// ABI 1 `RetransmitEvent`: no attempt start.
+    #[repr(C)]
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+    pub struct RetransmitEvent {
+        /// Common header, `kind == RETRANSMIT`.
+        pub header: EventHeader,
+        /// Kernel address of the socket.
+        pub skaddr: u64,
+        /// Network namespace inode of the socket.
+        pub netns: u32,
+        /// TCP state at the retransmit.
+        pub state: u32,
+        /// Socket addresses.
+        pub addrs: Addrs,
+    }
+
+    const _: () = assert!(core::mem::size_of::<SockStateEvent>() == 96);
+    const _: () = assert!(core::mem::size_of::<RetransmitEvent>() == 72);
 }
 
 /// A packet was freed with a drop reason that was not filtered in the kernel (`skb:kfree_skb`).
@@ -509,6 +622,9 @@ pub struct Config {
     pub tcp_syn_sent: u32,
     /// Nonzero: emit aya-log diagnostics from the programs.
     pub verbose: u32,
+    /// Attempts that end (established or closed) sooner than this, with no SYN retransmit,
+    /// stay in the kernel: only a count leaves it. 0 ships every attempt.
+    pub connect_threshold_ns: u64,
 }
 
 impl Config {
@@ -538,15 +654,16 @@ impl Config {
 // Layouts are part of the ABI: any change must be deliberate on both sides.
 const _: () = assert!(core::mem::size_of::<EventHeader>() == 16);
 const _: () = assert!(core::mem::size_of::<Addrs>() == 40);
-const _: () = assert!(core::mem::size_of::<SockStateEvent>() == 96);
-const _: () = assert!(core::mem::size_of::<RetransmitEvent>() == 72);
+const _: () = assert!(core::mem::size_of::<SockStateEvent>() == 112);
+const _: () = assert!(core::mem::size_of::<RetransmitEvent>() == 80);
 const _: () = assert!(core::mem::size_of::<DropEvent>() == 304);
 const _: () = assert!(core::mem::size_of::<KernelLayout>() == 56);
 const _: () = assert!(core::mem::size_of::<HookDropEvent>() == 32);
 const _: () = assert!(core::mem::size_of::<IpvsExpireEvent>() == 32);
 const _: () = assert!(core::mem::size_of::<SockLayout>() == 40);
 const _: () =
-    assert!(core::mem::size_of::<Config>() == 44 + 36 + 16 + 56 + 16 + 8 + 40 + 32 + 128 + 8);
+    assert!(core::mem::size_of::<Config>() == 44 + 36 + 16 + 56 + 16 + 8 + 40 + 32 + 128 + 8 + 8);
+const _: () = assert!(core::mem::size_of::<PendingAttempt>() == 80);
 
 #[cfg(feature = "user")]
 mod pod {
@@ -559,4 +676,5 @@ mod pod {
     unsafe impl aya::Pod for super::HookDropEvent {}
     unsafe impl aya::Pod for super::IpvsExpireEvent {}
     unsafe impl aya::Pod for super::Config {}
+    unsafe impl aya::Pod for super::PendingAttempt {}
 }

@@ -13,7 +13,7 @@ use std::{
 use crate::{
     enrich::{self, CounterEvidence, DropRecord, Names},
     event::{self, Event, SockKey, TcpState},
-    flow::{Attempt, Outcome, Tracker, TrackerConfig},
+    flow::{Attempt, Outcome, Tracker, TrackerConfig, TrackerStats},
     packet::FiveTuple,
     pods::{NoPods, PodView},
     report::{ConnectReport, DropReport, Reports, Summary, WallClock, pod_fields},
@@ -104,6 +104,8 @@ pub struct Engine {
     /// Last IPVS connection expiry per CPU.
     ipvs_expire: HashMap<u32, event::IpvsExpire>,
     tracker: Tracker,
+    /// The kernel's attempt-table counters (only its `kernel_*` fields are used).
+    kernel: TrackerStats,
     summary: Summary,
     first_ts: Option<u64>,
     last_ts: u64,
@@ -128,6 +130,7 @@ impl Engine {
             wire: VecDeque::new(),
             hook_drops: VecDeque::new(),
             ipvs_expire: HashMap::new(),
+            kernel: TrackerStats::default(),
             summary: Summary::default(),
             first_ts: None,
             last_ts: 0,
@@ -334,6 +337,35 @@ impl Engine {
         self.counters.tick();
     }
 
+    /// The kernel's attempt-table counters at the end (the shell reads them; a replay has them
+    /// from the recording): attempts that ended fast in the kernel count as attempts.
+    pub fn kernel_attempt_stats<'a>(&mut self, counts: impl IntoIterator<Item = (&'a str, u64)>) {
+        for (name, n) in counts {
+            self.kernel.set_kernel(name, n);
+        }
+    }
+
+    /// At stop: forget the attempts tracked here that `still_waiting` (the kernel's attempt
+    /// table) says are no longer in SYN_SENT — their end was lost — so they are not reported
+    /// as pending for the whole run. Returns them (a recording keeps them for its replay).
+    pub fn ends_lost(&mut self, still_waiting: impl Fn(&SockKey) -> bool) -> Vec<SockKey> {
+        let gone: Vec<SockKey> = self
+            .tracker
+            .pending_socks()
+            .into_iter()
+            .filter(|s| !still_waiting(s))
+            .collect();
+        self.forget_ended(&gone);
+        gone
+    }
+
+    /// Forget the attempts of `socks`, whose ends were lost (see [`Engine::ends_lost`]).
+    pub fn forget_ended(&mut self, socks: &[SockKey]) {
+        for s in socks {
+            self.tracker.end_lost(s);
+        }
+    }
+
     /// End of run at `now_ns`: report attempts still waiting that are already slow, and return
     /// the summary (lost-event counts are filled in by the caller, who can read the kernel).
     pub fn finish(&mut self, now_ns: u64, sink: &mut dyn Reports) -> io::Result<Summary> {
@@ -345,8 +377,13 @@ impl Engine {
         }
         let mut s = self.summary.clone();
         s.in_flight = pending.len() as u64;
-        s.tracker = self.tracker.stats().clone();
-        s.attempts = s.tracker.attempts;
+        s.tracker = TrackerStats {
+            kernel_fast: self.kernel.kernel_fast,
+            kernel_table_full: self.kernel.kernel_table_full,
+            kernel_replaced: self.kernel.kernel_replaced,
+            ..self.tracker.stats().clone()
+        };
+        s.attempts = s.tracker.attempts + s.tracker.kernel_fast;
         s.duration_s = now_ns.saturating_sub(self.first_ts.unwrap_or(now_ns)) as f64 / 1e9;
         Ok(s)
     }
@@ -1074,5 +1111,30 @@ mod tests {
         assert_eq!(lines[0]["type"], "drop");
         assert_eq!(lines[0]["pod"]["name"], "gw-0");
         assert!(lines[0]["pod"].get("container").is_none(), "{}", lines[0]);
+    }
+
+    /// At stop, an attempt whose end was lost (the kernel no longer holds it in SYN_SENT) is
+    /// not reported as pending for the whole run; one still waiting is. Kernel counters of
+    /// fast attempts count as attempts.
+    #[test]
+    fn attempts_whose_end_was_lost_are_not_reported_pending() {
+        let mut e = engine();
+        lines_of(&mut e, &[state(10 * S, 7, 2, 0)]);
+        let mut sink = Collect::default();
+        assert_eq!(e.ends_lost(|_| true), Vec::new(), "still waiting: kept");
+        let gone = e.ends_lost(|_| false);
+        assert_eq!(gone.len(), 1);
+        e.kernel_attempt_stats([("fast", 41), ("table_full", 0)]);
+        let s = e.finish(20 * S, &mut sink).unwrap();
+        assert!(sink.lines.is_empty(), "{:?}", sink.lines);
+        assert_eq!((s.in_flight, s.tracker.end_lost), (0, 1));
+        assert_eq!((s.attempts, s.tracker.kernel_fast), (42, 41));
+        // The same stream with the attempt still waiting: reported as pending.
+        let mut e = engine();
+        lines_of(&mut e, &[state(10 * S, 7, 2, 0)]);
+        let mut sink = Collect::default();
+        let s = e.finish(20 * S, &mut sink).unwrap();
+        assert_eq!(s.in_flight, 1);
+        assert_eq!(sink.lines[0]["outcome"], "pending");
     }
 }

@@ -3,12 +3,15 @@
 //! The kernel writes the `#[repr(C)]` structs of `netlat_common`; here every item is checked for
 //! its kind and exact length before it is read, so a short or foreign item is an error, not UB.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::{
+    mem::size_of,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
+};
 
 use bytes::Bytes;
 use netlat_common::{
     Addrs, DropEvent, EventHeader, HookDropEvent, IpvsExpireEvent, RetransmitEvent, SockStateEvent,
-    kind,
+    attempt_flag, kind, v1,
 };
 
 /// Why a ring-buffer item could not be decoded.
@@ -79,6 +82,18 @@ pub struct SockState {
     pub new: TcpState,
     pub src: SocketAddr,
     pub dst: SocketAddr,
+    /// Start of the attempt this event belongs to, as the kernel's attempt table holds it
+    /// (ABI 2); 0 when unknown (an ABI 1 recording, or an attempt the table did not hold).
+    pub start_ns: u64,
+    /// `netlat_common::attempt_flag` bits (ABI 2; 0 before).
+    pub flags: u32,
+}
+
+impl SockState {
+    /// The kernel replaced an earlier attempt of this socket that it never saw end.
+    pub fn replaced(&self) -> bool {
+        self.flags & attempt_flag::REPLACED != 0
+    }
 }
 
 /// A SYN was retransmitted.
@@ -90,6 +105,8 @@ pub struct Retransmit {
     pub state: TcpState,
     pub src: SocketAddr,
     pub dst: SocketAddr,
+    /// Start of the attempt it belongs to (ABI 2; 0 when unknown).
+    pub start_ns: u64,
 }
 
 /// A packet drop as the kernel reported it, before enrichment.
@@ -198,7 +215,43 @@ pub fn comm_string(c: &[u8; 16]) -> String {
     String::from_utf8_lossy(&c[..end]).into_owned()
 }
 
-/// Decode one ring-buffer item.
+fn sock_state(e: &SockStateEvent) -> Event {
+    let (src, dst) = socket_addrs(&e.addrs);
+    Event::SockState(SockState {
+        ts_ns: e.header.ts_ns,
+        cpu: e.header.cpu,
+        sock: SockKey {
+            netns: e.netns,
+            skaddr: e.skaddr,
+        },
+        tgid: e.tgid,
+        comm: e.comm,
+        old: TcpState(e.oldstate),
+        new: TcpState(e.newstate),
+        src,
+        dst,
+        start_ns: e.start_ns,
+        flags: e.flags,
+    })
+}
+
+fn retransmit(e: &RetransmitEvent) -> Event {
+    let (src, dst) = socket_addrs(&e.addrs);
+    Event::Retransmit(Retransmit {
+        ts_ns: e.header.ts_ns,
+        cpu: e.header.cpu,
+        sock: SockKey {
+            netns: e.netns,
+            skaddr: e.skaddr,
+        },
+        state: TcpState(e.state),
+        src,
+        dst,
+        start_ns: e.start_ns,
+    })
+}
+
+/// Decode one ring-buffer item (ABI 2, or ABI 1 for the kinds whose layout grew).
 pub fn decode(bytes: &[u8]) -> Result<Event, EventError> {
     let hdr_len = std::mem::size_of::<EventHeader>();
     let Some(head) = bytes.get(..hdr_len) else {
@@ -206,39 +259,37 @@ pub fn decode(bytes: &[u8]) -> Result<Event, EventError> {
     };
     let hdr: EventHeader = read_exact(head, 0)?;
     match hdr.kind {
-        kind::SOCK_STATE => {
-            let e: SockStateEvent = read_exact(bytes, hdr.kind)?;
-            let (src, dst) = socket_addrs(&e.addrs);
-            Ok(Event::SockState(SockState {
-                ts_ns: hdr.ts_ns,
-                cpu: hdr.cpu,
-                sock: SockKey {
-                    netns: e.netns,
-                    skaddr: e.skaddr,
-                },
+        // ABI 2 events grew; an ABI 1 recording's items have the old length (each version's
+        // sizes differ, so the length names the layout).
+        kind::SOCK_STATE if bytes.len() == size_of::<v1::SockStateEvent>() => {
+            let e: v1::SockStateEvent = read_exact(bytes, hdr.kind)?;
+            Ok(sock_state(&SockStateEvent {
+                header: e.header,
+                skaddr: e.skaddr,
+                netns: e.netns,
                 tgid: e.tgid,
+                oldstate: e.oldstate,
+                newstate: e.newstate,
+                addrs: e.addrs,
                 comm: e.comm,
-                old: TcpState(e.oldstate),
-                new: TcpState(e.newstate),
-                src,
-                dst,
+                start_ns: 0,
+                flags: 0,
+                _pad: 0,
             }))
         }
-        kind::RETRANSMIT => {
-            let e: RetransmitEvent = read_exact(bytes, hdr.kind)?;
-            let (src, dst) = socket_addrs(&e.addrs);
-            Ok(Event::Retransmit(Retransmit {
-                ts_ns: hdr.ts_ns,
-                cpu: hdr.cpu,
-                sock: SockKey {
-                    netns: e.netns,
-                    skaddr: e.skaddr,
-                },
-                state: TcpState(e.state),
-                src,
-                dst,
+        kind::SOCK_STATE => Ok(sock_state(&read_exact(bytes, hdr.kind)?)),
+        kind::RETRANSMIT if bytes.len() == size_of::<v1::RetransmitEvent>() => {
+            let e: v1::RetransmitEvent = read_exact(bytes, hdr.kind)?;
+            Ok(retransmit(&RetransmitEvent {
+                header: e.header,
+                skaddr: e.skaddr,
+                netns: e.netns,
+                state: e.state,
+                addrs: e.addrs,
+                start_ns: 0,
             }))
         }
+        kind::RETRANSMIT => Ok(retransmit(&read_exact(bytes, hdr.kind)?)),
         kind::DROP => {
             let e: DropEvent = read_exact(bytes, hdr.kind)?;
             let cap = usize::from(e.cap_len).min(e.data.len());
@@ -332,6 +383,9 @@ mod tests {
             newstate: 2,
             addrs: addrs_v4([10, 0, 0, 1], 0, [10, 0, 0, 2], 8080),
             comm,
+            start_ns: 42,
+            flags: attempt_flag::DEFERRED | attempt_flag::REPLACED,
+            _pad: 0,
         };
         let Event::SockState(e) = decode(&encode(&raw)).unwrap() else {
             panic!("wrong kind")
@@ -341,6 +395,54 @@ mod tests {
         assert_eq!(e.dst, "10.0.0.2:8080".parse().unwrap());
         assert_eq!(e.sock.netns, 4026531840);
         assert_eq!(e.ts_ns, 42);
+        assert_eq!(e.start_ns, 42);
+        assert!(e.replaced());
+    }
+
+    /// ABI 1 recordings hold the shorter layouts: they decode, with no attempt start.
+    #[test]
+    fn abi_1_items_still_decode() {
+        let header = |kind| EventHeader {
+            kind,
+            cpu: 1,
+            ts_ns: 7,
+        };
+        let old = v1::SockStateEvent {
+            header: header(kind::SOCK_STATE),
+            skaddr: 5,
+            netns: 3,
+            tgid: 77,
+            oldstate: 2,
+            newstate: 1,
+            addrs: addrs_v4([10, 0, 0, 1], 4000, [10, 0, 0, 2], 8080),
+            comm: [0; 16],
+        };
+        let Event::SockState(e) = decode(&encode(&old)).unwrap() else {
+            panic!("wrong kind")
+        };
+        assert_eq!(
+            (e.sock.skaddr, e.new, e.start_ns, e.flags),
+            (5, TcpState::ESTABLISHED, 0, 0)
+        );
+        assert_eq!(e.src, "10.0.0.1:4000".parse().unwrap());
+        let old = v1::RetransmitEvent {
+            header: header(kind::RETRANSMIT),
+            skaddr: 5,
+            netns: 3,
+            state: 2,
+            addrs: addrs_v4([10, 0, 0, 1], 4000, [10, 0, 0, 2], 8080),
+        };
+        let Event::Retransmit(r) = decode(&encode(&old)).unwrap() else {
+            panic!("wrong kind")
+        };
+        assert_eq!((r.ts_ns, r.start_ns), (7, 0));
+        // Any other length is still refused.
+        let mut short = encode(&old);
+        short.pop();
+        assert!(matches!(
+            decode(&short),
+            Err(EventError::BadLength { expected: 80, .. })
+        ));
     }
 
     #[test]
@@ -363,6 +465,7 @@ mod tests {
             netns: 1,
             state: 2,
             addrs: a,
+            start_ns: 0,
         };
         let Event::Retransmit(e) = decode(&encode(&raw)).unwrap() else {
             panic!("wrong kind")

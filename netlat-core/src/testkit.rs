@@ -228,6 +228,9 @@ pub fn state(ts: u64, old: u32, new: u32, sport: u16) -> Vec<u8> {
         newstate: new,
         addrs: addrs(sport),
         comm: *b"python3\0\0\0\0\0\0\0\0\0",
+        start_ns: 0,
+        flags: 0,
+        _pad: 0,
     })
 }
 
@@ -243,6 +246,7 @@ pub fn retrans(ts: u64, sport: u16) -> Vec<u8> {
         netns: 111,
         state: 2,
         addrs: addrs(sport),
+        start_ns: 0,
     })
 }
 

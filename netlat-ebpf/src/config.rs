@@ -21,6 +21,7 @@ pub static CONFIG: Config = Config {
     locations: [[0; 2]; MAX_LOCATIONS],
     tcp_syn_sent: 2,
     verbose: 0,
+    connect_threshold_ns: 0,
 };
 
 /// A volatile load of one `CONFIG` field, so the compiler cannot fold the initial value in.

@@ -1,11 +1,11 @@
-//! The maps shared with user space (`EVENTS`, `LOST`, `READER`) and between programs
-//! (`HOOK_SKB`), and the two helpers every event emitter uses.
+//! The maps shared with user space (`EVENTS`, `LOST`, `READER`, `ATTEMPTS`, `ATTEMPT_STATS`)
+//! and between programs (`HOOK_SKB`, `ATTEMPTS`), and the helpers every event emitter uses.
 
 use aya_ebpf::{
     macros::map,
-    maps::{Array, LruHashMap, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
-use netlat_common::kind;
+use netlat_common::{MAX_PENDING_ATTEMPTS, PendingAttempt, attempt_stat, kind};
 
 /// All events, in the order the kernel produced them (per reservation).
 #[map]
@@ -28,12 +28,32 @@ pub static READER: Array<u32> = Array::with_max_entries(1, 0);
 #[map]
 pub static HOOK_SKB: LruHashMap<u64, u64> = LruHashMap::with_max_entries(4096, 0);
 
+/// Connection attempts in SYN_SENT, by socket address (see `probes::connect`). A plain hash,
+/// not an LRU: an LRU would evict silently; here a full table makes the insert fail, and the
+/// attempt is then shipped at once and counted (`attempt_stat::TABLE_FULL`).
+#[map]
+pub static ATTEMPTS: HashMap<u64, PendingAttempt> =
+    HashMap::with_max_entries(MAX_PENDING_ATTEMPTS, 0);
+
+/// Per-CPU counters of what the attempt table did, indexed by `attempt_stat`.
+#[map]
+pub static ATTEMPT_STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(attempt_stat::COUNT, 0);
+
 const BPF_RB_NO_WAKEUP: u64 = 1;
 
 /// Count one event of kind `k` that found the ring full.
 #[inline(always)]
 pub fn count_lost(k: u32) {
     if let Some(p) = LOST.get_ptr_mut(k) {
+        // Per-CPU slot: no other writer can race with this increment.
+        unsafe { *p += 1 };
+    }
+}
+
+/// Count one `attempt_stat` event.
+#[inline(always)]
+pub fn count_stat(i: u32) {
+    if let Some(p) = ATTEMPT_STATS.get_ptr_mut(i) {
         // Per-CPU slot: no other writer can race with this increment.
         unsafe { *p += 1 };
     }

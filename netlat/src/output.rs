@@ -419,6 +419,15 @@ impl<W: Write, E: Write> Printer for HumanPrinter<W, E> {
                 t.evicted, t.expired, t.drops_forgotten
             )?;
         }
+        if t.kernel_table_full + t.kernel_replaced + t.replaced + t.mismatched + t.end_lost > 0 {
+            writeln!(
+                self.err,
+                "netlat: attempt table: {} shipped whole (kernel table full), {} sockets reused \
+                 before their attempt's end was seen ({} in the kernel), {} ends/retransmits of \
+                 another attempt not attributed, {} ends lost (not reported as pending)",
+                t.kernel_table_full, t.replaced, t.kernel_replaced, t.mismatched, t.end_lost
+            )?;
+        }
         self.err.flush()
     }
 

@@ -25,7 +25,7 @@ use std::{
     rc::Rc,
 };
 
-use netlat_common::ABI_VERSION;
+use netlat_common::{ABI_VERSION, OLDEST_ABI_VERSION};
 use netlat_core::{
     engine::{Counters, NatLookup},
     enrich::{CounterEvidence, CtTupleLayout},
@@ -132,15 +132,22 @@ pub enum Note {
         ip: IpAddr,
         answer: Option<PodRef>,
     },
+    /// At stop, attempts whose end was lost (the kernel's table no longer held them).
+    EndsLost {
+        socks: Vec<SockKey>,
+    },
     /// Housekeeping at monotonic `now_ns`.
     Tick {
         now_ns: u64,
     },
-    /// The run ended at `now_ns` after `duration_s` with these kernel loss counts.
+    /// The run ended at `now_ns` after `duration_s` with these kernel loss counts and
+    /// attempt-table counters (ABI 2; absent before).
     End {
         now_ns: u64,
         duration_s: f64,
         lost: BTreeMap<String, u64>,
+        #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+        attempts: BTreeMap<String, u64>,
     },
 }
 
@@ -160,8 +167,8 @@ pub enum RecordError {
     )]
     Version { path: String, found: u16 },
     #[error(
-        "{path}: its kernel events are in wire format {found}, this netlat decodes format \
-         {ABI_VERSION}: replay it with the netlat version that recorded it"
+        "{path}: its kernel events are in wire format {found}, this netlat decodes formats \
+         {OLDEST_ABI_VERSION} to {ABI_VERSION}: replay it with the netlat version that recorded it"
     )]
     Abi { path: String, found: u32 },
     #[error("recording truncated at byte {offset}: {what}")]
@@ -268,7 +275,8 @@ impl<R: Read> Reader<R> {
             offset: at,
             what: format!("header: {e}"),
         })?;
-        if header.abi_version != ABI_VERSION {
+        // ABI 1 items still decode (by their length); see netlat_core::event::decode.
+        if !(OLDEST_ABI_VERSION..=ABI_VERSION).contains(&header.abi_version) {
             return Err(RecordError::Abi {
                 path: name.to_string(),
                 found: header.abi_version,
@@ -568,7 +576,7 @@ impl Answers {
                 answer,
             } => self.pods.push_back((netns, tgid, answer)),
             Note::PodByIp { ip, answer } => self.pods_by_ip.push_back((ip, answer)),
-            Note::Symbol { .. } | Note::Tick { .. } | Note::End { .. } => {}
+            Note::Symbol { .. } | Note::Tick { .. } | Note::End { .. } | Note::EndsLost { .. } => {}
         }
     }
 }
@@ -705,6 +713,7 @@ mod tests {
             now_ns: 5,
             duration_s: 1.0,
             lost: BTreeMap::new(),
+            attempts: BTreeMap::from([("fast".to_string(), 3)]),
         })
         .unwrap();
         r.flush().unwrap();
@@ -835,6 +844,9 @@ mod tests {
         h.as_object_mut().unwrap().remove("abi_version");
         let (got, _) = Reader::new(&file_with_header(&h)[..], "old").unwrap();
         assert_eq!(got.abi_version, 1);
+        // ABI 1 items are still decoded (by their length).
+        h["abi_version"] = 1.into();
+        assert!(Reader::new(&file_with_header(&h)[..], "v1").is_ok());
         h["abi_version"] = (ABI_VERSION + 1).into();
         let Err(e) = Reader::new(&file_with_header(&h)[..], "new.rec") else {
             panic!("a recording of another wire format was read");
@@ -842,7 +854,7 @@ mod tests {
         assert!(matches!(e, RecordError::Abi { found, .. } if found == ABI_VERSION + 1));
         let text = e.to_string();
         assert!(
-            text.starts_with("new.rec: its kernel events are in wire format 2"),
+            text.starts_with("new.rec: its kernel events are in wire format 3"),
             "{text}"
         );
         assert!(text.contains("replay it with the netlat version that recorded it"));

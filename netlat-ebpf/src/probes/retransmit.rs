@@ -1,5 +1,6 @@
 //! SYN retransmits: `tcp:tcp_retransmit_skb` (tracepoint or tp_btf) while the socket is in
-//! SYN_SENT, shipped as [`RetransmitEvent`]s. Retransmits of other states stay in the kernel.
+//! SYN_SENT, shipped as [`RetransmitEvent`]s (with the attempt's start: see `connect`).
+//! Retransmits of other states stay in the kernel.
 
 use aya_ebpf::programs::{BtfTracePointContext, TracePointContext};
 use netlat_common::{Addrs, RetransmitEvent, kind};
@@ -11,6 +12,7 @@ use super::{
 use crate::{
     config::conf,
     maps::{EVENTS, count_lost, submit_flags},
+    probes::connect::attempt_for_retransmit,
 };
 
 pub fn try_retransmit(ctx: &TracePointContext) -> Result<(), i32> {
@@ -51,9 +53,11 @@ pub fn retransmit_btf(ctx: &BtfTracePointContext) {
     emit_retransmit(sk as u64, netns, state, addrs);
 }
 
-/// Ship one SYN retransmit.
+/// Ship one SYN retransmit, after its attempt's start when that has not left the kernel yet
+/// (the first retransmit makes an attempt worth shipping).
 #[inline(always)]
 fn emit_retransmit(skaddr: u64, netns: u32, state: u32, addrs: Addrs) {
+    let start_ns = attempt_for_retransmit(skaddr);
     let Some(mut entry) = EVENTS.reserve::<RetransmitEvent>(0) else {
         count_lost(kind::RETRANSMIT);
         return;
@@ -64,6 +68,7 @@ fn emit_retransmit(skaddr: u64, netns: u32, state: u32, addrs: Addrs) {
         netns,
         state,
         addrs,
+        start_ns,
     });
     entry.submit(submit_flags());
 }

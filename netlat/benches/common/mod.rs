@@ -129,6 +129,9 @@ impl Synth {
                 newstate: new,
                 addrs: v4(sport, 8080, CLIENT, SERVER),
                 comm: *b"load\0\0\0\0\0\0\0\0\0\0\0\0",
+                start_ns: 0,
+                flags: 0,
+                _pad: 0,
             },
         );
     }
@@ -146,6 +149,7 @@ impl Synth {
                 netns: 4026531840,
                 state: 2,
                 addrs: v4(Synth::sport(n), 8080, CLIENT, SERVER),
+                start_ns: 0,
             },
         );
     }

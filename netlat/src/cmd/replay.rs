@@ -103,6 +103,12 @@ pub fn run(
             }
             Ok(Some(Record::Note(note))) => match note {
                 Note::Symbol { addr, location } => engine.insert_symbol(addr, location),
+                Note::EndsLost { socks } => {
+                    if let Some(p) = pending.take() {
+                        engine.handle_bytes(&p, &mut Fanout::new(printer, &mut exports))?;
+                    }
+                    engine.forget_ended(&socks);
+                }
                 Note::Tick { now_ns } => {
                     if let Some(p) = pending.take() {
                         engine.handle_bytes(&p, &mut Fanout::new(printer, &mut exports))?;
@@ -113,7 +119,11 @@ pub fn run(
                     now_ns,
                     duration_s,
                     lost,
-                } => end = Some((now_ns, duration_s, lost)),
+                    attempts,
+                } => {
+                    engine.kernel_attempt_stats(attempts.iter().map(|(k, n)| (k.as_str(), *n)));
+                    end = Some((now_ns, duration_s, lost));
+                }
                 other => answers.borrow_mut().push(other),
             },
             Ok(None) => break,

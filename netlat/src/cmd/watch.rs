@@ -164,7 +164,7 @@ pub async fn run(
 ) -> anyhow::Result<ExitCode> {
     exports.serve()?;
     let limits = Limits::from_env().map_err(anyhow::Error::msg)?;
-    let loaded = loader::load(cfg.verbose)?;
+    let loaded = loader::load(cfg.verbose, cfg.threshold_ns())?;
     crate::limits::release_startup_memory();
     let hooks = loaded.hooks.clone();
     let mut running = start(cfg, &limits, loaded)?;
@@ -384,6 +384,29 @@ fn finish(
     losses: &mut LossMonitor,
 ) -> anyhow::Result<()> {
     r.ring.drain(r.feed.sink(out, exports))?;
+    // Attempts still waiting that the kernel never shipped: fed (and recorded) as the start
+    // events it would have shipped, so the engine reports the slow ones as pending.
+    {
+        let mut feed = r.feed.sink(out, exports);
+        for e in loader::pending_attempts(&r.ebpf) {
+            feed(netlat_core::event::bytes_of(&e))?;
+        }
+    }
+    let attempts = loader::attempt_stats(&r.ebpf);
+    r.feed.engine.kernel_attempt_stats(attempts.iter().copied());
+    // Attempts tracked here that the table no longer holds ended with their end lost: not
+    // pending. (Not when the table overflowed: attempts shipped at once are never in it.)
+    let table_full = attempts.iter().any(|(k, n)| *k == "table_full" && *n > 0);
+    if !table_full && let Some(waiting) = loader::waiting_sockets(&r.ebpf) {
+        let gone = r.feed.engine.ends_lost(|s| waiting.contains(&s.skaddr));
+        if !gone.is_empty()
+            && let Some(rec) = &r.feed.rec
+        {
+            rec.borrow_mut()
+                .note(&Note::EndsLost { socks: gone })
+                .context("writing the recording")?;
+        }
+    }
     let now = monotonic_ns();
     let mut summary: Summary = r
         .feed
@@ -408,6 +431,10 @@ fn finish(
             now_ns: now,
             duration_s: summary.duration_s,
             lost: summary.lost_events.clone(),
+            attempts: attempts
+                .iter()
+                .map(|(k, n)| ((*k).to_string(), *n))
+                .collect(),
         })
         .and_then(|()| rec.flush())
         .context("finishing the recording")?;

@@ -12,8 +12,13 @@ mod tests;
 
 use std::fs;
 
-use aya::{Ebpf, maps::PerCpuArray};
-use netlat_common::kind;
+use aya::{
+    Ebpf,
+    maps::{HashMap, PerCpuArray},
+};
+use netlat_common::{
+    EventHeader, PendingAttempt, SockStateEvent, attempt_flag, attempt_stat, kind,
+};
 use netlat_core::{enrich::Names, report::Hook};
 
 pub use self::{
@@ -66,16 +71,23 @@ pub struct Loaded {
 /// (the rung below, for a kernel whose BTF misleads, and for testing that rung).
 pub const TRACEPOINTS_ONLY_VAR: &str = "NETLAT_TRACEPOINTS_ONLY";
 
-/// Check privileges, gather, plan, apply. `verbose` turns on the programs' aya-log diagnostics.
-pub fn load(verbose: bool) -> Result<Loaded, LoadError> {
+/// Check privileges, gather, plan, apply. `verbose` turns on the programs' aya-log diagnostics;
+/// attempts faster than `connect_threshold_ns` with no SYN retransmit stay in the kernel.
+pub fn load(verbose: bool, connect_threshold_ns: u64) -> Result<Loaded, LoadError> {
     check_privileges()?;
     let memlock = crate::kernel::privs::raise_memlock();
     if !apply::has_object() {
         return Err(LoadError::NoObject);
     }
     let (facts, aya_btf) = gather::gather()?;
-    let mut plan = plan::plan(&facts, &plan::Options { verbose })
-        .map_err(|why| LoadError::Essential { why })?;
+    let mut plan = plan::plan(
+        &facts,
+        &plan::Options {
+            verbose,
+            connect_threshold_ns,
+        },
+    )
+    .map_err(|why| LoadError::Essential { why })?;
     let ebpf = apply::apply(&mut plan, aya_btf.as_ref()).map_err(|e| match (e, memlock) {
         (LoadError::Load(source), Err(kept)) => LoadError::Memlock {
             source,
@@ -160,4 +172,74 @@ pub fn lost_events(ebpf: &Ebpf) -> Vec<(&'static str, u64)> {
         (name, n)
     })
     .collect()
+}
+
+/// The kernel's attempt-table counters, summed over CPUs, by name (see
+/// `netlat_core::flow::TrackerStats::set_kernel`).
+pub fn attempt_stats(ebpf: &Ebpf) -> Vec<(&'static str, u64)> {
+    let Some(arr) = ebpf
+        .map("ATTEMPT_STATS")
+        .and_then(|m| PerCpuArray::<_, u64>::try_from(m).ok())
+    else {
+        return Vec::new();
+    };
+    [
+        ("fast", attempt_stat::FAST),
+        ("table_full", attempt_stat::TABLE_FULL),
+        ("replaced", attempt_stat::REPLACED),
+    ]
+    .into_iter()
+    .map(|(name, i)| (name, arr.get(&i, 0).map_or(0, |v| v.iter().sum())))
+    .collect()
+}
+
+/// The attempts still in SYN_SENT that the kernel never shipped, as the start events it would
+/// have shipped (flagged `AT_STOP`), oldest first: at stop they are fed to the engine like ring
+/// items, so a slow one still waiting is reported and a recording holds it.
+pub fn pending_attempts(ebpf: &Ebpf) -> Vec<SockStateEvent> {
+    let Some(map) = ebpf
+        .map("ATTEMPTS")
+        .and_then(|m| HashMap::<_, u64, PendingAttempt>::try_from(m).ok())
+    else {
+        return Vec::new();
+    };
+    let mut v: Vec<SockStateEvent> = map
+        .iter()
+        .filter_map(Result::ok)
+        .filter(|(_, a)| a.flags & attempt_flag::SHIPPED == 0)
+        .map(|(skaddr, a)| pending_start(skaddr, &a))
+        .collect();
+    v.sort_unstable_by_key(|e| (e.header.ts_ns, e.skaddr));
+    v
+}
+
+/// The sockets the attempt table holds (in SYN_SENT), shipped or not; `None` when the table
+/// cannot be read.
+pub fn waiting_sockets(ebpf: &Ebpf) -> Option<std::collections::HashSet<u64>> {
+    let map = ebpf
+        .map("ATTEMPTS")
+        .and_then(|m| HashMap::<_, u64, PendingAttempt>::try_from(m).ok())?;
+    Some(map.keys().filter_map(Result::ok).collect())
+}
+
+/// The start event of a table entry, as the programs ship a deferred start.
+pub fn pending_start(skaddr: u64, a: &PendingAttempt) -> SockStateEvent {
+    SockStateEvent {
+        header: EventHeader {
+            kind: kind::SOCK_STATE,
+            cpu: a.cpu,
+            ts_ns: a.start_ns,
+        },
+        skaddr,
+        netns: a.netns,
+        tgid: a.tgid,
+        // connect() moves a socket from TCP_CLOSE into TCP_SYN_SENT (tcp_states.h).
+        oldstate: 7,
+        newstate: 2,
+        addrs: a.addrs,
+        comm: a.comm,
+        start_ns: a.start_ns,
+        flags: (a.flags & !attempt_flag::SHIPPED) | attempt_flag::DEFERRED | attempt_flag::AT_STOP,
+        _pad: 0,
+    }
 }

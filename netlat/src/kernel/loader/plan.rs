@@ -47,6 +47,8 @@ pub const IGNORED_REASONS: &[&str] = &[
 pub struct Options {
     /// Turn on the programs' aya-log diagnostics.
     pub verbose: bool,
+    /// Attempts faster than this (and without a SYN retransmit) stay in the kernel.
+    pub connect_threshold_ns: u64,
 }
 
 /// Everything the apply step needs, decided.
@@ -517,6 +519,7 @@ pub fn plan(facts: &KernelFacts, options: &Options) -> Result<AttachPlan, Unusab
     let mut config = Config {
         tcp_syn_sent: 2,
         verbose: u32::from(options.verbose),
+        connect_threshold_ns: options.connect_threshold_ns,
         ..Config::default()
     };
     let mut names = Names::default();

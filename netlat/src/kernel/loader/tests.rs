@@ -722,10 +722,18 @@ fn a_refused_connect_tracepoint_stops_the_load() {
 fn options_and_knobs_reach_the_plan() {
     let mut facts = k618();
     facts.env.ring_bytes = Some(1 << 24);
-    let p = plan::plan(&facts, &Options { verbose: true }).expect("plan");
+    let p = plan::plan(
+        &facts,
+        &Options {
+            verbose: true,
+            connect_threshold_ns: 200_000_000,
+        },
+    )
+    .expect("plan");
     assert_eq!((p.config.verbose, p.log_level), (1, 0xff));
     assert_eq!(p.ring_bytes, Some(1 << 24));
     assert_eq!(p.config.tcp_syn_sent, 2);
+    assert_eq!(p.config.connect_threshold_ns, 200_000_000);
 }
 
 #[test]
