@@ -159,6 +159,7 @@ impl Engine {
                 }
             }
             Event::Retransmit(r) => {
+                self.summary.syn_retransmits_seen += 1;
                 self.tracker.retransmit(&r);
                 // The first retry is the moment to ask conntrack how the SYN leaves the node:
                 // drops elsewhere (a VXLAN receiver) show the NATed tuple, not the socket's.

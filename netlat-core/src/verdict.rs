@@ -13,7 +13,7 @@ use std::net::SocketAddr;
 use serde::Serialize;
 
 pub use crate::enrich::CounterEvidence;
-pub use crate::facts::RealServer;
+pub use crate::facts::{ListenEvidence, RealServer};
 use crate::{
     enrich::DropRecord,
     flow::{Attempt, Direction, MatchedDrop, Outcome, ns_to_ms},
@@ -58,6 +58,17 @@ pub trait NodeView {
     /// The real servers of the TCP IPVS virtual service `vip` in `netns`, as they are now
     /// (`None`: unknown, or no such service).
     fn ipvs_real_servers(&self, _netns: u32, _vip: SocketAddr) -> Option<Vec<RealServer>> {
+        None
+    }
+    /// The listener of `dst` in a namespace of this node whose `ListenOverflows`/`ListenDrops`
+    /// rose between monotonic `from_ns` and `to_ns` (the attempt's window). Views that read no
+    /// counters know none.
+    fn listen_overflow(
+        &self,
+        _dst: SocketAddr,
+        _from_ns: u64,
+        _to_ns: u64,
+    ) -> Option<ListenEvidence> {
         None
     }
     /// A connect began in `netns` (by process `tgid`): a view that reads the node may start
@@ -149,6 +160,11 @@ pub enum Signal {
     IpvsStaleDestination,
     /// The drop is of a UDP packet to or from port 53.
     DnsPacket,
+    /// The destination listens in a namespace of this node whose `ListenOverflows` or
+    /// `ListenDrops` rose while the attempt waited.
+    ListenCountersRose,
+    /// That listener's accept queue was over its backlog when the rise was read.
+    ListenQueueFull,
 }
 
 /// A catalog entry.
@@ -391,6 +407,26 @@ pub static CATALOG: &[Entry] = &[
         references: &[],
     },
     Entry {
+        // On current kernels a SYN refused for a full accept queue is consumed
+        // (tcp_conn_request → consume_skb), not freed with a drop reason: the listener's
+        // namespace counters are the evidence.
+        id: "listen-overflow",
+        title: "the server's accept queue was full: the kernel refused the SYN without a drop \
+                event (counted in the listener's ListenOverflows/ListenDrops)",
+        facts: &[(
+            "kernel",
+            "the refused SYN is consumed, not dropped with a reason; only the final-ACK path \
+             has TCP_LISTEN_OVERFLOW",
+        )],
+        requires: &[Signal::SynRetransmitted, Signal::ListenCountersRose],
+        supports: &[Signal::ListenQueueFull],
+        max: Confidence::High,
+        remedy: "raise the server's backlog (listen(2), net.core.somaxconn) or accept faster; \
+                 `nstat -az TcpExtListenOverflows` and `ss -lnt` (Recv-Q over Send-Q) in the \
+                 server's namespace show it",
+        references: &[],
+    },
+    Entry {
         id: "unanswered-syn",
         title: "the SYN was retransmitted and no drop was seen on this node",
         facts: &[],
@@ -545,6 +581,13 @@ impl Judge<'_> {
     fn syn_drop(&self, pred: impl Fn(&DropRecord) -> bool) -> Option<&MatchedDrop> {
         self.forward_drops()
             .find(|d| is_syn(&d.drop) && pred(&d.drop))
+    }
+
+    /// The destination's listener on this node whose refusal counters rose in the attempt's
+    /// window.
+    fn listen(&self) -> Option<ListenEvidence> {
+        let a = self.attempt;
+        self.node.listen_overflow(a.dst, a.start_ns, a.end_ns)
     }
 
     /// The IPVS expiry tied to an IPVS drop of the SYN, if any.
@@ -860,6 +903,41 @@ impl Judge<'_> {
                 )
             }
             Signal::DnsPacket => (false, "a UDP/53 packet".into()),
+            Signal::ListenCountersRose => match self.listen() {
+                Some(l) => (
+                    true,
+                    format!(
+                        "listener {} in netns {}{}: ListenOverflows +{}, ListenDrops +{} while \
+                         the connect waited (the kernel refused the SYN for a full accept queue)",
+                        l.listener,
+                        l.netns,
+                        l.process
+                            .as_ref()
+                            .map(|p| format!(" ({p})"))
+                            .unwrap_or_default(),
+                        l.overflows,
+                        l.drops
+                    ),
+                ),
+                None => (
+                    false,
+                    format!(
+                        "a listener of {} on this node whose ListenOverflows/ListenDrops rose",
+                        a.dst
+                    ),
+                ),
+            },
+            Signal::ListenQueueFull => match self.listen().and_then(|l| l.accept_queue) {
+                Some((q, b)) if q > b => (
+                    true,
+                    format!("its accept queue held {q} connection(s) for a backlog of {b}"),
+                ),
+                Some((q, b)) => (
+                    false,
+                    format!("a full accept queue (it held {q} for a backlog of {b} when read)"),
+                ),
+                None => (false, "the listener's accept queue (not read)".into()),
+            },
         }
     }
 

@@ -12,6 +12,8 @@
 //! Version 2 added the `Service` note (the Service name answered for a slow connect). Version 1
 //! files have none and still replay: their lines carry no Service, as when they were recorded.
 //! Older netlat refuses version 2 files by their version rather than at the first new note.
+//! Version 3 added the `Listen` note (a listener's refusal counters, for `listen-overflow`)
+//! and the kernel's TCP counters in `End`.
 
 use std::{
     cell::RefCell,
@@ -28,14 +30,15 @@ use netlat_core::{
     engine::{Counters, NatLookup},
     enrich::{CounterEvidence, CtTupleLayout},
     event::SockKey,
+    facts::ListenEvidence,
     packet::FiveTuple,
-    report::Hook,
+    report::{Hook, KernelCounts},
     verdict::NodeView,
 };
 use serde::{Deserialize, Serialize};
 
 pub const MAGIC: &[u8; 8] = b"NETLATR\0";
-pub const VERSION: u16 = 2;
+pub const VERSION: u16 = 3;
 /// The oldest version this netlat still reads.
 pub const OLDEST_VERSION: u16 = 1;
 /// Largest record payload accepted; a larger length means a corrupt file.
@@ -115,6 +118,16 @@ pub enum Note {
         now_ns: u64,
         duration_s: f64,
         lost: BTreeMap<String, u64>,
+        /// What the kernel's own TCP counters said (absent in older recordings).
+        #[serde(default)]
+        kernel: Option<KernelCounts>,
+    },
+    /// The listener whose refusal counters rose while a connect to `dst` waited.
+    Listen {
+        dst: SocketAddr,
+        from_ns: u64,
+        to_ns: u64,
+        answer: Option<ListenEvidence>,
     },
 }
 
@@ -440,6 +453,16 @@ impl<V: NodeView> NodeView for RecordingView<V> {
         }));
         answer
     }
+    fn listen_overflow(&self, dst: SocketAddr, from_ns: u64, to_ns: u64) -> Option<ListenEvidence> {
+        let answer = self.inner.listen_overflow(dst, from_ns, to_ns);
+        log_err(self.rec.borrow_mut().note(&Note::Listen {
+            dst,
+            from_ns,
+            to_ns,
+            answer: answer.clone(),
+        }));
+        answer
+    }
     fn prefetch(&self, netns: u32, tgid: u32) {
         self.inner.prefetch(netns, tgid);
     }
@@ -456,6 +479,7 @@ pub struct Answers {
     vxlan: HashMap<u32, VecDeque<Option<Vec<String>>>>,
     udp: HashMap<u32, VecDeque<Option<u64>>>,
     services: VecDeque<(u32, SocketAddr, Option<String>)>,
+    listen: VecDeque<(SocketAddr, u64, u64, Option<ListenEvidence>)>,
 }
 
 pub type SharedAnswers = Rc<RefCell<Answers>>;
@@ -479,6 +503,12 @@ impl Answers {
                 self.udp.entry(netns).or_default().push_back(answer);
             }
             Note::Service { netns, dst, answer } => self.services.push_back((netns, dst, answer)),
+            Note::Listen {
+                dst,
+                from_ns,
+                to_ns,
+                answer,
+            } => self.listen.push_back((dst, from_ns, to_ns, answer)),
             Note::Symbol { .. } | Note::Tick { .. } | Note::End { .. } => {}
         }
     }
@@ -549,6 +579,15 @@ impl NodeView for Replayed {
             .position(|(n, d, _)| *n == netns && *d == dst)?;
         a.services.remove(at).and_then(|x| x.2)
     }
+    fn listen_overflow(&self, dst: SocketAddr, from_ns: u64, to_ns: u64) -> Option<ListenEvidence> {
+        // As for Services: the first answer to this very question.
+        let mut a = self.0.borrow_mut();
+        let at = a
+            .listen
+            .iter()
+            .position(|(d, f, t, _)| *d == dst && *f == from_ns && *t == to_ns)?;
+        a.listen.remove(at).and_then(|x| x.3)
+    }
 }
 
 #[cfg(test)]
@@ -581,6 +620,7 @@ mod tests {
             now_ns: 5,
             duration_s: 1.0,
             lost: BTreeMap::new(),
+            kernel: None,
         })
         .unwrap();
         r.flush().unwrap();

@@ -32,7 +32,7 @@ use crate::{
     kernel::loader::{self, Loaded},
     kernel::ring::Ring,
     limits::{Limits, LossMonitor},
-    node::{live_facts::LiveFacts, netns},
+    node::{live_facts::LiveFacts, netns, snmp::TcpCounterSampler},
     output::{Closable, Fanout, HumanPrinter, JsonPrinter, Printer},
     record::{
         Header, Note, Recorder, RecordingCounters, RecordingNat, RecordingView, SharedRecorder,
@@ -141,6 +141,8 @@ async fn recv(s: Option<&mut tokio::signal::unix::Signal>) {
 /// What a started run holds: the object, its ring and logger, and the engine being fed.
 struct Running {
     ebpf: Ebpf,
+    /// The namespaces' TCP counters (`None`: the sampler thread could not start).
+    tcp_counters: Option<TcpCounterSampler>,
     ring: Ring,
     logger: Option<AsyncFd<aya_log::EbpfLogger<&'static dyn log::Log>>>,
     feed: Feed,
@@ -226,7 +228,19 @@ fn start(cfg: &WatchConfig, limits: &Limits, loaded: Loaded) -> anyhow::Result<R
     };
     // Attached and every file opened: keep only what the per-namespace lookups need.
     crate::kernel::privs::drop_for_watch(cfg.verbose);
-    let facts_view = LiveFacts::default();
+    // Started before the first event is read, so the kernel's counts cover the same time.
+    let tcp_counters = TcpCounterSampler::start(monotonic_ns)
+        .inspect_err(|e| {
+            tracing::warn!(
+                "reading the kernel's TCP counters: {e}; listen-overflow and the kernel's SYN \
+                 retransmit count are not available"
+            );
+        })
+        .ok();
+    let facts_view = match &tcp_counters {
+        Some(t) => LiveFacts::default().with_tcp_counters(t.view()),
+        None => LiveFacts::default(),
+    };
     let counters = netns::ProcCounters::new();
     let nat = netns::CtNatLookup::default();
     let engine_cfg = EngineConfig {
@@ -263,6 +277,7 @@ fn start(cfg: &WatchConfig, limits: &Limits, loaded: Loaded) -> anyhow::Result<R
     };
     Ok(Running {
         ebpf,
+        tcp_counters,
         ring,
         logger,
         feed: Feed {
@@ -374,6 +389,7 @@ fn finish(
         .finish(now, &mut Fanout::new(out, exports))
         .context("writing output")?;
     summary.duration_s = started.elapsed().as_secs_f64();
+    summary.set_kernel_counts(r.tcp_counters.as_ref().map(TcpCounterSampler::totals));
     let lost = loader::lost_events(&r.ebpf);
     for (name, n) in &lost {
         summary.lost_events.insert((*name).to_string(), *n);
@@ -391,6 +407,7 @@ fn finish(
             now_ns: now,
             duration_s: summary.duration_s,
             lost: summary.lost_events.clone(),
+            kernel: summary.kernel_counted,
         })
         .and_then(|()| rec.flush())
         .context("finishing the recording")?;

@@ -25,6 +25,7 @@ pub mod netns;
 mod nft;
 pub(crate) mod nl;
 pub mod services;
+pub mod snmp;
 mod xt;
 
 use std::collections::BTreeMap;
