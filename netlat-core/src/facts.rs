@@ -231,18 +231,11 @@ pub struct ListenEvidence {
     /// How much `ListenOverflows` and `ListenDrops` rose in the attempt's window.
     pub overflows: u64,
     pub drops: u64,
-    /// The listener's accept queue when the rise was read: (queued, backlog).
-    pub accept_queue: Option<(u32, u32)>,
+    /// Connections waiting in the listener's accept queue when the rise was read (the backlog
+    /// itself is not in procfs).
+    pub accept_queue: Option<u32>,
     /// A process of that namespace (`comm[pid]`), when one is known.
     pub process: Option<String>,
-}
-
-impl ListenEvidence {
-    /// Whether the accept queue was over its backlog when read (the kernel refuses SYNs when
-    /// it holds more than `backlog`).
-    pub fn queue_full(&self) -> Option<bool> {
-        self.accept_queue.map(|(q, b)| q > b)
-    }
 }
 
 /// The sysctl holding the unreplied-UDP conntrack timeout.

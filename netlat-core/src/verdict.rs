@@ -163,8 +163,9 @@ pub enum Signal {
     /// The destination listens in a namespace of this node whose `ListenOverflows` or
     /// `ListenDrops` rose while the attempt waited.
     ListenCountersRose,
-    /// That listener's accept queue was over its backlog when the rise was read.
-    ListenQueueFull,
+    /// That listener had connections waiting to be accepted when the rise was read (the
+    /// server is not keeping up).
+    ListenQueueBacklogged,
 }
 
 /// A catalog entry.
@@ -419,7 +420,7 @@ pub static CATALOG: &[Entry] = &[
              has TCP_LISTEN_OVERFLOW",
         )],
         requires: &[Signal::SynRetransmitted, Signal::ListenCountersRose],
-        supports: &[Signal::ListenQueueFull],
+        supports: &[Signal::ListenQueueBacklogged],
         max: Confidence::High,
         remedy: "raise the server's backlog (listen(2), net.core.somaxconn) or accept faster; \
                  `nstat -az TcpExtListenOverflows` and `ss -lnt` (Recv-Q over Send-Q) in the \
@@ -927,14 +928,14 @@ impl Judge<'_> {
                     ),
                 ),
             },
-            Signal::ListenQueueFull => match self.listen().and_then(|l| l.accept_queue) {
-                Some((q, b)) if q > b => (
+            Signal::ListenQueueBacklogged => match self.listen().and_then(|l| l.accept_queue) {
+                Some(q) if q > 0 => (
                     true,
-                    format!("its accept queue held {q} connection(s) for a backlog of {b}"),
+                    format!("{q} connection(s) were waiting in its accept queue, not accepted"),
                 ),
-                Some((q, b)) => (
+                Some(_) => (
                     false,
-                    format!("a full accept queue (it held {q} for a backlog of {b} when read)"),
+                    "connections waiting in its accept queue (it was empty when read)".into(),
                 ),
                 None => (false, "the listener's accept queue (not read)".into()),
             },

@@ -354,7 +354,7 @@ fn plain_loss_and_other_look_alikes() {
     assert_eq!(v.confidence, Confidence::High);
 }
 
-fn listener(queue: Option<(u32, u32)>) -> crate::facts::ListenEvidence {
+fn listener(queue: Option<u32>) -> crate::facts::ListenEvidence {
     crate::facts::ListenEvidence {
         netns: 300,
         listener: "0.0.0.0:8080".parse().unwrap(),
@@ -369,7 +369,7 @@ fn listener(queue: Option<(u32, u32)>) -> crate::facts::ListenEvidence {
 fn listen_overflow_from_the_listeners_counters() {
     // A SYN refused for a full accept queue leaves no drop, only the listener's counters.
     let f = Facts {
-        listen: Some((listener(Some((2, 1))), S / 2)),
+        listen: Some((listener(Some(2)), S / 2)),
         ..Facts::default()
     };
     let v = judge(&attempt(&[1.0], vec![]), &f);
@@ -385,9 +385,9 @@ fn listen_overflow_from_the_listeners_counters() {
         "{:?}",
         v.evidence
     );
-    // The queue read below its backlog (the server caught up): still named, one level less.
+    // The queue read empty (the server caught up): still named, one level less.
     let f = Facts {
-        listen: Some((listener(Some((0, 1))), S / 2)),
+        listen: Some((listener(Some(0)), S / 2)),
         ..Facts::default()
     };
     let v = judge(&attempt(&[1.0], vec![]), &f);
@@ -395,13 +395,13 @@ fn listen_overflow_from_the_listeners_counters() {
     assert_eq!(v.confidence, Confidence::Medium);
     // A rise outside the attempt's window is not this attempt's evidence.
     let f = Facts {
-        listen: Some((listener(Some((2, 1))), 10 * S)),
+        listen: Some((listener(Some(2)), 10 * S)),
         ..Facts::default()
     };
     assert_eq!(judge(&attempt(&[1.0], vec![]), &f).issue, "unanswered-syn");
     // Without a SYN retransmit there is nothing to explain.
     let f = Facts {
-        listen: Some((listener(Some((2, 1))), S / 4)),
+        listen: Some((listener(Some(2)), S / 4)),
         ..Facts::default()
     };
     assert_eq!(judge(&attempt(&[], vec![]), &f).issue, "slow-handshake");
@@ -413,7 +413,7 @@ fn listen_overflow_from_the_listeners_counters() {
         syn(tcp(client(), server())),
     );
     let f = Facts {
-        listen: Some((listener(Some((2, 1))), S / 2)),
+        listen: Some((listener(Some(2)), S / 2)),
         ..Facts::default()
     };
     assert_eq!(

@@ -95,10 +95,9 @@ pub fn parse(netstat: &str, snmp: &str) -> Option<TcpCounters> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Listener {
     pub addr: SocketAddr,
-    /// Connections waiting in the accept queue, and the backlog (for a listener, `rx_queue`
-    /// and `tx_queue`).
+    /// Connections waiting in the accept queue (a listener's `rx_queue`; its backlog is not
+    /// shown there).
     pub queued: u32,
-    pub backlog: u32,
     pub inode: u64,
 }
 
@@ -132,11 +131,10 @@ pub fn parse_listeners(text: &str) -> Vec<Listener> {
             if f.get(3) != Some(&"0A") {
                 return None;
             }
-            let (tx, rx) = f.get(4)?.split_once(':')?;
+            let (_, rx) = f.get(4)?.split_once(':')?;
             Some(Listener {
                 addr: hex_addr(f.get(1)?)?,
                 queued: u32::from_str_radix(rx, 16).ok()?,
-                backlog: u32::from_str_radix(tx, 16).ok()?,
                 inode: f.get(9)?.parse().ok()?,
             })
         })
@@ -270,7 +268,7 @@ impl State {
                     listener: l.addr,
                     overflows: rise.listen_overflows,
                     drops: rise.listen_drops,
-                    accept_queue: Some((l.queued, l.backlog)),
+                    accept_queue: Some(l.queued),
                     process: ls.owners.get(&l.inode).cloned(),
                 })
             })
@@ -415,9 +413,15 @@ fn sample_loop(
                 c.listen_overflows > b.listen_overflows || c.listen_drops > b.listen_drops
             });
             if rose && (c.listen_overflows > 0 || c.listen_drops > 0) {
-                // Rare: who listens there, read outside the lock.
+                // Rare: who listens there, read outside the lock (owners already named are
+                // not looked for again: a storm keeps the counters rising).
+                let known =
+                    s.ns.get(&netns)
+                        .and_then(|h| h.listeners.as_ref())
+                        .map(|l| l.owners.clone())
+                        .unwrap_or_default();
                 drop(s);
-                let ls = read_listeners(&path, netns);
+                let ls = read_listeners(&path, netns, known);
                 let mut s = state.lock().unwrap_or_else(PoisonError::into_inner);
                 if let (Some(h), Some(ls)) = (s.ns.get_mut(&netns), ls) {
                     h.listeners = Some(ls);
@@ -471,7 +475,7 @@ fn read_in(path: &Path) -> Option<TcpCounters> {
     })
 }
 
-fn read_listeners(path: &Path, netns: u32) -> Option<Listeners> {
+fn read_listeners(path: &Path, netns: u32, known: HashMap<u64, String>) -> Option<Listeners> {
     let mut ls = with_proc_net(path, |dir| {
         let mut list = Vec::new();
         for f in ["tcp", "tcp6"] {
@@ -491,7 +495,16 @@ fn read_listeners(path: &Path, netns: u32) -> Option<Listeners> {
             owners: HashMap::new(),
         })
     })?;
-    ls.owners = owners(netns, &ls.list.iter().map(|l| l.inode).collect());
+    let wanted: HashSet<u64> = ls
+        .list
+        .iter()
+        .map(|l| l.inode)
+        .filter(|i| !known.contains_key(i))
+        .collect();
+    ls.owners = known;
+    if !wanted.is_empty() {
+        ls.owners.extend(owners(netns, &wanted));
+    }
     Some(ls)
 }
 
@@ -576,12 +589,11 @@ mod tests {
         let l = parse_listeners(v4);
         assert_eq!(l.len(), 1, "{l:?}");
         assert_eq!(l[0].addr, "0.0.0.0:8080".parse().unwrap());
-        assert_eq!((l[0].queued, l[0].backlog, l[0].inode), (2, 1, 4242));
+        assert_eq!((l[0].queued, l[0].inode), (2, 4242));
         let v6 = "  sl  local_address                         remote_address                        st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n\
                   \x20  0: 00000000000000000000000001000000:1F91 00000000000000000000000000000000:0000 0A 00000080:00000000 00:00000000 00000000     0        0 99 1 0 100 0 0 10 0\n";
         let l = parse_listeners(v6);
         assert_eq!(l[0].addr, "[::1]:8081".parse().unwrap());
-        assert_eq!(l[0].backlog, 128);
     }
 
     #[test]
@@ -629,7 +641,6 @@ mod tests {
             list: vec![Listener {
                 addr: "0.0.0.0:8080".parse().unwrap(),
                 queued: 2,
-                backlog: 1,
                 inode: 5,
             }],
             locals: HashSet::from(["10.0.0.2".parse().unwrap()]),
@@ -637,7 +648,7 @@ mod tests {
         });
         let e = s.listen(dst, 10 * S, 12 * S).expect("the rise at 11 s");
         assert_eq!((e.netns, e.overflows, e.drops), (7, 2, 2));
-        assert_eq!(e.accept_queue, Some((2, 1)));
+        assert_eq!(e.accept_queue, Some(2));
         assert_eq!(e.process.as_deref(), Some("srv[9]"));
         // Before the rise, or after it: not this attempt's.
         assert_eq!(s.listen(dst, 2 * S, 9 * S), None);
