@@ -7,7 +7,9 @@
 #
 #   vxlan-first-syn  net.core.txrehash=1: every RTO picks a new outer source port, so the
 #                    re-sent SYN rides a fresh, un-NATed outer flow: ~1 s per connect.
-#   vxlan-escape     txrehash=0: every re-sent SYN rides the same mis-NATed outer conntrack
+#   vxlan-escape     a stable outer source port (the vxlan device's `srcport` range is one
+#                    port: kernels before 5.19 have no txrehash=0 and re-hash on every SYN
+#                    RTO): every re-sent SYN rides the same mis-NATed outer conntrack
 #                    until a retry gap outlasts its 30 s unreplied timeout: the connect ends
 #                    at 63 s (classic ladder), ~67 s with tcp_syn_linear_timeouts (6.5+).
 #                    Runs in the background alongside the other scenarios. The same connect
@@ -15,24 +17,40 @@
 #                    (vxlan-escape-ladder). NETLAT-INFO vxlan_escape_start_s is the guest
 #                    uptime when it began (netlat's lines carry their own times).
 
-# vxlan_topology K TXREHASH: sender vx<K>a (overlay 10.237.<K>.1), receiver vx<K>b
-# (10.237.<K>.2) with a server on 8080.
+# vxlan_topology K TXREHASH [SRCPORT]: sender vx<K>a (overlay 10.237.<K>.1), receiver vx<K>b
+# (10.237.<K>.2) with a server on 8080; SRCPORT pins the sender's outer UDP source port.
 vxlan_topology() {
 	k=$1
 	a=vx${k}a
 	b=vx${k}b
+	pin=
+	[ -n "$3" ] && pin="srcport $3 $(($3 + 1))"
 	ns_add $a && ns_add $b &&
 		veth $a vx${k}u0 10.236.$k.1/24 $b vx${k}u1 10.236.$k.2/24 || return 1
 	# Kernels before 5.19 have no txrehash sysctl (the tx hash then stays put on SYN RTOs).
 	if in_ns $a test -e /proc/sys/net/core/txrehash; then
 		ns_sysctl $a net.core.txrehash "$2" || return 1
 	fi
+	# shellcheck disable=SC2086 # $pin is two words or none
 	ip -n $a link add vx$k type vxlan id 42 dstport 4789 local 10.236.$k.1 remote 10.236.$k.2 \
-		dev vx${k}u0 udpcsum &&
+		dev vx${k}u0 udpcsum $pin &&
 		ip -n $b link add vx$k type vxlan id 42 dstport 4789 local 10.236.$k.2 \
 			remote 10.236.$k.1 dev vx${k}u1 udpcsum &&
-		ip -n $a addr add 10.237.$k.1/24 dev vx$k && ip -n $b addr add 10.237.$k.2/24 dev vx$k &&
-		ip -n $a link set vx$k up && ip -n $b link set vx$k up || return 1
+		ip -n $a addr add 10.237.$k.1/24 dev vx$k && ip -n $b addr add 10.237.$k.2/24 dev vx$k ||
+		return 1
+	if [ -n "$pin" ]; then
+		# With one outer port, the first tunnel packet must be the SYN: an ARP request or an
+		# IPv6 neighbour/MLD packet first would create the outer flow's conntrack un-NATed.
+		for ns in $a $b; do
+			if in_ns $ns test -e /proc/sys/net/ipv6/conf/vx$k/disable_ipv6; then
+				ns_sysctl $ns net.ipv6.conf.vx$k.disable_ipv6 1 || return 1
+			fi
+		done
+		ip -n $a neigh add 10.237.$k.2 lladdr "$(mac $b vx$k)" dev vx$k nud permanent &&
+			ip -n $b neigh add 10.237.$k.1 lladdr "$(mac $a vx$k)" dev vx$k nud permanent ||
+			return 1
+	fi
+	ip -n $a link set vx$k up && ip -n $b link set vx$k up || return 1
 	# veth trusts CHECKSUM_PARTIAL across the pair: computed before it crosses, the receiver
 	# checks it. The tunnel device keeps tx offload on (the bug's condition).
 	in_ns $a nlvm txcsum vx${k}u0 off && in_ns $a nlvm txcsum vx$k on || return 1
@@ -49,6 +67,11 @@ table ip labvx {
 }
 NFT
 	serve $b 0.0.0.0 8080 accept x
+}
+
+# mac NS DEV: the device's MAC address.
+mac() {
+	ip -n "$1" -o link show "$2" | awk '{ for (i = 1; i < NF; i++) if ($i == "link/ether") print $(i + 1) }'
 }
 
 # Udp InCsumErrors of NS.
@@ -82,7 +105,7 @@ scenario_vxlan_first_syn() {
 scenario_vxlan_escape() {
 	n=vxlan-escape
 	PIDS=
-	vxlan_topology 2 0 || {
+	vxlan_topology 2 0 47890 || {
 		fail $n "topology"
 		lab_done $n
 		lab_done $n-ladder
