@@ -85,8 +85,10 @@ fi
 wanted first-syn && scenario_first_syn
 wanted snat && scenario_snat_single
 wanted ipvs && scenario_ipvs
+res "NETLAT-INFO first_groups_s $(uptime_s)"
 wanted listen && scenario_listen
 wanted vxlan && scenario_vxlan_first_syn
+res "NETLAT-INFO foreground_s $(uptime_s)"
 for p in $LONG; do wait "$p"; done
 res "NETLAT-INFO scenarios_s $(uptime_s)"
 

@@ -120,6 +120,7 @@ scenario_vxlan_escape() {
 	res "NETLAT-CLIENT $n $OUT"
 	res "NETLAT-CLIENT $n-ladder $OUT"
 	res "NETLAT-INFO vxlan_escape_csum_errors $((e1 - e0))"
+	res "NETLAT-INFO vxlan_escape_done_s $(uptime_s)"
 	s=$(field connect_s 0)
 	if [ -e /proc/sys/net/ipv4/tcp_syn_linear_timeouts ]; then lo=60; else lo=58; fi
 	between "$s" $lo 75 || fail $n "the connect took $s s (want the escape after the ladder)"
