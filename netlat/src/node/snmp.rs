@@ -3,9 +3,9 @@
 //!
 //! Two uses. The run's summary compares what the kernel counted (`TCPSynRetrans`) with what
 //! the retransmit hook reported: the kernel counts a SYN retransmit in `__tcp_retransmit_skb`
-//! before handing it to `tcp_transmit_skb`, and before 6.15 the `tcp_retransmit_skb`
-//! tracepoint fires only when that send succeeded (README, "What the kernel counts that no
-//! probe sees"). And a SYN refused for a full accept queue is consumed in `tcp_conn_request`,
+//! before handing it to `tcp_transmit_skb`, and until the `tcp_retransmit_skb` tracepoint
+//! gained an `err` field it fired only when that send succeeded (README, "What the kernel
+//! counts that no probe sees"). And a SYN refused for a full accept queue is consumed in `tcp_conn_request`,
 //! never freed with a drop reason: the listener namespace's `ListenOverflows`/`ListenDrops`
 //! rising while a connect waited is the only evidence of `listen-overflow`.
 //!
