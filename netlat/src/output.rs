@@ -392,8 +392,8 @@ impl<W: Write, E: Write> Printer for HumanPrinter<W, E> {
                 match s.syn_retransmits_unseen() {
                     0 => String::new(),
                     n => format!(
-                        ": {n} reached no retransmit hook (failed sends before 6.15, SYN-ACK \
-                         retransmits of listeners; README)"
+                        ": {n} reached no retransmit hook (failed sends where the tracepoint has no \
+                         err, SYN-ACK retransmits of listeners; README)"
                     ),
                 },
                 k.namespaces,
