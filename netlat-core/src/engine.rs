@@ -187,6 +187,7 @@ impl Engine {
                 }
             }
             Event::Retransmit(r) => {
+                self.summary.syn_retransmits_seen += 1;
                 self.tracker.retransmit(&r);
                 // The first retry is the moment to ask conntrack how the SYN leaves the node:
                 // drops elsewhere (a VXLAN receiver) show the NATed tuple, not the socket's.
@@ -682,6 +683,39 @@ mod tests {
             // Once per attempt (its first retransmit), and never without NAT rules.
             assert_eq!(n.get(), asked);
         }
+    }
+
+    #[test]
+    fn the_summary_shows_the_kernels_syn_retransmits_next_to_the_hooks() {
+        let mut e = engine();
+        // Two retransmits of a tracked attempt and one of a socket netlat never saw start.
+        lines_of(
+            &mut e,
+            &[
+                state(10 * S, 7, 2, 0),
+                retrans(11 * S, 40000),
+                retrans(13 * S, 40000),
+                retrans(14 * S, 41000),
+            ],
+        );
+        let mut s = e.finish(20 * S, &mut Collect::default()).unwrap();
+        assert_eq!(s.syn_retransmits_seen, 3);
+        assert_eq!(
+            s.syn_retransmits_unseen(),
+            0,
+            "nothing known from the kernel"
+        );
+        s.set_kernel_counts(Some(crate::report::KernelCounts {
+            syn_retransmits: 5,
+            namespaces: 2,
+            ..Default::default()
+        }));
+        let k = s.kernel_counted.expect("set");
+        assert_eq!((k.syn_retransmits, k.netlat_saw_syn_retransmits), (5, 3));
+        assert_eq!(s.syn_retransmits_unseen(), 2);
+        let json = serde_json::to_value(&s).unwrap();
+        assert_eq!(json["kernel_counters"]["netlat_saw_syn_retransmits"], 3);
+        assert!(json.get("syn_retransmits_seen").is_none(), "{json}");
     }
 
     #[test]

@@ -281,6 +281,25 @@ pub struct RealServer {
     pub inactive_conns: u32,
 }
 
+/// A listening socket in a namespace of this node whose namespace counted refused SYNs
+/// (`TcpExt: ListenOverflows`/`ListenDrops`) while a connect to it waited. On current kernels a
+/// SYN refused for a full accept queue is consumed in `tcp_conn_request`, not freed with a drop
+/// reason, so these counters are the only trace of it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct ListenEvidence {
+    pub netns: u32,
+    /// The listener's bound address (`0.0.0.0:port` for a wildcard bind).
+    pub listener: SocketAddr,
+    /// How much `ListenOverflows` and `ListenDrops` rose in the attempt's window.
+    pub overflows: u64,
+    pub drops: u64,
+    /// Connections waiting in the listener's accept queue when the rise was read (the backlog
+    /// itself is not in procfs).
+    pub accept_queue: Option<u32>,
+    /// A process of that namespace (`comm[pid]`), when one is known.
+    pub process: Option<String>,
+}
+
 /// The sysctl holding the unreplied-UDP conntrack timeout.
 pub const UDP_TIMEOUT: &str = "net.netfilter.nf_conntrack_udp_timeout";
 

@@ -277,6 +277,53 @@ pub struct Summary {
     pub tracker: TrackerStats,
     /// Attempts still in SYN_SENT at the end.
     pub in_flight: u64,
+    /// SYN retransmits the retransmit hook reported (every namespace, reported or not); shown
+    /// in [`KernelCounts::netlat_saw_syn_retransmits`], next to what the kernel counted.
+    #[serde(skip)]
+    pub syn_retransmits_seen: u64,
+    /// What the kernel itself counted in the same time (absent when not read: replays of
+    /// older recordings). Set with [`Summary::set_kernel_counts`].
+    #[serde(rename = "kernel_counters", skip_serializing_if = "Option::is_none")]
+    pub kernel_counted: Option<KernelCounts>,
+}
+
+/// The kernel's own TCP counters over a run, summed over the network namespaces netlat read
+/// (`/proc/net/netstat` and `/proc/net/snmp` of each): what happened whether or not a probe
+/// saw it.
+#[derive(Debug, Clone, Copy, Default, Serialize, serde::Deserialize, PartialEq, Eq)]
+pub struct KernelCounts {
+    /// `TcpExt: TCPSynRetrans`: SYNs re-sent by connecting sockets, and SYN-ACKs re-sent by
+    /// listeners.
+    pub syn_retransmits: u64,
+    /// The SYN retransmits netlat's hook reported in the same run.
+    #[serde(default)]
+    pub netlat_saw_syn_retransmits: u64,
+    /// `Tcp: RetransSegs`: every retransmitted segment.
+    pub retrans_segs: u64,
+    /// `TcpExt: TCPRetransFail`: retransmits the stack failed to send.
+    pub retrans_fail: u64,
+    /// `TcpExt: ListenOverflows` / `ListenDrops`: SYNs (and final ACKs) refused by listeners.
+    pub listen_overflows: u64,
+    pub listen_drops: u64,
+    /// How many namespaces were read.
+    pub namespaces: u64,
+}
+
+impl Summary {
+    /// What the kernel counted, next to what netlat saw.
+    pub fn set_kernel_counts(&mut self, k: Option<KernelCounts>) {
+        self.kernel_counted = k.map(|k| KernelCounts {
+            netlat_saw_syn_retransmits: self.syn_retransmits_seen,
+            ..k
+        });
+    }
+
+    /// SYN retransmits the kernel counted beyond what the hook reported (0 when unknown).
+    pub fn syn_retransmits_unseen(&self) -> u64 {
+        self.kernel_counted.map_or(0, |k| {
+            k.syn_retransmits.saturating_sub(self.syn_retransmits_seen)
+        })
+    }
 }
 
 impl Summary {

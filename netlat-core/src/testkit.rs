@@ -50,6 +50,9 @@ pub struct FakeNode {
     pub ipvs_unnamed: Option<(u32, SocketAddr)>,
     /// Every (netns, tgid) the engine offered for prefetch.
     pub prefetched: Rc<RefCell<Vec<(u32, u32)>>>,
+    /// A listener whose refusal counters rose, answered for its port and any window that
+    /// contains `listen_at_ns` (the time of the rise).
+    pub listen: Option<(crate::facts::ListenEvidence, u64)>,
 }
 
 impl NodeView for FakeNode {
@@ -84,6 +87,17 @@ impl NodeView for FakeNode {
     }
     fn prefetch(&self, netns: u32, tgid: u32) {
         self.prefetched.borrow_mut().push((netns, tgid));
+    }
+    fn listen_overflow(
+        &self,
+        dst: SocketAddr,
+        from_ns: u64,
+        to_ns: u64,
+    ) -> Option<crate::facts::ListenEvidence> {
+        self.listen
+            .as_ref()
+            .filter(|(l, at)| l.listener.port() == dst.port() && (from_ns..=to_ns).contains(at))
+            .map(|(l, _)| l.clone())
     }
 }
 

@@ -13,7 +13,7 @@ use std::net::SocketAddr;
 use serde::Serialize;
 
 pub use crate::enrich::CounterEvidence;
-pub use crate::facts::{NoEndpointAction, NoEndpointRule, RealServer};
+pub use crate::facts::{ListenEvidence, NoEndpointAction, NoEndpointRule, RealServer};
 use crate::{
     enrich::DropRecord,
     flow::{Attempt, Direction, MatchedDrop, Outcome, ns_to_ms},
@@ -68,6 +68,17 @@ pub trait NodeView {
     /// The real servers of the TCP IPVS virtual service `vip` in `netns`, as they are now
     /// (`None`: unknown, or no such service).
     fn ipvs_real_servers(&self, _netns: u32, _vip: SocketAddr) -> Option<Vec<RealServer>> {
+        None
+    }
+    /// The listener of `dst` in a namespace of this node whose `ListenOverflows`/`ListenDrops`
+    /// rose between monotonic `from_ns` and `to_ns` (the attempt's window). Views that read no
+    /// counters know none.
+    fn listen_overflow(
+        &self,
+        _dst: SocketAddr,
+        _from_ns: u64,
+        _to_ns: u64,
+    ) -> Option<ListenEvidence> {
         None
     }
     /// A connect began in `netns` (by process `tgid`): a view that reads the node may start
@@ -169,6 +180,12 @@ pub enum Signal {
     KubeProxyNoEndpointHookDrop,
     /// The connect failed without any SYN retransmit.
     FailedAtOnce,
+    /// The destination listens in a namespace of this node whose `ListenOverflows` or
+    /// `ListenDrops` rose while the attempt waited.
+    ListenCountersRose,
+    /// That listener had connections waiting to be accepted when the rise was read (the
+    /// server is not keeping up).
+    ListenQueueBacklogged,
 }
 
 /// A catalog entry.
@@ -480,6 +497,26 @@ pub static CATALOG: &[Entry] = &[
         references: &[],
     },
     Entry {
+        // On current kernels a SYN refused for a full accept queue is consumed
+        // (tcp_conn_request → consume_skb), not freed with a drop reason: the listener's
+        // namespace counters are the evidence.
+        id: "listen-overflow",
+        title: "the server's accept queue was full: the kernel refused the SYN without a drop \
+                event (counted in the listener's ListenOverflows/ListenDrops)",
+        facts: &[(
+            "kernel",
+            "the refused SYN is consumed, not dropped with a reason; only the final-ACK path \
+             has TCP_LISTEN_OVERFLOW",
+        )],
+        requires: &[Signal::SynRetransmitted, Signal::ListenCountersRose],
+        supports: &[Signal::ListenQueueBacklogged],
+        max: Confidence::High,
+        remedy: "raise the server's backlog (listen(2), net.core.somaxconn) or accept faster; \
+                 `nstat -az TcpExtListenOverflows` and `ss -lnt` (Recv-Q over Send-Q) in the \
+                 server's namespace show it",
+        references: &[],
+    },
+    Entry {
         id: "unanswered-syn",
         title: "the SYN was retransmitted and no drop was seen on this node",
         facts: &[],
@@ -662,6 +699,13 @@ impl Judge<'_> {
                     .filter(|r| r.action == action)
                     .map(|r| (d.drop.netns, r))
             })
+    }
+
+    /// The destination's listener on this node whose refusal counters rose in the attempt's
+    /// window.
+    fn listen(&self) -> Option<ListenEvidence> {
+        let a = self.attempt;
+        self.node.listen_overflow(a.dst, a.start_ns, a.end_ns)
     }
 
     /// The IPVS expiry tied to an IPVS drop of the SYN, if any.
@@ -1005,6 +1049,30 @@ impl Judge<'_> {
                     ),
                 ),
             },
+            Signal::ListenCountersRose => match self.listen() {
+                Some(l) => (
+                    true,
+                    format!(
+                        "listener {} in netns {}{}: ListenOverflows +{}, ListenDrops +{} while \
+                         the connect waited (the kernel refused the SYN for a full accept queue)",
+                        l.listener,
+                        l.netns,
+                        l.process
+                            .as_ref()
+                            .map(|p| format!(" ({p})"))
+                            .unwrap_or_default(),
+                        l.overflows,
+                        l.drops
+                    ),
+                ),
+                None => (
+                    false,
+                    format!(
+                        "a listener of {} on this node whose ListenOverflows/ListenDrops rose",
+                        a.dst
+                    ),
+                ),
+            },
             Signal::KubeProxyNoEndpointHookDrop => {
                 let found = self
                     .forward_drops()
@@ -1047,6 +1115,17 @@ impl Judge<'_> {
                 a.outcome == Outcome::Failed && a.retransmits.is_empty(),
                 "the connect failed without a SYN retransmit".into(),
             ),
+            Signal::ListenQueueBacklogged => match self.listen().and_then(|l| l.accept_queue) {
+                Some(q) if q > 0 => (
+                    true,
+                    format!("{q} connection(s) were waiting in its accept queue, not accepted"),
+                ),
+                Some(_) => (
+                    false,
+                    "connections waiting in its accept queue (it was empty when read)".into(),
+                ),
+                None => (false, "the listener's accept queue (not read)".into()),
+            },
         }
     }
 

@@ -403,6 +403,26 @@ impl<W: Write, E: Write> Printer for HumanPrinter<W, E> {
         } else {
             writeln!(self.err, "netlat: 0 events lost")?;
         }
+        if let Some(k) = &s.kernel_counted {
+            writeln!(
+                self.err,
+                "netlat: kernel counted {} SYN retransmits, netlat saw {}{} ({} namespaces; \
+                 TCPRetransFail {}, ListenOverflows {}, ListenDrops {})",
+                k.syn_retransmits,
+                s.syn_retransmits_seen,
+                match s.syn_retransmits_unseen() {
+                    0 => String::new(),
+                    n => format!(
+                        ": {n} reached no retransmit hook (failed sends where the tracepoint has no \
+                         err, SYN-ACK retransmits of listeners; README)"
+                    ),
+                },
+                k.namespaces,
+                k.retrans_fail,
+                k.listen_overflows,
+                k.listen_drops
+            )?;
+        }
         if s.retransmits_unseen > 0 {
             writeln!(
                 self.err,

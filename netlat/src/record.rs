@@ -11,9 +11,11 @@
 //!
 //! Version 2 added the `Service` note (the Service name answered for a slow connect). Version 1
 //! files have none and still replay: their lines carry no Service, as when they were recorded.
-//! Version 3 added the `Pod` and `PodByIp` notes (the pod names of a line); older files replay
-//! without pods. Older netlat refuses newer files by their version rather than at the first new
-//! note.
+//! Version 3 added the `Pod` and `PodByIp` notes (the pod names of a line), `NoEndpoint` and
+//! `IpvsUnnamed` (kube-proxy's no-endpoint rules, IPVS destinations without names), `Listen` (a
+//! listener's refusal counters, for `listen-overflow`), `EndsLost`, and the kernel's TCP and
+//! attempt-table counters in `End`; older files replay without them. Older netlat refuses newer
+//! files by their version rather than at the first new note.
 
 use std::{
     cell::RefCell,
@@ -30,9 +32,10 @@ use netlat_core::{
     engine::{Counters, NatLookup},
     enrich::{CounterEvidence, CtTupleLayout},
     event::SockKey,
+    facts::ListenEvidence,
     packet::FiveTuple,
     pods::{PodAnswer, PodRef, PodView},
-    report::Hook,
+    report::{Hook, KernelCounts},
     verdict::{NoEndpointRule, NodeView},
 };
 use serde::{Deserialize, Serialize};
@@ -148,6 +151,16 @@ pub enum Note {
         lost: BTreeMap<String, u64>,
         #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
         attempts: BTreeMap<String, u64>,
+        /// What the kernel's own TCP counters said (absent in older recordings).
+        #[serde(default)]
+        kernel: Option<KernelCounts>,
+    },
+    /// The listener whose refusal counters rose while a connect to `dst` waited.
+    Listen {
+        dst: SocketAddr,
+        from_ns: u64,
+        to_ns: u64,
+        answer: Option<ListenEvidence>,
     },
 }
 
@@ -483,6 +496,16 @@ impl<V: NodeView> NodeView for RecordingView<V> {
         }));
         answer
     }
+    fn listen_overflow(&self, dst: SocketAddr, from_ns: u64, to_ns: u64) -> Option<ListenEvidence> {
+        let answer = self.inner.listen_overflow(dst, from_ns, to_ns);
+        log_err(self.rec.borrow_mut().note(&Note::Listen {
+            dst,
+            from_ns,
+            to_ns,
+            answer: answer.clone(),
+        }));
+        answer
+    }
     fn unnamed_ipvs_service(&self, netns: u32, dst: SocketAddr) -> bool {
         let answer = self.inner.unnamed_ipvs_service(netns, dst);
         log_err(
@@ -541,6 +564,7 @@ pub struct Answers {
     ipvs_unnamed: VecDeque<(u32, SocketAddr, bool)>,
     pods: VecDeque<(u32, Option<u32>, PodAnswer)>,
     pods_by_ip: VecDeque<(IpAddr, Option<PodRef>)>,
+    listen: VecDeque<(SocketAddr, u64, u64, Option<ListenEvidence>)>,
 }
 
 pub type SharedAnswers = Rc<RefCell<Answers>>;
@@ -576,6 +600,12 @@ impl Answers {
                 answer,
             } => self.pods.push_back((netns, tgid, answer)),
             Note::PodByIp { ip, answer } => self.pods_by_ip.push_back((ip, answer)),
+            Note::Listen {
+                dst,
+                from_ns,
+                to_ns,
+                answer,
+            } => self.listen.push_back((dst, from_ns, to_ns, answer)),
             Note::Symbol { .. } | Note::Tick { .. } | Note::End { .. } | Note::EndsLost { .. } => {}
         }
     }
@@ -663,6 +693,15 @@ impl NodeView for Replayed {
             .and_then(|at| a.ipvs_unnamed.remove(at))
             .is_some_and(|x| x.2)
     }
+    fn listen_overflow(&self, dst: SocketAddr, from_ns: u64, to_ns: u64) -> Option<ListenEvidence> {
+        // As for Services: the first answer to this very question.
+        let mut a = self.0.borrow_mut();
+        let at = a
+            .listen
+            .iter()
+            .position(|(d, f, t, _)| *d == dst && *f == from_ns && *t == to_ns)?;
+        a.listen.remove(at).and_then(|x| x.3)
+    }
 }
 
 impl PodView for Replayed {
@@ -714,6 +753,7 @@ mod tests {
             duration_s: 1.0,
             lost: BTreeMap::new(),
             attempts: BTreeMap::from([("fast".to_string(), 3)]),
+            kernel: None,
         })
         .unwrap();
         r.flush().unwrap();

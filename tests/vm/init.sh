@@ -5,7 +5,7 @@
 # the result port (the second serial port, read by the host), and powers off.
 #
 # The kernel command line may carry `netlat.only=NAME,NAME` to run only some scenario groups
-# (ladder, first-syn, snat, ipvs).
+# (ladder, first-syn, snat, ipvs, listen, vxlan).
 
 /bin/busybox --install -s /bin
 export PATH=/usr/sbin:/usr/bin:/sbin:/bin
@@ -71,16 +71,25 @@ res "NETLAT-INFO netlat_ready_s $(uptime_s)"
 ONLY=$(tr ' ' '\n' </proc/cmdline | sed -n 's/^netlat\.only=//p')
 wanted() { [ -z "$ONLY" ] || echo ",$ONLY," | grep -q ",$1,"; }
 
-# The ladder takes over a minute of waiting: it runs alongside the others.
-LADDER=
+# The ladder and the VXLAN escape take over a minute of waiting each: they run alongside the
+# others (and each other), so they cost the run about one ladder, not one each.
+LONG=
 if wanted ladder; then
 	scenario_ladder &
-	LADDER=$!
+	LONG="$LONG $!"
+fi
+if wanted vxlan; then
+	scenario_vxlan_escape &
+	LONG="$LONG $!"
 fi
 wanted first-syn && scenario_first_syn
 wanted snat && scenario_snat_single
 wanted ipvs && scenario_ipvs
-[ -n "$LADDER" ] && wait $LADDER
+res "NETLAT-INFO first_groups_s $(uptime_s)"
+wanted listen && scenario_listen
+wanted vxlan && scenario_vxlan_first_syn
+res "NETLAT-INFO foreground_s $(uptime_s)"
+for p in $LONG; do wait "$p"; done
 res "NETLAT-INFO scenarios_s $(uptime_s)"
 
 # Let the last events drain, then stop netlat as a user would (SIGINT) and wait for its summary.

@@ -6,6 +6,8 @@
  *          close:  send the one-byte ID, read one byte, close gracefully (FIN).
  *          rst:    send the ID, read one byte, abort with SO_LINGER{1,0} (RST).
  *          hold:   send the ID and keep the connection open.
+ *          noaccept: listen with backlog 1 and never accept (the accept queue fills with two
+ *                  connections; later SYNs are refused: ListenOverflows).
  *
  *   nlvm connect ADDR PORT [-s SPORT] [-t TIMEOUT_S] [-m MODE] [-n COUNT] [-g GAP_S] [-i FIRST]
  *     Connects COUNT times (default 1), GAP_S seconds apart (default 0.5), from SPORT (or the
@@ -17,6 +19,9 @@
  *          hold:  read the ID byte and keep the connection open until killed (COUNT is 1).
  *     Prints one line per connect, numbered from FIRST (default 0):
  *       i=<n> connect_s=<seconds>|fail sport=<port> backend=<id>|- err=<errno name>|0
+ *
+ *   nlvm txcsum DEV on|off
+ *     Turns tx checksum offload of DEV on or off (ethtool -K DEV tx on|off, without ethtool).
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -28,6 +33,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/ethtool.h>
+#include <linux/sockios.h>
+#include <net/if.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -68,7 +77,7 @@ static int read_byte(int fd, char *c, int timeout_ms) {
 
 static int serve(int argc, char **argv) {
   if (argc != 6) {
-    fprintf(stderr, "usage: nlvm serve ADDR PORT accept|close|rst|hold ID\n");
+    fprintf(stderr, "usage: nlvm serve ADDR PORT accept|close|rst|hold|noaccept ID\n");
     return 2;
   }
   struct sockaddr_in a = addr(argv[2], atoi(argv[3]));
@@ -78,9 +87,12 @@ static int serve(int argc, char **argv) {
   if (s < 0) die("socket");
   setsockopt(s, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
   if (bind(s, (void *)&a, sizeof a) < 0) die("bind");
-  if (listen(s, 128) < 0) die("listen");
+  int noaccept = !strcmp(mode, "noaccept");
+  if (listen(s, noaccept ? 1 : 128) < 0) die("listen");
   printf("ready\n");
   fflush(stdout);
+  if (noaccept)
+    for (;;) pause();
   for (;;) {
     int c = accept(s, NULL, NULL);
     if (c < 0) {
@@ -214,10 +226,28 @@ static int client(int argc, char **argv) {
   return failed ? 1 : 0;
 }
 
+static int txcsum(int argc, char **argv) {
+  if (argc != 4) {
+    fprintf(stderr, "usage: nlvm txcsum DEV on|off\n");
+    return 2;
+  }
+  struct ethtool_value ev = {.cmd = ETHTOOL_STXCSUM, .data = !strcmp(argv[3], "on")};
+  struct ifreq ifr;
+  memset(&ifr, 0, sizeof ifr);
+  strncpy(ifr.ifr_name, argv[2], IFNAMSIZ - 1);
+  ifr.ifr_data = (void *)&ev;
+  int s = socket(AF_INET, SOCK_DGRAM, 0);
+  if (s < 0) die("socket");
+  if (ioctl(s, SIOCETHTOOL, &ifr) < 0) die("SIOCETHTOOL");
+  close(s);
+  return 0;
+}
+
 int main(int argc, char **argv) {
   signal(SIGPIPE, SIG_IGN);
+  if (argc > 1 && !strcmp(argv[1], "txcsum")) return txcsum(argc, argv);
   if (argc > 1 && !strcmp(argv[1], "serve")) return serve(argc, argv);
   if (argc > 1 && !strcmp(argv[1], "connect")) return client(argc, argv);
-  fprintf(stderr, "usage: nlvm serve|connect ...\n");
+  fprintf(stderr, "usage: nlvm serve|connect|txcsum ...\n");
   return 2;
 }

@@ -33,7 +33,8 @@ pub struct Options {
     /// Kernel series to boot (repeatable; default: all of 5.10, 6.1, 6.12)
     #[arg(long = "kernel", value_name = "SERIES")]
     pub kernels: Vec<String>,
-    /// Run only these scenario groups in the guest (comma list of ladder, first-syn, snat, ipvs)
+    /// Run only these scenario groups in the guest (comma list of ladder, first-syn, snat, ipvs,
+    /// listen, vxlan)
     #[arg(long, value_name = "GROUPS")]
     pub only: Option<String>,
     /// Seconds one VM may run before it is killed and counted as failed

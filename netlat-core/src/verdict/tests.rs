@@ -354,6 +354,74 @@ fn plain_loss_and_other_look_alikes() {
     assert_eq!(v.confidence, Confidence::High);
 }
 
+fn listener(queue: Option<u32>) -> crate::facts::ListenEvidence {
+    crate::facts::ListenEvidence {
+        netns: 300,
+        listener: "0.0.0.0:8080".parse().unwrap(),
+        overflows: 4,
+        drops: 4,
+        accept_queue: queue,
+        process: Some("server[42]".into()),
+    }
+}
+
+#[test]
+fn listen_overflow_from_the_listeners_counters() {
+    // A SYN refused for a full accept queue leaves no drop, only the listener's counters.
+    let f = Facts {
+        listen: Some((listener(Some(2)), S / 2)),
+        ..Facts::default()
+    };
+    let v = judge(&attempt(&[1.0], vec![]), &f);
+    assert_eq!(v.issue, "listen-overflow");
+    assert_eq!(v.confidence, Confidence::High);
+    assert!(
+        v.evidence[1].contains("listener 0.0.0.0:8080 in netns 300 (server[42])"),
+        "{:?}",
+        v.evidence
+    );
+    assert!(
+        v.evidence[1].contains("ListenOverflows +4"),
+        "{:?}",
+        v.evidence
+    );
+    // The queue read empty (the server caught up): still named, one level less.
+    let f = Facts {
+        listen: Some((listener(Some(0)), S / 2)),
+        ..Facts::default()
+    };
+    let v = judge(&attempt(&[1.0], vec![]), &f);
+    assert_eq!(v.issue, "listen-overflow");
+    assert_eq!(v.confidence, Confidence::Medium);
+    // A rise outside the attempt's window is not this attempt's evidence.
+    let f = Facts {
+        listen: Some((listener(Some(2)), 10 * S)),
+        ..Facts::default()
+    };
+    assert_eq!(judge(&attempt(&[1.0], vec![]), &f).issue, "unanswered-syn");
+    // Without a SYN retransmit there is nothing to explain.
+    let f = Facts {
+        listen: Some((listener(Some(2)), S / 4)),
+        ..Facts::default()
+    };
+    assert_eq!(judge(&attempt(&[], vec![]), &f).issue, "slow-handshake");
+    // A firewall drop of the SYN is the more specific evidence.
+    let d = drop_rec(
+        "NETFILTER_DROP",
+        "nft_do_chain+0x46f",
+        300,
+        syn(tcp(client(), server())),
+    );
+    let f = Facts {
+        listen: Some((listener(Some(2)), S / 2)),
+        ..Facts::default()
+    };
+    assert_eq!(
+        judge(&attempt(&[1.0], vec![matched(d, false, false)]), &f).issue,
+        "netfilter-rule-drop"
+    );
+}
+
 #[test]
 fn ipvs_entries_need_ipvs_evidence() {
     // Without IPVS hook evidence (this kernel has none), a 1 s hook drop is never called A.

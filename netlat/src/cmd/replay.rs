@@ -120,9 +120,10 @@ pub fn run(
                     duration_s,
                     lost,
                     attempts,
+                    kernel,
                 } => {
                     engine.kernel_attempt_stats(attempts.iter().map(|(k, n)| (k.as_str(), *n)));
-                    end = Some((now_ns, duration_s, lost));
+                    end = Some((now_ns, duration_s, lost, kernel));
                 }
                 other => answers.borrow_mut().push(other),
             },
@@ -138,9 +139,10 @@ pub fn run(
     }
     let now = end.as_ref().map_or(engine.last_ts(), |e| e.0);
     let mut summary = engine.finish(now, &mut Fanout::new(printer, &mut exports))?;
-    if let Some((_, duration_s, lost)) = end {
+    if let Some((_, duration_s, lost, kernel)) = end {
         summary.duration_s = duration_s;
         summary.lost_events = lost;
+        summary.set_kernel_counts(kernel);
     }
     printer.histogram(&exports.finish(clock.to_system_time(now))?)?;
     printer.summary(&summary)?;

@@ -36,6 +36,7 @@ use crate::{
         live_facts::LiveFacts,
         netns,
         pods::{PodCache, PodSources},
+        snmp::TcpCounterSampler,
     },
     output::{Closable, Fanout, HumanPrinter, JsonPrinter, Printer},
     record::{
@@ -149,6 +150,8 @@ async fn recv(s: Option<&mut tokio::signal::unix::Signal>) {
 /// What a started run holds: the object, its ring and logger, and the engine being fed.
 struct Running {
     ebpf: Ebpf,
+    /// The namespaces' TCP counters (`None`: the sampler thread could not start).
+    tcp_counters: Option<TcpCounterSampler>,
     ring: Ring,
     logger: Option<AsyncFd<aya_log::EbpfLogger<&'static dyn log::Log>>>,
     feed: Feed,
@@ -234,7 +237,19 @@ fn start(cfg: &WatchConfig, limits: &Limits, loaded: Loaded) -> anyhow::Result<R
     };
     // Attached and every file opened: keep only what the per-namespace lookups need.
     crate::kernel::privs::drop_for_watch(cfg.verbose);
-    let facts_view = LiveFacts::default();
+    // Started before the first event is read, so the kernel's counts cover the same time.
+    let tcp_counters = TcpCounterSampler::start(monotonic_ns)
+        .inspect_err(|e| {
+            tracing::warn!(
+                "reading the kernel's TCP counters: {e}; listen-overflow and the kernel's SYN \
+                 retransmit count are not available"
+            );
+        })
+        .ok();
+    let facts_view = match &tcp_counters {
+        Some(t) => LiveFacts::default().with_tcp_counters(t.view()),
+        None => LiveFacts::default(),
+    };
     let counters = netns::ProcCounters::new();
     let nat = netns::CtNatLookup::default();
     // Started after privileges are dropped: the runtime sockets need no capability, and
@@ -280,6 +295,7 @@ fn start(cfg: &WatchConfig, limits: &Limits, loaded: Loaded) -> anyhow::Result<R
     };
     Ok(Running {
         ebpf,
+        tcp_counters,
         ring,
         logger,
         feed: Feed {
@@ -414,6 +430,7 @@ fn finish(
         .finish(now, &mut Fanout::new(out, exports))
         .context("writing output")?;
     summary.duration_s = started.elapsed().as_secs_f64();
+    summary.set_kernel_counts(r.tcp_counters.as_ref().map(TcpCounterSampler::totals));
     let lost = loader::lost_events(&r.ebpf);
     for (name, n) in &lost {
         summary.lost_events.insert((*name).to_string(), *n);
@@ -435,6 +452,7 @@ fn finish(
                 .iter()
                 .map(|(k, n)| ((*k).to_string(), *n))
                 .collect(),
+            kernel: summary.kernel_counted,
         })
         .and_then(|()| rec.flush())
         .context("finishing the recording")?;

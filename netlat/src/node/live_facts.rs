@@ -22,6 +22,7 @@ use crate::{
     node::{
         self,
         services::{self, ServiceMap},
+        snmp::TcpCounterView,
     },
 };
 
@@ -46,6 +47,8 @@ pub struct LiveFacts {
     /// The namespace prefetched last: a storm of connects comes from one, and this check is all
     /// its connects cost.
     last_prefetch: Cell<Option<u32>>,
+    /// Every namespace's TCP counters, sampled in the background (`listen-overflow`).
+    tcp_counters: Option<TcpCounterView>,
 }
 
 /// A namespace's facts, or the gathering that will deliver them.
@@ -190,7 +193,15 @@ impl LiveFacts {
             services: RefCell::default(),
             service_ttl: ttl,
             last_prefetch: Cell::new(None),
+            tcp_counters: None,
         }
+    }
+
+    /// Answer `listen_overflow` from the namespaces' sampled TCP counters.
+    #[must_use]
+    pub fn with_tcp_counters(mut self, view: TcpCounterView) -> Self {
+        self.tcp_counters = Some(view);
+        self
     }
 
     /// Start reading `netns`'s facts and Service names (and the node's names, which a pod's
@@ -358,6 +369,16 @@ impl NodeView for LiveFacts {
     }
     fn masquerade(&self, netns: u32) -> Option<(usize, usize)> {
         self.with(netns, |f| f.masquerade(netns))
+    }
+    fn listen_overflow(
+        &self,
+        dst: SocketAddr,
+        from_ns: u64,
+        to_ns: u64,
+    ) -> Option<netlat_core::facts::ListenEvidence> {
+        self.tcp_counters
+            .as_ref()?
+            .listen_overflow(dst, from_ns, to_ns)
     }
     fn vxlan_offloaded(&self, netns: u32) -> Option<Vec<String>> {
         self.with(netns, |f| f.vxlan_offloaded(netns))

@@ -26,6 +26,7 @@ mod nft;
 pub(crate) mod nl;
 pub mod pods;
 pub mod services;
+pub mod snmp;
 mod xt;
 
 use std::collections::BTreeMap;

@@ -109,6 +109,11 @@ pub fn in_netns<T: Send + 'static>(
     .map_err(|_| std::io::Error::other("netns worker thread panicked"))?
 }
 
+/// Move the calling thread (only it) into the netns of `file`.
+pub(crate) fn enter_this_thread(file: &fs::File) -> std::io::Result<()> {
+    enter(file)
+}
+
 /// Move the calling thread into the netns of `file`.
 fn enter(file: &fs::File) -> std::io::Result<()> {
     use std::os::fd::AsRawFd;

@@ -25,5 +25,6 @@ NFT
 	res "NETLAT-INFO ladder_timeout_s $t"
 	client $n lad-c 10.250.0.2 9000 -t $t
 	[ "$(field err 0)" = ETIMEDOUT ] || fail $n "the connect did not time out: $OUT"
+	res "NETLAT-INFO ladder_done_s $(uptime_s)"
 	lab_done $n
 }
