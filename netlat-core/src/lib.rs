@@ -19,6 +19,7 @@ pub mod exposure;
 pub mod facts;
 pub mod flow;
 pub mod packet;
+pub mod progress;
 pub mod report;
 #[cfg(any(test, feature = "testkit"))]
 pub mod testkit;

@@ -10,7 +10,7 @@ use crate::{
     enrich::CtTupleLayout,
     event,
     facts::RealServer,
-    report::{ConnectReport, DropReport, Reports},
+    report::{ConnectReport, DropReport, Reports, RetryReport},
     verdict::NodeView,
 };
 
@@ -84,6 +84,8 @@ pub const S: u64 = 1_000_000_000;
 #[derive(Debug, Default)]
 pub struct Collect {
     pub lines: Vec<serde_json::Value>,
+    /// Progress lines, apart: most tests are about the lines at an attempt's end.
+    pub retries: Vec<serde_json::Value>,
 }
 
 impl Collect {
@@ -100,6 +102,11 @@ impl Reports for Collect {
     }
     fn drop_line(&mut self, line: &DropReport) -> io::Result<()> {
         self.push(line)
+    }
+    fn retry(&mut self, line: &RetryReport) -> io::Result<()> {
+        self.retries
+            .push(serde_json::to_value(line).map_err(io::Error::other)?);
+        Ok(())
     }
 }
 

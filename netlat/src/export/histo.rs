@@ -336,6 +336,7 @@ pub(crate) mod tests {
                 missing: vec![],
                 remedy: "r",
             }),
+            verdict_changed_from: None,
         }
     }
 
