@@ -111,6 +111,11 @@ pub struct WatchArgs {
     /// 127.0.0.1 (loopback unless an address says otherwise). Off by default.
     #[arg(long, value_name = "ADDR", value_parser = crate::export::parse_listen)]
     pub listen: Option<std::net::SocketAddr>,
+    /// A live terminal view instead of lines: attempts waiting now with their cause so far, the
+    /// last minute per cause and destination, latency per cause, losses and hooks. Keys: q
+    /// quit, p pause, c next cause, a all causes.
+    #[arg(long, conflicts_with = "output")]
+    pub tui: bool,
 }
 
 /// `--summary-interval`: whole or fractional seconds, 0 for "only at exit". Below 0.1 s the

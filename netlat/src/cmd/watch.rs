@@ -52,6 +52,8 @@ pub struct WatchConfig {
     /// Histogram summaries (and hlog intervals) this often; zero: only at exit.
     pub summary_interval: Duration,
     pub exports: ExportOptions,
+    /// A live terminal view instead of lines (`crate::tui`).
+    pub tui: bool,
 }
 
 impl From<WatchArgs> for WatchConfig {
@@ -67,6 +69,7 @@ impl From<WatchArgs> for WatchConfig {
                 hlog: a.hlog,
                 listen: a.listen,
             },
+            tui: a.tui,
         }
     }
 }
@@ -129,7 +132,7 @@ pub fn main(cfg: &WatchConfig) -> anyhow::Result<ExitCode> {
 }
 
 /// A signal's next delivery; never, without a handler.
-async fn recv(s: Option<&mut tokio::signal::unix::Signal>) {
+pub(crate) async fn recv(s: Option<&mut tokio::signal::unix::Signal>) {
     match s {
         Some(s) => {
             s.recv().await;
