@@ -9,7 +9,9 @@ pub mod view;
 
 use std::{
     cell::RefCell,
-    io::{self, IsTerminal as _},
+    fs::File,
+    io::{self, IsTerminal as _, Read as _, Seek as _, SeekFrom, Write as _},
+    os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd},
     process::ExitCode,
     rc::Rc,
     time::{Duration, SystemTime, UNIX_EPOCH},
@@ -101,6 +103,66 @@ impl Drop for Screen {
     }
 }
 
+/// fd 2 set aside in an anonymous file while the screen is up (a log line would tear the
+/// view), put back on drop; what was written meanwhile is printed after the view.
+struct StderrAside {
+    saved: OwnedFd,
+    file: File,
+}
+
+/// At most this much of what was set aside is printed afterwards (its end).
+const ASIDE_SHOWN: u64 = 64 * 1024;
+
+impl StderrAside {
+    fn new() -> io::Result<Self> {
+        // SAFETY: a NUL-terminated name; memfd_create returns a new descriptor or -1.
+        let fd = unsafe { libc::memfd_create(c"netlat-tui-stderr".as_ptr(), libc::MFD_CLOEXEC) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `fd` was just created and is owned by nothing else.
+        let file = File::from(unsafe { OwnedFd::from_raw_fd(fd) });
+        // SAFETY: F_DUPFD_CLOEXEC on fd 2 returns a new descriptor or -1.
+        let saved = unsafe { libc::fcntl(2, libc::F_DUPFD_CLOEXEC, 3) };
+        if saved < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: as above.
+        let saved = unsafe { OwnedFd::from_raw_fd(saved) };
+        // SAFETY: both descriptors are open.
+        if unsafe { libc::dup2(file.as_raw_fd(), 2) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(Self { saved, file })
+    }
+
+    /// Put fd 2 back; the end of what was written meanwhile.
+    fn restore(mut self) -> String {
+        self.put_back();
+        let len = self.file.metadata().map_or(0, |m| m.len());
+        let mut text = String::new();
+        if self
+            .file
+            .seek(SeekFrom::Start(len.saturating_sub(ASIDE_SHOWN)))
+            .is_ok()
+        {
+            let _ = self.file.read_to_string(&mut text);
+        }
+        text
+    }
+
+    fn put_back(&self) {
+        // SAFETY: both descriptors are open; on failure fd 2 stays the file, nothing worse.
+        unsafe { libc::dup2(self.saved.as_raw_fd(), 2) };
+    }
+}
+
+impl Drop for StderrAside {
+    fn drop(&mut self) {
+        self.put_back();
+    }
+}
+
 /// What the keyboard asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Key {
@@ -189,6 +251,7 @@ pub fn main(cfg: &WatchConfig) -> anyhow::Result<ExitCode> {
         .build()
         .context("starting the async runtime")?;
     let model = Shared::default();
+    let aside = StderrAside::new().context("setting stderr aside for the view")?;
     let result = rt.block_on(async {
         let mut term = tokio::signal::unix::signal(SignalKind::terminate()).ok();
         let mut int = tokio::signal::unix::signal(SignalKind::interrupt()).ok();
@@ -213,8 +276,12 @@ pub fn main(cfg: &WatchConfig) -> anyhow::Result<ExitCode> {
         let mut printer = model.clone();
         watch::run(cfg, &mut printer, exports, shutdown).await
     });
-    // The screen is restored by now (dropped with the shutdown future): the run's summary goes
-    // to the normal terminal, as `watch` prints it.
+    // The screen is restored by now (dropped with the shutdown future): what was logged, then
+    // the run's summary go to the normal terminal, as `watch` prints them.
+    let logged = aside.restore();
+    if !logged.is_empty() {
+        let _ = io::stderr().write_all(logged.as_bytes());
+    }
     let m = model.0.borrow();
     if let Some(s) = &m.summary {
         let mut p = HumanPrinter::new(io::sink(), io::stderr().lock());

@@ -134,10 +134,11 @@ fn hooks_line(m: &Model) -> String {
 /// Draw the whole screen.
 pub fn draw(f: &mut Frame, m: &Model, now_ms: i64) {
     let dist = m.distribution();
+    let waiting_rows = m.waiting().len().clamp(1, 12) as u16;
     let [head, waiting, tables, histo, foot] = Layout::vertical([
         Constraint::Length(1),
-        Constraint::Min(4),
-        Constraint::Length(8),
+        Constraint::Length(waiting_rows + 2),
+        Constraint::Min(5),
         Constraint::Length(dist.len().max(1) as u16 + 3),
         Constraint::Length(2),
     ])

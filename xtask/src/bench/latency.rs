@@ -7,6 +7,11 @@
 //! follows within microseconds); the transition happened `connect_ms` later (netlat's own
 //! kernel-timestamp difference); the bench stamps each line when it reads it from netlat's
 //! stdout. Latency = arrival − (connect call + connect_ms).
+//!
+//! Time to cause ([`to_cause`]): from a connect's first SYN to the first line (a progress line
+//! while it waits, or its connect line) that names the cause, against its first SYN retransmit
+//! (goal: at most 50 ms after it), for the 1 s first-SYN drop and for a timeout (every SYN
+//! dropped until the client gives up).
 
 use std::{collections::BTreeMap, fmt::Write as _, thread, time::Duration};
 
@@ -164,27 +169,178 @@ pub fn run(ctx: &mut Ctx) -> Result<Section> {
         super::netlat::lost_total(&stopped.summary),
     )?;
     let (s50, s99) = (spread(&p50s), spread(&p99s));
+    let cause_rows = to_cause(ctx, &mut body)?;
     Ok(Section {
         title: "Verdict latency".into(),
-        rows: vec![
-            Row {
-                figure: "verdict latency p99 (kernel event → line read)".into(),
-                target: "≤ 10 ms".into(),
-                measured: s99.unit(2, "ms"),
-                peer: format!("p50 {}", s50.unit(2, "ms")),
-                pass: Some(s99.median <= 10.0 && never == 0),
-            },
-            Row {
-                figure: "verdict latency: lines later than 10 ms / never printed".into(),
-                target: "–".into(),
-                measured: format!("{over_10ms} / {never}"),
-                peer: format!(
-                    "of {} connects",
-                    rounds.iter().map(BTreeMap::len).sum::<usize>()
-                ),
-                pass: None,
-            },
-        ],
+        rows: cause_rows
+            .into_iter()
+            .chain([
+                Row {
+                    figure: "verdict latency p99 (kernel event → line read)".into(),
+                    target: "≤ 10 ms".into(),
+                    measured: s99.unit(2, "ms"),
+                    peer: format!("p50 {}", s50.unit(2, "ms")),
+                    pass: Some(s99.median <= 10.0 && never == 0),
+                },
+                Row {
+                    figure: "verdict latency: lines later than 10 ms / never printed".into(),
+                    target: "–".into(),
+                    measured: format!("{over_10ms} / {never}"),
+                    peer: format!(
+                        "of {} connects",
+                        rounds.iter().map(BTreeMap::len).sum::<usize>()
+                    ),
+                    pass: None,
+                },
+            ])
+            .collect(),
         body,
     })
+}
+
+/// One case of [`to_cause`]: a port, the rule that slows its connects, the client's patience.
+struct CauseCase {
+    name: &'static str,
+    port: u16,
+    ruleset: String,
+    timeout_s: &'static str,
+    issue: &'static str,
+}
+
+/// Connects per case, started this far apart (each its own flow).
+const CAUSE_CONNECTS: usize = 20;
+const CAUSE_GAP_US: &str = "50000";
+/// The goal: the cause is named at most this long after the first SYN retransmit.
+const CAUSE_SLACK_MS: f64 = 50.0;
+
+/// First SYN → first line naming the cause, per case; one table row per case in `body`.
+fn to_cause(ctx: &mut Ctx, body: &mut String) -> Result<Vec<Row>> {
+    let a = Netns::new("tca")?;
+    let b = Netns::new("tcb")?;
+    lab::veth(&a, "10.240.4.1/24", &b, "10.240.4.2/24", "c")?;
+    let cases = [
+        CauseCase {
+            name: "1 s first-SYN drop",
+            port: 8080,
+            ruleset: FIRST_SYN_DROP_TEMPLATE
+                .replace("@TABLE@", "causesyn")
+                .replace("@PORT@", "8080"),
+            timeout_s: "6",
+            issue: "netfilter-rule-drop",
+        },
+        CauseCase {
+            name: "timeout (every SYN dropped, client gives up at 4 s)",
+            port: 8083,
+            ruleset: "table inet causeall {\n chain in {\n  type filter hook input priority 0;\n  \
+                      tcp dport 8083 tcp flags & (syn|ack) == syn drop\n }\n}\n"
+                .into(),
+            timeout_s: "4",
+            issue: "netfilter-rule-drop",
+        },
+    ];
+    for c in &cases {
+        b.nft(&c.ruleset)?;
+    }
+    let mut server = Proc::spawn(b.cmd(&ctx.load, &["serve", "8080", "8083"]), false)?;
+    server.ready()?;
+    let mut n = Netlat::start(&ctx.netlat, &[])?;
+    ctx.startups.push(n.startup);
+    writeln!(
+        body,
+        "\nTime to cause: {CAUSE_CONNECTS} connects per case and round, {CAUSE_GAP_US} µs \
+         apart; per connect, the first line (`retry` or `connect`) naming the expected cause, \
+         stamped when read, minus the wall time of its `connect()` call; `after retry` \
+         subtracts the first SYN retransmit's offset (from that line). Goal: ≤ first \
+         retransmit + {CAUSE_SLACK_MS} ms.\n\n| case | named / connects | p50 s | p99 s | \
+         after retry p50 ms | p99 ms | max ms |\n|---|---|---|---|---|---|---|"
+    )?;
+    let mut rows = Vec::new();
+    for c in &cases {
+        let (mut total, mut after, mut connects) = (Vec::new(), Vec::new(), 0);
+        for _ in 0..ctx.runs {
+            let _ = b.output("nft", &["flush", "set", "inet", "causesyn", "seen"]);
+            let from = n.proc.seen.len();
+            let mut client = Proc::spawn(
+                a.cmd(
+                    &ctx.load,
+                    &[
+                        "firstsyn",
+                        "10.240.4.2",
+                        &c.port.to_string(),
+                        &CAUSE_CONNECTS.to_string(),
+                        CAUSE_GAP_US,
+                        c.timeout_s,
+                    ],
+                ),
+                false,
+            )?;
+            let out = client.finish(Duration::from_mins(1))?;
+            // The connect lines of a timeout come when the client gives up: wait for them.
+            for _ in 0..40 {
+                n.proc.pump();
+                thread::sleep(Duration::from_millis(50));
+            }
+            let starts: BTreeMap<String, i128> = out
+                .iter()
+                .filter_map(|l| {
+                    let mut w = l.text.split_whitespace();
+                    (w.next()? == "conn").then_some(())?;
+                    Some((format!("10.240.4.1:{}", w.next()?), w.next()?.parse().ok()?))
+                })
+                .collect();
+            connects += starts.len();
+            let mut first: BTreeMap<&str, (i128, f64)> = BTreeMap::new();
+            for l in &n.proc.seen[from..] {
+                if !(l.text.starts_with("{\"type\":\"retry\"") || l.text.starts_with(CONNECT)) {
+                    continue;
+                }
+                let v = json::parse(&l.text)?;
+                let Some((src, t0)) = v.get("src").as_str().and_then(|s| starts.get_key_value(s))
+                else {
+                    continue;
+                };
+                if v.get("verdict").get("issue").as_str() != Some(c.issue)
+                    || first.contains_key(src.as_str())
+                {
+                    continue;
+                }
+                let retry_ms = v
+                    .get("retransmit_at_ms")
+                    .arr()
+                    .first()
+                    .and_then(json::Value::num);
+                let took = (unix_ns(l.wall) - t0) as f64 / 1e6;
+                first.insert(src.as_str(), (0, took));
+                total.push(took / 1000.0);
+                if let Some(r) = retry_ms {
+                    after.push(took - r);
+                }
+            }
+        }
+        total.sort_by(f64::total_cmp);
+        after.sort_by(f64::total_cmp);
+        let (p99, max) = (
+            percentile(&after, 0.99),
+            after.last().copied().unwrap_or(f64::NAN),
+        );
+        writeln!(
+            body,
+            "| {} | {} / {connects} | {:.3} | {:.3} | {:.1} | {p99:.1} | {max:.1} |",
+            c.name,
+            total.len(),
+            percentile(&total, 0.5),
+            percentile(&total, 0.99),
+            percentile(&after, 0.5),
+        )?;
+        rows.push(Row {
+            figure: format!("first SYN → cause named: {}", c.name),
+            target: format!("≤ first retransmit + {CAUSE_SLACK_MS} ms"),
+            measured: format!("retransmit + {p99:.1} ms (p99)"),
+            peer: format!("{} / {connects} named", total.len()),
+            pass: Some(p99 <= CAUSE_SLACK_MS && total.len() == connects && connects > 0),
+        });
+    }
+    n.stop()?;
+    drop(server);
+    Ok(rows)
 }
