@@ -52,7 +52,7 @@ pub struct WatchConfig {
     /// Histogram summaries (and hlog intervals) this often; zero: only at exit.
     pub summary_interval: Duration,
     pub exports: ExportOptions,
-    /// A live terminal view instead of lines (`crate::tui`).
+    /// A live terminal view instead of lines (`netlat watch --tui`).
     pub tui: bool,
 }
 
