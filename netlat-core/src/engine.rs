@@ -16,6 +16,7 @@ use crate::{
     flow::{Attempt, Outcome, Tracker, TrackerConfig, TrackerStats},
     packet::FiveTuple,
     pods::{NoPods, PodView},
+    progress::{Memo, Progress, Trigger},
     report::{ConnectReport, DropReport, Reports, Summary, WallClock, pod_fields},
     verdict::{Judge, NodeView, drop_verdict},
 };
@@ -106,6 +107,8 @@ pub struct Engine {
     tracker: Tracker,
     /// The kernel's attempt-table counters (only its `kernel_*` fields are used).
     kernel: TrackerStats,
+    /// Attempts still waiting that have had a progress line.
+    progress: Progress,
     summary: Summary,
     first_ts: Option<u64>,
     last_ts: u64,
@@ -121,6 +124,7 @@ impl Engine {
     ) -> Self {
         Self {
             tracker: Tracker::new(cfg.tracker.clone()),
+            progress: Progress::default(),
             cfg,
             names,
             node,
@@ -175,12 +179,17 @@ impl Engine {
         for (sock, wire) in self.nat.answers(judged_soon.as_ref()) {
             self.tracker.alias(&sock, wire);
             self.remember_wire(sock, wire);
+            // The alias may have claimed the drop that names the cause.
+            if self.progress.is_shown(&sock) {
+                self.progress_line(&sock, ts, Trigger::Evidence, sink)?;
+            }
         }
         match ev {
             Event::SockState(s) => {
                 if s.new == TcpState::SYN_SENT {
                     self.node.prefetch(s.sock.netns, s.tgid);
                     self.pods.prefetch(s.sock.netns, s.tgid);
+                    self.progress.take(&s.sock);
                 }
                 if let Some(a) = self.tracker.sock_state(&s) {
                     self.report(&a, sink)?;
@@ -204,6 +213,7 @@ impl Engine {
                     self.tracker.alias(&r.sock, wire);
                     self.remember_wire(r.sock, wire);
                 }
+                self.progress_line(&r.sock, r.ts_ns, Trigger::Retransmit, sink)?;
             }
             Event::HookDrop(h) => {
                 if self.hook_drops.len() >= HOOK_MEMORY {
@@ -232,7 +242,9 @@ impl Engine {
                     (line.pod, line.pod_missing) = pod_fields(self.pods.pod(rec.netns, None));
                     sink.drop_line(&line)?;
                 }
-                self.tracker.drop(rec);
+                if let Some(sock) = self.tracker.drop_matched(rec) {
+                    self.progress_line(&sock, ts, Trigger::Evidence, sink)?;
+                }
             }
         }
         Ok(())
@@ -261,7 +273,36 @@ impl Engine {
         }
     }
 
+    /// The engine learned something of the attempt of `sock` at `now_ns`: a progress line if
+    /// it is still waiting, retransmitted, is past the threshold and one is due.
+    fn progress_line(
+        &mut self,
+        sock: &SockKey,
+        now_ns: u64,
+        trigger: Trigger,
+        sink: &mut dyn Reports,
+    ) -> io::Result<()> {
+        let Some(a) = self.tracker.pending_attempt(sock, now_ns) else {
+            return Ok(());
+        };
+        if a.retransmits.is_empty() || a.duration_ns() < self.cfg.threshold_ns {
+            return Ok(());
+        }
+        match self
+            .progress
+            .line(&a, trigger, self.node.as_ref(), &self.cfg.clock)
+        {
+            Some(mut line) => {
+                (line.pod, line.pod_missing) =
+                    pod_fields(self.pods.pod(a.sock.netns, Some(a.tgid)));
+                sink.retry(&line)
+            }
+            None => Ok(()),
+        }
+    }
+
     fn report(&mut self, a: &Attempt, sink: &mut dyn Reports) -> io::Result<()> {
+        let shown = self.progress.take(&a.sock);
         let fast = a.duration_ns() < self.cfg.threshold_ns;
         // A fast failure is reported only when kube-proxy's no-endpoint REJECT did it: the
         // Service is then named instead of a bare refusal (one Service lookup per fast
@@ -269,9 +310,14 @@ impl Engine {
         if fast && a.outcome != Outcome::Failed {
             return Ok(());
         }
+        // The node's answers to the progress lines' verdicts, so each is asked once.
+        let node = Memo::new(
+            self.node.as_ref(),
+            shown.as_ref().map(crate::progress::Shown::answers),
+        );
         let judged = Judge {
             attempt: a,
-            node: self.node.as_ref(),
+            node: &node,
         }
         .judge();
         if fast {
@@ -287,11 +333,12 @@ impl Engine {
         if judged.syn_resent_unseen {
             self.summary.retransmits_unseen += 1;
         }
+        line.verdict_changed_from = shown.as_ref().and_then(|s| s.changed_from(id));
         // Asked only for reported connects: a lookup may read the namespace's rules.
-        line.service = self.node.service(a.sock.netns, a.dst);
+        line.service = node.service(a.sock.netns, a.dst);
         if line.service.is_none()
             && let Some(v) = line.verdict.as_mut()
-            && self.node.unnamed_ipvs_service(a.sock.netns, a.dst)
+            && node.unnamed_ipvs_service(a.sock.netns, a.dst)
         {
             v.missing.push(format!(
                 "the Service of IPVS virtual service {} (kube-proxy's IPVS mode keeps no \
@@ -335,6 +382,8 @@ impl Engine {
     /// Periodic housekeeping at monotonic time `now_ns`.
     pub fn tick(&mut self, now_ns: u64) {
         self.tracker.advance(now_ns);
+        let tracker = &self.tracker;
+        self.progress.retain(|s| tracker.tuple_of(s).is_some());
         self.counters.tick();
     }
 
@@ -378,6 +427,7 @@ impl Engine {
         }
         let mut s = self.summary.clone();
         s.in_flight = pending.len() as u64;
+        s.retry_lines_suppressed = self.progress.suppressed();
         s.tracker = TrackerStats {
             kernel_fast: self.kernel.kernel_fast,
             kernel_table_full: self.kernel.kernel_table_full,
@@ -802,6 +852,151 @@ mod tests {
         assert_eq!(s.attempts, 1);
         assert_eq!(s.slow, 1);
         assert_eq!(s.by_issue["netfilter-rule-drop"], 1);
+    }
+
+    fn collect(e: &mut Engine, items: &[Vec<u8>]) -> Collect {
+        let mut sink = Collect::default();
+        for i in items {
+            e.handle_bytes(i, &mut sink).unwrap();
+        }
+        sink
+    }
+
+    /// The first SYN's drop is claimed when the retry tells the port: the progress line at
+    /// that retry already names the cause, and the connect line keeps it.
+    #[test]
+    fn a_first_syn_drop_is_named_at_the_first_retry() {
+        let got = collect(
+            &mut engine(),
+            &[
+                state(10 * S, 7, 2, 0),
+                syn_drop(10 * S + 300_000, 40000, 0xffffffff81a0046f),
+                retrans(11 * S + 10_000_000, 40000),
+                state(11 * S + 11_000_000, 2, 1, 40000),
+            ],
+        );
+        assert_eq!(got.retries.len(), 1, "{:#?}", got.retries);
+        let r = &got.retries[0];
+        assert_eq!(r["type"], "retry");
+        assert_eq!(r["provisional"], true);
+        assert_eq!(r["waiting_ms"], 1010.0);
+        assert_eq!(r["syn_retransmits"], 1);
+        assert_eq!(r["retransmit_at_ms"], serde_json::json!([1010.0]));
+        assert_eq!(r["drops"][0]["reason"], "NETFILTER_DROP");
+        assert_eq!(r["verdict"]["issue"], "netfilter-rule-drop");
+        for k in ["ts", "netns", "pid", "comm", "src", "dst"] {
+            assert_eq!(r[k], got.lines[0][k], "{k}");
+        }
+        assert_eq!(got.lines[0]["verdict"]["issue"], "netfilter-rule-drop");
+        assert!(got.lines[0].get("verdict_changed_from").is_none());
+    }
+
+    /// An attempt that is never answered gets a line at each ladder step; one that is fast or
+    /// ends before its first retry gets none.
+    #[test]
+    fn every_ladder_step_of_a_timeout_gets_a_line() {
+        let mut items = vec![state(10 * S, 7, 2, 0)];
+        for at in [11, 13, 17, 25] {
+            items.push(retrans(at * S, 40000));
+        }
+        items.push(state(41 * S, 2, 7, 40000));
+        items.push(state(50 * S, 7, 2, 0));
+        items.push(state(50 * S + 300_000_000, 2, 1, 40000));
+        let got = collect(&mut engine(), &items);
+        let waited: Vec<f64> = got
+            .retries
+            .iter()
+            .map(|r| r["waiting_ms"].as_f64().unwrap())
+            .collect();
+        assert_eq!(waited, [1000.0, 3000.0, 7000.0, 15000.0]);
+        assert!(
+            got.retries
+                .iter()
+                .all(|r| r["verdict"]["issue"] == "unanswered-syn")
+        );
+        assert_eq!(got.lines.len(), 2, "{:#?}", got.lines);
+        assert_eq!(got.lines[0]["outcome"], "timeout");
+        // A retry under the threshold is no progress line.
+        let mut e = engine();
+        e.cfg.threshold_ns = 2 * S;
+        let got = collect(&mut e, &items);
+        assert_eq!(got.retries.len(), 3);
+    }
+
+    /// The VXLAN receiver's drop is tied to the attempt only when the NAT answer comes, after
+    /// the retry's line: the node's exposure alone names the cause at the retry, and a second
+    /// line at once names it from the drop; the connect line agrees with it.
+    #[test]
+    fn evidence_after_the_retry_updates_the_cause_at_once() {
+        let mut e = exposed_engine(Box::new(LateMasq {
+            only_when_waited: false,
+            due: Vec::new(),
+        }));
+        let got = collect(
+            &mut e,
+            &[
+                state(10 * S, 7, 2, 0),
+                retrans(11 * S, 40000),
+                vxlan_drop(11 * S + 100_000, [10, 9, 0, 1], 61000),
+                state(11 * S + 1_000_000, 2, 1, 40000),
+            ],
+        );
+        let issues: Vec<&str> = got
+            .retries
+            .iter()
+            .map(|r| r["verdict"]["issue"].as_str().unwrap_or("none"))
+            .collect();
+        assert_eq!(issues, ["vxlan-csum-offload"; 2], "{:#?}", got.retries);
+        // First from the node's set-up alone, then from the receiver's drop itself.
+        assert_eq!(got.retries[0]["drops"], serde_json::json!([]));
+        let last = got.retries.last().unwrap();
+        assert_ne!(last["verdict"]["title"], got.retries[0]["verdict"]["title"]);
+        assert_eq!(last["drops"][0]["reason"], "UDP_CSUM");
+        assert_eq!(last["drops"][0]["via_vxlan"], true);
+        assert!(last["waiting_ms"].as_f64().unwrap() <= 1000.1, "{last}");
+        assert!(last.get("verdict_changed_from").is_none(), "{last}");
+        let connect = got.lines.iter().find(|l| l["type"] == "connect").unwrap();
+        assert_eq!(connect["verdict"]["issue"], "vxlan-csum-offload");
+        assert!(connect.get("verdict_changed_from").is_none(), "{connect}");
+    }
+
+    #[test]
+    fn a_final_verdict_unlike_the_last_shown_says_what_it_was() {
+        // The retried SYN is dropped after the retry's line: a second line names the cause.
+        let mut reply = syn_drop(11 * S + 500_000, 40000, 0xffffffff81a0046f);
+        let mut ev: DropEvent = unsafe { std::ptr::read_unaligned(reply.as_ptr().cast()) };
+        ev.header.ts_ns = 11 * S + 500_000;
+        reply = event::encode(&ev);
+        let got = collect(
+            &mut engine(),
+            &[
+                state(10 * S, 7, 2, 0),
+                retrans(11 * S, 40000),
+                reply,
+                state(13 * S, 2, 1, 40000),
+            ],
+        );
+        assert_eq!(got.retries[0]["verdict"]["issue"], "unanswered-syn");
+        let last = got.retries.last().unwrap();
+        assert_eq!(last["verdict"]["issue"], "netfilter-rule-drop");
+        assert_eq!(last["verdict_changed_from"], "unanswered-syn");
+        assert_eq!(got.lines[0]["verdict"]["issue"], "netfilter-rule-drop");
+        assert!(got.lines[0].get("verdict_changed_from").is_none());
+        // An attempt whose final cause differs from its last line says so: here the retry
+        // event carried no port, so the drop is claimed only at the end (the port learned then).
+        let got = collect(
+            &mut engine(),
+            &[
+                state(10 * S, 7, 2, 0),
+                retrans(11 * S, 0),
+                syn_drop(11 * S + 500_000, 40000, 0xffffffff81a0046f),
+                state(13 * S, 2, 1, 40000),
+            ],
+        );
+        assert_eq!(got.retries.len(), 1, "{:#?}", got.retries);
+        assert_eq!(got.retries[0]["verdict"]["issue"], "unanswered-syn");
+        assert_eq!(got.lines[0]["verdict"]["issue"], "netfilter-rule-drop");
+        assert_eq!(got.lines[0]["verdict_changed_from"], "unanswered-syn");
     }
 
     fn hook_drop(ts: u64, skbaddr: u64, hook: u32) -> Vec<u8> {

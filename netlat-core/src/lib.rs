@@ -20,6 +20,7 @@ pub mod facts;
 pub mod flow;
 pub mod packet;
 pub mod pods;
+pub mod progress;
 pub mod report;
 #[cfg(any(test, feature = "testkit"))]
 pub mod testkit;

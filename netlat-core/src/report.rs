@@ -24,6 +24,11 @@ pub trait Reports {
     fn connect(&mut self, line: &ConnectReport) -> io::Result<()>;
     /// A drop judged on its own (no connect of ours will claim it).
     fn drop_line(&mut self, line: &DropReport) -> io::Result<()>;
+    /// An attempt still waiting, with what is known so far. Its [`ConnectReport`] follows when
+    /// it ends, so a sink that counts attempts (histograms) ignores these.
+    fn retry(&mut self, _line: &RetryReport) -> io::Result<()> {
+        Ok(())
+    }
 }
 
 /// A borrowed port is a port (so a fan-out can hold `&mut dyn Reports`).
@@ -33,6 +38,9 @@ impl<R: Reports + ?Sized> Reports for &mut R {
     }
     fn drop_line(&mut self, line: &DropReport) -> io::Result<()> {
         (**self).drop_line(line)
+    }
+    fn retry(&mut self, line: &RetryReport) -> io::Result<()> {
+        (**self).retry(line)
     }
 }
 
@@ -130,6 +138,10 @@ pub struct ConnectReport {
     pub retransmit_at_ms: Vec<f64>,
     pub drops: Vec<ConnectDrop>,
     pub verdict: Option<Verdict>,
+    /// The provisional verdict id the last progress line of this attempt showed ("none" when
+    /// it showed none), when the final verdict differs from it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub verdict_changed_from: Option<String>,
 }
 
 /// Round to µs so JSON stays short and replays compare equal.
@@ -182,7 +194,73 @@ impl ConnectReport {
                 })
                 .collect(),
             verdict: judged.verdict.clone(),
+            verdict_changed_from: None,
         }
+    }
+}
+
+/// The JSON line of an attempt still in SYN_SENT (`"type":"retry"`, a progress line): the
+/// identity fields of its connect line (`ts` is the attempt's start, as there), how long it has
+/// waited and the verdict the evidence so far supports. Field names are a public contract.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(tag = "type", rename = "retry")]
+pub struct RetryReport {
+    pub ts: String,
+    pub netns: u32,
+    pub pid: u32,
+    pub comm: String,
+    /// The pod (and container) waiting; absent when not in a pod.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pod: Option<PodRef>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pod_missing: Option<String>,
+    pub src: String,
+    pub dst: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub service: Option<String>,
+    /// From the SYN to the event that prompted this line.
+    pub waiting_ms: f64,
+    pub syn_retransmits: u32,
+    pub retransmit_at_ms: Vec<f64>,
+    pub drops: Vec<ConnectDrop>,
+    pub verdict: Option<Verdict>,
+    /// Always true: the connect line at the attempt's end has the final verdict.
+    pub provisional: bool,
+    /// The verdict id this attempt's previous progress line showed, when this one differs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub verdict_changed_from: Option<String>,
+    /// Progress lines (of any attempt) not printed since the last one, by the rate limit.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub suppressed: u64,
+}
+
+impl RetryReport {
+    /// The progress line of `line`, the connect line the attempt would get if it ended now.
+    pub fn waiting(line: ConnectReport) -> Self {
+        RetryReport {
+            ts: line.ts,
+            netns: line.netns,
+            pid: line.pid,
+            comm: line.comm,
+            pod: line.pod,
+            pod_missing: line.pod_missing,
+            src: line.src,
+            dst: line.dst,
+            service: line.service,
+            waiting_ms: line.connect_ms,
+            syn_retransmits: line.syn_retransmits,
+            retransmit_at_ms: line.retransmit_at_ms,
+            drops: line.drops,
+            verdict: line.verdict,
+            provisional: true,
+            verdict_changed_from: None,
+            suppressed: 0,
+        }
+    }
+
+    /// The verdict id shown, "none" without one.
+    pub fn issue(&self) -> &'static str {
+        self.verdict.as_ref().map_or("none", |v| v.issue)
     }
 }
 
@@ -274,6 +352,9 @@ pub struct Summary {
     /// Reported connects whose SYN resend the kernel never reported (`syn_resent_unseen`).
     #[serde(skip_serializing_if = "is_zero")]
     pub retransmits_unseen: u64,
+    /// Progress lines (`"type":"retry"`) the rate limit kept from the output.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub retry_lines_suppressed: u64,
     pub tracker: TrackerStats,
     /// Attempts still in SYN_SENT at the end.
     pub in_flight: u64,

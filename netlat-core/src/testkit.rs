@@ -17,7 +17,7 @@ use crate::{
     event,
     facts::{NoEndpointRule, RealServer},
     pods::{PodAnswer, PodRef, PodView},
-    report::{ConnectReport, DropReport, Reports},
+    report::{ConnectReport, DropReport, Reports, RetryReport},
     verdict::NodeView,
 };
 
@@ -161,6 +161,8 @@ pub const S: u64 = 1_000_000_000;
 #[derive(Debug, Default)]
 pub struct Collect {
     pub lines: Vec<serde_json::Value>,
+    /// Progress lines, apart: most tests are about the lines at an attempt's end.
+    pub retries: Vec<serde_json::Value>,
 }
 
 impl Collect {
@@ -177,6 +179,11 @@ impl Reports for Collect {
     }
     fn drop_line(&mut self, line: &DropReport) -> io::Result<()> {
         self.push(line)
+    }
+    fn retry(&mut self, line: &RetryReport) -> io::Result<()> {
+        self.retries
+            .push(serde_json::to_value(line).map_err(io::Error::other)?);
+        Ok(())
     }
 }
 

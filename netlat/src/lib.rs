@@ -14,3 +14,4 @@ pub mod limits;
 pub mod node;
 pub mod output;
 pub mod record;
+pub mod tui;

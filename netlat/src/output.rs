@@ -8,7 +8,7 @@ use netlat_core::{
     exposure::Exposure,
     facts::NodeFacts,
     pods::PodRef,
-    report::{ConnectReport, DropReport, Hook, Reports, Summary},
+    report::{ConnectReport, DropReport, Hook, Reports, RetryReport, Summary},
 };
 use serde::Serialize;
 
@@ -54,6 +54,10 @@ impl Reports for Fanout<'_> {
     fn drop_line(&mut self, line: &DropReport) -> io::Result<()> {
         let printed = self.printer.drop_line(line);
         self.exports.drop_line(line).and(printed)
+    }
+    fn retry(&mut self, line: &RetryReport) -> io::Result<()> {
+        let printed = self.printer.retry(line);
+        self.exports.retry(line).and(printed)
     }
 }
 
@@ -104,6 +108,9 @@ impl Reports for Closable<'_> {
     fn drop_line(&mut self, line: &DropReport) -> io::Result<()> {
         self.write(|p| p.drop_line(line))
     }
+    fn retry(&mut self, line: &RetryReport) -> io::Result<()> {
+        self.write(|p| p.retry(line))
+    }
 }
 
 impl Printer for Closable<'_> {
@@ -134,6 +141,9 @@ impl<R: Reports> Reports for ReportsOnly<R> {
     }
     fn drop_line(&mut self, line: &DropReport) -> io::Result<()> {
         self.0.drop_line(line)
+    }
+    fn retry(&mut self, line: &RetryReport) -> io::Result<()> {
+        self.0.retry(line)
     }
 }
 
@@ -178,6 +188,10 @@ impl<W: Write> Reports for JsonPrinter<W> {
     }
 
     fn drop_line(&mut self, line: &DropReport) -> io::Result<()> {
+        self.line(line)
+    }
+
+    fn retry(&mut self, line: &RetryReport) -> io::Result<()> {
         self.line(line)
     }
 }
@@ -258,16 +272,7 @@ impl<W: Write, E: Write> Reports for HumanPrinter<W, E> {
                 .collect();
             format!("SYN at 0 → retries at {} ms", steps.join(", "))
         };
-        let who = if c.comm.is_empty() {
-            String::new()
-        } else {
-            format!("{}[{}] ", c.comm, c.pid)
-        };
-        let service = c
-            .service
-            .as_ref()
-            .map(|s| format!(" (service {s})"))
-            .unwrap_or_default();
+        let (who, service) = who_and_service(&c.comm, c.pid, c.service.as_deref());
         let dst_pod = c
             .dst_pod
             .as_ref()
@@ -284,6 +289,12 @@ impl<W: Write, E: Write> Reports for HumanPrinter<W, E> {
             where_from(c.pod.as_ref(), c.pod_missing.as_deref(), c.netns)
         )?;
         writeln!(self.out, "    {ladder}")?;
+        if let Some(was) = &c.verdict_changed_from {
+            writeln!(
+                self.out,
+                "    (verdict changed: the progress lines said {was})"
+            )?;
+        }
         for d in &c.drops {
             writeln!(
                 self.out,
@@ -350,6 +361,76 @@ impl<W: Write, E: Write> Reports for HumanPrinter<W, E> {
         )?;
         writeln!(self.out, "       fix: {}", v.remedy)?;
         self.out.flush()
+    }
+
+    fn retry(&mut self, r: &RetryReport) -> io::Result<()> {
+        writeln!(self.out, "{}", waiting_line(r))?;
+        self.out.flush()
+    }
+}
+
+/// `curl[42] ` (nothing without a command name) and ` (service ns/name:port)`.
+fn who_and_service(comm: &str, pid: u32, service: Option<&str>) -> (String, String) {
+    let who = if comm.is_empty() {
+        String::new()
+    } else {
+        format!("{comm}[{pid}] ")
+    };
+    let service = service
+        .map(|s| format!(" (service {s})"))
+        .unwrap_or_default();
+    (who, service)
+}
+
+/// A progress line in one human line: how long the attempt has waited, at which SYN retry,
+/// and the cause so far (`WAITING 1.0 s … SYN retry 1, vxlan-csum-offload (high): …`).
+pub fn waiting_line(r: &RetryReport) -> String {
+    let (who, service) = who_and_service(&r.comm, r.pid, r.service.as_deref());
+    let cause = match &r.verdict {
+        Some(v) => format!(
+            "{} ({}): {}",
+            v.issue,
+            format!("{:?}", v.confidence).to_lowercase(),
+            cause_in_brief(r, v)
+        ),
+        None => "no known issue fits yet".to_string(),
+    };
+    let changed = r
+        .verdict_changed_from
+        .as_ref()
+        .map(|w| format!(" (was {w})"))
+        .unwrap_or_default();
+    let suppressed = if r.suppressed > 0 {
+        format!(" [{} progress lines suppressed before this]", r.suppressed)
+    } else {
+        String::new()
+    };
+    format!(
+        "{} WAITING {:>5.1} s  {who}{} -> {}{service}  {}  SYN retry {}, {cause}{changed}{suppressed}",
+        r.ts,
+        r.waiting_ms / 1000.0,
+        r.src,
+        r.dst,
+        where_from(r.pod.as_ref(), r.pod_missing.as_deref(), r.netns),
+        r.syn_retransmits
+    )
+}
+
+/// The drop that names the cause when one was seen (`UDP_CSUM drop at …, inner VXLAN
+/// flow`), else the catalog's title.
+fn cause_in_brief(r: &RetryReport, v: &netlat_core::verdict::Verdict) -> String {
+    match r.drops.first() {
+        Some(d) => format!(
+            "{} drop at {}{}",
+            d.reason,
+            d.location,
+            if d.via_vxlan {
+                " of the tunnel packet"
+            } else {
+                ""
+            }
+        ),
+        None => v.title.to_string(),
     }
 }
 
@@ -421,6 +502,14 @@ impl<W: Write, E: Write> Printer for HumanPrinter<W, E> {
                 k.retrans_fail,
                 k.listen_overflows,
                 k.listen_drops
+            )?;
+        }
+        if s.retry_lines_suppressed > 0 {
+            writeln!(
+                self.err,
+                "netlat: {} progress (WAITING) lines suppressed by the rate limit of {} a second",
+                s.retry_lines_suppressed,
+                netlat_core::progress::LINES_PER_S
             )?;
         }
         if s.retransmits_unseen > 0 {
@@ -602,6 +691,85 @@ mod tests {
         );
         let json = serde_json::to_value(&line).unwrap();
         assert_eq!(json["service"], "default/web:http");
+    }
+
+    /// The progress line of `attempt()` one second in, with a VXLAN drop judged as the cause.
+    fn waiting_vxlan() -> RetryReport {
+        let clock = WallClock { offset_ns: 0 };
+        let mut a = attempt();
+        a.outcome = Outcome::Pending;
+        a.end_ns = 2_011_000_000;
+        let mut line = ConnectReport::new(&a, &unjudged(), &clock);
+        line.drops.push(netlat_core::report::ConnectDrop {
+            reason: "UDP_CSUM".into(),
+            location: "udp_queue_rcv_one_skb+0x2f".into(),
+            at_ms: 0.2,
+            netns: 4026532001,
+            ifindex: 3,
+            direction: netlat_core::flow::Direction::Forward,
+            via_vxlan: true,
+            via_nat: true,
+            packet: None,
+            conntrack: None,
+            repeats: 0,
+        });
+        line.verdict = Some(netlat_core::verdict::Verdict {
+            issue: "vxlan-csum-offload",
+            title: "t",
+            confidence: netlat_core::verdict::Confidence::High,
+            evidence: vec![],
+            missing: vec![],
+            remedy: "r",
+        });
+        let mut r = RetryReport::waiting(line);
+        r.verdict_changed_from = Some("unanswered-syn".into());
+        r
+    }
+
+    #[test]
+    fn progress_lines_in_json_and_human_form() {
+        let r = waiting_vxlan();
+        let mut buf = Vec::new();
+        JsonPrinter::new(&mut buf).retry(&r).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&buf).unwrap();
+        assert_eq!(v["type"], "retry");
+        assert_eq!(v["provisional"], true);
+        assert_eq!(v["waiting_ms"], 1011.0);
+        assert_eq!(v["syn_retransmits"], 1);
+        assert_eq!(v["verdict"]["issue"], "vxlan-csum-offload");
+        assert_eq!(v["verdict_changed_from"], "unanswered-syn");
+        assert!(v.get("suppressed").is_none(), "{v}");
+        let mut out = Vec::new();
+        HumanPrinter::new(&mut out, Vec::new()).retry(&r).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert_eq!(text.lines().count(), 1, "{text}");
+        assert!(
+            text.contains(
+                "WAITING   1.0 s  curl[42] 10.0.0.1:40000 -> 10.0.0.2:8080  netns 4026532000  SYN retry 1, \
+                 vxlan-csum-offload (high): UDP_CSUM drop at udp_queue_rcv_one_skb+0x2f of the \
+                 tunnel packet (was unanswered-syn)"
+            ),
+            "{text}"
+        );
+    }
+
+    /// Histograms count each attempt once, at its end: progress lines go past the exports.
+    #[test]
+    fn exports_count_an_attempt_once_whatever_its_progress_lines() {
+        let clock = WallClock { offset_ns: 0 };
+        let mut exports =
+            Exports::open(&ExportOptions::default(), std::time::SystemTime::UNIX_EPOCH).unwrap();
+        let mut printed = Vec::new();
+        {
+            let mut json = JsonPrinter::new(&mut printed);
+            let mut fan = Fanout::new(&mut json, &mut exports);
+            fan.retry(&waiting_vxlan()).unwrap();
+            fan.retry(&waiting_vxlan()).unwrap();
+            fan.connect(&ConnectReport::new(&attempt(), &unjudged(), &clock))
+                .unwrap();
+        }
+        assert_eq!(exports.histograms().count(), 1);
+        assert_eq!(String::from_utf8(printed).unwrap().lines().count(), 3);
     }
 
     #[test]

@@ -17,8 +17,9 @@ use anyhow::{Context as _, Result, bail};
 use crate::{command, exec, find_program, is_root, output, workspace_root};
 
 /// Debian packages whose tools the lab tests call (ip, nft, iptables, conntrack, ethtool,
-/// python3, sysctl/ps, modprobe, bpftool, and prometheus, which the export test runs on
-/// loopback to scrape `--listen`), and the build's `protoc`.
+/// python3, sysctl/ps, modprobe, bpftool, prometheus, which the export test runs on
+/// loopback to scrape `--listen`, and tmux, the headless terminal of the `watch --tui` test),
+/// and the build's `protoc`.
 const APT_PACKAGES: &[&str] = &[
     "iproute2",
     "nftables",
@@ -30,6 +31,7 @@ const APT_PACKAGES: &[&str] = &[
     "kmod",
     "bpftool",
     "prometheus",
+    "tmux",
     // `cargo xtask vm-test`: QEMU (TCG), the guest's busybox, initramfs packing, the static
     // guest helper (gcc + libc6-dev), .ko.xz modules, ipvsadm for the IPVS scenarios.
     "qemu-system-x86",

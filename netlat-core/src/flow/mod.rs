@@ -529,6 +529,11 @@ impl<S: BuildHasher> Tracker<S> {
     /// A drop. Returns whether it was matched to an attempt in flight now (it may still be
     /// matched later, when an attempt learns its source port).
     pub fn drop(&mut self, d: DropRecord) -> bool {
+        self.drop_matched(d).is_some()
+    }
+
+    /// [`Tracker::drop`], naming the attempt the drop was matched to now.
+    pub fn drop_matched(&mut self, d: DropRecord) -> Option<SockKey> {
         self.stats.drops_seen += 1;
         let keys = drop_keys(&d);
         for (key, via) in keys.iter() {
@@ -555,13 +560,13 @@ impl<S: BuildHasher> Tracker<S> {
                     &mut flow.drops,
                     StoredDrop::new(m, own, &mut self.shared),
                 );
-                return true;
+                return Some(sock);
             }
         }
         if !keys.is_empty() {
             self.remember(d, &keys);
         }
-        false
+        None
     }
 
     /// The distinct pair hashes of a drop's keys (a drop enters each list once). Keys come in

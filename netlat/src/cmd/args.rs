@@ -119,6 +119,11 @@ pub struct WatchArgs {
     /// and CRI-O sockets that exist at their usual paths).
     #[arg(long, value_name = "PATH")]
     pub cri_socket: Vec<std::path::PathBuf>,
+    /// A live terminal view instead of lines: attempts waiting now with their cause so far, the
+    /// last minute per cause and destination, latency per cause, losses and hooks. Keys: q
+    /// quit, p pause, c next cause, a all causes.
+    #[arg(long, conflicts_with = "output")]
+    pub tui: bool,
 }
 
 /// `--summary-interval`: whole or fractional seconds, 0 for "only at exit". Below 0.1 s the

@@ -18,7 +18,14 @@ use args::{Cli, Command};
 /// `main`), so subcommands just return their write errors.
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Watch(a) => watch::main(&a.into()),
+        Command::Watch(a) => {
+            let cfg: watch::WatchConfig = a.into();
+            if cfg.tui {
+                crate::tui::main(&cfg)
+            } else {
+                watch::main(&cfg)
+            }
+        }
         Command::Doctor(a) => doctor::main(&a),
         Command::Replay(a) => replay::main(&a.into()),
         Command::Report(a) => report::main(&a),

@@ -194,6 +194,17 @@ mod tests {
         assert_eq!(got, lines(&then, &kinds));
         assert_eq!(got.iter().filter(|l| l["type"] == "connect").count(), 3);
         assert!(got.iter().all(|l| l.get("service").is_none()));
+        // The replay now also prints each attempt's progress line at its SYN retry, naming the
+        // cause its connect line names (the v1 lines above are unchanged: none changed cause).
+        let connects: Vec<_> = got.iter().filter(|l| l["type"] == "connect").collect();
+        let retries = lines(&out, &["retry"]);
+        assert_eq!(retries.len(), 3, "{retries:#?}");
+        for (r, c) in retries.iter().zip(&connects) {
+            assert_eq!(r["src"], c["src"]);
+            assert_eq!(r["verdict"]["issue"], c["verdict"]["issue"]);
+            assert!(r["waiting_ms"].as_f64().unwrap() <= c["connect_ms"].as_f64().unwrap());
+            assert!(c.get("verdict_changed_from").is_none());
+        }
         // The histograms of that run, and now also the delay its SYN retries added.
         let hist = lines(&out, &["histogram"]).pop().unwrap();
         let old = lines(&then, &["histogram"]).pop().unwrap();

@@ -60,6 +60,8 @@ pub struct WatchConfig {
     pub exports: ExportOptions,
     /// `--cri-socket` paths (empty: the usual ones that exist).
     pub cri_sockets: Vec<PathBuf>,
+    /// A live terminal view instead of lines (`netlat watch --tui`).
+    pub tui: bool,
 }
 
 impl From<WatchArgs> for WatchConfig {
@@ -76,6 +78,7 @@ impl From<WatchArgs> for WatchConfig {
                 listen: a.listen,
             },
             cri_sockets: a.cri_socket,
+            tui: a.tui,
         }
     }
 }
@@ -138,7 +141,7 @@ pub fn main(cfg: &WatchConfig) -> anyhow::Result<ExitCode> {
 }
 
 /// A signal's next delivery; never, without a handler.
-async fn recv(s: Option<&mut tokio::signal::unix::Signal>) {
+pub(crate) async fn recv(s: Option<&mut tokio::signal::unix::Signal>) {
     match s {
         Some(s) => {
             s.recv().await;

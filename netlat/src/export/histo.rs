@@ -378,6 +378,7 @@ pub(crate) mod tests {
                 missing: vec![],
                 remedy: "r",
             }),
+            verdict_changed_from: None,
         }
     }
 

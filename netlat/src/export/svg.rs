@@ -51,35 +51,117 @@ fn tick_label(ms: f64) -> String {
     }
 }
 
-/// Render the plot (a complete SVG document).
-pub fn render(title: &str, series: &[Series]) -> String {
-    let values = series.iter().flat_map(|s| s.points.iter().map(|p| p.0));
-    let (mut lo, mut hi) = values.fold((f64::INFINITY, 0.0f64), |(lo, hi), v| {
-        (lo.min(v.max(0.001)), hi.max(v))
-    });
-    if !lo.is_finite() {
-        // Nothing recorded: an empty 1 ms … 100 s frame.
-        (lo, hi) = (1.0, 100_000.0);
-    }
-    // Whole decades, at least one wide.
-    let lo_exp = lo.log10().floor() as i32;
-    let hi_exp = (hi.log10().ceil() as i32).max(lo_exp + 1);
-    // 1-2-5 ticks over a few decades (slow connects often sit within 1 … 10 s), decades only
-    // over a wide range.
-    let steps: &[f64] = if hi_exp - lo_exp <= 3 {
+/// When the kernel resends an unanswered SYN, in ms after the first: before 6.5 (and with
+/// `tcp_syn_linear_timeouts=0`) the RTO doubles from 1 s.
+pub const LADDER_MS: [f64; 7] = [
+    1_000.0, 3_000.0, 7_000.0, 15_000.0, 31_000.0, 63_000.0, 127_000.0,
+];
+/// From 6.5 (`tcp_syn_linear_timeouts=4`): five resends 1 s apart, then doubling.
+pub const LINEAR_LADDER_MS: [f64; 10] = [
+    1_000.0, 2_000.0, 3_000.0, 4_000.0, 5_000.0, 7_000.0, 11_000.0, 19_000.0, 35_000.0, 67_000.0,
+];
+
+/// Room kept between the data and the frame, as a factor on the log axis.
+const PAD: f64 = 1.1;
+
+/// The axis: its ends and its ticks (1-2-5 over a few decades, decades over a wide range).
+/// The ends are ticks or ladder steps beyond the data with room to spare, so a population
+/// at one value (all 1 s connects) is drawn inside the frame, not on its edge.
+fn axis(lo: f64, hi: f64) -> (f64, f64, Vec<f64>) {
+    let span = (hi / lo).log10();
+    let steps: &[f64] = if span <= 2.5 {
         &[1.0, 2.0, 5.0]
     } else {
         &[1.0]
     };
-    let ticks: Vec<f64> = (lo_exp..hi_exp)
+    let lo_exp = (lo / PAD).log10().floor() as i32 - 1;
+    let hi_exp = (hi * PAD).log10().ceil() as i32 + 1;
+    let nice: Vec<f64> = (lo_exp..=hi_exp)
         .flat_map(|e| steps.iter().map(move |m| m * 10f64.powi(e)))
-        .chain(std::iter::once(10f64.powi(hi_exp)))
         .collect();
+    let ends = nice.iter().chain(&LADDER_MS).copied();
+    let start = ends
+        .clone()
+        .filter(|v| *v <= lo / PAD)
+        .fold(f64::NEG_INFINITY, f64::max);
+    let end = ends
+        .filter(|v| *v >= hi * PAD)
+        .fold(f64::INFINITY, f64::min);
+    let mut ticks: Vec<f64> = nice
+        .into_iter()
+        .filter(|v| (start..=end).contains(v))
+        .collect();
+    for v in [start, end] {
+        if !ticks.iter().any(|t| (t / v - 1.0).abs() < 1e-9) {
+            ticks.push(v);
+        }
+    }
+    ticks.sort_by(f64::total_cmp);
+    (start, end, ticks)
+}
+
+/// The SYN ladder's times inside the axis: dashed (< 6.5) and dotted (≥ 6.5 only) lines
+/// across the plot, each labelled above the frame, and a key under the legend, so a reader
+/// sees which retry a cause costs.
+fn ladder_marks(s: &mut String, start: f64, end: f64, x: &dyn Fn(f64) -> f64) {
+    let inside = |ms: &f64| (start..=end).contains(ms);
+    let plot_h = HEIGHT - TOP - BOTTOM;
+    let _ = writeln!(
+        s,
+        r##"<g stroke="#777777" stroke-width="1" fill="#555555" font-size="10" text-anchor="middle">"##
+    );
+    for (times, dash) in [(&LADDER_MS[..], "6 3"), (&LINEAR_LADDER_MS[..], "1 3")] {
+        for ms in times.iter().filter(|m| inside(m)) {
+            // A time both ladders share is drawn once, dashed.
+            if dash == "1 3" && LADDER_MS.contains(ms) {
+                continue;
+            }
+            let xv = x(*ms);
+            let _ = writeln!(
+                s,
+                r#"<line class="ladder" x1="{xv:.1}" y1="{TOP}" x2="{xv:.1}" y2="{:.1}" stroke-dasharray="{dash}"><title>SYN retry at {}</title></line>"#,
+                TOP + plot_h,
+                escape(&tick_label(*ms))
+            );
+            let _ = writeln!(
+                s,
+                r#"<text x="{xv:.1}" y="{:.1}" stroke="none">{}</text>"#,
+                TOP - 6.0,
+                ms / 1000.0
+            );
+        }
+    }
+    let _ = writeln!(s, "</g>");
+    let lx = WIDTH - RIGHT + 20.0;
+    let ly = HEIGHT - BOTTOM - 40.0;
+    let _ = writeln!(
+        s,
+        r##"<g font-size="10" fill="#333333" stroke="#777777"><line x1="{lx:.1}" y1="{ly:.1}" x2="{:.1}" y2="{ly:.1}" stroke-dasharray="6 3"/><text x="{:.1}" y="{:.1}" stroke="none">SYN retries: 1, 3, 7 … 63 s</text><line x1="{lx:.1}" y1="{:.1}" x2="{:.1}" y2="{:.1}" stroke-dasharray="1 3"/><text x="{:.1}" y="{:.1}" stroke="none">from 6.5: 1, 2, 3 … 67 s</text></g>"##,
+        lx + 24.0,
+        lx + 30.0,
+        ly + 4.0,
+        ly + 16.0,
+        lx + 24.0,
+        ly + 16.0,
+        lx + 30.0,
+        ly + 20.0
+    );
+}
+
+/// Render the plot (a complete SVG document).
+pub fn render(title: &str, series: &[Series]) -> String {
+    let values = series.iter().flat_map(|s| s.points.iter().map(|p| p.0));
+    let (mut lo, mut hi) = values.fold((f64::INFINITY, 0.0f64), |(lo, hi), v| {
+        (lo.min(v.max(0.001)), hi.max(v.max(0.001)))
+    });
+    if !lo.is_finite() {
+        // Nothing recorded: an empty 1 ms … 100 s frame.
+        (lo, hi) = (1.1, 90_000.0);
+    }
+    let (start, end, ticks) = axis(lo, hi);
     let plot_w = WIDTH - LEFT - RIGHT;
     let plot_h = HEIGHT - TOP - BOTTOM;
-    let x = |ms: f64| {
-        LEFT + (ms.max(0.001).log10() - f64::from(lo_exp)) / f64::from(hi_exp - lo_exp) * plot_w
-    };
+    let x = |ms: f64| LEFT + (ms.max(0.001) / start).log10() / (end / start).log10() * plot_w;
     let y = |frac: f64| TOP + (1.0 - frac) * plot_h;
 
     let mut s = String::new();
@@ -149,6 +231,7 @@ pub fn render(title: &str, series: &[Series]) -> String {
         r##"<rect x="{LEFT}" y="{TOP}" width="{plot_w}" height="{plot_h}" fill="none" stroke="#333333"/>"##
     );
 
+    ladder_marks(&mut s, start, end, &x);
     for (i, ser) in series.iter().enumerate() {
         let colour = COLOURS[i % COLOURS.len()];
         let total: u64 = ser.points.iter().map(|p| p.1).sum();
@@ -293,12 +376,19 @@ pub(crate) mod tests {
         assert!(doc.contains("netfilter-rule-drop (3)"));
         assert!(doc.contains("none &lt;odd &amp; &quot;name&quot;&gt; (3)"));
         assert!(doc.contains("connect latency (log scale)"));
-        // 100 ms … 100 s on the axis, in 1-2-5 steps.
+        // 200 ms … 100 s on the axis (a step beyond the data each side), in 1-2-5 steps.
         for t in [
-            "100 ms", "200 ms", "500 ms", "1 s", "2 s", "5 s", "10 s", "100 s",
+            "200 ms", "500 ms", "1 s", "2 s", "5 s", "10 s", "20 s", "50 s", "100 s",
         ] {
             assert!(doc.contains(&format!(">{t}</text>")), "tick {t}");
         }
+        assert!(!doc.contains(">100 ms</text>"));
+        // The ladder up to 63 s (and 67 s from 6.5) is marked.
+        let marks = doc.matches("class=\"ladder\"").count();
+        // 1, 3, 7, 15, 31, 63 s and, from 6.5 only, 2, 4, 5, 11, 19, 35, 67 s.
+        assert_eq!(marks, 6 + 7, "{doc}");
+        assert!(doc.contains("<title>SYN retry at 63 s</title>"));
+        assert!(doc.contains("<title>SYN retry at 67 s</title>"));
         // Every point lies inside the plot frame.
         for poly in doc.lines().filter(|l| l.starts_with("<polyline")) {
             let pts = poly
@@ -317,6 +407,79 @@ pub(crate) mod tests {
         }
         // The last point of each line is at 100 %.
         assert!(doc.contains(&format!(",{TOP:.1}\"")));
+    }
+
+    /// The points of each polyline, as (x, y).
+    fn points(doc: &str) -> Vec<(f64, f64)> {
+        doc.lines()
+            .filter(|l| l.starts_with("<polyline"))
+            .flat_map(|l| {
+                let pts = l
+                    .split("points=\"")
+                    .nth(1)
+                    .unwrap()
+                    .split('"')
+                    .next()
+                    .unwrap();
+                pts.split(' ')
+                    .map(|p| {
+                        let (px, py) = p.split_once(',').unwrap();
+                        (px.parse().unwrap(), py.parse().unwrap())
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    }
+
+    /// Two IPv6 connects of 1.0 and 1.02 s once drew as a vertical line on the frame's left
+    /// edge: the axis started exactly at the smallest value.
+    #[test]
+    fn a_population_of_one_second_connects_is_not_drawn_on_the_frame_edge() {
+        let doc = render(
+            "1 s",
+            &[Series {
+                name: "netfilter-rule-drop".into(),
+                points: vec![(1000.0, 1), (1020.0, 1)],
+            }],
+        );
+        check_xml(&doc).unwrap();
+        let plot_w = WIDTH - LEFT - RIGHT;
+        for (px, _) in points(&doc) {
+            assert!(
+                px > LEFT + plot_w * 0.2 && px < WIDTH - RIGHT - plot_w * 0.2,
+                "{px}\n{doc}"
+            );
+        }
+        // Padded to whole steps: 500 ms … 2 s, and the first retry marked at 1 s (the data).
+        assert!(
+            doc.contains(">500 ms</text>") && doc.contains(">2 s</text>"),
+            "{doc}"
+        );
+        let one_s = doc
+            .lines()
+            .find(|l| l.contains("<title>SYN retry at 1 s</title>"))
+            .unwrap();
+        let x1: f64 = one_s
+            .split("x1=\"")
+            .nth(1)
+            .unwrap()
+            .split('"')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!((points(&doc)[0].0 - x1).abs() < 0.2, "{one_s}");
+        // One value only (a single connect) also stays inside.
+        let doc = render(
+            "one",
+            &[Series {
+                name: "x".into(),
+                points: vec![(63_000.0, 1)],
+            }],
+        );
+        for (px, _) in points(&doc) {
+            assert!(px > LEFT + 1.0 && px < WIDTH - RIGHT - 1.0, "{px}");
+        }
     }
 
     #[test]
