@@ -2,13 +2,14 @@
 //! (`sock:inet_sock_set_state`, as a tracepoint or tp_btf).
 //!
 //! Attempts, not transitions, leave the kernel. CLOSE→SYN_SENT puts the attempt in the
-//! `ATTEMPTS` table; its end removes it. An attempt that ends below the threshold with no SYN
-//! retransmit ships nothing (only the `FAST` count): the common fast connect costs a table
+//! `ATTEMPTS` table; its end removes it. An attempt that ends established below the threshold
+//! with no SYN retransmit ships nothing (only the `FAST` count): the common fast connect costs a table
 //! insert and a delete, no ring traffic. An attempt is shipped (its start from the table, then
 //! its events) at its first SYN retransmit ([`attempt_for_retransmit`]) or at a slow end; user
 //! space reads the table at stop for those still waiting. Drops ship as before: a drop that
 //! matters makes the SYN retry or the attempt slow, and a drop of a fast attempt was never
-//! reported (only slow attempts are).
+//! reported (only slow attempts are). A fast failure ships (a refused connect is rare and may be
+//! kube-proxy's REJECT of a Service without endpoints).
 //!
 //! Every shipped event carries the attempt's start from the table (`start_ns`), so user space
 //! can tell an attempt's end from another attempt's on a reused socket.
@@ -55,7 +56,7 @@ pub fn try_sock_state(ctx: &TracePointContext) -> Result<(), i32> {
     let ending = if newstate == syn_sent {
         None
     } else {
-        match end(skaddr) {
+        match end(skaddr, newstate) {
             Some(e) => Some(e),
             None => return Ok(()),
         }
@@ -102,7 +103,7 @@ pub fn sock_state_btf(ctx: &BtfTracePointContext) {
     if newstate == syn_sent {
         let (netns, addrs) = btf_sock(sk);
         start(sk as u64, netns, &addrs);
-    } else if let Some((start_ns, _)) = end(sk as u64) {
+    } else if let Some((start_ns, _)) = end(sk as u64, newstate) {
         let (netns, addrs) = btf_sock(sk);
         ship_end(sk as u64, netns, oldstate, newstate, &addrs, start_ns);
     }
@@ -153,8 +154,10 @@ fn start(skaddr: u64, netns: u32, addrs: &Addrs) {
 /// SYN_SENT→anything: remove the attempt from the table, shipping its start first when the
 /// attempt is slow and unshipped. `None`: it ended fast and unshipped, so it stays in the kernel
 /// (counted). Else the attempt's start and netns from the table (`(0, 0)`: not in it).
+/// A fast *failure* (SYN_SENT→CLOSE: refused, reset or abandoned) still ships: user space
+/// reports a fast refusal when kube-proxy's no-endpoint REJECT made it (`service-no-endpoints`).
 #[inline(always)]
-fn end(skaddr: u64) -> Option<(u64, u32)> {
+fn end(skaddr: u64, newstate: u32) -> Option<(u64, u32)> {
     let Some(p) = ATTEMPTS.get_ptr_mut(&skaddr) else {
         return Some((0, 0));
     };
@@ -162,7 +165,7 @@ fn end(skaddr: u64) -> Option<(u64, u32)> {
     let (start_ns, netns, flags) = unsafe { ((*p).start_ns, (*p).netns, (*p).flags) };
     if flags & attempt_flag::SHIPPED == 0 {
         let now = unsafe { bpf_ktime_get_ns() };
-        if now.saturating_sub(start_ns) < conf!(connect_threshold_ns) {
+        if newstate != TCP_CLOSE && now.saturating_sub(start_ns) < conf!(connect_threshold_ns) {
             let _ = ATTEMPTS.remove(&skaddr);
             count_stat(attempt_stat::FAST);
             return None;
