@@ -406,17 +406,29 @@ fn lookup_netns(netns: u32, node: Option<u32>, at: NatWhere) -> Vec<u32> {
     out
 }
 
-/// The wire tuple of `tuple` in the calling thread's conntrack, when NAT changed it.
-fn wire_here(tuple: &FiveTuple) -> Option<FiveTuple> {
+/// What a namespace's conntrack says about a connect's tuple.
+enum Entry {
+    /// No entry (or the lookup failed).
+    Absent,
+    /// An entry; the wire tuple when NAT changed it.
+    Found(Option<FiveTuple>),
+}
+
+fn wire_here(tuple: &FiveTuple) -> Entry {
     match crate::node::ctnl::lookup(tuple) {
-        Ok(Some(e)) => Some(e.wire_tuple()).filter(|w| w != tuple),
-        Ok(None) => None,
+        Ok(Some(e)) => Entry::Found(Some(e.wire_tuple()).filter(|w| w != tuple)),
+        Ok(None) => Entry::Absent,
         Err(e) => {
             tracing::debug!("conntrack lookup of {tuple}: {e}");
-            None
+            Entry::Absent
         }
     }
 }
+
+/// The retried SYN that prompted a question about a pod's connect may still be on its way
+/// through the pod's veth to the node, whose conntrack then has no entry yet: one more look
+/// this much later (on the worker, never the event loop).
+const NODE_SECOND_LOOK: Duration = Duration::from_millis(2);
 
 impl CtNatLookup {
     fn take(&mut self, out: &mut Vec<(SockKey, FiveTuple)>, answer: (SockKey, Option<FiveTuple>)) {
@@ -436,9 +448,19 @@ impl netlat_core::engine::NatLookup for CtNatLookup {
     fn ask(&mut self, sock: SockKey, tuple: FiveTuple, at: NatWhere) -> Option<FiveTuple> {
         for netns in lookup_netns(sock.netns, self.node, at) {
             let tx = self.tx.clone();
+            let forwarded = netns != sock.netns;
             let job = move || {
+                let mut entry = wire_here(&tuple);
+                if matches!(entry, Entry::Absent) && forwarded {
+                    std::thread::sleep(NODE_SECOND_LOOK);
+                    entry = wire_here(&tuple);
+                }
+                let wire = match entry {
+                    Entry::Found(wire) => wire,
+                    Entry::Absent => None,
+                };
                 // The loop may have stopped; nothing then waits for the answer.
-                let _ = tx.send((sock, wire_here(&tuple)));
+                let _ = tx.send((sock, wire));
             };
             match self.workers.submit(netns, job) {
                 Ok(()) => {
