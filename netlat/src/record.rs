@@ -878,6 +878,15 @@ mod tests {
         assert_eq!(r.claim(7, 1), Some(ev));
         assert_eq!(r.masquerade(7), Some((1, 1)));
         assert_eq!(r.masquerade(7), None);
+        // The node's DNAT, per namespace and in order; a recording without it answers no.
+        for (netns, answer) in [(7, true), (7, false), (8, true)] {
+            answers.borrow_mut().push(Note::NodeDnat { netns, answer });
+        }
+        assert!(r.node_dnat(8));
+        assert!(r.node_dnat(7));
+        assert!(!r.node_dnat(7));
+        assert!(!r.node_dnat(7));
+        assert!(!r.node_dnat(9));
         let web: SocketAddr = "10.96.0.20:80".parse().unwrap();
         answers.borrow_mut().push(Note::Service {
             netns: 7,
