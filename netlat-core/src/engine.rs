@@ -38,11 +38,22 @@ impl Counters for NoCounters {
     }
 }
 
-/// Conntrack lookups in the client's netns: the tuple a connect's packets carry after NAT.
+/// Which conntrack tables a NAT lookup asks about one connect.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct NatWhere {
+    /// The connect's own namespace (its SNAT, or a DNAT done where the client runs).
+    pub own: bool,
+    /// The node's namespace: a pod's packets are forwarded by the node, where kube-proxy
+    /// DNATs a ClusterIP to a backend pod.
+    pub node: bool,
+}
+
+/// Conntrack lookups: the tuple a connect's packets carry after NAT.
 pub trait NatLookup {
-    /// Ask for the on-the-wire tuple, after NAT, of `tuple` sent by `sock`. A synchronous
-    /// lookup answers here (when the tuple differs); an asynchronous one from [`Self::answers`].
-    fn ask(&mut self, sock: SockKey, tuple: FiveTuple) -> Option<FiveTuple>;
+    /// Ask for the on-the-wire tuple, after NAT, of `tuple` sent by `sock`, in the conntrack
+    /// tables `at` names. A synchronous lookup answers here (when the tuple differs); an
+    /// asynchronous one from [`Self::answers`].
+    fn ask(&mut self, sock: SockKey, tuple: FiveTuple, at: NatWhere) -> Option<FiveTuple>;
 
     /// Answers (sockets whose wire tuple differs) that arrived since the last call. The engine
     /// calls this once per event; `wait_for` is a socket whose attempt is about to be judged,
@@ -56,7 +67,7 @@ pub trait NatLookup {
 pub struct NoNatLookup;
 
 impl NatLookup for NoNatLookup {
-    fn ask(&mut self, _: SockKey, _: FiveTuple) -> Option<FiveTuple> {
+    fn ask(&mut self, _: SockKey, _: FiveTuple, _: NatWhere) -> Option<FiveTuple> {
         None
     }
 }
@@ -204,11 +215,8 @@ impl Engine {
                 // into a storm of conntrack lookups that can only answer "not NATed".
                 if self.tracker.first_retransmit(&r.sock)
                     && let Some(t) = self.tracker.tuple_of(&r.sock)
-                    && self
-                        .node
-                        .masquerade(r.sock.netns)
-                        .is_none_or(|(rules, _)| rules > 0)
-                    && let Some(wire) = self.nat.ask(r.sock, t)
+                    && let Some(at) = self.nat_where(r.sock.netns)
+                    && let Some(wire) = self.nat.ask(r.sock, t, at)
                 {
                     self.tracker.alias(&r.sock, wire);
                     self.remember_wire(r.sock, wire);
@@ -349,6 +357,20 @@ impl Engine {
         (line.pod, line.pod_missing) = pod_fields(self.pods.pod(a.sock.netns, Some(a.tgid)));
         line.dst_pod = self.dst_pod(a);
         sink.connect(&line)
+    }
+
+    /// Which conntrack tables may know a connect from `netns` NATed: its own where SNAT/
+    /// MASQUERADE rules exist (or nothing is known), the node's where the node DNATs a pod's
+    /// connects. `None`: neither, so nothing is asked.
+    fn nat_where(&self, netns: u32) -> Option<NatWhere> {
+        let at = NatWhere {
+            own: self
+                .node
+                .masquerade(netns)
+                .is_none_or(|(rules, _)| rules > 0),
+            node: self.node.node_dnat(netns),
+        };
+        (at.own || at.node).then_some(at)
     }
 
     /// The pod on this node a connect reached: its destination after DNAT (conntrack's answer,
@@ -509,7 +531,7 @@ mod tests {
     /// The client's conntrack: port 40000 leaves as 10.9.0.1:61000.
     struct Masq;
     impl NatLookup for Masq {
-        fn ask(&mut self, _: SockKey, t: FiveTuple) -> Option<FiveTuple> {
+        fn ask(&mut self, _: SockKey, t: FiveTuple, _: NatWhere) -> Option<FiveTuple> {
             Some(FiveTuple {
                 src: "10.9.0.1:61000".parse().ok()?,
                 ..t
@@ -673,8 +695,8 @@ mod tests {
         due: Vec<(SockKey, FiveTuple)>,
     }
     impl NatLookup for LateMasq {
-        fn ask(&mut self, sock: SockKey, t: FiveTuple) -> Option<FiveTuple> {
-            self.due.push((sock, Masq.ask(sock, t)?));
+        fn ask(&mut self, sock: SockKey, t: FiveTuple, at: NatWhere) -> Option<FiveTuple> {
+            self.due.push((sock, Masq.ask(sock, t, at)?));
             None
         }
         fn answers(&mut self, wait_for: Option<&SockKey>) -> Vec<(SockKey, FiveTuple)> {
@@ -695,11 +717,11 @@ mod tests {
         }
     }
 
-    /// Counts the questions it is asked.
-    struct CountingNat(std::rc::Rc<std::cell::Cell<usize>>);
+    /// Keeps the questions it is asked: which socket, and where.
+    struct CountingNat(std::rc::Rc<std::cell::RefCell<Vec<(SockKey, NatWhere)>>>);
     impl NatLookup for CountingNat {
-        fn ask(&mut self, _: SockKey, _: FiveTuple) -> Option<FiveTuple> {
-            self.0.set(self.0.get() + 1);
+        fn ask(&mut self, sock: SockKey, _: FiveTuple, at: NatWhere) -> Option<FiveTuple> {
+            self.0.borrow_mut().push((sock, at));
             None
         }
     }
@@ -716,7 +738,8 @@ mod tests {
             (Box::new(exposed_node()), 1),
             (Box::new(crate::verdict::NoFacts), 1),
         ] {
-            let n = std::rc::Rc::new(std::cell::Cell::new(0));
+            let n: std::rc::Rc<std::cell::RefCell<Vec<(SockKey, NatWhere)>>> =
+                std::rc::Rc::default();
             let mut e = Engine::new(
                 EngineConfig {
                     threshold_ns: 200_000_000,
@@ -731,7 +754,108 @@ mod tests {
             );
             lines_of(&mut e, &feed);
             // Once per attempt (its first retransmit), and never without NAT rules.
-            assert_eq!(n.get(), asked);
+            assert_eq!(n.borrow().len(), asked);
+        }
+    }
+
+    #[test]
+    fn nat_is_asked_in_the_nodes_namespace_where_the_node_dnats() {
+        let feed = [
+            state(10 * S, 7, 2, 0),
+            retrans(11 * S, 40000),
+            retrans(13 * S, 40000),
+        ];
+        let (own, node) = (
+            NatWhere {
+                own: true,
+                node: false,
+            },
+            NatWhere {
+                own: false,
+                node: true,
+            },
+        );
+        let both = NatWhere {
+            own: true,
+            node: true,
+        };
+        for (masq, node_dnat, asked) in [
+            // A pod with no NAT of its own whose ClusterIP connects the node DNATs.
+            (Some((0, 0)), true, vec![node]),
+            (Some((0, 0)), false, vec![]),
+            (Some((1, 0)), false, vec![own]),
+            (Some((1, 0)), true, vec![both]),
+            // Nothing known about the pod's rules: its own table is asked as before.
+            (None, true, vec![both]),
+        ] {
+            let n: std::rc::Rc<std::cell::RefCell<Vec<(SockKey, NatWhere)>>> =
+                std::rc::Rc::default();
+            let fake = FakeNode {
+                masq,
+                node_dnat,
+                ..FakeNode::default()
+            };
+            let mut e = Engine::new(
+                EngineConfig {
+                    threshold_ns: 200_000_000,
+                    clock: WallClock { offset_ns: 0 },
+                    has_reasons: true,
+                    tracker: TrackerConfig::default(),
+                },
+                Names::default(),
+                Box::new(fake),
+                Box::new(NoCounters),
+                Box::new(CountingNat(std::rc::Rc::clone(&n))),
+            );
+            lines_of(&mut e, &feed);
+            let got: Vec<NatWhere> = n.borrow().iter().map(|(_, at)| *at).collect();
+            assert_eq!(got, asked, "masquerade {masq:?}, node DNAT {node_dnat}");
+        }
+    }
+
+    #[test]
+    fn a_clusterip_connect_dnated_by_the_node_names_the_backend_pod() {
+        use crate::testkit::{FakePods, pod};
+        /// Only the node's conntrack knows the DNAT of 10.231.0.2:8080 to 10.236.0.7:80.
+        struct NodeDnat;
+        impl NatLookup for NodeDnat {
+            fn ask(&mut self, _: SockKey, t: FiveTuple, at: NatWhere) -> Option<FiveTuple> {
+                at.node.then_some(FiveTuple {
+                    dst: "10.236.0.7:80".parse().ok()?,
+                    ..t
+                })
+            }
+        }
+        for node_dnat in [true, false] {
+            let mut pods = FakePods::default();
+            pods.by_ip
+                .insert("10.236.0.7".parse().unwrap(), pod("shop", "db-1", None));
+            let mut e = Engine::new(
+                EngineConfig {
+                    threshold_ns: 200_000_000,
+                    clock: WallClock { offset_ns: 0 },
+                    has_reasons: true,
+                    tracker: TrackerConfig::default(),
+                },
+                Names::default(),
+                Box::new(FakeNode {
+                    masq: Some((0, 0)),
+                    node_dnat,
+                    ..FakeNode::default()
+                }),
+                Box::new(NoCounters),
+                Box::new(NodeDnat),
+            )
+            .with_pods(Box::new(pods));
+            let lines = lines_of(&mut e, &slow_connect());
+            let l = &lines[0];
+            // The line keeps the address dialled; the pod is the one behind it.
+            assert_eq!(l["dst"], "10.231.0.2:8080", "{l}");
+            if node_dnat {
+                assert_eq!(l["dst_pod"]["name"], "db-1", "{l}");
+            } else {
+                assert!(l.get("dst_pod").is_none(), "{l}");
+            }
         }
     }
 
@@ -1276,7 +1400,7 @@ mod tests {
         /// The Service address 10.231.0.2:8080 was DNATed to the pod 10.236.0.7:80.
         struct Dnat;
         impl NatLookup for Dnat {
-            fn ask(&mut self, _: SockKey, t: FiveTuple) -> Option<FiveTuple> {
+            fn ask(&mut self, _: SockKey, t: FiveTuple, _: NatWhere) -> Option<FiveTuple> {
                 Some(FiveTuple {
                     dst: "10.236.0.7:80".parse().ok()?,
                     ..t

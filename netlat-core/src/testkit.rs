@@ -53,6 +53,8 @@ pub struct FakeNode {
     /// A listener whose refusal counters rose, answered for its port and any window that
     /// contains `listen_at_ns` (the time of the rise).
     pub listen: Option<(crate::facts::ListenEvidence, u64)>,
+    /// The node's namespace DNATs the connects of every other namespace.
+    pub node_dnat: bool,
 }
 
 impl NodeView for FakeNode {
@@ -84,6 +86,9 @@ impl NodeView for FakeNode {
         (self.ipvs_vip == Some((netns, vip)))
             .then(|| self.ipvs.clone())
             .flatten()
+    }
+    fn node_dnat(&self, _: u32) -> bool {
+        self.node_dnat
     }
     fn prefetch(&self, netns: u32, tgid: u32) {
         self.prefetched.borrow_mut().push((netns, tgid));

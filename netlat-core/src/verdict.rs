@@ -81,6 +81,13 @@ pub trait NodeView {
     ) -> Option<ListenEvidence> {
         None
     }
+    /// Connects from `netns` leave through the node's namespace (another one) and that one has
+    /// DNAT rules (kube-proxy's Services, IPVS, or any DNAT): a pod's ClusterIP connect is
+    /// DNATed there, so only the node's conntrack knows where it went. Views that do not read
+    /// the node say no.
+    fn node_dnat(&self, _netns: u32) -> bool {
+        false
+    }
     /// A connect began in `netns` (by process `tgid`): a view that reads the node may start
     /// reading that namespace now, so a verdict later does not wait for it. No answer, so
     /// nothing to record or replay.

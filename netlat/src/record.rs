@@ -13,8 +13,9 @@
 //! files have none and still replay: their lines carry no Service, as when they were recorded.
 //! Version 3 added the `Pod` and `PodByIp` notes (the pod names of a line), `NoEndpoint` and
 //! `IpvsUnnamed` (kube-proxy's no-endpoint rules, IPVS destinations without names), `Listen` (a
-//! listener's refusal counters, for `listen-overflow`), `EndsLost`, and the kernel's TCP and
-//! attempt-table counters in `End`; older files replay without them. Older netlat refuses newer
+//! listener's refusal counters, for `listen-overflow`), `EndsLost`, `NodeDnat` (whether the
+//! node's conntrack was asked about a pod's connect), and the kernel's TCP and attempt-table
+//! counters in `End`; older files replay without them. Older netlat refuses newer
 //! files by their version rather than at the first new note.
 
 use std::{
@@ -29,7 +30,7 @@ use std::{
 
 use netlat_common::{ABI_VERSION, OLDEST_ABI_VERSION};
 use netlat_core::{
-    engine::{Counters, NatLookup},
+    engine::{Counters, NatLookup, NatWhere},
     enrich::{CounterEvidence, CtTupleLayout},
     event::SockKey,
     facts::ListenEvidence,
@@ -134,6 +135,11 @@ pub enum Note {
     PodByIp {
         ip: IpAddr,
         answer: Option<PodRef>,
+    },
+    /// Whether the node's namespace DNATs the connects of `netns` (version 3).
+    NodeDnat {
+        netns: u32,
+        answer: bool,
     },
     /// At stop, attempts whose end was lost (the kernel's table no longer held them).
     EndsLost {
@@ -421,8 +427,8 @@ pub struct RecordingNat<N> {
 }
 
 impl<N: NatLookup> NatLookup for RecordingNat<N> {
-    fn ask(&mut self, sock: SockKey, tuple: FiveTuple) -> Option<FiveTuple> {
-        let answer = self.inner.ask(sock, tuple);
+    fn ask(&mut self, sock: SockKey, tuple: FiveTuple, at: NatWhere) -> Option<FiveTuple> {
+        let answer = self.inner.ask(sock, tuple, at);
         if answer.is_some() {
             log_err(self.rec.borrow_mut().note(&Note::Nat {
                 netns: sock.netns,
@@ -458,6 +464,15 @@ impl<V: NodeView> NodeView for RecordingView<V> {
             self.rec
                 .borrow_mut()
                 .note(&Note::Masquerade { netns, answer }),
+        );
+        answer
+    }
+    fn node_dnat(&self, netns: u32) -> bool {
+        let answer = self.inner.node_dnat(netns);
+        log_err(
+            self.rec
+                .borrow_mut()
+                .note(&Note::NodeDnat { netns, answer }),
         );
         answer
     }
@@ -557,6 +572,7 @@ pub struct Answers {
     /// Answers noted for the item being replayed.
     nat_answers: Vec<(SockKey, FiveTuple)>,
     masq: HashMap<u32, VecDeque<Option<(usize, usize)>>>,
+    node_dnat: HashMap<u32, VecDeque<bool>>,
     vxlan: HashMap<u32, VecDeque<Option<Vec<String>>>>,
     udp: HashMap<u32, VecDeque<Option<u64>>>,
     services: VecDeque<(u32, SocketAddr, Option<String>)>,
@@ -582,6 +598,9 @@ impl Answers {
             Note::NatAnswers { answers } => self.nat_answers.extend(answers),
             Note::Masquerade { netns, answer } => {
                 self.masq.entry(netns).or_default().push_back(answer);
+            }
+            Note::NodeDnat { netns, answer } => {
+                self.node_dnat.entry(netns).or_default().push_back(answer);
             }
             Note::Vxlan { netns, answer } => self.vxlan.entry(netns).or_default().push_back(answer),
             Note::UdpTimeout { netns, answer } => {
@@ -625,7 +644,7 @@ impl Counters for Replayed {
 }
 
 impl NatLookup for Replayed {
-    fn ask(&mut self, sock: SockKey, tuple: FiveTuple) -> Option<FiveTuple> {
+    fn ask(&mut self, sock: SockKey, tuple: FiveTuple, _: NatWhere) -> Option<FiveTuple> {
         let mut a = self.0.borrow_mut();
         match a.nat.front() {
             Some((n, t, _)) if *n == sock.netns && *t == tuple => {
@@ -649,6 +668,15 @@ impl NodeView for Replayed {
             .get_mut(&netns)
             .and_then(std::collections::VecDeque::pop_front)
             .flatten()
+    }
+    fn node_dnat(&self, netns: u32) -> bool {
+        // Recordings made before the question was asked answer no, as the live run did.
+        self.0
+            .borrow_mut()
+            .node_dnat
+            .get_mut(&netns)
+            .and_then(std::collections::VecDeque::pop_front)
+            .unwrap_or(false)
     }
     fn vxlan_offloaded(&self, netns: u32) -> Option<Vec<String>> {
         self.0
@@ -850,6 +878,15 @@ mod tests {
         assert_eq!(r.claim(7, 1), Some(ev));
         assert_eq!(r.masquerade(7), Some((1, 1)));
         assert_eq!(r.masquerade(7), None);
+        // The node's DNAT, per namespace and in order; a recording without it answers no.
+        for (netns, answer) in [(7, true), (7, false), (8, true)] {
+            answers.borrow_mut().push(Note::NodeDnat { netns, answer });
+        }
+        assert!(r.node_dnat(8));
+        assert!(r.node_dnat(7));
+        assert!(!r.node_dnat(7));
+        assert!(!r.node_dnat(7));
+        assert!(!r.node_dnat(9));
         let web: SocketAddr = "10.96.0.20:80".parse().unwrap();
         answers.borrow_mut().push(Note::Service {
             netns: 7,

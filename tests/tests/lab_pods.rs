@@ -6,7 +6,8 @@
 //! pod; each container of a two-container pod is named right; a hostNetwork pod's process is
 //! named by its cgroup; a plain `ip netns` namespace gets no `pod`; a pod deleted while its slow
 //! connect is in flight is still named; the replay names the same pods; with the runtime stopped
-//! mid-run lines still come, with a `pod_missing` note.
+//! mid-run lines still come, with a `pod_missing` note; a ClusterIP connect DNATed by the node
+//! (a rule in the host's namespace, as kube-proxy's) names the backend pod as `dst_pod`.
 
 use std::{
     path::Path,
@@ -313,6 +314,134 @@ fn lab_pods_runtime_stopped_mid_run_costs_a_note_not_a_line() {
     let line = line.unwrap_or_else(|| panic!("no line for the app's connect: {lines:#?}"));
     assert_eq!(pod_of(&line), "shop/web-1/app", "{line}");
     assert_eq!(line["pod"]["uid"], web.uid.as_str());
+}
+
+/// A made-up ClusterIP and port the node DNATs to the server pod.
+const CLUSTER_IP: &str = "10.236.250.10";
+const CLUSTER_PORT: u16 = 80;
+
+/// An nftables table of the test's own in the host's namespace, deleted on drop (the host's
+/// other rules are never touched).
+struct HostTable(String);
+
+impl HostTable {
+    fn load(name: &str, body: &str) -> HostTable {
+        sh_stdin(
+            &["nft", "-f", "-"],
+            &format!("table ip {name} {{\n{body}}}\n"),
+        );
+        HostTable(name.to_owned())
+    }
+}
+
+impl Drop for HostTable {
+    fn drop(&mut self) {
+        let _ = Command::new("nft")
+            .args(["delete", "table", "ip", &self.0])
+            .status();
+    }
+}
+
+/// A pod connects to a ClusterIP; the pod's namespace has no NAT, the node DNATs it (as
+/// kube-proxy does) and only the node's conntrack knows the backend. The first SYN is dropped
+/// in the client pod's own OUTPUT, so the one dropped packet carries the ClusterIP: the
+/// backend pod can only be named from the node's conntrack.
+#[test]
+fn lab_pods_clusterip_dnated_by_the_node_names_the_backend_pod() {
+    require();
+    let mut cd = Containerd::start("podsnat", 3);
+    let db = cd.run_pod("shop", "db-2", &["db"], false);
+    let db_ip = db.ip.clone().expect("the server pod has an IP");
+    cd.exec(
+        &db,
+        "db",
+        &["/bin/busybox", "httpd", "-p", &PORT.to_string(), "-h", "/"],
+        5,
+    );
+    let web = cd.run_pod("shop", "web-2", &["app"], false);
+    let web_ns = cd.netns_path(&web);
+    nft_in(
+        &web_ns,
+        &format!(
+            "table inet labclient {{\n  set seen {{ type ipv4_addr . inet_service; flags dynamic,timeout; timeout 60s; }}\n  chain out {{\n    type filter hook output priority 0; policy accept;\n    tcp dport {CLUSTER_PORT} tcp flags & (syn|ack) == syn ip daddr . tcp sport @seen accept\n    tcp dport {CLUSTER_PORT} tcp flags & (syn|ack) == syn add @seen {{ ip daddr . tcp sport }} drop\n  }}\n}}\n"
+        ),
+    );
+    // The lab's CNI config gives pods no default route: the ClusterIP goes to the bridge's
+    // gateway (the node, host-local's first address), with no ICMP redirect taking it off the
+    // node.
+    let gateway = cd.subnet.replace(".0/24", ".1");
+    let in_web = |argv: &[&str]| {
+        let mut a = vec!["nsenter".to_owned(), format!("--net={}", web_ns.display())];
+        a.extend(argv.iter().map(|s| (*s).to_owned()));
+        netlat_tests::sh(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    };
+    in_web(&[
+        "ip",
+        "route",
+        "add",
+        &format!("{CLUSTER_IP}/32"),
+        "via",
+        &gateway,
+    ]);
+    for conf in ["all", "eth0"] {
+        in_web(&[
+            "sysctl",
+            "-qw",
+            &format!("net.ipv4.conf.{conf}.accept_redirects=0"),
+        ]);
+    }
+    let table = format!("netlat_dstpod_{}", std::process::id());
+    let _dnat = HostTable::load(
+        &table,
+        &format!(
+            "  chain pre {{\n    type nat hook prerouting priority -100; policy accept;\n    ip daddr {CLUSTER_IP} tcp dport {CLUSTER_PORT} dnat to {db_ip}:{PORT}\n  }}\n"
+        ),
+    );
+
+    let recording =
+        std::env::temp_dir().join(format!("netlat-labpodsnat-{}.rec", std::process::id()));
+    let _cleanup = RemoveOnDrop(recording.clone());
+    let rec_arg = recording.display().to_string();
+    let sock = cd.socket.display().to_string();
+    let watch = Watch::start(&["--cri-socket", &sock, "--record", &rec_arg]);
+
+    let cmd = nc(CLUSTER_IP, CLUSTER_PORT, 5);
+    let argv: Vec<&str> = cmd.iter().map(String::as_str).collect();
+    let t0 = Instant::now();
+    let (code, out) = cd.exec(&web, "app", &argv, 10);
+    let t = t0.elapsed();
+    assert_eq!(code, 0, "connect to the ClusterIP failed: {out}");
+    assert!(
+        t >= Duration::from_millis(900),
+        "the first SYN was not dropped ({t:?})"
+    );
+    let (ok, lines) = watch.stop();
+    assert!(ok, "netlat did not exit cleanly");
+
+    let slow = slow_to(&lines, &format!("{CLUSTER_IP}:{CLUSTER_PORT}"));
+    assert_eq!(slow.len(), 1, "{lines:#?}");
+    let l = slow[0];
+    assert_eq!(l["pod"]["name"], "web-2", "{l}");
+    // The line keeps the address dialled and names the pod behind it.
+    assert_eq!(l["dst_pod"]["name"], "db-2", "{l}");
+    assert_eq!(l["dst_pod"]["namespace"], "shop", "{l}");
+    assert_eq!(l["dst_pod"]["uid"], db.uid.as_str(), "{l}");
+    // The only drop carries the ClusterIP: the name came from the node's conntrack.
+    let drops = l["drops"].as_array().cloned().unwrap_or_default();
+    assert!(
+        drops
+            .iter()
+            .all(|d| !d.to_string().contains(&format!("\"{db_ip}:"))),
+        "a drop after DNAT would name the pod by itself: {l}"
+    );
+
+    // The replay names the same pod behind the ClusterIP, with no node to ask.
+    let out = netlat_unprivileged(&["replay", "--output", "json", &rec_arg]);
+    assert!(out.status.success(), "replay failed: {out:?}");
+    let replayed = json_lines(&out);
+    let again = slow_to(&replayed, &format!("{CLUSTER_IP}:{CLUSTER_PORT}"));
+    assert_eq!(again.len(), 1, "{replayed:#?}");
+    assert_eq!(again[0]["dst_pod"], l["dst_pod"]);
 }
 
 struct RemoveOnDrop(std::path::PathBuf);

@@ -175,7 +175,7 @@ impl At {
 
 /// The inode of netlat's own network namespace (the node's, in the DaemonSet). Read once: the
 /// process never changes namespace (only short-lived worker threads enter others).
-fn own_netns() -> Option<u32> {
+pub(crate) fn own_netns() -> Option<u32> {
     static OWN: std::sync::OnceLock<Option<u32>> = std::sync::OnceLock::new();
     *OWN.get_or_init(|| {
         std::fs::metadata("/proc/self/ns/net")
@@ -369,6 +369,18 @@ impl NodeView for LiveFacts {
     }
     fn masquerade(&self, netns: u32) -> Option<(usize, usize)> {
         self.with(netns, |f| f.masquerade(netns))
+    }
+    fn node_dnat(&self, netns: u32) -> bool {
+        let Some(own) = own_netns().filter(|own| *own != netns) else {
+            return false;
+        };
+        // The node's Service map, kept fresh (and prefetched when a pod's first connect
+        // began) for Service names: it also says whether the node DNATs.
+        self.refresh_services(own);
+        self.services
+            .borrow()
+            .get(&own)
+            .is_some_and(|c| c.map.dnats())
     }
     fn listen_overflow(
         &self,

@@ -15,7 +15,12 @@ use std::{
 };
 
 use netlat_core::facts::CtCpuStats;
-use netlat_core::{engine::Counters, enrich::CounterEvidence, event::SockKey, packet::FiveTuple};
+use netlat_core::{
+    engine::{Counters, NatWhere},
+    enrich::CounterEvidence,
+    event::SockKey,
+    packet::FiveTuple,
+};
 
 use crate::node;
 
@@ -350,14 +355,17 @@ impl Counters for ProcCounters {
     }
 }
 
-/// NAT lookups over ctnetlink in the connect's own namespace, done by that namespace's worker
-/// while the event loop goes on; answers are collected by [`NatLookup::answers`].
+/// NAT lookups over ctnetlink in the connect's own namespace and/or the node's, done by that
+/// namespace's worker while the event loop goes on; answers are collected by
+/// [`NatLookup::answers`].
 pub struct CtNatLookup {
     workers: NetnsWorkers,
+    /// The node's namespace (netlat's own), where a pod's forwarded packets are DNATed.
+    node: Option<u32>,
     tx: Sender<(SockKey, Option<FiveTuple>)>,
     rx: Receiver<(SockKey, Option<FiveTuple>)>,
-    /// Questions without an answer yet, with the time they were asked.
-    outstanding: HashMap<SockKey, Instant>,
+    /// Questions without all their answers yet: when they were asked, answers still due.
+    outstanding: HashMap<SockKey, (Instant, usize)>,
     /// Questions refused because a worker was busy or gone.
     skipped: u64,
 }
@@ -373,6 +381,7 @@ impl Default for CtNatLookup {
         let (tx, rx) = std::sync::mpsc::channel();
         Self {
             workers: NetnsWorkers::default(),
+            node: crate::node::live_facts::own_netns(),
             tx,
             rx,
             outstanding: HashMap::new(),
@@ -381,9 +390,54 @@ impl Default for CtNatLookup {
     }
 }
 
+/// The namespaces whose conntrack is asked about a connect from `netns`: its own, and the
+/// node's (`node`, when known) unless that is the same one.
+fn lookup_netns(netns: u32, node: Option<u32>, at: NatWhere) -> Vec<u32> {
+    let mut out = Vec::with_capacity(2);
+    if at.own {
+        out.push(netns);
+    }
+    if at.node
+        && let Some(node) = node
+        && !out.contains(&node)
+    {
+        out.push(node);
+    }
+    out
+}
+
+/// What a namespace's conntrack says about a connect's tuple.
+enum Entry {
+    /// No entry (or the lookup failed).
+    Absent,
+    /// An entry; the wire tuple when NAT changed it.
+    Found(Option<FiveTuple>),
+}
+
+fn wire_here(tuple: &FiveTuple) -> Entry {
+    match crate::node::ctnl::lookup(tuple) {
+        Ok(Some(e)) => Entry::Found(Some(e.wire_tuple()).filter(|w| w != tuple)),
+        Ok(None) => Entry::Absent,
+        Err(e) => {
+            tracing::debug!("conntrack lookup of {tuple}: {e}");
+            Entry::Absent
+        }
+    }
+}
+
+/// The retried SYN that prompted a question about a pod's connect may still be on its way
+/// through the pod's veth to the node, whose conntrack then has no entry yet: one more look
+/// this much later (on the worker, never the event loop).
+const NODE_SECOND_LOOK: Duration = Duration::from_millis(2);
+
 impl CtNatLookup {
     fn take(&mut self, out: &mut Vec<(SockKey, FiveTuple)>, answer: (SockKey, Option<FiveTuple>)) {
-        self.outstanding.remove(&answer.0);
+        if let Some((_, due)) = self.outstanding.get_mut(&answer.0) {
+            *due = due.saturating_sub(1);
+            if *due == 0 {
+                self.outstanding.remove(&answer.0);
+            }
+        }
         if let Some(wire) = answer.1 {
             out.push((answer.0, wire));
         }
@@ -391,32 +445,40 @@ impl CtNatLookup {
 }
 
 impl netlat_core::engine::NatLookup for CtNatLookup {
-    fn ask(&mut self, sock: SockKey, tuple: FiveTuple) -> Option<FiveTuple> {
-        let tx = self.tx.clone();
-        let job = move || {
-            let wire = match crate::node::ctnl::lookup(&tuple) {
-                Ok(Some(e)) => Some(e.wire_tuple()).filter(|w| *w != tuple),
-                Ok(None) => None,
-                Err(e) => {
-                    tracing::debug!("conntrack lookup of {tuple}: {e}");
-                    None
+    fn ask(&mut self, sock: SockKey, tuple: FiveTuple, at: NatWhere) -> Option<FiveTuple> {
+        for netns in lookup_netns(sock.netns, self.node, at) {
+            let tx = self.tx.clone();
+            let forwarded = netns != sock.netns;
+            let job = move || {
+                let mut entry = wire_here(&tuple);
+                if matches!(entry, Entry::Absent) && forwarded {
+                    std::thread::sleep(NODE_SECOND_LOOK);
+                    entry = wire_here(&tuple);
                 }
+                let wire = match entry {
+                    Entry::Found(wire) => wire,
+                    Entry::Absent => None,
+                };
+                // The loop may have stopped; nothing then waits for the answer.
+                let _ = tx.send((sock, wire));
             };
-            // The loop may have stopped; nothing then waits for the answer.
-            let _ = tx.send((sock, wire));
-        };
-        match self.workers.submit(sock.netns, job) {
-            Ok(()) => {
-                self.outstanding.insert(sock, Instant::now());
-            }
-            Err(e) => {
-                self.skipped += 1;
-                if self.skipped.is_power_of_two() {
-                    tracing::warn!(
-                        "conntrack NAT lookup skipped ({e}); {} skipped so far: drops of those \
-                         connects seen after NAT are not matched",
-                        self.skipped
-                    );
+            match self.workers.submit(netns, job) {
+                Ok(()) => {
+                    self.outstanding
+                        .entry(sock)
+                        .or_insert((Instant::now(), 0))
+                        .1 += 1;
+                }
+                Err(e) => {
+                    self.skipped += 1;
+                    if self.skipped.is_power_of_two() {
+                        tracing::warn!(
+                            "conntrack NAT lookup skipped ({e}); {} skipped so far: drops of \
+                             those connects seen after NAT are not matched, nor their pod \
+                             behind a Service",
+                            self.skipped
+                        );
+                    }
                 }
             }
         }
@@ -445,7 +507,8 @@ impl netlat_core::engine::NatLookup for CtNatLookup {
             }
         }
         if self.outstanding.len() > WORKER_QUEUE {
-            self.outstanding.retain(|_, t| t.elapsed() < NAT_FORGET);
+            self.outstanding
+                .retain(|_, (t, _)| t.elapsed() < NAT_FORGET);
         }
         out
     }
@@ -454,6 +517,21 @@ impl netlat_core::engine::NatLookup for CtNatLookup {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lookups_go_to_the_connects_namespace_and_the_nodes() {
+        let at = |own, node| NatWhere { own, node };
+        assert_eq!(lookup_netns(5, Some(1), at(true, false)), [5]);
+        // A pod's ClusterIP connect, DNATed by the node.
+        assert_eq!(lookup_netns(5, Some(1), at(false, true)), [1]);
+        assert_eq!(lookup_netns(5, Some(1), at(true, true)), [5, 1]);
+        // A connect in the node's own namespace is asked about once.
+        assert_eq!(lookup_netns(1, Some(1), at(true, true)), [1]);
+        assert_eq!(lookup_netns(1, Some(1), at(false, true)), [1]);
+        // The node's namespace unknown: only the connect's own can be asked.
+        assert_eq!(lookup_netns(5, None, at(true, true)), [5]);
+        assert!(lookup_netns(5, None, at(false, true)).is_empty());
+    }
 
     #[test]
     fn find_locates_a_namespace_by_inode() {

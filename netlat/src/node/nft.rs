@@ -460,6 +460,38 @@ pub(super) fn read_service_map(family: u8) -> std::io::Result<Vec<Found>> {
     Ok(out)
 }
 
+/// NFT_NAT_DNAT (include/uapi/linux/netfilter/nf_tables.h, `enum nft_nat_types`).
+const NFT_NAT_DNAT: u32 = 1;
+
+/// Whether a rule's action is a DNAT: native `dnat to`, or iptables-nft's `-j DNAT`.
+pub(super) fn is_dnat_rule(attrs: &[u8]) -> Result<bool, NodeError> {
+    let a = nl::attrs(attrs)?;
+    let Some(exprs) = find(&a, NFTA_RULE_EXPRESSIONS) else {
+        return Ok(false);
+    };
+    Ok(expressions(exprs)?
+        .iter()
+        .any(|(name, d)| match name.as_str() {
+            "nat" => find(d, 1).and_then(be32) == Some(NFT_NAT_DNAT),
+            "target" => find(d, 1).map(string).as_deref() == Some("DNAT"),
+            _ => false,
+        }))
+}
+
+/// DNAT rules in the calling thread's namespace, every family. Rules that do not decode are
+/// not counted.
+pub(super) fn count_dnat() -> std::io::Result<usize> {
+    let rules = match dump(NFT_MSG_GETRULE, NFPROTO_UNSPEC, &[]) {
+        Ok(r) => r,
+        Err(e) if absent(&e) => return Ok(0),
+        Err(e) => return Err(e),
+    };
+    Ok(rules
+        .iter()
+        .filter(|(_, attrs)| is_dnat_rule(attrs).unwrap_or(false))
+        .count())
+}
+
 /// Whether a dump failed only because the table, chain or set (or nf_tables) is not there.
 fn absent(e: &std::io::Error) -> bool {
     matches!(
@@ -1104,12 +1136,19 @@ mod tests {
             decode_rule(NFPROTO_IPV4, &rule("filter", "in", exprs)).unwrap(),
             None
         );
-        // DNAT is not reported.
+        // DNAT is not reported, but it is seen as a DNAT.
         let dnat = vec![expr("nat", vec![be(1, 1), be(2, 2)])];
         assert_eq!(
-            decode_rule(NFPROTO_IPV4, &rule("nat", "pre", dnat)).unwrap(),
+            decode_rule(NFPROTO_IPV4, &rule("nat", "pre", dnat.clone())).unwrap(),
             None
         );
+        assert!(is_dnat_rule(&rule("nat", "pre", dnat)).unwrap());
+        let snat = vec![expr("nat", vec![be(1, 0), be(2, 2)])];
+        assert!(!is_dnat_rule(&rule("nat", "post", snat)).unwrap());
+        let xt_dnat = vec![expr("target", vec![nla(1, b"DNAT\0"), be(2, 2)])];
+        assert!(is_dnat_rule(&rule("nat", "KUBE-SEP-X", xt_dnat)).unwrap());
+        let xt_masq = vec![expr("target", vec![nla(1, b"MASQUERADE\0"), be(2, 0)])];
+        assert!(!is_dnat_rule(&rule("nat", "post", xt_masq)).unwrap());
         // No expressions at all.
         assert_eq!(
             decode_rule(NFPROTO_IPV4, &nla(NFTA_RULE_TABLE, b"t\0")).unwrap(),

@@ -48,6 +48,8 @@ pub struct ServiceMap {
     /// IPVS virtual services (protocol, VIP, port): kube-proxy's IPVS mode keeps no Service
     /// names on the node, so these can only be called IPVS services.
     ipvs: BTreeSet<ServiceKey>,
+    /// DNAT rules of any kind (only counted when kube-proxy's rules are absent).
+    dnat_rules: usize,
 }
 
 /// One thing a kube-proxy rule or map element says.
@@ -131,6 +133,15 @@ impl ServiceMap {
     }
 
     /// `key` is an IPVS virtual service no rule names (IPVS mode's Services).
+    /// Whether this namespace DNATs connects: kube-proxy's Services (rules or IPVS), or any
+    /// other DNAT rule.
+    pub fn dnats(&self) -> bool {
+        self.dnat_rules > 0
+            || !self.by_addr.is_empty()
+            || !self.nodeports.is_empty()
+            || !self.ipvs.is_empty()
+    }
+
     pub fn unnamed_ipvs(&self, key: &ServiceKey) -> bool {
         self.ipvs.contains(key) && self.name(key).is_none()
     }
@@ -322,6 +333,15 @@ pub fn read() -> Result<ServiceMap, ServiceError> {
         Ok(None) => {}
         // Lines then lack only the note that the VIP is IPVS's.
         Err(e) => tracing::debug!("IPVS virtual services: {e}"),
+    }
+    // Any DNAT at all, when kube-proxy's rules already say none: a full rule dump costs as
+    // much as the rule set is large, so a node with kube-proxy is spared it.
+    if !map.dnats() {
+        match nft::count_dnat() {
+            Ok(n) => map.dnat_rules = n,
+            // Pods' ClusterIP connects then get no `dst_pod` from the node's conntrack.
+            Err(e) => tracing::debug!("DNAT rules: {e}"),
+        }
     }
     match local_addresses() {
         Ok(local) => map.set_local(local),
