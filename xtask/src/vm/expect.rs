@@ -357,28 +357,25 @@ fn early(id: &str, lines: &[&Value], retries: &[&Value]) -> (bool, String, Strin
                 && r["dst"].str() == l["dst"].str()
                 && r["syn_retransmits"].num() == Some(1.0)
         });
-        match first {
-            Some(r) => {
-                let issue = r["verdict"]["issue"].as_str().unwrap_or("no verdict");
-                said.push(format!(
-                    "retry 1 at {:.2} s: {issue}/{}",
-                    r["waiting_ms"].num().unwrap_or(f64::NAN) / 1000.0,
-                    r["verdict"]["confidence"].str()
-                ));
-                if issue != id {
-                    why.push(format!(
-                        "{} named {issue} at its first retry",
-                        l["src"].str()
-                    ));
-                }
-            }
-            None => {
-                said.push("no progress line at retry 1".to_owned());
-                why.push(format!(
-                    "{} had no progress line at its first retry",
-                    l["src"].str()
-                ));
-            }
+        let Some(r) = first else {
+            said.push("no progress line at retry 1".to_owned());
+            why.push(format!(
+                "{} had no progress line at its first retry",
+                l["src"].str()
+            ));
+            continue;
+        };
+        let issue = r["verdict"]["issue"].as_str().unwrap_or("no verdict");
+        said.push(format!(
+            "retry 1 at {:.2} s: {issue}/{}",
+            r["waiting_ms"].num().unwrap_or(f64::NAN) / 1000.0,
+            r["verdict"]["confidence"].str()
+        ));
+        if issue != id {
+            why.push(format!(
+                "{} named {issue} at its first retry",
+                l["src"].str()
+            ));
         }
     }
     (why.is_empty(), said.join(", "), why.join("; "))
