@@ -312,6 +312,7 @@ impl Report {
                         .join(",")
                 ),
                 expect::Expect::AllHooksActive => "all hooks active".to_owned(),
+                expect::Expect::Early(id) => format!("{id} at retry 1"),
             };
             let expected = match j.row.status {
                 expect::Status::Required => expected,

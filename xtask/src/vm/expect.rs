@@ -14,6 +14,22 @@ pub enum Expect {
     /// Seconds after the connect.
     Ladder(Vec<f64>),
     AllHooksActive,
+    /// Every slow connect of the scenario was named with this verdict by a progress line at
+    /// its first SYN retransmit, before the attempt ended.
+    Early(String),
+}
+
+impl Expect {
+    /// Rows override one another per scenario and kind: a scenario can be judged both for its
+    /// final verdict and for how early it was named.
+    fn kind(&self) -> u8 {
+        match self {
+            Expect::Verdict(_) | Expect::None => 0,
+            Expect::Ladder(_) => 1,
+            Expect::AllHooksActive => 2,
+            Expect::Early(_) => 3,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -58,6 +74,8 @@ pub fn rows_for(table: &str, kernel: &str) -> Result<Vec<Row>> {
                 .collect::<Result<Vec<f64>, _>>()
                 .map_err(|e| anyhow::anyhow!("expectations line {}: {e}", n + 1))?;
             Expect::Ladder(secs)
+        } else if let Some(id) = expect.strip_prefix("early:") {
+            Expect::Early(id.to_owned())
         } else if expect.contains(':') {
             bail!("expectations line {}: unknown expectation {expect}", n + 1);
         } else {
@@ -80,7 +98,10 @@ pub fn rows_for(table: &str, kernel: &str) -> Result<Vec<Row>> {
             status,
             note,
         };
-        match rows.iter_mut().find(|r| r.scenario == scenario) {
+        match rows
+            .iter_mut()
+            .find(|r| r.scenario == scenario && r.expect.kind() == row.expect.kind())
+        {
             Some(r) => *r = row,
             None => rows.push(row),
         }
@@ -175,6 +196,7 @@ fn judge_row(row: &Row, run: &Run, partial: bool) -> Judged {
             Expect::Verdict(id) => verdict(id, &lines, clients),
             Expect::None => nothing(&lines),
             Expect::Ladder(secs) => ladder(secs, &lines),
+            Expect::Early(id) => early(id, &lines, &run.retries(&row.scenario)),
             Expect::AllHooksActive => unreachable!(),
         }
     };
@@ -317,6 +339,48 @@ fn ladder(secs: &[f64], lines: &[&Value]) -> (bool, String, String) {
     (fits, said, why)
 }
 
+/// Each connect line with a SYN retransmit had, before it, a progress line of the same flow at
+/// its first retransmit naming `id`.
+fn early(id: &str, lines: &[&Value], retries: &[&Value]) -> (bool, String, String) {
+    let slow: Vec<&&Value> = lines
+        .iter()
+        .filter(|l| !l["retransmit_at_ms"].arr().is_empty())
+        .collect();
+    let mut said = Vec::new();
+    let mut why = Vec::new();
+    if slow.is_empty() {
+        why.push("no connect line with a SYN retransmit".to_owned());
+    }
+    for l in &slow {
+        let first = retries.iter().find(|r| {
+            r["src"].str() == l["src"].str()
+                && r["dst"].str() == l["dst"].str()
+                && r["syn_retransmits"].num() == Some(1.0)
+        });
+        let Some(r) = first else {
+            said.push("no progress line at retry 1".to_owned());
+            why.push(format!(
+                "{} had no progress line at its first retry",
+                l["src"].str()
+            ));
+            continue;
+        };
+        let issue = r["verdict"]["issue"].as_str().unwrap_or("no verdict");
+        said.push(format!(
+            "retry 1 at {:.2} s: {issue}/{}",
+            r["waiting_ms"].num().unwrap_or(f64::NAN) / 1000.0,
+            r["verdict"]["confidence"].str()
+        ));
+        if issue != id {
+            why.push(format!(
+                "{} named {issue} at its first retry",
+                l["src"].str()
+            ));
+        }
+    }
+    (why.is_empty(), said.join(", "), why.join("; "))
+}
+
 fn hooks(caps: &Value) -> (bool, String, String) {
     let all = caps["hooks"].arr();
     let inactive: Vec<String> = all
@@ -443,6 +507,46 @@ NETLAT-END
         // On 6.12 the same ladder does not fit.
         let judged = judge(&rows_for(TABLE, "6.12").unwrap(), &run, false);
         assert_eq!(judged[1].outcome, Outcome::Fail);
+    }
+
+    #[test]
+    fn early_naming_is_judged_from_the_progress_line_at_the_first_retry() {
+        let table = "first-syn all netfilter-rule-drop required\n\
+            first-syn all early:netfilter-rule-drop required\n";
+        let rows = rows_for(table, "6.1").unwrap();
+        assert_eq!(
+            rows.len(),
+            2,
+            "a verdict row and an early row for one scenario"
+        );
+        let connect = r#"NETLAT-JSON {"type":"connect","src":"10.0.0.1:100","dst":"10.0.0.2:8080","retransmit_at_ms":[1010],"verdict":{"issue":"netfilter-rule-drop","confidence":"high"}}"#;
+        let retry = |issue: &str, n: u32| {
+            format!(
+                r#"NETLAT-JSON {{"type":"retry","src":"10.0.0.1:100","dst":"10.0.0.2:8080","waiting_ms":1010,"syn_retransmits":{n},"verdict":{{"issue":"{issue}","confidence":"high"}}}}"#
+            )
+        };
+        let log = |body: &str| {
+            format!(
+                "NETLAT-SCENARIO first-syn dst=10.0.0.2:8080\nNETLAT-LAB first-syn PASS\n{body}\nNETLAT-END\n"
+            )
+        };
+        let outcomes = |body: String| -> Vec<Outcome> {
+            let run = guest::parse(log(&body).as_bytes());
+            judge(&rows, &run, false)
+                .iter()
+                .map(|j| j.outcome)
+                .collect()
+        };
+        let named = format!("{}\n{connect}", retry("netfilter-rule-drop", 1));
+        assert_eq!(outcomes(named), [Outcome::Ok, Outcome::Ok]);
+        // Named only at the second retry, or something else at the first: not early.
+        let late = format!(
+            "{}\n{}\n{connect}",
+            retry("unanswered-syn", 1),
+            retry("netfilter-rule-drop", 2)
+        );
+        assert_eq!(outcomes(late), [Outcome::Ok, Outcome::Fail]);
+        assert_eq!(outcomes(connect.to_owned()), [Outcome::Ok, Outcome::Fail]);
     }
 
     #[test]

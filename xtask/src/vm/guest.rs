@@ -71,6 +71,15 @@ impl Run {
             .collect()
     }
 
+    /// netlat's progress lines (`type` retry) to any destination of `scenario`.
+    pub fn retries(&self, scenario: &str) -> Vec<&Value> {
+        let dsts = self.scenarios.get(scenario).map_or(&[][..], Vec::as_slice);
+        self.netlat
+            .iter()
+            .filter(|v| v["type"].str() == "retry" && dsts.iter().any(|d| d == v["dst"].str()))
+            .collect()
+    }
+
     /// The last lines of the console log, for error messages.
     pub fn console_tail(&self, n: usize) -> String {
         let text = fs::read(&self.console).unwrap_or_default();
