@@ -439,6 +439,21 @@ impl PodView for PodCache {
         if self.tx.is_none() {
             return PodAnswer::NotAPod;
         }
+        // The attempt reaches user space only at its first SYN retransmit (the kernel keeps
+        // fast ones), often just before it ends: the prefetch's cgroup read may still be queued.
+        // A reported line's process is read here, once: one small procfs file, no runtime call.
+        if let Some(p) = tgid
+            && !lock(&self.table).procs.contains_key(&p)
+        {
+            let cg = fs::read_to_string(format!("/proc/{p}/cgroup"))
+                .ok()
+                .and_then(|s| cgroup::parse(&s));
+            let mut t = lock(&self.table);
+            if t.procs.len() >= MAX_PROCS {
+                t.procs.clear();
+            }
+            t.procs.insert(p, cg);
+        }
         let a = lock(&self.table).answer(netns, tgid, self.host_netns);
         // Not seen before (a drop line's namespace, a lost prefetch): look for the next line.
         if a == PodAnswer::NotAPod && tgid.is_none() && self.needs(netns, None) {
