@@ -188,7 +188,7 @@ fn lab_pods_are_named_on_their_lines() {
     ];
     assert_eq!(names.len(), want.len(), "{lines:#?}");
     for (got, want) in names.iter().zip(want) {
-        let sandbox = want.rsplitn(2, '/').nth(1).unwrap_or("");
+        let sandbox = want.rsplit_once('/').map_or("", |(s, _)| s);
         assert!(
             got == want
                 || (!want.is_empty()
