@@ -18,7 +18,7 @@ use netlat_core::{
 };
 
 use crate::{
-    node::netns::NetnsIndex,
+    node::netns::{NetnsIndex, own_netns},
     node::{
         self,
         services::{self, ServiceMap},
@@ -171,17 +171,6 @@ impl At {
             At::Scan => crate::node::netns::find(netns),
         }
     }
-}
-
-/// The inode of netlat's own network namespace (the node's, in the DaemonSet). Read once: the
-/// process never changes namespace (only short-lived worker threads enter others).
-pub(crate) fn own_netns() -> Option<u32> {
-    static OWN: std::sync::OnceLock<Option<u32>> = std::sync::OnceLock::new();
-    *OWN.get_or_init(|| {
-        std::fs::metadata("/proc/self/ns/net")
-            .ok()
-            .and_then(|m| u32::try_from(m.ino()).ok())
-    })
 }
 
 impl LiveFacts {

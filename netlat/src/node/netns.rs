@@ -376,12 +376,23 @@ const NAT_SETTLE: Duration = Duration::from_millis(5);
 /// Outstanding questions older than this are forgotten (their worker died with them).
 const NAT_FORGET: Duration = Duration::from_secs(2);
 
+/// The inode of netlat's own network namespace (the node's, in the DaemonSet). Read once: the
+/// process never changes namespace (only short-lived worker threads enter others).
+pub(crate) fn own_netns() -> Option<u32> {
+    static OWN: std::sync::OnceLock<Option<u32>> = std::sync::OnceLock::new();
+    *OWN.get_or_init(|| {
+        std::fs::metadata("/proc/self/ns/net")
+            .ok()
+            .and_then(|m| u32::try_from(m.ino()).ok())
+    })
+}
+
 impl Default for CtNatLookup {
     fn default() -> Self {
         let (tx, rx) = std::sync::mpsc::channel();
         Self {
             workers: NetnsWorkers::default(),
-            node: crate::node::live_facts::own_netns(),
+            node: own_netns(),
             tx,
             rx,
             outstanding: HashMap::new(),
