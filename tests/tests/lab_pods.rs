@@ -435,6 +435,13 @@ fn lab_pods_clusterip_dnated_by_the_node_names_the_backend_pod() {
         t >= Duration::from_millis(900),
         "the first SYN was not dropped ({t:?})"
     );
+    // The connect line comes when netlat has drained the attempt's end: wait for it rather
+    // than stop at once (a stop then reads a still-queued attempt as pending).
+    let mut watch = watch;
+    let _ = watch.wait_for(
+        |l| l["type"] == "connect" && l["dst"] == format!("{CLUSTER_IP}:{CLUSTER_PORT}"),
+        Duration::from_secs(10),
+    );
     let (ok, lines) = watch.stop();
     assert!(ok, "netlat did not exit cleanly");
 
