@@ -36,6 +36,14 @@ pub fn is_root() -> bool {
 }
 
 /// Run a command, panicking with its output if it fails.
+/// Whether `tool --version` runs: for tests that cover a mode only where its tool is installed.
+pub fn has_tool(tool: &str) -> bool {
+    Command::new(tool)
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
 pub fn sh(args: &[&str]) -> Output {
     let out = Command::new(args[0])
         .args(&args[1..])

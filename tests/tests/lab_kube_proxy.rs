@@ -11,11 +11,11 @@
 //! connect line must name its Service; the drops must be `service-no-endpoints` with the
 //! Service; the reject a `failed` connect with the Service and the same verdict.
 
-use std::{process::Command, thread, time::Duration};
+use std::{thread, time::Duration};
 
 use netlat_tests::{
-    Netns, TempDir, Watch, connect_times, connects_to, first_syn_drop, is_root, json_lines,
-    netlat_unprivileged, sh_stdin, tcp_server, veth,
+    Netns, TempDir, Watch, connect_times, connects_to, first_syn_drop, has_tool, is_root,
+    json_lines, netlat_unprivileged, sh_stdin, tcp_server, veth,
 };
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -204,13 +204,6 @@ fn lab(mode: Mode) -> Lab {
     }
 }
 
-fn has(tool: &str) -> bool {
-    Command::new(tool)
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success())
-}
-
 #[test]
 fn lab_kube_proxy_rules_name_services_and_no_endpoint_drops() {
     assert!(is_root(), "the lab tests need root");
@@ -219,7 +212,7 @@ fn lab_kube_proxy_rules_name_services_and_no_endpoint_drops() {
         (Mode::IptablesNft, "iptables-nft"),
         (Mode::IptablesLegacy, "iptables-legacy"),
     ] {
-        if has(tool) {
+        if has_tool(tool) {
             modes.push(mode);
         } else {
             eprintln!("{tool} is not installed: its mode is not tested");

@@ -11,8 +11,8 @@
 use std::{process::Command, time::Duration};
 
 use netlat_tests::{
-    Netns, TempDir, Watch, connect_times, connects_to, first_syn_drop, is_root, json_lines,
-    netlat_bin, netlat_unprivileged, tcp_server, veth,
+    Netns, TempDir, Watch, connect_times, connects_to, first_syn_drop, has_tool, is_root,
+    json_lines, netlat_bin, netlat_unprivileged, tcp_server, veth,
 };
 
 /// One client namespace with its own kube-proxy backend.
@@ -132,18 +132,11 @@ fn client(
     }
 }
 
-fn has(tool: &str) -> bool {
-    Command::new(tool)
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success())
-}
-
 #[test]
 fn lab_connect_lines_name_the_kubernetes_service() {
     assert!(is_root(), "the lab tests need root");
     assert!(
-        has("iptables-nft"),
+        has_tool("iptables-nft"),
         "iptables-nft is needed (Debian's iptables package)"
     );
     let server = Netns::new("svs");
@@ -155,7 +148,7 @@ fn lab_connect_lines_name_the_kubernetes_service() {
         "10.96.0.10",
         "default/web:http",
     )];
-    if has("iptables-legacy") {
+    if has_tool("iptables-legacy") {
         clients.push(client(
             &server,
             "iptables-legacy",
@@ -257,7 +250,7 @@ fn lab_connect_lines_name_the_kubernetes_service() {
 fn lab_pod_connects_are_named_from_the_node_rules() {
     assert!(is_root(), "the lab tests need root");
     assert!(
-        has("iptables-nft"),
+        has_tool("iptables-nft"),
         "iptables-nft is needed (Debian's iptables package)"
     );
     let node = Netns::new("svnode");
