@@ -255,6 +255,17 @@ impl LiveFacts {
         }
     }
 
+    /// Refresh the Service maps a connect from `netns` is named by: its own and, when it is not
+    /// the node's, the node's (where kube-proxy writes its rules). The node's netns, if other.
+    fn refresh_services_seen_from(&self, netns: u32) -> Option<u32> {
+        let node = own_netns().filter(|own| *own != netns);
+        self.refresh_services(netns);
+        if let Some(own) = node {
+            self.refresh_services(own);
+        }
+        node
+    }
+
     /// Keeps the Service map of `netns` fresh. The first read blocks (the connect being
     /// reported wants its name); once the map is older than the TTL it is re-read on a
     /// thread of its own and replaced when that lands, so the event loop stalls at most once per
@@ -388,11 +399,7 @@ impl NodeView for LiveFacts {
         self.with(netns, |f| f.udp_timeout_s(netns))
     }
     fn service(&self, netns: u32, dst: SocketAddr) -> Option<String> {
-        let node = own_netns().filter(|own| *own != netns);
-        self.refresh_services(netns);
-        if let Some(own) = node {
-            self.refresh_services(own);
-        }
+        let node = self.refresh_services_seen_from(netns);
         let maps = self.services.borrow();
         let client = &maps.get(&netns)?.map;
         service_name(
@@ -402,11 +409,7 @@ impl NodeView for LiveFacts {
         )
     }
     fn unnamed_ipvs_service(&self, netns: u32, dst: SocketAddr) -> bool {
-        let node = own_netns().filter(|own| *own != netns);
-        self.refresh_services(netns);
-        if let Some(own) = node {
-            self.refresh_services(own);
-        }
+        let node = self.refresh_services_seen_from(netns);
         let key = (TCP, unmapped(dst.ip()), dst.port());
         let maps = self.services.borrow();
         [Some(netns), node]
@@ -416,11 +419,7 @@ impl NodeView for LiveFacts {
             .any(|c| c.map.unnamed_ipvs(&key))
     }
     fn no_endpoint_rule(&self, netns: u32, dst: SocketAddr) -> Option<NoEndpointRule> {
-        let node = own_netns().filter(|own| *own != netns);
-        self.refresh_services(netns);
-        if let Some(own) = node {
-            self.refresh_services(own);
-        }
+        let node = self.refresh_services_seen_from(netns);
         let maps = self.services.borrow();
         let client = &maps.get(&netns)?.map;
         no_endpoint_rule(
