@@ -59,17 +59,16 @@ fn plain_netns(tag: &str, bridge_of: &Containerd, ip: &str) -> Netns {
     ns
 }
 
-/// A TCP connect from a container to `ip:port` that closes at once (busybox `nc`; its `wget`
-/// needs NSS files the one-binary image does not have).
-/// A connect from inside a container whose process stays half a second after it (stdin closes
-/// then): netlat sees an attempt at its first SYN retransmit, and a process that exits at once
-/// may be gone before its cgroup (its container) is read — the README says so.
+/// A TCP connect from a container to `ip:port` by a process that exits as soon as it is
+/// established (busybox `nc` with no input; its `wget` needs NSS files the one-binary image does
+/// not have). netlat hears of the attempt at its first SYN retransmit, a moment before the
+/// process is gone: its container comes from the cgroup the kernel saw it connect from.
 fn nc(ip: &str, port: u16, timeout_s: u32) -> Vec<String> {
     vec![
         "/bin/busybox".to_string(),
         "sh".to_string(),
         "-c".to_string(),
-        format!("/bin/busybox sleep 0.5 | /bin/busybox nc -w {timeout_s} {ip} {port}"),
+        format!("/bin/busybox nc -w {timeout_s} {ip} {port} </dev/null"),
     ]
 }
 
@@ -109,7 +108,6 @@ fn pod_of(l: &serde_json::Value) -> String {
 }
 
 #[test]
-#[ignore = "KNOWN GAP (issue 12, open): since attempts reach user space at their first SYN retransmit, the container and hostNetwork pod of a short-lived process are not found; run with --ignored"]
 fn lab_pods_are_named_on_their_lines() {
     require();
     let mut cd = Containerd::start("pods", 1);
@@ -176,29 +174,19 @@ fn lab_pods_are_named_on_their_lines() {
 
     let slow = slow_to(&lines, &dst);
     let names: Vec<String> = slow.iter().map(|l| pod_of(l)).collect();
-    // KNOWN GAP (issue 12, left open): since attempts reach user space at their first SYN
-    // retransmit, the container (and a hostNetwork pod, told by cgroup only) of these
-    // short-lived execs is not always found on this host. A name given must be the right one;
-    // a missing one is printed, not hidden.
-    let want = [
-        "shop/web-0/app",
-        "shop/web-0/sidecar",
-        "kube-system/agent/agent",
-        "",
-    ];
-    assert_eq!(names.len(), want.len(), "{lines:#?}");
-    for (got, want) in names.iter().zip(want) {
-        let sandbox = want.rsplit_once('/').map_or("", |(s, _)| s);
-        assert!(
-            got == want
-                || (!want.is_empty()
-                    && (got == sandbox || got.is_empty() && want.starts_with("kube-system"))),
-            "got {got}, want {want}: {lines:#?}"
-        );
-        if got != want {
-            eprintln!("KNOWN GAP: named {got:?}, want {want:?}");
-        }
-    }
+    // Each client process has exited by the time netlat hears of its attempt (at the first
+    // SYN retransmit): the containers and the hostNetwork pod come from the cgroup the kernel
+    // saw each connect from.
+    assert_eq!(
+        names,
+        [
+            "shop/web-0/app",
+            "shop/web-0/sidecar",
+            "kube-system/agent/agent",
+            ""
+        ],
+        "{lines:#?}"
+    );
     for l in &slow[..2] {
         assert_eq!(l["pod"]["uid"], web.uid.as_str());
         assert_eq!(l["dst_pod"]["name"], "db-0", "{l}");
@@ -207,9 +195,8 @@ fn lab_pods_are_named_on_their_lines() {
         assert!(l["netns"].as_u64().is_some(), "the inode stays: {l}");
         assert!(l.get("pod_missing").is_none(), "{l}");
     }
-    if !slow[2]["pod"].is_null() {
-        assert_eq!(slow[2]["pod"]["uid"], agent.uid.as_str());
-    }
+    assert_eq!(slow[2]["pod"]["uid"], agent.uid.as_str());
+    assert!(slow[2].get("pod_missing").is_none(), "{}", slow[2]);
     // The plain namespace: no pod, and nothing missing either.
     assert_eq!(slow[3]["netns"].as_u64(), Some(plain.inode()));
     assert!(
@@ -249,7 +236,6 @@ fn lab_pods_are_named_on_their_lines() {
 }
 
 #[test]
-#[ignore = "KNOWN GAP (issue 12, open): since attempts reach user space at their first SYN retransmit, the container and hostNetwork pod of a short-lived process are not found; run with --ignored"]
 fn lab_pods_runtime_stopped_mid_run_costs_a_note_not_a_line() {
     require();
     let mut cd = Containerd::start("podsdown", 2);
@@ -273,7 +259,7 @@ fn lab_pods_runtime_stopped_mid_run_costs_a_note_not_a_line() {
             "sh",
             "-c",
             &format!(
-                "(while [ ! -e /go ]; do /bin/busybox sleep 0.1; done; /bin/busybox sleep 0.5 | /bin/busybox nc -w 5 {db_ip} {PORT}) >/dev/null 2>&1 &"
+                "(while [ ! -e /go ]; do /bin/busybox sleep 0.1; done; /bin/busybox nc -w 5 {db_ip} {PORT} </dev/null) >/dev/null 2>&1 &"
             ),
         ],
         5,
@@ -295,12 +281,7 @@ fn lab_pods_runtime_stopped_mid_run_costs_a_note_not_a_line() {
     let dst = format!("{db_ip}:{PORT}");
     let slow = slow_to(&lines, &dst);
     assert_eq!(slow.len(), 2, "both lines come: {lines:#?}");
-    // The container: see the KNOWN GAP in lab_pods_are_named_on_their_lines.
-    let first = pod_of(slow[0]);
-    assert!(
-        first == "shop/web-1/app" || first == "shop/web-1",
-        "{first}"
-    );
+    assert_eq!(pod_of(slow[0]), "shop/web-1/app", "{}", slow[0]);
     // Not named, and the line says why.
     assert!(slow[1].get("pod").is_none(), "{}", slow[1]);
     let why = slow[1]["pod_missing"].as_str().unwrap_or_default();
