@@ -460,8 +460,8 @@ impl Drop for RemoveOnDrop {
     }
 }
 
-/// The DaemonSet gives netlat the runtime sockets (read-only) and keeps the host's PID
-/// namespace, where /proc/PID/cgroup and /proc/PID/ns/net of every pod are.
+/// The DaemonSet gives netlat the runtime sockets and the host's cgroup tree (read-only) and
+/// keeps the host's PID namespace, where /proc/PID/cgroup and /proc/PID/ns/net of every pod are.
 #[test]
 fn daemonset_mounts_the_runtime_sockets_read_only() {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/daemonset.yaml");
@@ -493,4 +493,15 @@ fn daemonset_mounts_the_runtime_sockets_read_only() {
             .expect("its volume");
         assert_eq!(vol["hostPath"]["path"], m["mountPath"], "{vol}");
     }
+    // The host's cgroup tree, where the cgroup ids the kernel records at connect() are.
+    let cg = mounts
+        .iter()
+        .find(|m| m["mountPath"] == "/host/sys/fs/cgroup")
+        .expect("the host's cgroup tree is mounted");
+    assert_eq!(cg["readOnly"], true, "{cg}");
+    let vol = volumes
+        .iter()
+        .find(|x| x["name"] == cg["name"])
+        .expect("its volume");
+    assert_eq!(vol["hostPath"]["path"], "/sys/fs/cgroup", "{vol}");
 }

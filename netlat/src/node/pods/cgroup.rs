@@ -59,8 +59,10 @@ pub fn v2_roots(mountinfo: &str) -> Vec<PathBuf> {
                 return None;
             }
             let mut f = fields.split(' ');
-            // A mount of a subtree (a container's own cgroup namespace) cannot see the pods.
-            (f.nth(3)? == "/").then(|| f.next().map(PathBuf::from))?
+            // A mount of a subtree cannot see the pods; from inside a cgroup namespace, the
+            // host's tree (a hostPath mount) shows as an ancestor of the namespace's root.
+            let root = f.nth(3)?;
+            (root == "/" || root.starts_with("/..")).then(|| f.next().map(PathBuf::from))?
         })
         .collect()
 }
@@ -204,12 +206,14 @@ mod tests {
                   41 35 0:38 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw\n\
                   42 35 0:39 / /sys/fs/cgroup/cpu rw - cgroup cgroup rw,cpu\n\
                   90 80 0:38 /kubepods/besteffort/podx /sys/fs/cgroup rw - cgroup2 cgroup2 rw\n\
-                  91 80 0:38 / /host/sys/fs/cgroup ro - cgroup2 cgroup2 rw\n";
+                  91 80 0:38 / /host/sys/fs/cgroup ro - cgroup2 cgroup2 rw\n\
+                  92 80 0:38 /../../.. /host2 ro - cgroup2 cgroup2 rw\n";
         assert_eq!(
             v2_roots(mi),
             [
                 PathBuf::from("/sys/fs/cgroup/unified"),
-                PathBuf::from("/host/sys/fs/cgroup")
+                PathBuf::from("/host/sys/fs/cgroup"),
+                PathBuf::from("/host2")
             ]
         );
     }
