@@ -79,6 +79,14 @@ enum Placed {
     Unknown,
 }
 
+/// Where the cgroup v2 tree is mounted, as this process sees its mounts (none on a cgroup
+/// v1-only node).
+pub fn cgroup_v2_roots() -> Vec<PathBuf> {
+    fs::read_to_string("/proc/self/mountinfo")
+        .map(|mi| cgroup::v2_roots(&mi))
+        .unwrap_or_default()
+}
+
 /// The place of process `tgid`: its `/proc/PID/cgroup` while it lives, else the cgroup the
 /// kernel saw it connect from, looked up in the scanned ids.
 fn place(tgid: u32, ids: Option<&dyn CgroupIds>, t: &Table) -> Placed {
@@ -391,13 +399,13 @@ impl Table {
                 None => PodAnswer::NotAPod,
             };
         }
-        if let Some(why) = &self.down {
-            return PodAnswer::Unknown(why.clone());
-        }
         // Every container the kubelet runs is in its pod's cgroup: a process in none is no
-        // pod's, whatever the lookup of its namespace will say.
+        // pod's, whatever the runtime or the lookup of its namespace would say.
         if tgid.is_some_and(|t| matches!(self.procs.get(&t), Some(None))) {
             return PodAnswer::NotAPod;
+        }
+        if let Some(why) = &self.down {
+            return PodAnswer::Unknown(why.clone());
         }
         // Still looking, unless an earlier look already found no pod there (a namespace that
         // keeps making lines is re-checked now and then; its lines need not wait for that).
@@ -435,9 +443,7 @@ impl PodCache {
     /// the kernel's record of the cgroup each process connected from (none: processes that
     /// exited before their attempt was read are placed by their network namespace only).
     pub fn start(sources: &PodSources, ids: Option<Arc<dyn CgroupIds>>) -> std::io::Result<Self> {
-        let cgroup_roots = fs::read_to_string("/proc/self/mountinfo")
-            .map(|mi| cgroup::v2_roots(&mi))
-            .unwrap_or_default();
+        let cgroup_roots = cgroup_v2_roots();
         let table = Arc::new(Mutex::new(Table {
             cgroup_v2: !cgroup_roots.is_empty(),
             ..Table::default()
@@ -900,6 +906,9 @@ mod tests {
         );
         t.pending.insert(300);
         assert_eq!(t.answer(300, Some(GONE + 2), Some(1)), PodAnswer::NotAPod);
+        t.down = Some("container runtime not answering".into());
+        assert_eq!(t.answer(300, Some(GONE + 2), Some(1)), PodAnswer::NotAPod);
+        t.down = None;
         // Unplaced, the same namespace is still being looked up.
         assert_eq!(
             t.answer(300, Some(GONE + 5), Some(1)),
