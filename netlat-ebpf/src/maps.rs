@@ -1,7 +1,8 @@
-//! The maps shared with user space (`EVENTS`, `LOST`, `READER`, `ATTEMPTS`, `ATTEMPT_STATS`)
-//! and between programs (`HOOK_SKB`, `ATTEMPTS`), and the helpers every event emitter uses.
+//! The maps shared with user space (`EVENTS`, `LOST`, `READER`, `ATTEMPTS`, `ATTEMPT_STATS`,
+//! `PROC_CGROUP`) and between programs (`HOOK_SKB`, `ATTEMPTS`), and the helpers every event emitter uses.
 
 use aya_ebpf::{
+    helpers::bpf_get_current_cgroup_id,
     macros::map,
     maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
@@ -39,7 +40,25 @@ pub static ATTEMPTS: HashMap<u64, PendingAttempt> =
 #[map]
 pub static ATTEMPT_STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(attempt_stat::COUNT, 0);
 
+/// The cgroup (v2 id: the inode of its cgroupfs directory) of each process at its latest
+/// connect, by tgid. An attempt reaches user space at its first SYN retransmit, often after a
+/// short-lived client has exited and its `/proc/PID/cgroup` is gone: this names its container.
+/// LRU: a process table that forgets the oldest, costing only a container name.
+#[map]
+pub static PROC_CGROUP: LruHashMap<u32, u64> = LruHashMap::with_max_entries(1 << 16, 0);
+
 const BPF_RB_NO_WAKEUP: u64 = 1;
+
+/// Remember the cgroup of process `tgid` (the current task): written only when it changed, so
+/// a process that connects often costs a lookup per connect, not an LRU update.
+#[inline(always)]
+pub fn remember_cgroup(tgid: u32) {
+    let id = unsafe { bpf_get_current_cgroup_id() };
+    // SAFETY: the value is copied out at once; a concurrent update only makes a stale compare.
+    if unsafe { PROC_CGROUP.get(&tgid) }.copied() != Some(id) {
+        let _ = PROC_CGROUP.insert(&tgid, &id, 0);
+    }
+}
 
 /// Count one event of kind `k` that found the ring full.
 #[inline(always)]

@@ -622,8 +622,9 @@ impl Drop for Containerd {
         for p in &pods {
             remove_cgroups(&p.cgroup_parent);
         }
-        // Mounts left under the temp dir (rootfs, shm), deepest first.
-        let dir = self.dir().display().to_string();
+        // Mounts left under the temp dir (rootfs, shm), deepest first. Under it, not merely
+        // starting with its name: `…-pods` is a prefix of a parallel test's `…-podsdown`.
+        let dir = format!("{}/", self.dir().display());
         if let Ok(mi) = fs::read_to_string("/proc/self/mountinfo") {
             let mut mounts: Vec<&str> = mi
                 .lines()

@@ -30,7 +30,7 @@ use super::{
 };
 use crate::{
     config::conf,
-    maps::{ATTEMPTS, EVENTS, count_lost, count_stat, submit_flags},
+    maps::{ATTEMPTS, EVENTS, count_lost, count_stat, remember_cgroup, submit_flags},
 };
 
 /// `TCP_CLOSE`: connect() moves a socket from it into SYN_SENT (include/net/tcp_states.h).
@@ -128,6 +128,7 @@ fn start(skaddr: u64, netns: u32, addrs: &Addrs) {
         addrs: *addrs,
         comm: bpf_get_current_comm().unwrap_or([0; 16]),
     };
+    remember_cgroup(slot.tgid);
     match ATTEMPTS.insert(&skaddr, &slot, BPF_NOEXIST) {
         Ok(()) => {}
         Err(e) if e == -EEXIST => {

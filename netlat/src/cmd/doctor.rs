@@ -19,7 +19,7 @@ use crate::{
     cmd::args::{DoctorArgs, OutputFormat},
     node::{
         self,
-        pods::{DEFAULT_SOCKETS, PodSources, Reader},
+        pods::{DEFAULT_SOCKETS, PodSources, Reader, cgroup, cgroup_v2_roots},
     },
 };
 
@@ -44,6 +44,11 @@ struct PodsDoctor {
     from_files: Option<usize>,
     /// Pods a line can be named with now.
     nameable: usize,
+    /// Where the cgroup v2 tree is read: it names the container of a client that exited before
+    /// its slow connect was read (empty on a cgroup v1-only node).
+    cgroup_v2: Vec<PathBuf>,
+    /// Container cgroups found there.
+    container_cgroups: usize,
 }
 
 #[derive(Serialize)]
@@ -62,6 +67,16 @@ fn pods_doctor(sockets: &[PathBuf]) -> PodsDoctor {
     if !sources.any() {
         return d;
     }
+    d.cgroup_v2 = cgroup_v2_roots();
+    let mut scan = cgroup::Scan::default();
+    for root in &d.cgroup_v2 {
+        cgroup::scan(root, &mut scan);
+    }
+    d.container_cgroups = scan
+        .by_id
+        .values()
+        .filter(|p| p.container_id.is_some())
+        .count();
     let r = match Reader::new(&sources) {
         Ok(mut reader) => reader.read(),
         Err(e) => {
@@ -112,7 +127,28 @@ fn print_pods(out: &mut impl Write, d: &PodsDoctor) -> io::Result<()> {
         out,
         "pods          {} pod(s) can be named on lines",
         d.nameable
-    )
+    )?;
+    if d.cgroup_v2.is_empty() {
+        writeln!(
+            out,
+            "pods          no cgroup v2 tree (a cgroup v1-only node): a client that exits before \
+             its slow connect is read is named by its pod's network namespace only (no \
+             container; a hostNetwork pod not at all)"
+        )
+    } else {
+        let roots: Vec<String> = d
+            .cgroup_v2
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect();
+        writeln!(
+            out,
+            "pods          cgroup v2 tree at {}: {} container cgroup(s), so clients that exit \
+             before their slow connect is read are still named",
+            roots.join(", "),
+            d.container_cgroups
+        )
+    }
 }
 
 fn netns_path(arg: &str) -> PathBuf {

@@ -257,7 +257,9 @@ fn start(cfg: &WatchConfig, limits: &Limits, loaded: Loaded) -> anyhow::Result<R
     let nat = netns::CtNatLookup::default();
     // Started after privileges are dropped: the runtime sockets need no capability, and
     // /proc/PID/cgroup is world-readable.
-    let pods = PodCache::start(&PodSources::discover(&cfg.cri_sockets))
+    let ids = loader::proc_cgroups(&mut ebpf)
+        .map(|m| std::sync::Arc::new(m) as std::sync::Arc<dyn crate::node::pods::CgroupIds>);
+    let pods = PodCache::start(&PodSources::discover(&cfg.cri_sockets), ids)
         .context("starting the pod lookups")?;
     let engine_cfg = EngineConfig {
         threshold_ns: cfg.threshold_ns(),

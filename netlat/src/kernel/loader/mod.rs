@@ -14,7 +14,7 @@ use std::fs;
 
 use aya::{
     Ebpf,
-    maps::{HashMap, PerCpuArray},
+    maps::{HashMap, MapData, PerCpuArray},
 };
 use netlat_common::{
     EventHeader, PendingAttempt, SockStateEvent, attempt_flag, attempt_stat, kind,
@@ -191,6 +191,21 @@ pub fn attempt_stats(ebpf: &Ebpf) -> Vec<(&'static str, u64)> {
     .into_iter()
     .map(|(name, i)| (name, arr.get(&i, 0).map_or(0, |v| v.iter().sum())))
     .collect()
+}
+
+/// The kernel's `PROC_CGROUP` map: the cgroup id each process last connected from.
+pub struct ProcCgroups(HashMap<MapData, u32, u64>);
+
+impl crate::node::pods::CgroupIds for ProcCgroups {
+    fn of(&self, tgid: u32) -> Option<u64> {
+        self.0.get(&tgid, 0).ok()
+    }
+}
+
+/// Takes `PROC_CGROUP` out of the object for the pod lookups (`None`: the object has none).
+pub fn proc_cgroups(ebpf: &mut Ebpf) -> Option<ProcCgroups> {
+    let m = ebpf.take_map("PROC_CGROUP")?;
+    HashMap::try_from(m).ok().map(ProcCgroups)
 }
 
 /// The attempts still in SYN_SENT that the kernel never shipped, as the start events it would

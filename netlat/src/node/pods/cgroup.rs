@@ -4,7 +4,16 @@
 //! - systemd: `/kubepods.slice/kubepods-<qos>.slice/kubepods-<qos>-pod<uid with _>.slice/
 //!   cri-containerd-<id>.scope` (CRI-O: `crio-<id>.scope`, docker: `docker-<id>.scope`).
 //!
-//! Pure text parsing; the caller reads the file.
+//! Text parsing is pure (the caller reads the file); [`scan`] walks the cgroup v2 tree for the
+//! container cgroups by id, so a process that has exited is still placed by the cgroup id the
+//! kernel saw it connect from.
+
+use std::{
+    collections::HashMap,
+    fs,
+    os::unix::fs::MetadataExt,
+    path::{Path, PathBuf},
+};
 
 /// Where a process sits in the kubelet's cgroup tree.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -36,6 +45,78 @@ pub fn parse_path(path: &str) -> Option<CgroupPod> {
         pod_uid: uid,
         container_id,
     })
+}
+
+/// Mount points of the cgroup v2 hierarchy that show it from its root, from a mountinfo text
+/// (`… 0:38 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw`): `/sys/fs/cgroup` on a
+/// v2 host, `/sys/fs/cgroup/unified` on a hybrid one, a hostPath mount of it in a container.
+pub fn v2_roots(mountinfo: &str) -> Vec<PathBuf> {
+    mountinfo
+        .lines()
+        .filter_map(|l| {
+            let (fields, fstype) = l.split_once(" - ")?;
+            if !fstype.starts_with("cgroup2 ") {
+                return None;
+            }
+            let mut f = fields.split(' ');
+            // A mount of a subtree cannot see the pods; from inside a cgroup namespace, the
+            // host's tree (a hostPath mount) shows as an ancestor of the namespace's root.
+            let root = f.nth(3)?;
+            (root == "/" || root.starts_with("/..")).then(|| f.next().map(PathBuf::from))?
+        })
+        .collect()
+}
+
+/// Directories a [`scan`] visits at most; the rest of a larger tree is left (and said).
+pub const SCAN_LIMIT: usize = 50_000;
+/// Levels below the root walked whatever their names (nested kubelets: kind, systemd slices).
+const OPEN_DEPTH: usize = 4;
+
+/// What a [`scan`] found: pod and container cgroups by id, and whether it stopped at the limit.
+#[derive(Debug, Default)]
+pub struct Scan {
+    pub by_id: HashMap<u64, CgroupPod>,
+    pub truncated: bool,
+}
+
+/// The pod and container cgroups under cgroup v2 mount `root`, by cgroup id (the inode of the
+/// directory: what `bpf_get_current_cgroup_id` returns on 64-bit kernels). Below
+/// [`OPEN_DEPTH`] only paths with `kubepods` in them are walked; no deeper than a container.
+pub fn scan(root: &Path, out: &mut Scan) {
+    let mut stack = vec![(root.to_path_buf(), 0usize)];
+    let mut visited = 0usize;
+    while let Some((dir, depth)) = stack.pop() {
+        let Ok(entries) = fs::read_dir(&dir) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            if !e.file_type().is_ok_and(|t| t.is_dir()) {
+                continue;
+            }
+            visited += 1;
+            if visited > SCAN_LIMIT {
+                out.truncated = true;
+                return;
+            }
+            let path = e.path();
+            let rel = path.strip_prefix(root).unwrap_or(&path).to_string_lossy();
+            let place = parse_path(&rel);
+            if let Some(p) = &place
+                && let Ok(m) = e.metadata()
+            {
+                out.by_id.insert(m.ino(), p.clone());
+            }
+            let deeper = match &place {
+                // A container's own sub-cgroups (systemd in a pod) are the container's too,
+                // but rare: the container level is enough.
+                Some(p) => p.container_id.is_none(),
+                None => depth < OPEN_DEPTH || rel.contains("kubepods"),
+            };
+            if deeper && depth < 16 {
+                stack.push((path, depth + 1));
+            }
+        }
+    }
 }
 
 fn pod_uid(seg: &str) -> Option<String> {
@@ -117,6 +198,55 @@ mod tests {
         // Guaranteed pods sit directly under kubepods.slice.
         let g = format!("0::/kubepods.slice/kubepods-pod{u}.slice/cri-containerd-{CID}.scope");
         assert_eq!(parse(&g).unwrap().pod_uid, UID);
+    }
+
+    #[test]
+    fn cgroup_v2_roots_from_mountinfo() {
+        let mi = "35 24 0:30 / /sys/fs/cgroup ro,nosuid - tmpfs tmpfs ro,mode=755\n\
+                  41 35 0:38 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw\n\
+                  42 35 0:39 / /sys/fs/cgroup/cpu rw - cgroup cgroup rw,cpu\n\
+                  90 80 0:38 /kubepods/besteffort/podx /sys/fs/cgroup rw - cgroup2 cgroup2 rw\n\
+                  91 80 0:38 / /host/sys/fs/cgroup ro - cgroup2 cgroup2 rw\n\
+                  92 80 0:38 /../../.. /host2 ro - cgroup2 cgroup2 rw\n";
+        assert_eq!(
+            v2_roots(mi),
+            [
+                PathBuf::from("/sys/fs/cgroup/unified"),
+                PathBuf::from("/host/sys/fs/cgroup"),
+                PathBuf::from("/host2")
+            ]
+        );
+    }
+
+    /// A directory tree shaped like the kubelet's (plain directories: the walk only reads
+    /// names and inodes): containers and pods are found by inode, other trees are not walked.
+    #[test]
+    fn scan_finds_pod_and_container_cgroups_by_inode() {
+        let root = std::env::temp_dir().join(format!("netlat-cg-scan-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&root);
+        let pod = root.join(format!("kubepods/besteffort/pod{UID}"));
+        let ctr = pod.join(CID);
+        let sd = root.join(format!(
+            "kubepods.slice/kubepods-pod{}.slice/cri-containerd-{CID}.scope",
+            UID.replace('-', "_")
+        ));
+        // Deep outside kubepods: not walked.
+        let deep = root.join(format!("a/b/c/d/e/pod{UID}/{CID}"));
+        for d in [&ctr, &sd, &deep] {
+            fs::create_dir_all(d).unwrap();
+        }
+        let ino = |p: &Path| fs::metadata(p).unwrap().ino();
+        let mut s = Scan::default();
+        scan(&root, &mut s);
+        let got = |p: &Path| s.by_id.get(&ino(p)).cloned();
+        assert_eq!(got(&ctr).unwrap().container_id.as_deref(), Some(CID));
+        assert_eq!(got(&pod).unwrap().container_id, None);
+        assert_eq!(got(&pod).unwrap().pod_uid, UID);
+        assert_eq!(got(&sd).unwrap().container_id.as_deref(), Some(CID));
+        assert_eq!(got(&deep), None);
+        assert_eq!(s.by_id.len(), 4, "{:?}", s.by_id);
+        assert!(!s.truncated);
+        let _ = fs::remove_dir_all(&root);
     }
 
     #[test]

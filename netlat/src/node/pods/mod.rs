@@ -11,6 +11,11 @@
 //! Sources, in order: CRI on each runtime socket ([`cri`]); the runtimes' OCI bundles on disk
 //! when no socket answers ([`files`]); `/proc/PID/cgroup` ([`cgroup`]) for the container of a
 //! process and for hostNetwork pods (whose netns is the host's).
+//!
+//! An attempt reaches user space only at its first SYN retransmit, and a short-lived client
+//! (`kubectl exec … curl`, a Job) has often exited by then: its `/proc/PID/cgroup` is gone. The
+//! kernel keeps the cgroup id each process connected from ([`CgroupIds`]); the cache maps ids
+//! to pods and containers by walking the cgroup v2 tree ([`cgroup::scan`]) at each refresh.
 
 pub mod cgroup;
 pub mod cri;
@@ -52,6 +57,54 @@ const NEGATIVE_TTL: Duration = Duration::from_secs(10);
 const QUEUE: usize = 1024;
 /// Processes whose cgroup is remembered; the table starts over beyond it.
 const MAX_PROCS: usize = 65_536;
+/// Cgroup ids a scan did not find, remembered so they do not cause a scan each; starts over
+/// beyond this.
+const MAX_UNPLACED: usize = 4096;
+
+/// The cgroup id (cgroup v2) each process was in when it last called connect(), as the kernel
+/// recorded it: what places a process that has exited by the time its attempt is read.
+pub trait CgroupIds: Send + Sync {
+    fn of(&self, tgid: u32) -> Option<u64>;
+}
+
+/// Where a process is in the cgroup tree, as far as the cache can tell now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Placed {
+    /// In this pod (and container), or `None`: in no pod's cgroup.
+    Known(Option<CgroupPod>),
+    /// Exited; it connected from cgroup `id`, which no scan has found yet.
+    Unscanned(u64),
+    /// Exited, and the kernel kept no cgroup for it (cgroup v1-only host, evicted, started
+    /// before netlat).
+    Unknown,
+}
+
+/// Where the cgroup v2 tree is mounted, as this process sees its mounts (none on a cgroup
+/// v1-only node).
+pub fn cgroup_v2_roots() -> Vec<PathBuf> {
+    fs::read_to_string("/proc/self/mountinfo")
+        .map(|mi| cgroup::v2_roots(&mi))
+        .unwrap_or_default()
+}
+
+/// The place of process `tgid`: its `/proc/PID/cgroup` while it lives, else the cgroup the
+/// kernel saw it connect from, looked up in the scanned ids.
+fn place(tgid: u32, ids: Option<&dyn CgroupIds>, t: &Table) -> Placed {
+    if let Ok(text) = fs::read_to_string(format!("/proc/{tgid}/cgroup")) {
+        return Placed::Known(cgroup::parse(&text));
+    }
+    // Gone (or never readable): the cgroup it connected from. Id 1 is the root cgroup, where
+    // no pod is; but also where every process is on a host with no cgroup v2 tree.
+    match ids.and_then(|i| i.of(tgid)) {
+        Some(1) if t.cgroup_v2 => Placed::Known(None),
+        Some(id) if id > 1 => match t.cgroups.get(&id) {
+            Some((p, _)) => Placed::Known(Some(p.clone())),
+            None if t.unplaced.contains(&id) => Placed::Known(None),
+            None => Placed::Unscanned(id),
+        },
+        _ => Placed::Unknown,
+    }
+}
 
 /// The answer for a namespace a lookup is still running for.
 pub const STILL_LOOKING: &str = "pod lookup still running";
@@ -239,8 +292,15 @@ struct Table {
     by_netns: HashMap<u32, String>,
     by_uid: HashMap<String, String>,
     by_ip: HashMap<IpAddr, String>,
-    /// Each process's place in the cgroup tree (`None`: not in a pod), read when it connects.
+    /// Each process's place in the cgroup tree (`None`: in no pod's cgroup), read when it
+    /// connects; a process that could not be placed has no entry.
     procs: HashMap<u32, Option<CgroupPod>>,
+    /// Pod and container cgroups by cgroup id (v2), and when a scan last saw them.
+    cgroups: HashMap<u64, (CgroupPod, Instant)>,
+    /// Cgroup ids asked about that a later scan did not find (not a pod's).
+    unplaced: HashSet<u64>,
+    /// Whether the cgroup v2 tree is mounted (its ids mean something).
+    cgroup_v2: bool,
     /// Namespaces asked about and not yet covered by a finished refresh.
     pending: HashSet<u32>,
     /// Namespaces a refresh did not find, and when.
@@ -251,6 +311,15 @@ struct Table {
 }
 
 impl Table {
+    /// Take in a scan of the cgroup tree: ids seen now, or within [`GRACE`] (a pod deleted
+    /// right after its slow connect).
+    fn merge_scan(&mut self, s: cgroup::Scan, now: Instant) {
+        for (id, p) in s.by_id {
+            self.cgroups.insert(id, (p, now));
+        }
+        self.cgroups.retain(|_, c| now.duration_since(c.1) < GRACE);
+    }
+
     fn merge(&mut self, r: &Refresh, now: Instant) {
         self.down = r.down();
         self.refreshes += 1;
@@ -330,6 +399,11 @@ impl Table {
                 None => PodAnswer::NotAPod,
             };
         }
+        // Every container the kubelet runs is in its pod's cgroup: a process in none is no
+        // pod's, whatever the runtime or the lookup of its namespace would say.
+        if tgid.is_some_and(|t| matches!(self.procs.get(&t), Some(None))) {
+            return PodAnswer::NotAPod;
+        }
         if let Some(why) = &self.down {
             return PodAnswer::Unknown(why.clone());
         }
@@ -352,6 +426,7 @@ pub struct PodCache {
     table: Arc<Mutex<Table>>,
     /// `None` when there is no source: nothing is a pod, nothing to ask.
     tx: Option<SyncSender<Ask>>,
+    ids: Option<Arc<dyn CgroupIds>>,
     host_netns: Option<u32>,
     last_prefetch: Option<(u32, u32)>,
     /// Lookups not queued because the thread was behind.
@@ -364,18 +439,32 @@ fn lock(t: &Mutex<Table>) -> MutexGuard<'_, Table> {
 }
 
 impl PodCache {
-    /// Starts the background thread (when there is a source) and its first refresh.
-    pub fn start(sources: &PodSources) -> std::io::Result<Self> {
-        let table = Arc::new(Mutex::new(Table::default()));
+    /// Starts the background thread (when there is a source) and its first refresh. `ids` is
+    /// the kernel's record of the cgroup each process connected from (none: processes that
+    /// exited before their attempt was read are placed by their network namespace only).
+    pub fn start(sources: &PodSources, ids: Option<Arc<dyn CgroupIds>>) -> std::io::Result<Self> {
+        let cgroup_roots = cgroup_v2_roots();
+        let table = Arc::new(Mutex::new(Table {
+            cgroup_v2: !cgroup_roots.is_empty(),
+            ..Table::default()
+        }));
         let host_netns = netns_inode(Path::new("/proc/1/ns/net"))
             .or_else(|| netns_inode(Path::new("/proc/self/ns/net")));
         let tx = if sources.any() {
             let reader = Reader::new(sources)?;
             let (tx, rx) = mpsc::sync_channel(QUEUE);
             let t = Arc::clone(&table);
+            let w = Worker {
+                table: t,
+                reader,
+                ids: ids.clone(),
+                cgroup_roots,
+                last_scan: None,
+                said_truncated: false,
+            };
             thread::Builder::new()
                 .name("netlat-pods".into())
-                .spawn(move || worker(&t, reader, &rx))?;
+                .spawn(move || w.run(&rx))?;
             Some(tx)
         } else {
             None
@@ -383,6 +472,7 @@ impl PodCache {
         Ok(Self {
             table,
             tx,
+            ids,
             host_netns,
             last_prefetch: None,
             dropped_asks: 0,
@@ -441,18 +531,27 @@ impl PodView for PodCache {
         }
         // The attempt reaches user space only at its first SYN retransmit (the kernel keeps
         // fast ones), often just before it ends: the prefetch's cgroup read may still be queued.
-        // A reported line's process is read here, once: one small procfs file, no runtime call.
+        // A reported line's process is placed here, once: one small procfs file (or a map
+        // lookup and the scanned ids when it has exited), never a runtime call or a scan.
         if let Some(p) = tgid
             && !lock(&self.table).procs.contains_key(&p)
         {
-            let cg = fs::read_to_string(format!("/proc/{p}/cgroup"))
-                .ok()
-                .and_then(|s| cgroup::parse(&s));
-            let mut t = lock(&self.table);
-            if t.procs.len() >= MAX_PROCS {
-                t.procs.clear();
+            let placed = place(p, self.ids.as_deref(), &lock(&self.table));
+            match placed {
+                Placed::Known(cg) => {
+                    let mut t = lock(&self.table);
+                    if t.procs.len() >= MAX_PROCS {
+                        t.procs.clear();
+                    }
+                    t.procs.insert(p, cg);
+                }
+                // A cgroup made since the last scan: the worker scans, for the next lines.
+                Placed::Unscanned(_) => self.ask(Ask::Look {
+                    netns,
+                    tgid: Some(p),
+                }),
+                Placed::Unknown => {}
             }
-            t.procs.insert(p, cg);
         }
         let a = lock(&self.table).answer(netns, tgid, self.host_netns);
         // Not seen before (a drop line's namespace, a lost prefetch): look for the next line.
@@ -470,67 +569,138 @@ impl PodView for PodCache {
     }
 }
 
-/// The background thread: refresh at start, on misses (rate-limited) and every [`PERIOD`].
-fn worker(table: &Mutex<Table>, mut reader: Reader, rx: &mpsc::Receiver<Ask>) {
-    let mut last: Option<Instant> = None;
-    loop {
-        let first = match rx.recv_timeout(if last.is_none() {
-            Duration::ZERO
-        } else {
-            PERIOD
-        }) {
-            Ok(a) => Some(a),
-            Err(RecvTimeoutError::Timeout) => None,
-            Err(RecvTimeoutError::Disconnected) => return,
-        };
-        let asks: Vec<Ask> = first.into_iter().chain(rx.try_iter()).collect();
-        // Cgroups first: the process may exit soon after its connect.
-        let mut procs = Vec::new();
-        let mut want_ns = HashSet::new();
-        for Ask::Look { netns, tgid } in &asks {
-            want_ns.insert(*netns);
-            if let Some(p) = tgid {
-                let cg = fs::read_to_string(format!("/proc/{p}/cgroup"))
-                    .ok()
-                    .and_then(|s| cgroup::parse(&s));
-                procs.push((*p, cg));
+/// The background thread's state.
+struct Worker {
+    table: Arc<Mutex<Table>>,
+    reader: Reader,
+    ids: Option<Arc<dyn CgroupIds>>,
+    /// Where the cgroup v2 tree is mounted (none on a cgroup v1-only host).
+    cgroup_roots: Vec<PathBuf>,
+    last_scan: Option<Instant>,
+    said_truncated: bool,
+}
+
+impl Worker {
+    /// Refresh at start, on misses (rate-limited) and every [`PERIOD`].
+    fn run(mut self, rx: &mpsc::Receiver<Ask>) {
+        let mut last: Option<Instant> = None;
+        loop {
+            let first = match rx.recv_timeout(if last.is_none() {
+                Duration::ZERO
+            } else {
+                PERIOD
+            }) {
+                Ok(a) => Some(a),
+                Err(RecvTimeoutError::Timeout) => None,
+                Err(RecvTimeoutError::Disconnected) => return,
+            };
+            let asks: Vec<Ask> = first.into_iter().chain(rx.try_iter()).collect();
+            self.place_processes(&asks);
+            let want_ns: HashSet<u32> = asks.iter().map(|Ask::Look { netns, .. }| *netns).collect();
+            let stale = {
+                let t = lock(&self.table);
+                // A look is needed for a namespace still unknown, or a container not yet listed.
+                let unknown_container = t.procs.values().flatten().any(|c| {
+                    c.container_id
+                        .as_ref()
+                        .is_some_and(|id| !t.containers.contains_key(id))
+                        && t.by_uid.contains_key(&c.pod_uid)
+                });
+                asks.is_empty()
+                    || unknown_container
+                    || want_ns.iter().any(|n| t.pending.contains(n))
+            };
+            if !stale {
+                continue;
+            }
+            if let Some(l) = last {
+                thread::sleep(MIN_GAP.saturating_sub(l.elapsed()));
+            }
+            let covered: Vec<u32> = lock(&self.table).pending.iter().copied().collect();
+            let r = self.reader.read();
+            // The cgroups of the containers just listed, before their processes exit.
+            self.scan();
+            let now = Instant::now();
+            last = Some(now);
+            let mut t = lock(&self.table);
+            t.merge(&r, now);
+            for n in covered {
+                t.pending.remove(&n);
+                if !t.by_netns.contains_key(&n) && t.down.is_none() {
+                    t.negative.insert(n, now);
+                }
+            }
+            t.negative
+                .retain(|_, at| now.duration_since(*at) < NEGATIVE_TTL);
+        }
+    }
+
+    /// Place the processes asked about, first thing: they may exit soon after their connect.
+    /// One that has exited from a cgroup made since the last scan costs a scan (rate-limited).
+    fn place_processes(&mut self, asks: &[Ask]) {
+        let mut placed = Vec::new();
+        let mut unscanned = Vec::new();
+        {
+            let t = lock(&self.table);
+            for Ask::Look { tgid, .. } in asks {
+                let Some(p) = *tgid else { continue };
+                // Already placed (by the line's own read): keep it.
+                if t.procs.contains_key(&p) {
+                    continue;
+                }
+                match place(p, self.ids.as_deref(), &t) {
+                    Placed::Known(cg) => placed.push((p, cg)),
+                    Placed::Unscanned(id) => unscanned.push((p, id)),
+                    Placed::Unknown => {}
+                }
             }
         }
-        let stale = {
-            let mut t = lock(table);
-            if t.procs.len() + procs.len() > MAX_PROCS {
-                t.procs.clear();
+        if !unscanned.is_empty() {
+            if let Some(l) = self.last_scan {
+                thread::sleep(MIN_GAP.saturating_sub(l.elapsed()));
             }
-            t.procs.extend(procs);
-            // A look is needed for a namespace still unknown, or a container not yet listed.
-            let unknown_container = t.procs.values().flatten().any(|c| {
-                c.container_id
-                    .as_ref()
-                    .is_some_and(|id| !t.containers.contains_key(id))
-                    && t.by_uid.contains_key(&c.pod_uid)
-            });
-            asks.is_empty() || unknown_container || want_ns.iter().any(|n| t.pending.contains(n))
-        };
-        if !stale {
-            continue;
+            self.scan();
+            let mut t = lock(&self.table);
+            for (p, id) in unscanned {
+                let cg = t.cgroups.get(&id).map(|c| c.0.clone());
+                if cg.is_none() {
+                    if t.unplaced.len() >= MAX_UNPLACED {
+                        t.unplaced.clear();
+                    }
+                    t.unplaced.insert(id);
+                }
+                placed.push((p, cg));
+            }
         }
-        if let Some(l) = last {
-            thread::sleep(MIN_GAP.saturating_sub(l.elapsed()));
+        let mut t = lock(&self.table);
+        if t.procs.len() + placed.len() > MAX_PROCS {
+            t.procs.clear();
         }
-        let covered: Vec<u32> = lock(table).pending.iter().copied().collect();
-        let r = reader.read();
+        t.procs.extend(placed);
+    }
+
+    /// Walk the cgroup v2 tree for the pods' and containers' cgroup ids.
+    fn scan(&mut self) {
+        if self.cgroup_roots.is_empty() || self.ids.is_none() {
+            return;
+        }
+        let mut s = cgroup::Scan::default();
+        for r in &self.cgroup_roots {
+            cgroup::scan(r, &mut s);
+        }
+        if s.truncated && !self.said_truncated {
+            self.said_truncated = true;
+            tracing::warn!(
+                "the cgroup tree has more than {} directories: pods beyond them are named by \
+                 their network namespace only (no container for processes that exited)",
+                cgroup::SCAN_LIMIT
+            );
+        }
         let now = Instant::now();
-        last = Some(now);
-        let mut t = lock(table);
-        t.merge(&r, now);
-        for n in covered {
-            t.pending.remove(&n);
-            if !t.by_netns.contains_key(&n) && t.down.is_none() {
-                t.negative.insert(n, now);
-            }
-        }
-        t.negative
-            .retain(|_, at| now.duration_since(*at) < NEGATIVE_TTL);
+        self.last_scan = Some(now);
+        // Ids not found stay unplaced: an id is never reused, and each was asked about after
+        // its process connected from it, so a later scan would not find it either.
+        lock(&self.table).merge_scan(s, now);
     }
 }
 
@@ -639,6 +809,162 @@ mod tests {
         assert_eq!(nsfs_inode(mi, Path::new("/run")), None);
     }
 
+    /// The kernel's cgroup ids by tgid, as a test sets them.
+    struct FakeIds(HashMap<u32, u64>);
+
+    impl CgroupIds for FakeIds {
+        fn of(&self, tgid: u32) -> Option<u64> {
+            self.0.get(&tgid).copied()
+        }
+    }
+
+    /// Tgids no process can have (pid_max is at most 2^22): their /proc files never exist, as
+    /// for a process that exited before its attempt was read.
+    const GONE: u32 = 4_000_000_000;
+
+    fn place_of(id: &str, uid: &str) -> CgroupPod {
+        CgroupPod {
+            pod_uid: uid.into(),
+            container_id: Some(id.into()),
+        }
+    }
+
+    #[test]
+    fn exited_processes_are_placed_by_the_cgroup_they_connected_from() {
+        let mut t = Table {
+            cgroup_v2: true,
+            ..Table::default()
+        };
+        let now = Instant::now();
+        let ctr = |id: &str, sb: &str, name: &str| Container {
+            id: id.into(),
+            sandbox_id: sb.into(),
+            name: name.into(),
+        };
+        t.merge(
+            &refresh(
+                vec![
+                    sandbox("sb1", "web-0", Some(100), "10.236.0.5"),
+                    sandbox("hn", "agent", None, "10.0.0.1"),
+                ],
+                vec![ctr("c1", "sb1", "app"), ctr("c2", "hn", "agent")],
+            ),
+            now,
+        );
+        t.merge_scan(
+            cgroup::Scan {
+                by_id: HashMap::from([
+                    (500, place_of("c1", "sb1-uid")),
+                    (501, place_of("c2", "hn-uid")),
+                ]),
+                truncated: false,
+            },
+            now,
+        );
+        t.unplaced.insert(778);
+        let ids = FakeIds(HashMap::from([
+            (GONE, 500),
+            (GONE + 1, 501),
+            (GONE + 2, 1),
+            (GONE + 3, 777),
+            (GONE + 4, 778),
+        ]));
+        let ids: Option<&dyn CgroupIds> = Some(&ids);
+        assert_eq!(
+            place(GONE, ids, &t),
+            Placed::Known(Some(place_of("c1", "sb1-uid")))
+        );
+        // The root cgroup holds no pod; a cgroup not scanned yet waits for a scan; one a scan
+        // did not find is no pod's; no id at all is unknown.
+        assert_eq!(place(GONE + 2, ids, &t), Placed::Known(None));
+        assert_eq!(place(GONE + 3, ids, &t), Placed::Unscanned(777));
+        assert_eq!(place(GONE + 4, ids, &t), Placed::Known(None));
+        assert_eq!(place(GONE + 5, ids, &t), Placed::Unknown);
+        assert_eq!(place(GONE, None, &t), Placed::Unknown);
+        // With no cgroup v2 tree, id 1 is every process's: it tells nothing.
+        t.cgroup_v2 = false;
+        assert_eq!(place(GONE + 2, ids, &t), Placed::Unknown);
+
+        // Placed, they are named: the container in its pod's namespace, the hostNetwork pod
+        // in the host's; a process in no pod's cgroup is not a pod even where the lookup of
+        // its (new) namespace is still running.
+        for p in [GONE, GONE + 1] {
+            let Placed::Known(cg) = place(p, ids, &t) else {
+                panic!()
+            };
+            t.procs.insert(p, cg);
+        }
+        t.procs.insert(GONE + 2, None);
+        let name = |a: PodAnswer| match a {
+            PodAnswer::Pod(p) => p.to_string(),
+            other => format!("{other:?}"),
+        };
+        assert_eq!(name(t.answer(100, Some(GONE), Some(1))), "shop/web-0/app");
+        assert_eq!(
+            name(t.answer(1, Some(GONE + 1), Some(1))),
+            "shop/agent/agent"
+        );
+        t.pending.insert(300);
+        assert_eq!(t.answer(300, Some(GONE + 2), Some(1)), PodAnswer::NotAPod);
+        t.down = Some("container runtime not answering".into());
+        assert_eq!(t.answer(300, Some(GONE + 2), Some(1)), PodAnswer::NotAPod);
+        t.down = None;
+        // Unplaced, the same namespace is still being looked up.
+        assert_eq!(
+            t.answer(300, Some(GONE + 5), Some(1)),
+            PodAnswer::Unknown(STILL_LOOKING.into())
+        );
+    }
+
+    /// A container made after the last scan: its process exited before its attempt was read,
+    /// and the scan its look causes finds the cgroup by id (a tree of plain directories shaped
+    /// like the kubelet's).
+    #[test]
+    fn a_cgroup_made_since_the_last_scan_is_found_by_the_next() {
+        let root = std::env::temp_dir().join(format!("netlat-pods-scan-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&root);
+        let uid = "1b2c3d4e-0000-4111-8222-333344445555";
+        let cid = "3f7a2c1d9e8b7a6c5d4e3f2a1b0c9d8e7f6a5b4c3d2e1f0a9b8c7d6e5f4a3b2c";
+        let dir = root.join(format!("kubepods/besteffort/pod{uid}/{cid}"));
+        fs::create_dir_all(&dir).unwrap();
+        let id = fs::metadata(&dir).unwrap().ino();
+        let ids: Arc<dyn CgroupIds> = Arc::new(FakeIds(HashMap::from([
+            (GONE, id),
+            (GONE + 1, id + 1_000_000),
+        ])));
+        let table = Arc::new(Mutex::new(Table {
+            cgroup_v2: true,
+            ..Table::default()
+        }));
+        let mut w = Worker {
+            table: Arc::clone(&table),
+            reader: Reader::new(&PodSources::default()).unwrap(),
+            ids: Some(ids),
+            cgroup_roots: vec![root.clone()],
+            last_scan: None,
+            said_truncated: false,
+        };
+        w.place_processes(&[
+            Ask::Look {
+                netns: 100,
+                tgid: Some(GONE),
+            },
+            Ask::Look {
+                netns: 100,
+                tgid: Some(GONE + 1),
+            },
+        ]);
+        let t = lock(&table);
+        let got = t.procs.get(&GONE).cloned().flatten().unwrap();
+        assert_eq!(got.pod_uid, uid);
+        assert_eq!(got.container_id.as_deref(), Some(cid));
+        // Not in the tree: no pod's, and not looked for again.
+        assert_eq!(t.procs.get(&(GONE + 1)), Some(&None));
+        assert!(t.unplaced.contains(&(id + 1_000_000)));
+        drop(t);
+        let _ = fs::remove_dir_all(&root);
+    }
+
     #[test]
     fn host_network_pods_are_named_by_cgroup() {
         let mut t = Table::default();
@@ -724,11 +1050,12 @@ mod tests {
             sockets: vec![sock.clone()],
             bundle_dirs: vec![],
         };
-        let mut cache = PodCache::start(&sources).unwrap();
-        cache.prefetch(4_000_000_001, std::process::id());
+        let mut cache = PodCache::start(&sources, None).unwrap();
+        // A process that has exited: only the namespace's lookup could name it.
+        cache.prefetch(4_000_000_001, GONE);
         // The worker is blocked on the runtime: the answer comes from the table, unnamed.
         assert_eq!(
-            cache.pod(4_000_000_001, Some(std::process::id())),
+            cache.pod(4_000_000_001, Some(GONE)),
             PodAnswer::Unknown(STILL_LOOKING.into())
         );
         // Once the calls time out, lines say why.
