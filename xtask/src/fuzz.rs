@@ -28,6 +28,9 @@ pub struct Options {
     /// Seconds each target runs.
     #[arg(long, default_value_t = 60)]
     pub seconds: u64,
+    /// Build unoptimized, as the test suite's smoke run does (quicker to build, fewer inputs).
+    #[arg(long)]
+    pub dev: bool,
     /// Targets to run (default: all of them).
     pub targets: Vec<String>,
 }
@@ -45,19 +48,38 @@ pub fn fuzz(opts: &Options) -> Result<()> {
             TARGETS.join(", ")
         );
     }
-    run(&targets, opts.seconds)
+    let build = if opts.dev {
+        Build::Dev
+    } else {
+        Build::Optimized
+    };
+    run(&targets, opts.seconds, build)
+}
+
+/// How the targets are built.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Build {
+    /// cargo-fuzz's default (optimized, one codegen unit): most inputs per second, for real
+    /// fuzzing sessions.
+    Optimized,
+    /// Unoptimized (`--dev`): a quick check that the targets build and run. Measured here
+    /// under load, it ran some targets at ~40 inputs/s, too few for the test suite's smoke run.
+    Dev,
 }
 
 /// Build the targets, then run each for `seconds`; one line per target says how long it ran
 /// and how many inputs it tried.
-pub fn run(targets: &[&str], seconds: u64) -> Result<()> {
+pub fn run(targets: &[&str], seconds: u64, build: Build) -> Result<()> {
     let root = workspace_root();
     let out = target_dir(&root).join("fuzz");
     let cargo_fuzz = |args: &[&str]| {
         let mut cmd = command("cargo");
-        cmd.args(["+nightly", "fuzz"])
-            .args(args)
-            .args(["--fuzz-dir", "fuzz", "--target-dir"])
+        cmd.args(["+nightly", "fuzz"]).args(args);
+        if build == Build::Dev {
+            // `run` must say it too, or it rebuilds the optimized targets.
+            cmd.arg("--dev");
+        }
+        cmd.args(["--fuzz-dir", "fuzz", "--target-dir"])
             .arg(out.join("target"))
             .env("AYA_BUILD_SKIP", "1")
             .env_remove("CARGO_TARGET_DIR")

@@ -99,7 +99,11 @@ pub fn test(opts: &Options) -> Result<()> {
             opts.fuzz_seconds
         );
         let start = Instant::now();
-        let result = crate::fuzz::run(crate::fuzz::TARGETS, opts.fuzz_seconds);
+        let result = crate::fuzz::run(
+            crate::fuzz::TARGETS,
+            opts.fuzz_seconds,
+            crate::fuzz::Build::Dev,
+        );
         report("fuzz", start, &result);
         result?;
     }
