@@ -454,6 +454,7 @@ impl Engine {
             kernel_fast: self.kernel.kernel_fast,
             kernel_table_full: self.kernel.kernel_table_full,
             kernel_replaced: self.kernel.kernel_replaced,
+            kernel_end_missed: self.kernel.kernel_end_missed,
             ..self.tracker.stats().clone()
         };
         s.attempts = s.tracker.attempts + s.tracker.kernel_fast;
