@@ -187,12 +187,15 @@ impl Engine {
             Event::SockState(s) if s.old == TcpState::SYN_SENT => Some(s.sock),
             _ => None,
         };
+        // "Now" for a progress line the event did not time itself: the newest time seen (an
+        // attempt's start arrives with its first retransmit, timed at its start).
+        let now = self.last_ts;
         for (sock, wire) in self.nat.answers(judged_soon.as_ref()) {
             self.tracker.alias(&sock, wire);
             self.remember_wire(sock, wire);
             // The alias may have claimed the drop that names the cause.
             if self.progress.is_shown(&sock) {
-                self.progress_line(&sock, ts, Trigger::Evidence, sink)?;
+                self.progress_line(&sock, now, Trigger::Evidence, sink)?;
             }
         }
         match ev {
@@ -251,7 +254,7 @@ impl Engine {
                     sink.drop_line(&line)?;
                 }
                 if let Some(sock) = self.tracker.drop_matched(rec) {
-                    self.progress_line(&sock, ts, Trigger::Evidence, sink)?;
+                    self.progress_line(&sock, now, Trigger::Evidence, sink)?;
                 }
             }
         }
@@ -454,6 +457,7 @@ impl Engine {
             kernel_fast: self.kernel.kernel_fast,
             kernel_table_full: self.kernel.kernel_table_full,
             kernel_replaced: self.kernel.kernel_replaced,
+            kernel_end_missed: self.kernel.kernel_end_missed,
             ..self.tracker.stats().clone()
         };
         s.attempts = s.tracker.attempts + s.tracker.kernel_fast;
@@ -918,6 +922,56 @@ mod tests {
                 "{lines:#?}"
             );
             assert_eq!(connect["drops"][0]["via_vxlan"], true);
+        }
+    }
+
+    /// A NAT answer can arrive while the engine handles another attempt's start, which the
+    /// kernel ships at that attempt's first retransmit timed at its start: the progress line
+    /// the answer brings still counts the waiting time up to now, not to that older start.
+    #[test]
+    fn a_progress_line_never_waits_less_than_its_last_retry() {
+        let mut e = exposed_engine(Box::new(LateMasq {
+            only_when_waited: false,
+            due: Vec::new(),
+        }));
+        let started = 10 * S + 200_000_000;
+        let other = event::encode(&netlat_common::SockStateEvent {
+            header: netlat_common::EventHeader {
+                kind: netlat_common::kind::SOCK_STATE,
+                cpu: 0,
+                ts_ns: started,
+            },
+            skaddr: 0xdef,
+            netns: 111,
+            tgid: 10,
+            oldstate: 7,
+            newstate: 2,
+            addrs: crate::testkit::addrs(0),
+            comm: *b"other\0\0\0\0\0\0\0\0\0\0\0",
+            start_ns: started,
+            flags: netlat_common::attempt_flag::DEFERRED,
+            _pad: 0,
+        });
+        let got = collect(
+            &mut e,
+            &[
+                state(10 * S, 7, 2, 0),
+                // The first SYN's drop, seen with its NATed tuple at the receiver.
+                vxlan_drop(10 * S + 100_000, [10, 9, 0, 1], 61000),
+                retrans(11 * S, 40000),
+                // Another attempt's deferred start: the answer for the first arrives now.
+                other,
+            ],
+        );
+        // The retry's line, then the one the answer brings (the drop it claimed).
+        assert_eq!(got.retries.len(), 2, "{:#?}", got.retries);
+        assert_eq!(got.retries[1]["drops"][0]["via_nat"], true);
+        for r in &got.retries {
+            let waited = r["waiting_ms"].as_f64().unwrap_or(0.0);
+            assert!(
+                waited >= 1000.0,
+                "waiting_ms {waited} < its retry at 1000 ms: {r}"
+            );
         }
     }
 

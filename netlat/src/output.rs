@@ -528,13 +528,26 @@ impl<W: Write, E: Write> Printer for HumanPrinter<W, E> {
                 t.evicted, t.expired, t.drops_forgotten
             )?;
         }
-        if t.kernel_table_full + t.kernel_replaced + t.replaced + t.mismatched + t.end_lost > 0 {
+        if t.kernel_table_full
+            + t.kernel_replaced
+            + t.replaced
+            + t.mismatched
+            + t.end_lost
+            + t.kernel_end_missed
+            > 0
+        {
             writeln!(
                 self.err,
                 "netlat: attempt table: {} shipped whole (kernel table full), {} sockets reused \
                  before their attempt's end was seen ({} in the kernel), {} ends/retransmits of \
-                 another attempt not attributed, {} ends lost (not reported as pending)",
-                t.kernel_table_full, t.replaced, t.kernel_replaced, t.mismatched, t.end_lost
+                 another attempt not attributed, {} ends lost and {} ends the kernel skipped \
+                 (neither reported as pending)",
+                t.kernel_table_full,
+                t.replaced,
+                t.kernel_replaced,
+                t.mismatched,
+                t.end_lost,
+                t.kernel_end_missed
             )?;
         }
         self.err.flush()

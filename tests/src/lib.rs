@@ -361,6 +361,11 @@ impl Watch {
         None
     }
 
+    /// The netlat process's PID (its open BPF maps are under /proc/PID/fdinfo).
+    pub fn pid(&self) -> u32 {
+        self.child.0.id()
+    }
+
     /// SIGINT, wait for exit; returns (exit success, every line printed).
     pub fn stop(mut self) -> (bool, Vec<serde_json::Value>) {
         let pid = self.child.0.id() as libc::pid_t;

@@ -487,3 +487,50 @@ fn live_nftables_mode_ipv6_nodeports_and_no_endpoint_maps() {
     let facts = gather_in_netns(&ns.path());
     assert_eq!(facts.kube_proxy.no_endpoint_rules.len(), 2, "{facts:?}");
 }
+
+/// A short-lived client's namespace is still read after the client exits: netlat learns of an
+/// attempt at its first retransmit or slow end, and the client exits right after its connect,
+/// often before the reading thread got in (the VM matrix's vxlan-first-syn then lost its
+/// node facts). The namespace here lives only as long as its process, like a client's own.
+#[test]
+fn live_facts_of_a_namespace_whose_client_exited() {
+    use std::io::{BufRead, BufReader};
+    use std::os::unix::fs::MetadataExt;
+    use std::process::{Command, Stdio};
+
+    use netlat_core::verdict::NodeView;
+
+    assert!(is_root(), "the node live tests need root");
+    let mut child = Command::new("unshare")
+        .args([
+            "--net",
+            "sh",
+            "-c",
+            "ip link add vx0 type vxlan id 42 dstport 4789 udpcsum && echo ready && exec sleep 60",
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start a process in a namespace of its own");
+    let pid = child.id();
+    let mut ready = String::new();
+    BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut ready)
+        .expect("read the child's output");
+    let guard = netlat_tests::ChildGuard(child);
+    assert_eq!(ready.trim(), "ready", "the namespace was not set up");
+    let netns = std::fs::metadata(format!("/proc/{pid}/ns/net"))
+        .map(|m| u32::try_from(m.ino()).unwrap_or(0))
+        .expect("the child's namespace");
+
+    let lf = LiveFacts::default();
+    lf.prefetch(netns, pid);
+    // The client exits as soon as its attempt has reached netlat.
+    drop(guard);
+    let vxlan = lf.vxlan_offloaded(netns);
+    assert!(
+        vxlan
+            .as_ref()
+            .is_some_and(|v| v.iter().any(|d| d.contains("vx0"))),
+        "the namespace's vxlan device was not read: {vxlan:?}"
+    );
+}

@@ -179,6 +179,11 @@ pub struct TrackerStats {
     /// Kernel attempt-table entries replaced by a new connect on the same socket.
     #[serde(skip_serializing_if = "is_zero")]
     pub kernel_replaced: u64,
+    /// Kernel attempt-table entries at stop whose socket was no longer in SYN_SENT: the
+    /// programs never saw their end (e.g. the kernel's recursion guard skipped the program).
+    /// Not reported as pending.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub kernel_end_missed: u64,
 }
 
 /// New counters are left out of the JSON summary while zero, so older lines read the same.
@@ -192,12 +197,14 @@ fn is_zero(n: &u64) -> bool {
 
 impl TrackerStats {
     /// Set one of the kernel's attempt-table counters by its name (`fast`, `table_full`,
-    /// `replaced`, as the shell reads them and a recording keeps them); other names are ignored.
+    /// `replaced`, `end_missed`, as the shell reads them and a recording keeps them); other
+    /// names are ignored.
     pub fn set_kernel(&mut self, name: &str, n: u64) {
         match name {
             "fast" => self.kernel_fast = n,
             "table_full" => self.kernel_table_full = n,
             "replaced" => self.kernel_replaced = n,
+            "end_missed" => self.kernel_end_missed = n,
             _ => {}
         }
     }
@@ -377,6 +384,16 @@ impl<S: BuildHasher> Tracker<S> {
     }
 
     fn start(&mut self, e: &SockState) {
+        // The same attempt's start again: read from the kernel's table at stop, then shipped
+        // by the kernel at its first retransmit before the ring's last drain.
+        if e.start_ns != 0
+            && self
+                .flows
+                .get(&e.sock)
+                .is_some_and(|f| f.start_ns == e.start_ns)
+        {
+            return;
+        }
         // A socket address can be reused by a new connect before the old attempt's end was
         // seen (a lost event): the old attempt is abandoned, counted, and never continued.
         if let Some(old) = self.flows.remove(&e.sock) {
@@ -1098,6 +1115,29 @@ mod tests {
         assert!(ended > 2000, "the stream ended {ended} attempts");
         let st = t.stats();
         assert!(st.mismatched > 0 && st.replaced > 0, "{st:?}");
+    }
+
+    /// At stop the kernel's table is read after the ring's drain and the ring drained once
+    /// more: an attempt read waiting there and shipped meanwhile (its first retransmit) comes
+    /// twice. It is one attempt, not a socket reused, and keeps its retransmit.
+    #[test]
+    fn a_start_read_at_stop_and_shipped_again_is_one_attempt() {
+        let mut t = Tracker::new(TrackerConfig::default());
+        let mut at_stop = st(10 * S, 1, TcpState::CLOSE, TcpState::SYN_SENT, 0);
+        at_stop.start_ns = 10 * S;
+        t.sock_state(&at_stop);
+        // The deferred start the kernel shipped at the retransmit, then the retransmit.
+        t.sock_state(&at_stop);
+        t.retransmit(&Retransmit {
+            start_ns: 10 * S,
+            ..rt(11 * S, 1, 4000)
+        });
+        assert_eq!(t.stats().replaced, 0);
+        assert_eq!(t.stats().attempts, 1);
+        let p = t.pending(11 * S + 10);
+        assert_eq!(p.len(), 1);
+        assert_eq!(p[0].retransmits, [11 * S]);
+        assert_eq!(p[0].start_ns, 10 * S);
     }
 
     #[test]

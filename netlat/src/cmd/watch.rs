@@ -7,7 +7,7 @@
 //! summary, exports, recording).
 
 use std::{
-    collections::HashSet,
+    collections::{HashMap, HashSet},
     future::Future,
     io,
     path::PathBuf,
@@ -17,6 +17,7 @@ use std::{
 
 use anyhow::Context as _;
 use aya::Ebpf;
+use netlat_common::PendingAttempt;
 use netlat_core::{
     engine::{Engine, EngineConfig},
     report::{Reports, Summary, WallClock},
@@ -37,6 +38,7 @@ use crate::{
         netns,
         pods::{PodCache, PodSources},
         snmp::TcpCounterSampler,
+        tcp_table::SynSent,
     },
     output::{Closable, Fanout, HumanPrinter, JsonPrinter, Printer},
     record::{
@@ -405,20 +407,38 @@ fn finish(
     losses: &mut LossMonitor,
 ) -> anyhow::Result<()> {
     r.ring.drain(r.feed.sink(out, exports))?;
+    // Attempts still waiting are judged by their age when the table is read, not after the
+    // reads below.
+    let now = monotonic_ns();
+    // The table's entries whose socket still waits; the others' ends were never seen.
+    let (table, end_missed) = match loader::attempt_table(&r.ebpf) {
+        Some(t) => {
+            let (live, missed) = still_waiting(t);
+            (Some(live), missed)
+        }
+        None => (None, 0),
+    };
     // Attempts still waiting that the kernel never shipped: fed (and recorded) as the start
     // events it would have shipped, so the engine reports the slow ones as pending.
     {
         let mut feed = r.feed.sink(out, exports);
-        for e in loader::pending_attempts(&r.ebpf) {
+        for e in loader::pending_attempts(table.as_deref().unwrap_or_default()) {
             feed(netlat_core::event::bytes_of(&e))?;
         }
     }
-    let attempts = loader::attempt_stats(&r.ebpf);
+    // What the programs shipped since the first drain: an attempt shipped meanwhile (its
+    // first retransmit, or a slow end) is marked shipped or gone in the table, so these
+    // records are its only trace. (Its start, if also read above, is the same attempt.)
+    r.ring.drain(r.feed.sink(out, exports))?;
+    let mut attempts = loader::attempt_stats(&r.ebpf);
+    attempts.push(("end_missed", end_missed));
     r.feed.engine.kernel_attempt_stats(attempts.iter().copied());
-    // Attempts tracked here that the table no longer holds ended with their end lost: not
-    // pending. (Not when the table overflowed: attempts shipped at once are never in it.)
+    // Attempts tracked here whose socket the table no longer holds waiting ended with their
+    // end lost or missed: not pending. (Not when the table overflowed: attempts shipped at
+    // once are never in it.)
     let table_full = attempts.iter().any(|(k, n)| *k == "table_full" && *n > 0);
-    if !table_full && let Some(waiting) = loader::waiting_sockets(&r.ebpf) {
+    if !table_full && let Some(table) = &table {
+        let waiting: HashSet<u64> = table.iter().map(|(skaddr, _)| *skaddr).collect();
         let gone = r.feed.engine.ends_lost(|s| waiting.contains(&s.skaddr));
         if !gone.is_empty()
             && let Some(rec) = &r.feed.rec
@@ -428,7 +448,6 @@ fn finish(
                 .context("writing the recording")?;
         }
     }
-    let now = monotonic_ns();
     let mut summary: Summary = r
         .feed
         .engine
@@ -476,6 +495,46 @@ fn finish(
         .and_then(|()| out.summary(&summary));
     exported?;
     printed.context("writing output")
+}
+
+/// The entries of the kernel's attempt table whose socket is still in SYN_SENT, and how many
+/// are not: the programs never saw their end (`node::tcp_table` says how that happens), so
+/// they are neither pending nor waiting. An entry whose namespace cannot be read is kept.
+fn still_waiting(table: Vec<(u64, PendingAttempt)>) -> (Vec<(u64, PendingAttempt)>, u64) {
+    let mut index = netns::NetnsIndex::default();
+    let mut sockets: HashMap<u32, Option<SynSent>> = HashMap::new();
+    let mut missed = 0;
+    let live = table
+        .into_iter()
+        .filter(|(skaddr, a)| {
+            let ns = sockets
+                .entry(a.netns)
+                .or_insert_with(|| match index.path(a.netns) {
+                    // The namespace is gone, and every socket of it with it.
+                    None => Some(SynSent::default()),
+                    Some(path) => SynSent::read_in(&path)
+                        .inspect_err(|e| {
+                            tracing::warn!(
+                                "reading the TCP sockets of netns {}: {e}; its attempts still in \
+                             the kernel's table are taken as waiting",
+                                a.netns
+                            );
+                        })
+                        .ok(),
+                });
+            let Some(ns) = ns else {
+                return true;
+            };
+            let start = loader::pending_start(*skaddr, a);
+            let waiting = match netlat_core::event::decode(netlat_core::event::bytes_of(&start)) {
+                Ok(netlat_core::event::Event::SockState(s)) => ns.holds(s.src, s.dst),
+                _ => true,
+            };
+            missed += u64::from(!waiting);
+            waiting
+        })
+        .collect();
+    (live, missed)
 }
 
 /// The engine plus the optional recording of everything it is fed.

@@ -5,10 +5,11 @@
 use std::{
     cell::{Cell, RefCell},
     collections::HashMap,
+    fs::File,
     net::SocketAddr,
-    os::unix::fs::MetadataExt,
+    os::{fd::AsRawFd, unix::fs::MetadataExt},
     path::PathBuf,
-    sync::mpsc,
+    sync::{Arc, mpsc},
     time::{Duration, Instant},
 };
 
@@ -30,15 +31,18 @@ use crate::{
 /// during an incident, and one read per namespace and period keeps the cost bounded (a large
 /// rule set takes tens of ms to read: BENCHMARKS.md, "Figures behind design choices").
 const SERVICE_TTL: Duration = Duration::from_secs(30);
-/// The longest a verdict waits for a namespace's first read, started by a prefetch (a read
-/// normally takes milliseconds; a hung one must not stop the event loop).
-const FIRST_READ_WAIT: Duration = Duration::from_secs(2);
+/// The longest a verdict waits for a namespace's first read from the moment it started (a
+/// read normally takes milliseconds; a hung one must not stop the event loop). The read starts
+/// when the namespace's first attempt arrives and its verdict is due at once: 3 s is the budget
+/// the read had before attempts arrived at their first retransmit (1 s ahead, then 2 s). A
+/// loaded TCG VM took 2.07 s for a first read.
+const FIRST_READ_WAIT: Duration = Duration::from_secs(3);
 /// IPPROTO_TCP: netlat watches TCP connects.
 const TCP: u8 = 6;
 
 /// Facts gathered for each network namespace a verdict asks about: started on a thread when
-/// the namespace's first connect begins (a verdict comes at least the threshold later), or
-/// read when first asked.
+/// the namespace's first attempt reaches user space (its first SYN retransmit or slow end, when
+/// a verdict is due at once: the read is waited for, a while), or read when first asked.
 pub struct LiveFacts {
     index: RefCell<NetnsIndex>,
     cache: RefCell<HashMap<u32, FactsSlot>>,
@@ -51,10 +55,10 @@ pub struct LiveFacts {
     tcp_counters: Option<TcpCounterView>,
 }
 
-/// A namespace's facts, or the gathering that will deliver them.
+/// A namespace's facts, or the gathering that will deliver them (started at `Instant`).
 enum FactsSlot {
     Ready(Option<Box<NodeFacts>>),
-    Pending(mpsc::Receiver<Option<Box<NodeFacts>>>),
+    Pending(mpsc::Receiver<Option<Box<NodeFacts>>>, Instant),
 }
 
 impl Default for LiveFacts {
@@ -157,17 +161,21 @@ fn read_services(netns: u32, target: Result<Option<PathBuf>, String>) -> Service
 enum At {
     /// netlat's own namespace: read in place.
     Own,
-    /// The connecting process's `/proc/PID/ns/net`, checked against the inode.
-    Path(PathBuf),
+    /// The connecting process's `/proc/PID/ns/net`, checked against the inode and opened when
+    /// the attempt arrived: the open file keeps the way in after the process exits. (An
+    /// attempt arrives at its first retransmit or slow end, and a short-lived client exits
+    /// right after its connect: a path opened later by the thread was often gone.)
+    Held(Arc<File>),
     /// The process is gone: scan /proc on the thread for another way in.
     Scan,
 }
 
 impl At {
-    fn resolve(self, netns: u32) -> Option<PathBuf> {
+    /// A path into the namespace, valid while `self` lives.
+    fn resolve(&self, netns: u32) -> Option<PathBuf> {
         match self {
             At::Own => Some(PathBuf::from("/proc/self/ns/net")),
-            At::Path(p) => Some(p),
+            At::Held(f) => Some(PathBuf::from(format!("/proc/self/fd/{}", f.as_raw_fd()))),
             At::Scan => crate::node::netns::find(netns),
         }
     }
@@ -200,21 +208,28 @@ impl LiveFacts {
         if self.cache.borrow().contains_key(&netns) {
             return;
         }
-        let path = PathBuf::from(format!("/proc/{tgid}/ns/net"));
         // The process may be gone already (a short-lived client), or be a thread of another
         // namespace's task: then the reading thread looks for the namespace itself.
-        let at = match std::fs::metadata(&path) {
-            Ok(meta) if u32::try_from(meta.ino()).ok() == Some(netns) => At::Path(path),
+        let at = match File::open(format!("/proc/{tgid}/ns/net")) {
+            Ok(f)
+                if f.metadata()
+                    .is_ok_and(|m| u32::try_from(m.ino()).ok() == Some(netns)) =>
+            {
+                At::Held(Arc::new(f))
+            }
             _ => At::Scan,
         };
         let facts_at = at.clone();
         if let Some(rx) = read_on_thread("netlat-facts", move || {
+            let t = Instant::now();
             let path = facts_at.resolve(netns)?;
-            Some(Box::new(node::gather_in_netns(&path)))
+            let facts = Box::new(node::gather_in_netns(&path));
+            tracing::debug!("facts of netns {netns} read in {:?}", t.elapsed());
+            Some(facts)
         }) {
             self.cache
                 .borrow_mut()
-                .insert(netns, FactsSlot::Pending(rx));
+                .insert(netns, FactsSlot::Pending(rx, Instant::now()));
         }
         let at = if Some(netns) == own_netns() {
             At::Own
@@ -233,14 +248,17 @@ impl LiveFacts {
             return;
         }
         let read = move || {
-            let target = match at {
+            let target = match &at {
                 At::Own => Ok(None),
                 at => at
                     .resolve(netns)
                     .map(Some)
                     .ok_or_else(|| "no path to the namespace".to_owned()),
             };
-            read_services(netns, target)
+            let map = read_services(netns, target);
+            // The namespace is held open until its Services are read.
+            drop(at);
+            map
         };
         if let Some(rx) = read_on_thread("netlat-services", read) {
             all.insert(
@@ -344,17 +362,30 @@ impl LiveFacts {
                     .map(|path| Box::new(node::gather_in_netns(&path))),
             )
         });
-        if let FactsSlot::Pending(rx) = slot {
-            // Started when the namespace's first connect began: wait for the rest of it.
-            let facts = rx.recv_timeout(FIRST_READ_WAIT).unwrap_or_else(|e| {
-                tracing::warn!("facts of netns {netns}: {e}; judged without them");
-                None
-            });
-            *slot = FactsSlot::Ready(facts);
+        if let FactsSlot::Pending(rx, started) = slot {
+            // Started when the namespace's first attempt was shipped: wait for the rest of it,
+            // up to FIRST_READ_WAIT from its start. A slower read is not given up: the
+            // verdicts until it lands go without it, the later ones get it.
+            let left = (*started + FIRST_READ_WAIT).saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(facts) => *slot = FactsSlot::Ready(facts),
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    if !left.is_zero() {
+                        tracing::warn!(
+                            "facts of netns {netns}: not read within {FIRST_READ_WAIT:?}; \
+                             judged without them until they are"
+                        );
+                    }
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    tracing::warn!("facts of netns {netns}: the reader ended without them");
+                    *slot = FactsSlot::Ready(None);
+                }
+            }
         }
         match slot {
             FactsSlot::Ready(facts) => facts.as_deref().and_then(f),
-            FactsSlot::Pending(_) => None,
+            FactsSlot::Pending(..) => None,
         }
     }
 }
@@ -485,7 +516,7 @@ mod tests {
         lf.prefetch(own, u32::MAX);
         assert!(matches!(
             lf.cache.borrow().get(&own),
-            Some(FactsSlot::Pending(_))
+            Some(FactsSlot::Pending(..))
         ));
         assert!(lf.services.borrow().contains_key(&own));
         // The read lands and answers the verdict's question.

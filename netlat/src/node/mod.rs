@@ -27,6 +27,7 @@ pub(crate) mod nl;
 pub mod pods;
 pub mod services;
 pub mod snmp;
+pub mod tcp_table;
 mod xt;
 
 use std::collections::BTreeMap;

@@ -370,9 +370,13 @@ pub struct CtNatLookup {
     skipped: u64,
 }
 
-/// How long an attempt about to be judged waits for its NAT answer. A ctnetlink GET answers
-/// in well under a millisecond; this only bounds a stuck worker.
-const NAT_SETTLE: Duration = Duration::from_millis(5);
+/// How long after its question an attempt about to be judged may wait for its NAT answer. A
+/// ctnetlink GET answers in well under a millisecond, but the first question in a namespace
+/// also starts its worker (a thread and a setns: tens of ms on a slow VM), and the attempt's end
+/// often arrives with its first retransmit, when the question is asked. Counted from the
+/// question, not from the wait: many attempts ending at once wait for the slowest answer once,
+/// not each in turn.
+const NAT_SETTLE: Duration = Duration::from_millis(50);
 /// Outstanding questions older than this are forgotten (their worker died with them).
 const NAT_FORGET: Duration = Duration::from_secs(2);
 
@@ -506,15 +510,16 @@ impl netlat_core::engine::NatLookup for CtNatLookup {
             self.take(&mut out, a);
         }
         if let Some(sock) = wait_for
-            && self.outstanding.contains_key(sock)
+            && let Some((asked, _)) = self.outstanding.get(sock)
         {
-            let until = Instant::now() + NAT_SETTLE;
+            let until = *asked + NAT_SETTLE;
             while self.outstanding.contains_key(sock) {
                 let left = until.saturating_duration_since(Instant::now());
-                match self.rx.recv_timeout(left) {
-                    Ok(a) => self.take(&mut out, a),
-                    Err(_) => break,
-                }
+                let Ok(a) = self.rx.recv_timeout(left) else {
+                    tracing::debug!("NAT answer for {sock:?} not in {NAT_SETTLE:?} after asking");
+                    break;
+                };
+                self.take(&mut out, a);
             }
         }
         if self.outstanding.len() > WORKER_QUEUE {

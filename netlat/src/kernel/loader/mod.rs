@@ -208,33 +208,26 @@ pub fn proc_cgroups(ebpf: &mut Ebpf) -> Option<ProcCgroups> {
     HashMap::try_from(m).ok().map(ProcCgroups)
 }
 
-/// The attempts still in SYN_SENT that the kernel never shipped, as the start events it would
-/// have shipped (flagged `AT_STOP`), oldest first: at stop they are fed to the engine like ring
-/// items, so a slow one still waiting is reported and a recording holds it.
-pub fn pending_attempts(ebpf: &Ebpf) -> Vec<SockStateEvent> {
-    let Some(map) = ebpf
-        .map("ATTEMPTS")
-        .and_then(|m| HashMap::<_, u64, PendingAttempt>::try_from(m).ok())
-    else {
-        return Vec::new();
-    };
-    let mut v: Vec<SockStateEvent> = map
-        .iter()
-        .filter_map(Result::ok)
-        .filter(|(_, a)| a.flags & attempt_flag::SHIPPED == 0)
-        .map(|(skaddr, a)| pending_start(skaddr, &a))
-        .collect();
-    v.sort_unstable_by_key(|e| (e.header.ts_ns, e.skaddr));
-    v
-}
-
-/// The sockets the attempt table holds (in SYN_SENT), shipped or not; `None` when the table
-/// cannot be read.
-pub fn waiting_sockets(ebpf: &Ebpf) -> Option<std::collections::HashSet<u64>> {
+/// Every entry of the attempt table (by socket address), shipped or not; `None` when the table
+/// cannot be read. An entry is an attempt in SYN_SENT, unless the programs missed its end.
+pub fn attempt_table(ebpf: &Ebpf) -> Option<Vec<(u64, PendingAttempt)>> {
     let map = ebpf
         .map("ATTEMPTS")
         .and_then(|m| HashMap::<_, u64, PendingAttempt>::try_from(m).ok())?;
-    Some(map.keys().filter_map(Result::ok).collect())
+    Some(map.iter().filter_map(Result::ok).collect())
+}
+
+/// The attempts of `table` that the kernel never shipped, as the start events it would have
+/// shipped (flagged `AT_STOP`), oldest first: at stop they are fed to the engine like ring
+/// items, so a slow one still waiting is reported and a recording holds it.
+pub fn pending_attempts(table: &[(u64, PendingAttempt)]) -> Vec<SockStateEvent> {
+    let mut v: Vec<SockStateEvent> = table
+        .iter()
+        .filter(|(_, a)| a.flags & attempt_flag::SHIPPED == 0)
+        .map(|(skaddr, a)| pending_start(*skaddr, a))
+        .collect();
+    v.sort_unstable_by_key(|e| (e.header.ts_ns, e.skaddr));
+    v
 }
 
 /// The start event of a table entry, as the programs ship a deferred start.
