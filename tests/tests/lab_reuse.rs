@@ -245,7 +245,14 @@ fn lab_a_table_entry_whose_end_was_missed_is_not_reported_pending() {
         missed.is_empty(),
         "an attempt whose socket left SYN_SENT was reported: {missed:?}\n{summary}"
     );
-    assert_eq!(summary["tracker"]["kernel_end_missed"], 1, "{summary}");
+    // At least the entry written above: netlat watches the whole node, and an attempt of the
+    // other test's storm that ends between the table read and the /proc/net/tcp check counts too.
+    assert!(
+        summary["tracker"]["kernel_end_missed"]
+            .as_u64()
+            .is_some_and(|n| n >= 1),
+        "{summary}"
+    );
     let pending = connects_to(&lines, "10.232.4.2:8090");
     let retries: Vec<u64> = pending
         .iter()

@@ -416,7 +416,7 @@ fn finish(
             let (live, missed) = still_waiting(t);
             (Some(live), missed)
         }
-        None => (None, 0),
+        None => (None, Vec::new()),
     };
     // Attempts still waiting that the kernel never shipped: fed (and recorded) as the start
     // events it would have shipped, so the engine reports the slow ones as pending.
@@ -431,7 +431,9 @@ fn finish(
     // records are its only trace. (Its start, if also read above, is the same attempt.)
     r.ring.drain(r.feed.sink(out, exports))?;
     let mut attempts = loader::attempt_stats(&r.ebpf);
-    attempts.push(("end_missed", end_missed));
+    // An attempt that ended between the table read and the socket check left the table with
+    // its end: only the entries still there after the drain were really missed.
+    attempts.push(("end_missed", loader::still_in_table(&r.ebpf, &end_missed)));
     r.feed.engine.kernel_attempt_stats(attempts.iter().copied());
     // Attempts tracked here whose socket the table no longer holds waiting ended with their
     // end lost or missed: not pending. (Not when the table overflowed: attempts shipped at
@@ -500,10 +502,10 @@ fn finish(
 /// The entries of the kernel's attempt table whose socket is still in SYN_SENT, and how many
 /// are not: the programs never saw their end (`node::tcp_table` says how that happens), so
 /// they are neither pending nor waiting. An entry whose namespace cannot be read is kept.
-fn still_waiting(table: Vec<(u64, PendingAttempt)>) -> (Vec<(u64, PendingAttempt)>, u64) {
+fn still_waiting(table: Vec<(u64, PendingAttempt)>) -> (Vec<(u64, PendingAttempt)>, Vec<u64>) {
     let mut index = netns::NetnsIndex::default();
     let mut sockets: HashMap<u32, Option<SynSent>> = HashMap::new();
-    let mut missed = 0;
+    let mut missed = Vec::new();
     let live = table
         .into_iter()
         .filter(|(skaddr, a)| {
@@ -530,7 +532,9 @@ fn still_waiting(table: Vec<(u64, PendingAttempt)>) -> (Vec<(u64, PendingAttempt
                 Ok(netlat_core::event::Event::SockState(s)) => ns.holds(s.src, s.dst),
                 _ => true,
             };
-            missed += u64::from(!waiting);
+            if !waiting {
+                missed.push(*skaddr);
+            }
             waiting
         })
         .collect();

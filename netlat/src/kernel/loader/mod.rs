@@ -217,6 +217,20 @@ pub fn attempt_table(ebpf: &Ebpf) -> Option<Vec<(u64, PendingAttempt)>> {
     Some(map.iter().filter_map(Result::ok).collect())
 }
 
+/// How many of `skaddrs` the attempt table still holds.
+pub fn still_in_table(ebpf: &Ebpf, skaddrs: &[u64]) -> u64 {
+    let Some(map) = ebpf
+        .map("ATTEMPTS")
+        .and_then(|m| HashMap::<_, u64, PendingAttempt>::try_from(m).ok())
+    else {
+        return 0;
+    };
+    skaddrs
+        .iter()
+        .map(|k| u64::from(map.get(k, 0).is_ok()))
+        .sum()
+}
+
 /// The attempts of `table` that the kernel never shipped, as the start events it would have
 /// shipped (flagged `AT_STOP`), oldest first: at stop they are fed to the engine like ring
 /// items, so a slow one still waiting is reported and a recording holds it.
