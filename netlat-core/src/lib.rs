@@ -25,3 +25,9 @@ pub mod report;
 #[cfg(any(test, feature = "testkit"))]
 pub mod testkit;
 pub mod verdict;
+
+/// The hasher of the core's hot maps (attempts by socket, tuple hashes, program names, progress
+/// lines): foldhash, seeded at random per process like std's `RandomState` (so crafted tuples
+/// cannot aim at one bucket), at a fraction of SipHash's cost per lookup. No map's iteration
+/// order reaches the output (it was already random with std's hasher).
+pub type FastHash = foldhash::fast::RandomState;

@@ -164,7 +164,7 @@ pub enum Trigger {
 /// The attempts with a provisional verdict and the rate limit of their lines.
 #[derive(Debug, Default)]
 pub struct Progress {
-    shown: HashMap<SockKey, Shown>,
+    shown: HashMap<SockKey, Shown, crate::FastHash>,
     limit: Limit,
 }
 

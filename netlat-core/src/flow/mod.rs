@@ -14,7 +14,7 @@ mod store;
 
 use std::{
     collections::{BinaryHeap, HashMap, VecDeque, hash_map::Entry},
-    hash::{BuildHasher, RandomState},
+    hash::BuildHasher,
     net::SocketAddr,
     rc::Rc,
 };
@@ -23,6 +23,7 @@ use keys::{DropKeys, KeyHashes, Listed, drop_keys, tcp_tuple};
 use store::{Ends, Flow, Prehashed, Retransmits, Shared, StoredDrop, push_boxed};
 
 use crate::{
+    FastHash,
     enrich::DropRecord,
     event::{Retransmit, SockKey, SockState, TcpState},
     packet::FiveTuple,
@@ -214,17 +215,17 @@ impl TrackerStats {
 /// a [`FiveTuple`] of several times that); every hit is checked against the flow's own tuples, so a hash
 /// collision can only cost a lookup, never attach a drop to the wrong attempt.
 #[derive(Debug)]
-pub struct Tracker<S = RandomState> {
+pub struct Tracker<S = FastHash> {
     cfg: TrackerConfig,
     hasher: S,
-    flows: HashMap<SockKey, Flow>,
+    flows: HashMap<SockKey, Flow, FastHash>,
     /// Other tuples a flow's packets carry on the wire after NAT (from conntrack); few flows
     /// have any, so they are kept here rather than in every [`Flow`].
-    aliases: HashMap<SockKey, Vec<FiveTuple>>,
+    aliases: HashMap<SockKey, Vec<FiveTuple>, FastHash>,
     /// Hash of a tuple → the flow holding it.
     by_tuple: HashMap<u64, SockKey, Prehashed>,
     /// Tuples whose hash slot in `by_tuple` is taken by another flow's different tuple.
-    by_tuple_spill: HashMap<FiveTuple, SockKey>,
+    by_tuple_spill: HashMap<FiveTuple, SockKey, FastHash>,
     /// Unclaimed drops, oldest first, with the pair hashes they are listed under (kept, so a
     /// drop leaving is not hashed again).
     recent: VecDeque<(Rc<DropRecord>, KeyHashes)>,
@@ -237,7 +238,7 @@ pub struct Tracker<S = RandomState> {
 
 impl Tracker {
     pub fn new(cfg: TrackerConfig) -> Self {
-        Self::with_hasher(cfg, RandomState::new())
+        Self::with_hasher(cfg, FastHash::default())
     }
 }
 
@@ -247,10 +248,10 @@ impl<S: BuildHasher> Tracker<S> {
         Self {
             cfg,
             hasher,
-            flows: HashMap::new(),
-            aliases: HashMap::new(),
+            flows: HashMap::default(),
+            aliases: HashMap::default(),
             by_tuple: HashMap::default(),
-            by_tuple_spill: HashMap::new(),
+            by_tuple_spill: HashMap::default(),
             recent: VecDeque::new(),
             recent_by_key: HashMap::default(),
             shared: Shared::default(),

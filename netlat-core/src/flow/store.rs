@@ -151,9 +151,9 @@ const MAX_SHARED: usize = 4096;
 /// Values many flows hold alike, shared rather than copied into each.
 #[derive(Debug, Default)]
 pub(super) struct Shared {
-    comms: HashMap<[u8; 16], Name>,
+    comms: HashMap<[u8; 16], Name, crate::FastHash>,
     /// (reason, location) of drops.
-    places: HashMap<(Name, Name), Rc<(Name, Name)>>,
+    places: HashMap<(Name, Name), Rc<(Name, Name)>, crate::FastHash>,
 }
 
 impl Shared {

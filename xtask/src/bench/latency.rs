@@ -10,8 +10,8 @@
 //!
 //! Time to cause ([`to_cause`]): from a connect's first SYN to the first line (a progress line
 //! while it waits, or its connect line) that names the cause, against its first SYN retransmit
-//! (goal: at most 50 ms after it), for the 1 s first-SYN drop and for a timeout (every SYN
-//! dropped until the client gives up).
+//! (goal: at most 50 ms after it), for the 1 s first-SYN drop, a timeout (every SYN dropped
+//! until the client gives up), the VXLAN checksum case and the SNAT port clash.
 
 use std::{collections::BTreeMap, fmt::Write as _, thread, time::Duration};
 
@@ -203,6 +203,8 @@ pub fn run(ctx: &mut Ctx) -> Result<Section> {
 struct CauseCase<'a> {
     name: &'static str,
     client: &'a Netns,
+    /// The client's address, as netlat prints the connect's source.
+    src_ip: &'static str,
     dst_ip: &'static str,
     port: u16,
     timeout_s: &'static str,
@@ -264,6 +266,63 @@ fn vxlan_lab(ctx: &Ctx) -> Result<(Netns, Netns, Proc)> {
     Ok((a, b, server))
 }
 
+/// The SNAT port clash (issue B) as `tests/src/lab.rs` `SnatLab::single_port_snat` makes it,
+/// the deterministic variant of its two-pod masquerade race: two pods (10.240.7.1,
+/// 10.240.8.1) route through a router namespace that SNATs their TCP to the single source port
+/// 10.240.9.1:40000 towards the server 10.240.9.2:8080. pod1 holds one connection (so the
+/// reply tuple server:8080 → router:40000 is taken, ESTABLISHED, for as long as the bench
+/// runs); every SYN pod2 sends is NATed onto the same tuple and dropped by conntrack at
+/// confirm (`insert_failed`): the kernel evidence of the masquerade race, on every SYN
+/// instead of one in three.
+struct SnatLab {
+    // Processes before namespaces: fields drop in order.
+    _holder: Proc,
+    _server: Proc,
+    pod2: Netns,
+    _pod1: Netns,
+    router: Netns,
+    _server_ns: Netns,
+}
+
+/// The router's NAT rule of [`SnatLab`] (`@UPLINK@` is its uplink's name).
+const SNAT_RULESET: &str = "table ip benchsnat {\n chain post {\n  type nat hook postrouting \
+                            priority 100;\n  ip saddr { 10.240.7.0/24, 10.240.8.0/24 } oifname \
+                            \"@UPLINK@\" meta l4proto tcp snat to 10.240.9.1:40000\n }\n}\n";
+
+fn snat_lab(ctx: &Ctx) -> Result<SnatLab> {
+    let pod1 = Netns::new("snp1")?;
+    let pod2 = Netns::new("snp2")?;
+    let router = Netns::new("snr")?;
+    let server = Netns::new("sns")?;
+    lab::veth(&pod1, "10.240.7.1/24", &router, "10.240.7.2/24", "p1")?;
+    lab::veth(&pod2, "10.240.8.1/24", &router, "10.240.8.2/24", "p2")?;
+    lab::veth(&router, "10.240.9.1/24", &server, "10.240.9.2/24", "su")?;
+    pod1.ip(&["route", "add", "default", "via", "10.240.7.2"])?;
+    pod2.ip(&["route", "add", "default", "via", "10.240.8.2"])?;
+    router.sysctl("net.ipv4.ip_forward", "1")?;
+    router.nft(&SNAT_RULESET.replace("@UPLINK@", &lab::ifname("sua")?))?;
+    // `sink` accepts one stream and keeps it open: the holder's conntrack entry stays
+    // ESTABLISHED (an accept-and-close server would let it expire within a minute).
+    let mut server_proc = Proc::spawn(server.cmd(&ctx.load, &["sink", "8080"]), false)?;
+    server_proc.ready()?;
+    let mut holder = Proc::spawn(
+        pod1.cmd(&ctx.load, &["synhold", "10.240.9.2", "8080", "1", "1"]),
+        true,
+    )?;
+    holder.ready()?;
+    // The holder's SYN is confirmed when it leaves the router, its handshake done within a
+    // millisecond on these veths; leave it ample time before pod2 connects.
+    thread::sleep(Duration::from_millis(300));
+    Ok(SnatLab {
+        _holder: holder,
+        _server: server_proc,
+        pod2,
+        _pod1: pod1,
+        router,
+        _server_ns: server,
+    })
+}
+
 /// First SYN → first line naming the cause, per case; one table row per case in `body`.
 fn to_cause(ctx: &mut Ctx, body: &mut String) -> Result<Vec<Row>> {
     let a = Netns::new("tca")?;
@@ -281,10 +340,12 @@ fn to_cause(ctx: &mut Ctx, body: &mut String) -> Result<Vec<Row>> {
     let mut server = Proc::spawn(b.cmd(&ctx.load, &["serve", "8080", "8083"]), false)?;
     server.ready()?;
     let (vx_a, _vx_b, _vx_server) = vxlan_lab(ctx)?;
+    let snat = snat_lab(ctx)?;
     let cases = [
         CauseCase {
             name: "1 s first-SYN drop",
             client: &a,
+            src_ip: "10.240.4.1",
             dst_ip: "10.240.4.2",
             port: 8080,
             timeout_s: "6",
@@ -293,6 +354,7 @@ fn to_cause(ctx: &mut Ctx, body: &mut String) -> Result<Vec<Row>> {
         CauseCase {
             name: "timeout (every SYN dropped, client gives up at 4 s)",
             client: &a,
+            src_ip: "10.240.4.1",
             dst_ip: "10.240.4.2",
             port: 8083,
             timeout_s: "4",
@@ -301,10 +363,20 @@ fn to_cause(ctx: &mut Ctx, body: &mut String) -> Result<Vec<Row>> {
         CauseCase {
             name: "VXLAN checksum, stable outer port (63/67 s; client gives up at 3 s)",
             client: &vx_a,
+            src_ip: "10.240.6.1",
             dst_ip: "10.240.6.2",
             port: 8080,
             timeout_s: "3",
             issue: "vxlan-csum-offload",
+        },
+        CauseCase {
+            name: "SNAT port clash (every SYN dropped at conntrack confirm; client gives up at 3 s)",
+            client: &snat.pod2,
+            src_ip: "10.240.8.1",
+            dst_ip: "10.240.9.2",
+            port: 8080,
+            timeout_s: "3",
+            issue: "snat-port-clash",
         },
     ];
     let mut n = Netlat::start(&ctx.netlat, &[])?;
@@ -315,11 +387,17 @@ fn to_cause(ctx: &mut Ctx, body: &mut String) -> Result<Vec<Row>> {
          apart; per connect, the first line (`retry` or `connect`) naming the expected cause, \
          stamped when read, minus the wall time of its `connect()` call; `after retry` \
          subtracts the first SYN retransmit's offset (from that line). Goal: ≤ first \
-         retransmit + {CAUSE_SLACK_MS} ms. The SNAT clash is not measured here (its lab, \
-         `tests/src/lab.rs` `SnatLab`, races two clients for one port; not ported yet).\n\n\
+         retransmit + {CAUSE_SLACK_MS} ms. The SNAT clash is the lab test's deterministic \
+         variant (`tests/src/lab.rs` `SnatLab::single_port_snat`): two pod namespaces routed \
+         through a router namespace with\n\n```\n{}```\n\npod1 holds one connection to \
+         the server (10.240.9.2:8080, which keeps it open), so every SYN of pod2 is NATed onto \
+         the tuple that connection holds and dropped by conntrack at confirm \
+         (`insert_failed`), as the second SYN of a masquerade race is.\n\n\
          | case | named / connects | p50 s | p99 s | after retry p50 ms | p99 ms | max ms \
-         |\n|---|---|---|---|---|---|---|"
+         |\n|---|---|---|---|---|---|---|",
+        SNAT_RULESET.replace("@UPLINK@", "<the router's uplink veth>")
     )?;
+    let insert_failed_before = insert_failed(&snat.router)?;
     let mut rows = Vec::new();
     for c in &cases {
         let (mut total, mut after, mut connects) = (Vec::new(), Vec::new(), 0);
@@ -352,7 +430,7 @@ fn to_cause(ctx: &mut Ctx, body: &mut String) -> Result<Vec<Row>> {
                     let mut w = l.text.split_whitespace();
                     (w.next()? == "conn").then_some(())?;
                     Some((
-                        format!("{}{}", src_prefix(c), w.next()?),
+                        format!("{}:{}", c.src_ip, w.next()?),
                         w.next()?.parse().ok()?,
                     ))
                 })
@@ -409,15 +487,47 @@ fn to_cause(ctx: &mut Ctx, body: &mut String) -> Result<Vec<Row>> {
         });
     }
     n.stop()?;
+    let clashes = insert_failed(&snat.router)? - insert_failed_before;
+    writeln!(
+        body,
+        "\nThe SNAT router's conntrack `insert_failed` rose by {clashes} over the SNAT case (its \
+         clashing SYNs and their retransmits)."
+    )?;
     drop(server);
     Ok(rows)
 }
 
-/// The client's address as netlat prints it, up to the port.
-fn src_prefix(c: &CauseCase) -> &'static str {
-    if c.dst_ip.starts_with("10.240.6.") {
-        "10.240.6.1:"
-    } else {
-        "10.240.4.1:"
+/// The `insert_failed` column of `/proc/net/stat/nf_conntrack` in `ns`, summed over CPUs.
+fn insert_failed(ns: &Netns) -> Result<u64> {
+    let text = ns.output("cat", &["/proc/net/stat/nf_conntrack"])?;
+    sum_stat_column(&text, "insert_failed")
+        .context("no insert_failed column in /proc/net/stat/nf_conntrack")
+}
+
+/// Sum over the rows (one per CPU, hexadecimal) of the column named `column` in the header.
+fn sum_stat_column(text: &str, column: &str) -> Option<u64> {
+    let mut rows = text.lines();
+    let col = rows.next()?.split_whitespace().position(|c| c == column)?;
+    rows.map(|r| u64::from_str_radix(r.split_whitespace().nth(col)?, 16).ok())
+        .sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn conntrack_stat_column_summed_over_cpus() {
+        let text = "entries  clashres found new invalid ignore delete chainlength insert \
+                    insert_failed drop\n\
+                    0000000a 0 0 0 0 0 0 0 0 0000001c 0\n\
+                    0000000a 0 0 0 0 0 0 0 0 00000004 0\n";
+        assert_eq!(sum_stat_column(text, "insert_failed"), Some(0x20));
+        assert_eq!(sum_stat_column(text, "entries"), Some(20));
+        assert_eq!(sum_stat_column(text, "early_drop"), None);
+        assert_eq!(
+            sum_stat_column("entries insert_failed\n1 zz\n", "insert_failed"),
+            None
+        );
     }
 }

@@ -5,6 +5,9 @@
  *
  *   serve PORT...                      accept and close on each port, until killed
  *   storm IP PORT SECS                 short connections (connect, read EOF, close) for SECS
+ *   rststorm IP PORT SECS RATE         short connections closed with RST (SO_LINGER 0, right
+ *                                      after connect) for SECS, paced to RATE connects/s (0:
+ *                                      as fast as it can); prints connects, failed, seconds
  *   sink PORT                          accept one stream, read to EOF, print bytes
  *   blast IP PORT SECS                 write one TCP stream for SECS, print bytes and seconds
  *   udpflood IP PORT SECS              connected UDP, sendmmsg batches of a VXLAN-encapsulated
@@ -30,6 +33,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/types.h>
@@ -118,6 +122,44 @@ static int storm(const char *ip, int port, double secs) {
             }
             close(s);
         }
+        now = now_ns(CLOCK_MONOTONIC);
+    }
+    printf("connects %llu\nfailed %llu\nseconds %.6f\n", (unsigned long long)n,
+           (unsigned long long)failed, (double)(now - start) / 1e9);
+    return 0;
+}
+
+/* The RST client: connect, then close at once with SO_LINGER {1, 0}, which aborts the
+ * connection with a RST instead of a FIN (no TIME_WAIT on either side). Connect number i is
+ * started no earlier than start + i / RATE (an absolute schedule: a late connect is not made up
+ * for by sleeping less later, and a client slower than RATE simply runs flat out). */
+static int rststorm(const char *ip, int port, double secs, double rate) {
+    struct sockaddr_in a = addr_of(ip, port);
+    struct linger lg = {1, 0};
+    /* The default 50 us timer slack is longer than a 30 k/s interval (33 us). */
+    prctl(PR_SET_TIMERSLACK, 1UL, 0, 0, 0);
+    uint64_t interval = rate > 0 ? (uint64_t)(1e9 / rate) : 0;
+    uint64_t start = now_ns(CLOCK_MONOTONIC);
+    uint64_t end = start + (uint64_t)(secs * 1e9);
+    uint64_t n = 0, failed = 0, now = start, next = start;
+    ready();
+    while (now < end) {
+        if (interval) {
+            if (now < next) {
+                struct timespec ts = {(time_t)(next / 1000000000ull), (long)(next % 1000000000ull)};
+                while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL) == EINTR) {
+                }
+            }
+            next += interval;
+        }
+        int s = socket(AF_INET, SOCK_STREAM, 0);
+        if (s < 0) die("socket");
+        if (setsockopt(s, SOL_SOCKET, SO_LINGER, &lg, sizeof lg) < 0) die("SO_LINGER");
+        if (connect(s, (struct sockaddr *)&a, sizeof a) == 0)
+            n++;
+        else
+            failed++;
+        close(s);
         now = now_ns(CLOCK_MONOTONIC);
     }
     printf("connects %llu\nfailed %llu\nseconds %.6f\n", (unsigned long long)n,
@@ -350,6 +392,8 @@ int main(int argc, char **argv) {
     const char *m = argv[1];
     if (!strcmp(m, "serve") && argc >= 3) serve(argc - 2, argv + 2);
     if (!strcmp(m, "storm") && argc == 5) return storm(argv[2], atoi(argv[3]), atof(argv[4]));
+    if (!strcmp(m, "rststorm") && argc == 6)
+        return rststorm(argv[2], atoi(argv[3]), atof(argv[4]), atof(argv[5]));
     if (!strcmp(m, "sink") && argc == 3) return sink(atoi(argv[2]));
     if (!strcmp(m, "blast") && argc == 5) return blast(argv[2], atoi(argv[3]), atof(argv[4]));
     if (!strcmp(m, "udpflood") && argc == 5)
@@ -361,6 +405,6 @@ int main(int argc, char **argv) {
     if (!strcmp(m, "firstsyn") && argc == 7)
         return firstsyn(argv[2], atoi(argv[3]), atoi(argv[4]), atol(argv[5]), atof(argv[6]));
 usage:
-    fprintf(stderr, "usage: load serve|storm|sink|blast|udpflood|udpbad|synhold|firstsyn ...\n");
+    fprintf(stderr, "usage: load serve|storm|rststorm|sink|blast|udpflood|udpbad|synhold|firstsyn ...\n");
     return 2;
 }

@@ -1,10 +1,11 @@
-//! Connect storm: short TCP connections on loopback inside a namespace, as fast as the native
-//! client can (connect, read the server's EOF, close), bare vs `netlat watch` attached vs the
-//! counting bpftrace script, interleaved per round with the order rotated. Then one more
-//! netlat run with `kernel.bpf_stats_enabled=1` for the state-change program's ns/run, and the
-//! SYN storm of issue 14: ≥ 100 k connects from several namespaces at once with netlat's
-//! default ring, while one connect's first SYN is really dropped (a 1 s connect): 0 lost
-//! events, and that connect reported with its verdict.
+//! Connect storm: short TCP connections on loopback inside a namespace, bare vs `netlat watch`
+//! attached vs the counting bpftrace script, interleaved per round with the order rotated, with
+//! two clients: one that closes each connection the ordinary way (connect, read the server's
+//! EOF, close) as fast as it can, and one that aborts each with a RST (issue 14) paced to
+//! 30 k connects/s. Then, per client, one more netlat run with `kernel.bpf_stats_enabled=1` for
+//! the programs' ns/run, and the SYN storm of issue 14: ≥ 100 k connects from several
+//! namespaces at once with netlat's default ring, while one connect's first SYN is really
+//! dropped (a 1 s connect): 0 lost events, and that connect reported with its verdict.
 
 use std::fmt::Write as _;
 
@@ -24,13 +25,37 @@ enum Mode {
     Bpftrace,
 }
 
+/// How the storm's client ends each connection.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Client {
+    /// Reads the server's EOF, then closes (FIN), flat out.
+    Eof,
+    /// Closes right after the connect with `SO_LINGER` 0 (RST), paced to [`RST_RATE`].
+    Rst,
+}
+
+/// The RST client's pace (issue 14: "at 30 k connects/s").
+const RST_RATE: f64 = 30_000.0;
+
+impl Client {
+    /// Its words in the table's figures.
+    fn label(self) -> &'static str {
+        match self {
+            Client::Eof => "connect storm",
+            Client::Rst => "connect storm, RST close",
+        }
+    }
+}
+
 /// One storm run: connects per second.
-fn storm(ctx: &Ctx, ns: &Netns) -> Result<(f64, f64)> {
+fn storm(ctx: &Ctx, ns: &Netns, client: Client) -> Result<(f64, f64)> {
     let secs = ctx.secs.to_string();
-    let mut client = Proc::spawn(
-        ns.cmd(&ctx.load, &["storm", "127.0.0.1", "9000", &secs]),
-        false,
-    )?;
+    let rate = RST_RATE.to_string();
+    let args: Vec<&str> = match client {
+        Client::Eof => vec!["storm", "127.0.0.1", "9000", &secs],
+        Client::Rst => vec!["rststorm", "127.0.0.1", "9000", &secs, &rate],
+    };
+    let mut client = Proc::spawn(ns.cmd(&ctx.load, &args), false)?;
     let lines = client.finish(std::time::Duration::from_secs_f64(ctx.secs + 60.0))?;
     let n = lab::values(&lines, "connects")?;
     let failed = lab::values(&lines, "failed")?;
@@ -44,12 +69,6 @@ pub fn run(ctx: &mut Ctx) -> Result<Section> {
     let script = ctx.tmp.0.join("count.bt");
     std::fs::write(&script, netlat::BPFTRACE_SCRIPT)?;
 
-    let modes: Vec<Mode> = if ctx.bpftrace.is_some() {
-        vec![Mode::Bare, Mode::Netlat, Mode::Bpftrace]
-    } else {
-        vec![Mode::Bare, Mode::Netlat]
-    };
-    let rounds = ctx.runs * 2;
     let mut body = String::new();
     writeln!(
         body,
@@ -59,8 +78,57 @@ pub fn run(ctx: &mut Ctx) -> Result<Section> {
          counting script below. Each round runs every mode once, in an order rotated per round; \
          {} rounds (twice the other figures': the rate of this VM drifts by ±5 % between runs, \
          which is more than the cost being measured).\n",
-        ctx.secs, rounds
+        ctx.secs,
+        ctx.runs * 2
     )?;
+    let mut rows = compare(ctx, &ns, &script, Client::Eof, &mut body)?;
+    writeln!(
+        body,
+        "\n### RST client\n\nThe same rounds with `load rststorm`: the client sets \
+         `SO_LINGER` {{1, 0}} and closes right after `connect()` returns, so each connection \
+         ends with a RST (no FIN, no TIME_WAIT), paced to {RST_RATE:.0} connects/s on an \
+         absolute schedule (a client slower than that runs flat out: the rates below are what \
+         this machine reached).\n"
+    )?;
+    rows.extend(compare(ctx, &ns, &script, Client::Rst, &mut body)?);
+    writeln!(
+        body,
+        "\nThe bpftrace script:\n\n```\n{}```\n",
+        netlat::BPFTRACE_SCRIPT
+    )?;
+    drop(server);
+    match syn_storm(ctx, &mut body) {
+        Ok(row) => rows.push(row),
+        Err(e) => rows.push(Row {
+            figure: "SYN storm from several namespaces: lost events, 1 s first-SYN drop".into(),
+            target: SYN_STORM_TARGET.into(),
+            measured: format!("error: {e:#}"),
+            peer: "–".into(),
+            pass: Some(false),
+        }),
+    }
+    Ok(Section {
+        title: "Connect storm".into(),
+        rows,
+        body,
+    })
+}
+
+/// Bare vs netlat vs bpftrace with one client, interleaved; its rounds go to `body`, and a
+/// statistics run of netlat (beside the peers) to the per-program figures.
+fn compare(
+    ctx: &mut Ctx,
+    ns: &Netns,
+    script: &std::path::Path,
+    client: Client,
+    body: &mut String,
+) -> Result<Vec<Row>> {
+    let modes: Vec<Mode> = if ctx.bpftrace.is_some() {
+        vec![Mode::Bare, Mode::Netlat, Mode::Bpftrace]
+    } else {
+        vec![Mode::Bare, Mode::Netlat]
+    };
+    let rounds = ctx.runs * 2;
     writeln!(
         body,
         "| round | bare conn/s | netlat conn/s | netlat/bare | bpftrace conn/s | bpftrace/bare | netlat attempts seen | netlat lost events |\n|---|---|---|---|---|---|---|---|"
@@ -76,7 +144,7 @@ pub fn run(ctx: &mut Ctx) -> Result<Section> {
         for mode in order {
             match mode {
                 Mode::Bare => {
-                    let (r, f) = storm(ctx, &ns)?;
+                    let (r, f) = storm(ctx, ns, client)?;
                     bare = r;
                     failed_total += f;
                 }
@@ -84,7 +152,7 @@ pub fn run(ctx: &mut Ctx) -> Result<Section> {
                     let n =
                         Netlat::start_to_file(&ctx.netlat, &[], &ctx.tmp.0.join("storm.jsonl"))?;
                     ctx.startups.push(n.startup);
-                    let (r, f) = storm(ctx, &ns)?;
+                    let (r, f) = storm(ctx, ns, client)?;
                     let stopped = n.stop()?;
                     with_netlat = r;
                     failed_total += f;
@@ -93,8 +161,8 @@ pub fn run(ctx: &mut Ctx) -> Result<Section> {
                 }
                 Mode::Bpftrace => {
                     let bin = ctx.bpftrace.as_ref().context("bpftrace")?;
-                    let b = Bpftrace::start(bin, &script)?;
-                    let (r, f) = storm(ctx, &ns)?;
+                    let b = Bpftrace::start(bin, script)?;
+                    let (r, f) = storm(ctx, ns, client)?;
                     b.stop()?;
                     with_bpf = Some(r);
                     failed_total += f;
@@ -119,20 +187,22 @@ pub fn run(ctx: &mut Ctx) -> Result<Section> {
             fmt_pct(with_netlat / bare)
         )?;
         eprintln!(
-            "bench: storm round {}: bare {bare:.0}/s, netlat {with_netlat:.0}/s{}",
+            "bench: {} round {}: bare {bare:.0}/s, netlat {with_netlat:.0}/s{}",
+            client.label(),
             round + 1,
             with_bpf.map_or(String::new(), |b| format!(", bpftrace {b:.0}/s"))
         );
     }
-    writeln!(
-        body,
-        "\nFailed connects over all runs: {failed_total}. The bpftrace script:\n\n```\n{}```\n",
-        netlat::BPFTRACE_SCRIPT
-    )?;
+    writeln!(body, "\nFailed connects over all runs: {failed_total}.")?;
 
+    let label = client.label();
+    let paced = match client {
+        Client::Eof => String::new(),
+        Client::Rst => format!(" (paced to {:.0} k/s)", RST_RATE / 1e3),
+    };
     let rn = spread(&r_netlat);
     let mut rows = vec![Row {
-        figure: "connect storm: netlat rate / bare".into(),
+        figure: format!("{label}{paced}: netlat rate / bare"),
         target: "≥ 99 %".into(),
         measured: rn.pct(),
         peer: format!(
@@ -142,9 +212,10 @@ pub fn run(ctx: &mut Ctx) -> Result<Section> {
         ),
         pass: Some(rn.median >= 0.99),
     }];
+    let cost_figure = format!("{label}: netlat cost vs bpftrace counting (rate change vs bare)");
     if r_bpf.is_empty() {
         rows.push(Row {
-            figure: "connect storm: netlat cost vs bpftrace counting (rate change vs bare)".into(),
+            figure: cost_figure,
             target: "netlat costs less".into(),
             measured: "not measured: bpftrace could not be installed".into(),
             peer: "–".into(),
@@ -154,7 +225,7 @@ pub fn run(ctx: &mut Ctx) -> Result<Section> {
         let rb = spread(&r_bpf);
         let (cost_n, cost_b) = (1.0 - rn.median, 1.0 - rb.median);
         rows.push(Row {
-            figure: "connect storm: netlat cost vs bpftrace counting (rate change vs bare)".into(),
+            figure: cost_figure,
             target: "netlat costs less".into(),
             measured: format!("netlat {:+.1} %", -cost_n * 100.0),
             peer: format!(
@@ -167,40 +238,31 @@ pub fn run(ctx: &mut Ctx) -> Result<Section> {
         });
     }
 
-    // Program statistics under the storm, in a run of its own (stats cost time).
-    {
-        let _stats = lab::Sysctl::set("kernel.bpf_stats_enabled", "1")?;
-        let mut peers = Peers::start(ctx.bpftrace.as_ref(), &ctx.tmp.0)?;
-        let n = Netlat::start_to_file(&ctx.netlat, &[], &ctx.tmp.0.join("storm.jsonl"))?;
-        ctx.startups.push(n.startup);
-        let before = netlat::prog_stats(n.pid())?;
-        peers.as_mut().map(Peers::open).transpose()?;
-        let (rate, _) = storm(ctx, &ns)?;
-        let after = netlat::prog_stats(n.pid())?;
-        let peer_stats = peers.map(Peers::close).transpose()?;
+    // Program statistics under the storm, in a run of its own (stats cost time). The state
+    // program is judged on the EOF client (the workload issue 14 names); the RST client's
+    // figures are shown beside it.
+    let _stats = lab::Sysctl::set("kernel.bpf_stats_enabled", "1")?;
+    let mut peers = Peers::start(ctx.bpftrace.as_ref(), &ctx.tmp.0)?;
+    let n = Netlat::start_to_file(&ctx.netlat, &[], &ctx.tmp.0.join("storm.jsonl"))?;
+    ctx.startups.push(n.startup);
+    let before = netlat::prog_stats(n.pid())?;
+    peers.as_mut().map(Peers::open).transpose()?;
+    let (rate, _) = storm(ctx, ns, client)?;
+    let after = netlat::prog_stats(n.pid())?;
+    let peer_stats = peers.map(Peers::close).transpose()?;
+    if client == Client::Eof {
         ctx.maps = netlat::maps(n.pid()).unwrap_or_default();
-        n.stop()?;
-        let connects = rate * ctx.secs;
-        let workload = format!("connect storm ({connects:.0} connects)");
-        ctx.record_progs(&workload, &netlat::delta(&before, &after), &["inet_sock"]);
-        ctx.record_peers(&workload, peer_stats.as_ref());
     }
-    drop(server);
-    match syn_storm(ctx, &mut body) {
-        Ok(row) => rows.push(row),
-        Err(e) => rows.push(Row {
-            figure: "SYN storm from several namespaces: lost events, 1 s first-SYN drop".into(),
-            target: SYN_STORM_TARGET.into(),
-            measured: format!("error: {e:#}"),
-            peer: "–".into(),
-            pass: Some(false),
-        }),
-    }
-    Ok(Section {
-        title: "Connect storm".into(),
-        rows,
-        body,
-    })
+    n.stop()?;
+    let connects = rate * ctx.secs;
+    let workload = format!("{label} ({connects:.0} connects)");
+    let judged: &[&str] = match client {
+        Client::Eof => &["inet_sock"],
+        Client::Rst => &[],
+    };
+    ctx.record_progs(&workload, &netlat::delta(&before, &after), judged);
+    ctx.record_peers(&workload, peer_stats.as_ref());
+    Ok(rows)
 }
 
 /// Client namespaces of the SYN storm.
