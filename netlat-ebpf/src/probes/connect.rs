@@ -5,7 +5,7 @@
 //! `ATTEMPTS` table; its end removes it. An attempt that ends established below the threshold
 //! with no SYN retransmit ships nothing (only the `FAST` count): the common fast connect costs a table
 //! insert and a delete, no ring traffic. An attempt is shipped (its start from the table, then
-//! its events) at its first SYN retransmit (`retransmit::emit_retransmit`) or at a slow end; user
+//! its events) at its first SYN retransmit ([`attempt_for_retransmit`]) or at a slow end; user
 //! space reads the table at stop for those still waiting. Drops ship as before: a drop that
 //! matters makes the SYN retry or the attempt slow, and a drop of a fast attempt was never
 //! reported (only slow attempts are). A fast failure ships (a refused connect is rare and may be
@@ -176,17 +176,30 @@ fn end(skaddr: u64, newstate: u32) -> Option<(u64, u32)> {
     Some((start_ns, netns))
 }
 
-/// The table entry of `skaddr`'s attempt in SYN_SENT, if kept.
+/// A SYN retransmit of `skaddr`: ship its attempt's start if not shipped yet (and mark it),
+/// and return the start for the retransmit event (0 when the socket is not in the table).
 #[inline(always)]
-pub fn attempt_entry(skaddr: u64) -> Option<*mut PendingAttempt> {
-    ATTEMPTS.get_ptr_mut(&skaddr)
+pub fn attempt_for_retransmit(skaddr: u64) -> u64 {
+    let Some(p) = ATTEMPTS.get_ptr_mut(&skaddr) else {
+        return 0;
+    };
+    // SAFETY: a valid value pointer from the map lookup; the socket's events are serialised
+    // by its lock, so no other program changes this entry meanwhile.
+    unsafe {
+        // A failed ship (ring full, counted) leaves the mark off, so a slow end ships it again.
+        if (*p).flags & attempt_flag::SHIPPED == 0 && ship_start(skaddr, p, attempt_flag::DEFERRED)
+        {
+            (*p).flags |= attempt_flag::SHIPPED;
+        }
+        (*p).start_ns
+    }
 }
 
 /// Ship an attempt's start from its table entry (or the entry that could not go into the
 /// table); whether the ring took it. Written field by field into the ring: a whole event built
 /// on the stack would not fit the 512-byte BPF stack beside the rest.
 #[inline(always)]
-pub fn ship_start(skaddr: u64, slot: *const PendingAttempt, extra: u32) -> bool {
+fn ship_start(skaddr: u64, slot: *const PendingAttempt, extra: u32) -> bool {
     let Some(mut entry) = EVENTS.reserve::<SockStateEvent>(0) else {
         count_lost(kind::SOCK_STATE);
         return false;

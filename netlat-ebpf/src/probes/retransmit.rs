@@ -3,7 +3,7 @@
 //! Retransmits of other states stay in the kernel.
 
 use aya_ebpf::programs::{BtfTracePointContext, TracePointContext};
-use netlat_common::{Addrs, RetransmitEvent, attempt_flag, kind};
+use netlat_common::{Addrs, RetransmitEvent, kind};
 
 use super::{
     btf_load, header,
@@ -12,7 +12,7 @@ use super::{
 use crate::{
     config::conf,
     maps::{EVENTS, count_lost, submit_flags},
-    probes::connect::{attempt_entry, ship_start},
+    probes::connect::attempt_for_retransmit,
 };
 
 pub fn try_retransmit(ctx: &TracePointContext) -> Result<(), i32> {
@@ -55,43 +55,13 @@ pub fn retransmit_btf(ctx: &BtfTracePointContext) {
 
 /// Ship one SYN retransmit, after its attempt's start when that has not left the kernel yet
 /// (the first retransmit makes an attempt worth shipping).
-///
-/// The record is reserved before the attempt table is read: when the ring is full (a SYN storm
-/// whose drops fill it) the retransmit is counted lost at once, without a lookup in a table
-/// that then holds up to 131 k attempts in cold memory (see BENCHMARKS.md). Its attempt stays
-/// unshipped and ships at its next retransmit, its slow end, or at stop.
 #[inline(always)]
 fn emit_retransmit(skaddr: u64, netns: u32, state: u32, addrs: Addrs) {
-    let Some(entry) = EVENTS.reserve::<RetransmitEvent>(0) else {
+    let start_ns = attempt_for_retransmit(skaddr);
+    let Some(mut entry) = EVENTS.reserve::<RetransmitEvent>(0) else {
         count_lost(kind::RETRANSMIT);
         return;
     };
-    let (entry, start_ns) = match attempt_entry(skaddr) {
-        None => (entry, 0),
-        // SAFETY: a valid value pointer from the map lookup; the socket's events are
-        // serialised by its lock, so no other program changes this entry meanwhile.
-        Some(p) => unsafe {
-            if (*p).flags & attempt_flag::SHIPPED == 0 {
-                // The start must come first in the ring: give the record back, ship the
-                // start, reserve again. (A failed ship, counted, leaves the mark off, so a
-                // later event ships it.) The discard wakes an idle reader as a submit would:
-                // the kernel wakes it only for the record at its read position, which this
-                // one is, so the records after it would not.
-                entry.discard(submit_flags());
-                if ship_start(skaddr, p, attempt_flag::DEFERRED) {
-                    (*p).flags |= attempt_flag::SHIPPED;
-                }
-                let Some(again) = EVENTS.reserve::<RetransmitEvent>(0) else {
-                    count_lost(kind::RETRANSMIT);
-                    return;
-                };
-                (again, (*p).start_ns)
-            } else {
-                (entry, (*p).start_ns)
-            }
-        },
-    };
-    let mut entry = entry;
     entry.write(RetransmitEvent {
         header: header(kind::RETRANSMIT),
         skaddr,
