@@ -3,7 +3,7 @@
 //! setup → `cargo fmt --check` → `cargo build --release` (which builds the eBPF object through
 //! netlat/build.rs) → `cargo clippy -D warnings` → `cargo deny check` (offline) →
 //! `cargo test --workspace --release`, the lab tests running the binary just built
-//! (`NETLAT_BIN`) → each cargo-fuzz target for `--fuzz-seconds` (15). Each step prints one line
+//! (`NETLAT_BIN`) → each cargo-fuzz target for `--fuzz-seconds` (15), built unoptimized. Each step prints one line
 //! with its wall time; the first failure stops the run.
 
 use std::time::Instant;
