@@ -230,9 +230,14 @@ fn lab_a_table_entry_whose_end_was_missed_is_not_reported_pending() {
             .map(ChildGuard)
             .expect("start a waiting connect")
     };
+    // Paced by what the client's namespace shows, not by sleeps: an interpreter can take most
+    // of a second to start on a loaded host. The retried one is stopped after its first retry
+    // (1 s), the young one as soon as its SYN is out (far below its first retry).
     let _retried = waiting(0.0);
-    let _young = waiting(1.5);
-    std::thread::sleep(Duration::from_millis(2500));
+    wait_syn_sent(&client, 1);
+    std::thread::sleep(Duration::from_millis(1300));
+    let _young = waiting(0.0);
+    wait_syn_sent(&client, 2);
     let (ok, lines) = watch.stop();
     assert!(ok, "netlat did not exit cleanly on SIGINT");
     let summary = lines
@@ -270,4 +275,16 @@ fn lab_a_table_entry_whose_end_was_missed_is_not_reported_pending() {
         retries.contains(&0) && retries.iter().any(|&n| n >= 1),
         "one retried, one not yet: {retries:?}"
     );
+}
+
+/// Wait (up to 10 s) until `n` sockets of `ns` are in SYN_SENT.
+fn wait_syn_sent(ns: &Netns, n: usize) {
+    for _ in 0..200 {
+        let out = ns.run(&["ss", "-Htn", "state", "syn-sent"]);
+        if String::from_utf8_lossy(&out.stdout).lines().count() >= n {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("{n} connects in SYN_SENT never showed in {}", ns.name);
 }
