@@ -291,6 +291,10 @@ impl<S: BuildHasher> Tracker<S> {
 
     /// The flow holding tuple `t`, if any.
     fn lookup(&self, t: &FiveTuple) -> Option<SockKey> {
+        // No tuple known (a drop storm on a node with no slow connect in flight): no hashing.
+        if self.by_tuple.is_empty() && self.by_tuple_spill.is_empty() {
+            return None;
+        }
         if let Some(s) = self.by_tuple.get(&self.hash(t))
             && self.holds(s, t)
         {
