@@ -468,6 +468,7 @@ impl Engine {
     /// Record how a kernel address resolved (replays carry locations, not the symbol table).
     pub fn insert_symbol(&mut self, addr: u64, location: String) {
         self.names.kallsyms.insert_resolved(addr, location);
+        self.names.resolved.clear();
     }
 
     /// How the engine resolves a kernel text address.

@@ -4,7 +4,7 @@
 
 use std::{
     cell::RefCell,
-    collections::{BTreeMap, HashSet},
+    collections::{BTreeMap, HashMap, HashSet},
     fmt,
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
     ops::Deref,
@@ -12,7 +12,7 @@ use std::{
 };
 
 use crate::{
-    event,
+    FastHash, event,
     packet::{self, FiveTuple, Packet},
 };
 
@@ -105,6 +105,23 @@ pub struct Names {
     pub ct_tuple: Option<CtTupleLayout>,
     /// Reasons and locations already handed out, shared by every drop that carries them.
     pub interned: Interner,
+    /// The (reason, location) names a drop's numbers gave, so a drop storm formats and hashes
+    /// each site's text once, not per drop. Cleared when a symbol is added.
+    pub resolved: Resolved,
+}
+
+/// A drop's location address, reason number and whether the kernel has reasons.
+type DropSite = (u64, u32, bool);
+
+/// [`DropSite`] → its (reason, location) names.
+#[derive(Debug, Clone, Default)]
+pub struct Resolved(RefCell<HashMap<DropSite, (Name, Name), FastHash>>);
+
+impl Resolved {
+    /// Forget every cached name (the symbol table changed).
+    pub fn clear(&mut self) {
+        self.0.get_mut().clear();
+    }
 }
 
 /// A shared immutable string: drop reasons and locations come from a small set, and each of
@@ -343,23 +360,24 @@ impl DropRecord {
 
 /// Resolve names and decode the packet of a raw drop.
 pub fn enrich(d: &event::Drop, names: &Names, has_reasons: bool) -> DropRecord {
-    let location = names.kallsyms.resolve(d.location);
-    let reason = if has_reasons {
-        names.reason(d.reason, true)
-    } else {
-        let func = location.split('+').next().unwrap_or_default();
-        LOCATION_REASONS
-            .iter()
-            .find(|(f, _)| *f == func)
-            .map_or_else(|| names.reason(0, false), |(_, r)| (*r).to_string())
-    };
+    let key = (d.location, d.reason, has_reasons);
+    let cached = names.resolved.0.borrow().get(&key).cloned();
+    let (reason, location) = cached.unwrap_or_else(|| {
+        let named = drop_names(d, names, has_reasons);
+        let mut seen = names.resolved.0.borrow_mut();
+        // Bounded like the interner: garbage addresses past it are named each time.
+        if seen.len() < MAX_INTERNED {
+            seen.insert(key, named.clone());
+        }
+        named
+    });
     DropRecord {
         ts_ns: d.ts_ns,
         cpu: d.cpu,
         netns: d.netns,
         ifindex: d.ifindex,
-        reason: names.interned.intern(&reason),
-        location: names.interned.intern(&location),
+        reason,
+        location,
         len: d.len,
         packet: packet::decode(d.protocol, &d.data, VXLAN_PORTS).ok(),
         ct: match (&d.ct, &names.ct_tuple) {
@@ -378,6 +396,24 @@ pub fn enrich(d: &event::Drop, names: &Names, has_reasons: bool) -> DropRecord {
         hook: None,
         ipvs_dest: None,
     }
+}
+
+/// The reason and location names of a drop, interned.
+fn drop_names(d: &event::Drop, names: &Names, has_reasons: bool) -> (Name, Name) {
+    let location = names.kallsyms.resolve(d.location);
+    let reason = if has_reasons {
+        names.reason(d.reason, true)
+    } else {
+        let func = location.split('+').next().unwrap_or_default();
+        LOCATION_REASONS
+            .iter()
+            .find(|(f, _)| *f == func)
+            .map_or_else(|| names.reason(0, false), |(_, r)| (*r).to_string())
+    };
+    (
+        names.interned.intern(&reason),
+        names.interned.intern(&location),
+    )
 }
 
 #[cfg(test)]
@@ -445,6 +481,50 @@ garbage line
         };
         // A 5.10 kernel: the reason comes from where the skb was freed.
         assert_eq!(enrich(&d, &names, false).reason, "NETFILTER_DROP");
+    }
+
+    #[test]
+    fn cached_drop_names_follow_the_kernel_mode_and_new_symbols() {
+        let mut names = Names {
+            kallsyms: Kallsyms::parse(KALLSYMS),
+            ..Names::default()
+        };
+        names.reasons.insert(12, "NETFILTER_DROP".into());
+        let d = event::Drop {
+            ts_ns: 1,
+            cpu: 0,
+            skbaddr: 0,
+            location: 0xffffffff81a0056f,
+            netns: 1,
+            ifindex: 1,
+            reason: 12,
+            len: 0,
+            protocol: 0x0800,
+            data: bytes::Bytes::new(),
+            ct: None,
+        };
+        let a = enrich(&d, &names, true);
+        let b = enrich(&d, &names, true);
+        assert_eq!(
+            (a.reason.as_str(), a.location.as_str()),
+            ("NETFILTER_DROP", "nft_do_chain+0x46f")
+        );
+        assert!(Arc::ptr_eq(&a.location.0, &b.location.0));
+        // The same numbers without drop reasons name the reason from the location (none
+        // known for nft_do_chain), not from the cached entry with reasons.
+        let c = enrich(&d, &names, false);
+        assert_eq!(c.reason, "UNKNOWN (kernel has no drop reasons)");
+        let other = event::Drop {
+            reason: 3,
+            ..d.clone()
+        };
+        assert_eq!(enrich(&other, &names, true).reason, "REASON_3");
+        // A symbol learnt later (a replay's) is used once the cache is cleared.
+        names
+            .kallsyms
+            .insert_resolved(d.location, "nf_hook_slow+0x1".into());
+        names.resolved.clear();
+        assert_eq!(enrich(&d, &names, true).location, "nf_hook_slow+0x1");
     }
 
     #[test]

@@ -5,7 +5,7 @@
 //! rules, apart from the tracker's state; they run for every drop, so the common case stays
 //! inline and does not allocate.
 
-use std::{collections::VecDeque, net::SocketAddr, rc::Rc};
+use std::{collections::VecDeque, net::SocketAddr};
 
 use super::Direction;
 use crate::{enrich::DropRecord, packet::FiveTuple};
@@ -33,44 +33,45 @@ impl KeyHashes {
     }
 }
 
-/// The unclaimed drops listed under one pair hash, oldest first. Nearly every hash lists one
-/// drop: it is held inline (16 bytes an entry, no queue allocation per remembered drop).
+/// The unclaimed drops listed under one pair hash, oldest first, by their sequence number in
+/// the tracker's queue of remembered drops. Nearly every hash lists one drop: it is held
+/// inline (16 bytes an entry, no queue allocation per remembered drop).
 #[derive(Debug)]
 pub(super) enum Listed {
-    One(Rc<DropRecord>),
+    One(u64),
     #[expect(
         clippy::box_collection,
         reason = "the enum stays two words, so the map entry of the common `One` case is 24 \
                   bytes instead of 48"
     )]
-    Many(Box<VecDeque<Rc<DropRecord>>>),
+    Many(Box<VecDeque<u64>>),
 }
 
 impl Listed {
-    pub(super) fn push_back(&mut self, d: Rc<DropRecord>) {
+    pub(super) fn push_back(&mut self, d: u64) {
         match self {
             Listed::One(first) => {
-                let q = VecDeque::from([first.clone(), d]);
+                let q = VecDeque::from([*first, d]);
                 *self = Listed::Many(Box::new(q));
             }
             Listed::Many(q) => q.push_back(d),
         }
     }
 
-    pub(super) fn iter(&self) -> impl Iterator<Item = &Rc<DropRecord>> {
+    pub(super) fn iter(&self) -> impl Iterator<Item = u64> + '_ {
         let (one, many) = match self {
             Listed::One(d) => (Some(d), None),
             Listed::Many(q) => (None, Some(q.iter())),
         };
-        one.into_iter().chain(many.into_iter().flatten())
+        one.into_iter().chain(many.into_iter().flatten()).copied()
     }
 
     /// Remove `d` if it is the oldest; whether the list is empty afterwards.
-    pub(super) fn pop_if_front(&mut self, d: &Rc<DropRecord>) -> bool {
+    pub(super) fn pop_if_front(&mut self, d: u64) -> bool {
         match self {
-            Listed::One(first) => Rc::ptr_eq(first, d),
+            Listed::One(first) => *first == d,
             Listed::Many(q) => {
-                if q.front().is_some_and(|f| Rc::ptr_eq(f, d)) {
+                if q.front() == Some(&d) {
                     q.pop_front();
                 }
                 q.is_empty()

@@ -16,7 +16,6 @@ use std::{
     collections::{BinaryHeap, HashMap, VecDeque, hash_map::Entry},
     hash::BuildHasher,
     net::SocketAddr,
-    rc::Rc,
 };
 
 use keys::{DropKeys, KeyHashes, Listed, drop_keys, tcp_tuple};
@@ -227,8 +226,11 @@ pub struct Tracker<S = FastHash> {
     /// Tuples whose hash slot in `by_tuple` is taken by another flow's different tuple.
     by_tuple_spill: HashMap<FiveTuple, SockKey, FastHash>,
     /// Unclaimed drops, oldest first, with the pair hashes they are listed under (kept, so a
-    /// drop leaving is not hashed again).
-    recent: VecDeque<(Rc<DropRecord>, KeyHashes)>,
+    /// drop leaving is not hashed again). Held in the queue itself, not one allocation each:
+    /// in a drop storm every drop enters and, at the limit, pushes the oldest out.
+    recent: VecDeque<(DropRecord, KeyHashes)>,
+    /// Sequence number of the front of `recent` (drop `n` is at `recent[n - recent_first]`).
+    recent_first: u64,
     /// Hash of a tuple → unclaimed drops carrying it (oldest first), so learning a tuple is a
     /// lookup, not a scan of every remembered drop. Claims check the drop's real tuples.
     recent_by_key: HashMap<u64, Listed, Prehashed>,
@@ -253,6 +255,7 @@ impl<S: BuildHasher> Tracker<S> {
             by_tuple: HashMap::default(),
             by_tuple_spill: HashMap::default(),
             recent: VecDeque::new(),
+            recent_first: 0,
             recent_by_key: HashMap::default(),
             shared: Shared::default(),
             stats: TrackerStats::default(),
@@ -288,6 +291,10 @@ impl<S: BuildHasher> Tracker<S> {
 
     /// The flow holding tuple `t`, if any.
     fn lookup(&self, t: &FiveTuple) -> Option<SockKey> {
+        // No tuple known (a drop storm on a node with no slow connect in flight): no hashing.
+        if self.by_tuple.is_empty() && self.by_tuple_spill.is_empty() {
+            return None;
+        }
         if let Some(s) = self.by_tuple.get(&self.hash(t))
             && self.holds(s, t)
         {
@@ -484,11 +491,15 @@ impl<S: BuildHasher> Tracker<S> {
         };
         let claimed: Vec<MatchedDrop> = list
             .iter()
+            .filter_map(|n| {
+                let i = usize::try_from(n.checked_sub(self.recent_first)?).ok()?;
+                self.recent.get(i).map(|(d, _)| d)
+            })
             .filter(|d| d.ts_ns >= start)
             .filter_map(|d| {
                 let (_, via) = drop_keys(d).iter().find(|(k, _)| *k == t).copied()?;
                 Some(MatchedDrop {
-                    drop: (**d).clone(),
+                    drop: d.clone(),
                     direction: via.dir,
                     via_vxlan: via.vxlan,
                     via_nat: via.nat || nat,
@@ -610,24 +621,26 @@ impl<S: BuildHasher> Tracker<S> {
             if !too_old {
                 self.stats.drops_forgotten += 1;
             }
-            if let Some((old, hashes)) = self.recent.pop_front() {
+            if let Some((_, hashes)) = self.recent.pop_front() {
+                let old = self.recent_first;
+                self.recent_first += 1;
                 // Drops enter every list in arrival order, so the oldest is at each front.
                 for h in hashes.iter() {
                     if let Some(list) = self.recent_by_key.get_mut(&h)
-                        && list.pop_if_front(&old)
+                        && list.pop_if_front(old)
                     {
                         self.recent_by_key.remove(&h);
                     }
                 }
             }
         }
-        let d = Rc::new(d);
+        let n = self.recent_first + self.recent.len() as u64;
         let hashes = self.key_hashes(keys);
         for h in hashes.iter() {
             match self.recent_by_key.entry(h) {
-                Entry::Occupied(mut e) => e.get_mut().push_back(d.clone()),
+                Entry::Occupied(mut e) => e.get_mut().push_back(n),
                 Entry::Vacant(e) => {
-                    e.insert(Listed::One(d.clone()));
+                    e.insert(Listed::One(n));
                 }
             }
         }
@@ -1152,5 +1165,51 @@ mod tests {
         }
         assert_eq!(t.stats().drops_forgotten, 3);
         assert_eq!(t.stats().drops_seen, 5);
+    }
+
+    #[test]
+    fn at_the_limit_the_oldest_remembered_drop_is_forgotten_first() {
+        let mut t = Tracker::new(TrackerConfig {
+            max_recent_drops: 3,
+            ..TrackerConfig::default()
+        });
+        // Four attempts whose ports are not known yet.
+        for sk in 1..=4 {
+            t.sock_state(&st(S, sk, TcpState::CLOSE, TcpState::SYN_SENT, 0));
+        }
+        // Port 1000's tuple is dropped twice, so its list holds two drops when the first goes.
+        for (ms, port) in [(1, 1000), (2, 1001), (3, 1000), (4, 1002), (5, 1003)] {
+            assert!(!t.drop(syn_drop(S + ms * 1_000_000, port, "NETFILTER_DROP")));
+        }
+        // Five remembered, three kept: the drops at 1 and 2 ms went, oldest first.
+        assert_eq!(t.stats().drops_forgotten, 2);
+        let mut claimed = Vec::new();
+        for (sk, port) in [(1, 1000), (2, 1001), (3, 1002), (4, 1003)] {
+            t.retransmit(&rt(2 * S, sk, port));
+            let a = t
+                .sock_state(&st(
+                    2 * S + 1,
+                    sk,
+                    TcpState::SYN_SENT,
+                    TcpState::ESTABLISHED,
+                    port,
+                ))
+                .unwrap();
+            let times: Vec<u64> = a.drops.iter().map(|d| d.drop.ts_ns - S).collect();
+            claimed.push((port, times));
+        }
+        assert_eq!(
+            claimed,
+            [
+                (1000, vec![3_000_000]),
+                (1001, vec![]),
+                (1002, vec![4_000_000]),
+                (1003, vec![5_000_000]),
+            ]
+        );
+        assert_eq!(t.stats().drops_matched, 3);
+        // One more drop evicts the oldest still kept (3 ms), whichever attempt claimed it.
+        assert!(!t.drop(syn_drop(S + 6_000_000, 1004, "NETFILTER_DROP")));
+        assert_eq!(t.stats().drops_forgotten, 3);
     }
 }
