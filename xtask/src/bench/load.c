@@ -80,6 +80,13 @@ static void ready(void) {
     fflush(stdout);
 }
 
+/* What every storm client prints at its end, for the bench to parse. */
+static int storm_report(uint64_t connects, uint64_t failed, uint64_t elapsed_ns) {
+    printf("connects %llu\nfailed %llu\nseconds %.6f\n", (unsigned long long)connects,
+           (unsigned long long)failed, (double)elapsed_ns / 1e9);
+    return 0;
+}
+
 __attribute__((noreturn)) static void serve(int argc, char **argv) {
     int n = argc;
     struct pollfd *p = calloc((size_t)n, sizeof *p);
@@ -124,9 +131,7 @@ static int storm(const char *ip, int port, double secs) {
         }
         now = now_ns(CLOCK_MONOTONIC);
     }
-    printf("connects %llu\nfailed %llu\nseconds %.6f\n", (unsigned long long)n,
-           (unsigned long long)failed, (double)(now - start) / 1e9);
-    return 0;
+    return storm_report(n, failed, now - start);
 }
 
 /* The RST client: connect, then close at once with SO_LINGER {1, 0}, which aborts the
@@ -162,9 +167,7 @@ static int rststorm(const char *ip, int port, double secs, double rate) {
         close(s);
         now = now_ns(CLOCK_MONOTONIC);
     }
-    printf("connects %llu\nfailed %llu\nseconds %.6f\n", (unsigned long long)n,
-           (unsigned long long)failed, (double)(now - start) / 1e9);
-    return 0;
+    return storm_report(n, failed, now - start);
 }
 
 static int sink(int port) {
