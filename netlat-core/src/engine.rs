@@ -179,7 +179,7 @@ impl Engine {
     }
 
     /// Handle one decoded event.
-    pub fn handle(&mut self, ev: Event, sink: &mut dyn Reports) -> io::Result<()> {
+    pub fn handle(&mut self, ev: Event<'_>, sink: &mut dyn Reports) -> io::Result<()> {
         let ts = ev.ts_ns();
         self.first_ts.get_or_insert(ts);
         self.last_ts = self.last_ts.max(ts);
@@ -263,7 +263,7 @@ impl Engine {
 
     /// Tie a drop to the hook that returned NF_DROP for its skb just before (same skb, within
     /// [`HOOK_WINDOW_NS`]), and an IPVS drop to the connection IPVS expired on that CPU.
-    fn attach_hook(&mut self, d: &event::Drop, rec: &mut DropRecord) {
+    fn attach_hook(&mut self, d: &event::Drop<'_>, rec: &mut DropRecord) {
         let Some(pos) = self.hook_drops.iter().rposition(|h| {
             h.skbaddr == d.skbaddr && d.ts_ns.saturating_sub(h.ts_ns) < HOOK_WINDOW_NS
         }) else {

@@ -359,7 +359,7 @@ impl DropRecord {
 }
 
 /// Resolve names and decode the packet of a raw drop.
-pub fn enrich(d: &event::Drop, names: &Names, has_reasons: bool) -> DropRecord {
+pub fn enrich(d: &event::Drop<'_>, names: &Names, has_reasons: bool) -> DropRecord {
     let key = (d.location, d.reason, has_reasons);
     let cached = names.resolved.0.borrow().get(&key).cloned();
     let (reason, location) = cached.unwrap_or_else(|| {
@@ -379,7 +379,7 @@ pub fn enrich(d: &event::Drop, names: &Names, has_reasons: bool) -> DropRecord {
         reason,
         location,
         len: d.len,
-        packet: packet::decode(d.protocol, &d.data, VXLAN_PORTS).ok(),
+        packet: packet::decode(d.protocol, d.data, VXLAN_PORTS).ok(),
         ct: match (&d.ct, &names.ct_tuple) {
             (Some(raw), Some(l)) => decode_ct_tuple(&raw.orig, l)
                 .zip(decode_ct_tuple(&raw.reply, l))
@@ -399,7 +399,7 @@ pub fn enrich(d: &event::Drop, names: &Names, has_reasons: bool) -> DropRecord {
 }
 
 /// The reason and location names of a drop, interned.
-fn drop_names(d: &event::Drop, names: &Names, has_reasons: bool) -> (Name, Name) {
+fn drop_names(d: &event::Drop<'_>, names: &Names, has_reasons: bool) -> (Name, Name) {
     let location = names.kallsyms.resolve(d.location);
     let reason = if has_reasons {
         names.reason(d.reason, true)
@@ -476,7 +476,7 @@ garbage line
             reason: 0,
             len: 0,
             protocol: 0x0800,
-            data: bytes::Bytes::new(),
+            data: &[],
             ct: None,
         };
         // A 5.10 kernel: the reason comes from where the skb was freed.
@@ -500,7 +500,7 @@ garbage line
             reason: 12,
             len: 0,
             protocol: 0x0800,
-            data: bytes::Bytes::new(),
+            data: &[],
             ct: None,
         };
         let a = enrich(&d, &names, true);

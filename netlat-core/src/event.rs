@@ -4,11 +4,10 @@
 //! its kind and exact length before it is read, so a short or foreign item is an error, not UB.
 
 use std::{
-    mem::size_of,
+    mem::{offset_of, size_of},
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
 };
 
-use bytes::Bytes;
 use netlat_common::{
     Addrs, DropEvent, EventHeader, HookDropEvent, IpvsExpireEvent, RetransmitEvent, SockStateEvent,
     attempt_flag, kind, v1,
@@ -109,9 +108,11 @@ pub struct Retransmit {
     pub start_ns: u64,
 }
 
-/// A packet drop as the kernel reported it, before enrichment.
+/// A packet drop as the kernel reported it, before enrichment. It borrows its capture from the
+/// ring-buffer item (or the replay reader's buffer): enrichment decodes the packet at once, so a
+/// copy per drop would buy nothing.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Drop {
+pub struct Drop<'a> {
     pub ts_ns: u64,
     pub cpu: u32,
     pub skbaddr: u64,
@@ -124,7 +125,7 @@ pub struct Drop {
     /// Ethertype of the skb (0x0800 / 0x86dd).
     pub protocol: u16,
     /// Captured bytes from the network header on.
-    pub data: Bytes,
+    pub data: &'a [u8],
     /// The skb's conntrack entry, when it had one.
     pub ct: Option<RawCt>,
 }
@@ -157,17 +158,17 @@ pub struct IpvsExpire {
     pub dest_flags: Option<u32>,
 }
 
-/// One decoded ring-buffer item.
+/// One decoded ring-buffer item (a drop borrows its capture from the item's bytes).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Event {
+pub enum Event<'a> {
     SockState(SockState),
     Retransmit(Retransmit),
-    Drop(Drop),
+    Drop(Drop<'a>),
     HookDrop(HookDrop),
     IpvsExpire(IpvsExpire),
 }
 
-impl Event {
+impl Event<'_> {
     /// Kernel timestamp (CLOCK_MONOTONIC ns).
     pub fn ts_ns(&self) -> u64 {
         match self {
@@ -215,7 +216,7 @@ pub fn comm_string(c: &[u8; 16]) -> String {
     String::from_utf8_lossy(&c[..end]).into_owned()
 }
 
-fn sock_state(e: &SockStateEvent) -> Event {
+fn sock_state(e: &SockStateEvent) -> Event<'static> {
     let (src, dst) = socket_addrs(&e.addrs);
     Event::SockState(SockState {
         ts_ns: e.header.ts_ns,
@@ -235,7 +236,7 @@ fn sock_state(e: &SockStateEvent) -> Event {
     })
 }
 
-fn retransmit(e: &RetransmitEvent) -> Event {
+fn retransmit(e: &RetransmitEvent) -> Event<'static> {
     let (src, dst) = socket_addrs(&e.addrs);
     Event::Retransmit(Retransmit {
         ts_ns: e.header.ts_ns,
@@ -251,8 +252,13 @@ fn retransmit(e: &RetransmitEvent) -> Event {
     })
 }
 
+/// Where a drop's capture starts in its item; the whole capture array lies inside the item (the
+/// item's length is checked against `DropEvent` before it is sliced).
+const DROP_DATA: usize = offset_of!(DropEvent, data);
+const _: () = assert!(DROP_DATA + netlat_common::DROP_CAPTURE <= size_of::<DropEvent>());
+
 /// Decode one ring-buffer item (ABI 2, or ABI 1 for the kinds whose layout grew).
-pub fn decode(bytes: &[u8]) -> Result<Event, EventError> {
+pub fn decode(bytes: &[u8]) -> Result<Event<'_>, EventError> {
     let hdr_len = std::mem::size_of::<EventHeader>();
     let Some(head) = bytes.get(..hdr_len) else {
         return Err(EventError::Short { len: bytes.len() });
@@ -292,7 +298,7 @@ pub fn decode(bytes: &[u8]) -> Result<Event, EventError> {
         kind::RETRANSMIT => Ok(retransmit(&read_exact(bytes, hdr.kind)?)),
         kind::DROP => {
             let e: DropEvent = read_exact(bytes, hdr.kind)?;
-            let cap = usize::from(e.cap_len).min(e.data.len());
+            let cap = usize::from(e.cap_len).min(netlat_common::DROP_CAPTURE);
             Ok(Event::Drop(Drop {
                 ts_ns: hdr.ts_ns,
                 cpu: hdr.cpu,
@@ -303,7 +309,7 @@ pub fn decode(bytes: &[u8]) -> Result<Event, EventError> {
                 reason: e.reason,
                 len: e.len,
                 protocol: e.protocol,
-                data: Bytes::copy_from_slice(&e.data[..cap]),
+                data: &bytes[DROP_DATA..DROP_DATA + cap],
                 ct: (e.ct_flags & netlat_common::CT_PRESENT != 0).then_some(RawCt {
                     status: e.ct_status,
                     orig: e.ct_orig,
@@ -488,17 +494,24 @@ mod tests {
             ..DropEvent::default()
         };
         raw.data[0] = 0x45;
-        let Event::Drop(e) = decode(&encode(&raw)).unwrap() else {
+        raw.data[63] = 0x99;
+        raw.data[64] = 0xee;
+        let item = encode(&raw);
+        let Event::Drop(e) = decode(&item).unwrap() else {
             panic!("wrong kind")
         };
         assert_eq!(e.data.len(), 64);
-        assert_eq!(e.data[0], 0x45);
+        assert_eq!((e.data[0], e.data[63]), (0x45, 0x99));
+        // The capture is the item's own bytes, not a copy of them.
+        assert!(std::ptr::eq(e.data.as_ptr(), item[DROP_DATA..].as_ptr()));
         // A lying cap_len cannot read past the array.
         raw.cap_len = 9999;
-        let Event::Drop(e) = decode(&encode(&raw)).unwrap() else {
+        let item = encode(&raw);
+        let Event::Drop(e) = decode(&item).unwrap() else {
             panic!("wrong kind")
         };
         assert_eq!(e.data.len(), netlat_common::DROP_CAPTURE);
+        assert_eq!(e.data[64], 0xee);
     }
 
     #[test]

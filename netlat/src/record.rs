@@ -22,7 +22,7 @@ use std::{
     cell::RefCell,
     collections::{BTreeMap, HashMap, VecDeque},
     fs::File,
-    io::{self, BufReader, BufWriter, Read, Write},
+    io::{self, BufWriter, Read, Write},
     net::{IpAddr, SocketAddr},
     path::Path,
     rc::Rc,
@@ -47,10 +47,9 @@ pub const VERSION: u16 = 3;
 pub const OLDEST_VERSION: u16 = 1;
 /// Largest record payload accepted; a larger length means a corrupt file.
 const MAX_PAYLOAD: u32 = 64 << 20;
-/// A payload up to this size is allocated at once; a larger one grows as its bytes arrive.
-const SMALL_PAYLOAD: usize = 64 * 1024;
-/// The replay reader's buffer: 8 times std's default, and still within the L2 cache (1 MiB cost more
-/// system time than it saved: the copy left the cache before it was read).
+/// The replay reader's buffer (and its largest read): 8 times std's default, and still within the
+/// L2 cache (1 MiB cost more system time than it saved: the copy left the cache before it was
+/// read).
 const READ_BUFFER: usize = 64 * 1024;
 
 const TAG_ITEM: u8 = 1;
@@ -175,10 +174,10 @@ pub enum Note {
     },
 }
 
-/// One record of a recording.
+/// One record of a recording; an item's bytes are borrowed from the [`Reader`].
 #[derive(Debug, Clone, PartialEq)]
-pub enum Record {
-    Item(Vec<u8>),
+pub enum Record<'a> {
+    Item(&'a [u8]),
     Note(Note),
 }
 
@@ -260,36 +259,40 @@ fn log_err(r: io::Result<()>) {
     }
 }
 
-/// Reads a recording record by record.
+/// Reads a recording record by record, through one buffer for the whole file: an item is a
+/// slice of it, not an allocation of its own (replay reads hundreds of millions of them).
 pub struct Reader<R: Read> {
     input: R,
+    /// Bytes read from `input`; `buf[start..end]` are not consumed yet.
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+    /// File offset of `buf[start]`.
     offset: u64,
 }
 
-impl Reader<BufReader<File>> {
+impl Reader<File> {
     pub fn open(path: &Path) -> Result<(Header, Self), RecordError> {
         let f = File::open(path).map_err(|source| RecordError::Io { offset: 0, source })?;
-        // Replay reads a recording front to back: large reads, few system calls.
-        Reader::new(
-            BufReader::with_capacity(READ_BUFFER, f),
-            &path.display().to_string(),
-        )
+        Reader::new(f, &path.display().to_string())
     }
 }
 
 impl<R: Read> Reader<R> {
     pub fn new(input: R, name: &str) -> Result<(Header, Self), RecordError> {
-        let mut r = Reader { input, offset: 0 };
-        let mut magic = [0u8; 8];
-        r.exact(&mut magic, "magic")?;
-        if &magic != MAGIC {
+        let mut r = Reader {
+            input,
+            buf: vec![0; READ_BUFFER],
+            start: 0,
+            end: 0,
+            offset: 0,
+        };
+        if r.take(MAGIC.len(), "magic")? != MAGIC {
             return Err(RecordError::Magic {
                 path: name.to_string(),
             });
         }
-        let mut v = [0u8; 2];
-        r.exact(&mut v, "version")?;
-        let found = u16::from_le_bytes(v);
+        let found = u16::from_le_bytes([r.byte("version")?, r.byte("version")?]);
         if !(OLDEST_VERSION..=VERSION).contains(&found) {
             return Err(RecordError::Version {
                 path: name.to_string(),
@@ -298,11 +301,11 @@ impl<R: Read> Reader<R> {
         }
         let len = r.len("header length")?;
         let at = r.offset;
-        let h = r.payload(len, "header")?;
-        let header: Header = serde_json::from_slice(&h).map_err(|e| RecordError::Corrupt {
-            offset: at,
-            what: format!("header: {e}"),
-        })?;
+        let header: Header =
+            serde_json::from_slice(r.take(len, "header")?).map_err(|e| RecordError::Corrupt {
+                offset: at,
+                what: format!("header: {e}"),
+            })?;
         // ABI 1 items still decode (by their length); see netlat_core::event::decode.
         if !(OLDEST_ABI_VERSION..=ABI_VERSION).contains(&header.abi_version) {
             return Err(RecordError::Abi {
@@ -313,63 +316,59 @@ impl<R: Read> Reader<R> {
         Ok((header, r))
     }
 
-    fn exact(&mut self, buf: &mut [u8], what: &'static str) -> Result<(), RecordError> {
-        let mut got = 0;
-        while got < buf.len() {
-            match self.input.read(&mut buf[got..]) {
-                Ok(0) => {
-                    return Err(RecordError::Truncated {
-                        offset: self.offset + got as u64,
-                        what,
-                    });
-                }
-                Ok(n) => got += n,
+    /// Make `need` bytes available at `buf[start..]`; false when the input ends first. The
+    /// buffer grows (for a payload larger than it) by at most what has arrived so far, so a
+    /// corrupt length cannot make the reader allocate much more than the file holds.
+    fn fill(&mut self, need: usize) -> Result<bool, RecordError> {
+        while self.end - self.start < need {
+            if self.buf.len() - self.start < need {
+                self.buf.copy_within(self.start..self.end, 0);
+                self.end -= self.start;
+                self.start = 0;
+            }
+            let len = self.buf.len();
+            if self.end == len {
+                self.buf.resize(len + (need - len).min(len), 0);
+            }
+            // Reads of READ_BUFFER at most, also into a buffer grown for one large note.
+            let upto = self.buf.len().min(self.end + READ_BUFFER.max(need));
+            match self.input.read(&mut self.buf[self.end..upto]) {
+                Ok(0) => return Ok(false),
+                Ok(n) => self.end += n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(source) => {
                     return Err(RecordError::Io {
-                        offset: self.offset + got as u64,
+                        offset: self.offset + (self.end - self.start) as u64,
                         source,
                     });
                 }
             }
         }
-        self.offset += buf.len() as u64;
-        Ok(())
+        Ok(true)
     }
 
-    /// `len` bytes, grown as they arrive: a corrupt length cannot make the reader allocate
-    /// more than the file actually holds.
-    fn payload(&mut self, len: usize, what: &'static str) -> Result<Vec<u8>, RecordError> {
-        // The common case (every ring-buffer item, every note): read straight into a buffer of
-        // the right size.
-        if len <= SMALL_PAYLOAD {
-            let mut p = vec![0; len];
-            self.exact(&mut p, what)?;
-            return Ok(p);
-        }
-        let mut p = Vec::with_capacity(SMALL_PAYLOAD);
-        let got = (&mut self.input)
-            .take(len as u64)
-            .read_to_end(&mut p)
-            .map_err(|source| RecordError::Io {
-                offset: self.offset,
-                source,
-            })?;
-        if got < len {
+    /// The next `n` bytes, consumed.
+    fn take(&mut self, n: usize, what: &'static str) -> Result<&[u8], RecordError> {
+        if !self.fill(n)? {
             return Err(RecordError::Truncated {
-                offset: self.offset + got as u64,
+                offset: self.offset + (self.end - self.start) as u64,
                 what,
             });
         }
-        self.offset += len as u64;
-        Ok(p)
+        let at = self.start;
+        self.start += n;
+        self.offset += n as u64;
+        Ok(&self.buf[at..at + n])
+    }
+
+    fn byte(&mut self, what: &'static str) -> Result<u8, RecordError> {
+        Ok(self.take(1, what)?[0])
     }
 
     fn len(&mut self, what: &'static str) -> Result<usize, RecordError> {
-        let mut l = [0u8; 4];
         let at = self.offset;
-        self.exact(&mut l, what)?;
-        let n = u32::from_le_bytes(l);
+        let b = self.take(4, what)?;
+        let n = u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
         if n > MAX_PAYLOAD {
             return Err(RecordError::Corrupt {
                 offset: at,
@@ -379,25 +378,19 @@ impl<R: Read> Reader<R> {
         Ok(n as usize)
     }
 
-    /// The next record; `Ok(None)` at a clean end of file.
-    pub fn next_record(&mut self) -> Result<Option<Record>, RecordError> {
-        let mut tag = [0u8; 1];
-        match self.input.read(&mut tag) {
-            Ok(0) => return Ok(None),
-            Ok(_) => self.offset += 1,
-            Err(source) => {
-                return Err(RecordError::Io {
-                    offset: self.offset,
-                    source,
-                });
-            }
+    /// The next record; `Ok(None)` at a clean end of file. An item borrows the reader's buffer
+    /// until the next call.
+    pub fn next_record(&mut self) -> Result<Option<Record<'_>>, RecordError> {
+        if !self.fill(1)? {
+            return Ok(None);
         }
-        let at = self.offset - 1;
+        let at = self.offset;
+        let tag = self.byte("record tag")?;
         let len = self.len("record length")?;
-        let p = self.payload(len, "record payload")?;
-        match tag[0] {
+        let p = self.take(len, "record payload")?;
+        match tag {
             TAG_ITEM => Ok(Some(Record::Item(p))),
-            TAG_NOTE => serde_json::from_slice(&p)
+            TAG_NOTE => serde_json::from_slice(p)
                 .map(|n| Some(Record::Note(n)))
                 .map_err(|e| RecordError::Corrupt {
                     offset: at,
@@ -811,7 +804,7 @@ mod tests {
         write_sample(&p);
         let (h, mut r) = Reader::open(&p).unwrap();
         assert_eq!(h, header());
-        assert_eq!(r.next_record().unwrap(), Some(Record::Item(vec![1, 2, 3])));
+        assert_eq!(r.next_record().unwrap(), Some(Record::Item(&[1, 2, 3][..])));
         assert!(matches!(
             r.next_record().unwrap(),
             Some(Record::Note(Note::Symbol { addr: 0xffff, .. }))
@@ -840,6 +833,100 @@ mod tests {
                 Err(e) => panic!("cut {cut}: unexpected {e}"),
             }
         }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// Hands out at most `step` bytes per read, so records straddle reads anywhere.
+    struct Trickle<'a> {
+        data: &'a [u8],
+        step: usize,
+    }
+
+    impl Read for Trickle<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            let n = buf.len().min(self.step).min(self.data.len());
+            buf[..n].copy_from_slice(&self.data[..n]);
+            self.data = &self.data[n..];
+            Ok(n)
+        }
+    }
+
+    /// Items (and a note larger than the reader's buffer) come back whole and in order wherever
+    /// the buffer's refills and reads cut them; a cut inside the last item reads everything
+    /// before it and then names the missing byte.
+    #[test]
+    fn records_across_buffer_boundaries() {
+        let dir = std::env::temp_dir().join(format!("netlat-rec-b-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("b.rec");
+        // 1..=313 bytes each (coprime sizes): 3 buffers' worth, ending at every offset mod 313.
+        let items: Vec<Vec<u8>> = (0..1500u32)
+            .map(|i| (0..=i % 313).map(|j| (i ^ j) as u8).collect())
+            .collect();
+        let big = "x".repeat(3 * READ_BUFFER + 5);
+        {
+            let rec = Recorder::create(&p, &header()).unwrap();
+            let mut r = rec.borrow_mut();
+            for (i, item) in items.iter().enumerate() {
+                r.item(item).unwrap();
+                if i == 700 {
+                    r.note(&Note::Symbol {
+                        addr: 1,
+                        location: big.clone(),
+                    })
+                    .unwrap();
+                }
+            }
+            r.flush().unwrap();
+        }
+        let full = std::fs::read(&p).unwrap();
+        let read_all = |mut r: Reader<Trickle<'_>>| -> (Vec<Vec<u8>>, Option<RecordError>) {
+            let mut got = Vec::new();
+            loop {
+                match r.next_record() {
+                    Ok(Some(Record::Item(b))) => got.push(b.to_vec()),
+                    Ok(Some(Record::Note(Note::Symbol { location, .. }))) => {
+                        assert_eq!(location, big);
+                        assert_eq!(got.len(), 701);
+                    }
+                    Ok(Some(Record::Note(n))) => panic!("unexpected {n:?}"),
+                    Ok(None) => return (got, None),
+                    Err(e) => return (got, Some(e)),
+                }
+            }
+        };
+        for step in [1, 7, 4096, READ_BUFFER - 1, usize::MAX] {
+            let (_, r) = Reader::new(Trickle { data: &full, step }, "b").unwrap();
+            let (got, err) = read_all(r);
+            assert!(err.is_none(), "step {step}: {err:?}");
+            assert!(got == items, "step {step}: items differ");
+        }
+        // The file through `open`, as replay reads it.
+        let (_, mut r) = Reader::open(&p).unwrap();
+        let mut n = 0;
+        while let Some(rec) = r.next_record().unwrap() {
+            if let Record::Item(b) = rec {
+                assert_eq!(b, &items[n][..]);
+                n += 1;
+            }
+        }
+        assert_eq!((n, r.offset()), (items.len(), full.len() as u64));
+        // Cut inside the last item's payload (1 + 1499 % 313 = 248 bytes long).
+        let cut = full.len() - 100;
+        let (_, r) = Reader::new(
+            Trickle {
+                data: &full[..cut],
+                step: 4096,
+            },
+            "b",
+        )
+        .unwrap();
+        let (got, err) = read_all(r);
+        assert!(got[..] == items[..items.len() - 1]);
+        assert!(
+            matches!(err, Some(RecordError::Truncated { offset, what: "record payload" }) if offset == cut as u64),
+            "{err:?}"
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

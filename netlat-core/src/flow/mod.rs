@@ -225,10 +225,14 @@ pub struct Tracker<S = FastHash> {
     by_tuple: HashMap<u64, SockKey, Prehashed>,
     /// Tuples whose hash slot in `by_tuple` is taken by another flow's different tuple.
     by_tuple_spill: HashMap<FiveTuple, SockKey, FastHash>,
-    /// Unclaimed drops, oldest first, with the pair hashes they are listed under (kept, so a
-    /// drop leaving is not hashed again). Held in the queue itself, not one allocation each:
-    /// in a drop storm every drop enters and, at the limit, pushes the oldest out.
-    recent: VecDeque<(DropRecord, KeyHashes)>,
+    /// Unclaimed drops, oldest first. Held in the queue itself, not one allocation each: in a
+    /// drop storm every drop enters and, at the limit, pushes the oldest out.
+    recent: VecDeque<DropRecord>,
+    /// The pair hashes each drop of `recent` is listed under (kept, so a drop leaving is not
+    /// hashed again). A queue of its own: a leaving drop's record is dropped where it lies, and
+    /// a new one is moved in once, not first paired with its hashes (each ≈ 200-byte copy of a
+    /// record was 14 % of a drop storm's replay).
+    recent_hashes: VecDeque<KeyHashes>,
     /// Sequence number of the front of `recent` (drop `n` is at `recent[n - recent_first]`).
     recent_first: u64,
     /// Hash of a tuple → unclaimed drops carrying it (oldest first), so learning a tuple is a
@@ -255,6 +259,7 @@ impl<S: BuildHasher> Tracker<S> {
             by_tuple: HashMap::default(),
             by_tuple_spill: HashMap::default(),
             recent: VecDeque::new(),
+            recent_hashes: VecDeque::new(),
             recent_first: 0,
             recent_by_key: HashMap::default(),
             shared: Shared::default(),
@@ -493,7 +498,7 @@ impl<S: BuildHasher> Tracker<S> {
             .iter()
             .filter_map(|n| {
                 let i = usize::try_from(n.checked_sub(self.recent_first)?).ok()?;
-                self.recent.get(i).map(|(d, _)| d)
+                self.recent.get(i)
             })
             .filter(|d| d.ts_ns >= start)
             .filter_map(|d| {
@@ -613,7 +618,7 @@ impl<S: BuildHasher> Tracker<S> {
     }
 
     fn remember(&mut self, d: DropRecord, keys: &DropKeys) {
-        while let Some((front, _)) = self.recent.front() {
+        while let Some(front) = self.recent.front() {
             let too_old = d.ts_ns.saturating_sub(front.ts_ns) > self.cfg.recent_drop_ns;
             if !too_old && self.recent.len() < self.cfg.max_recent_drops {
                 break;
@@ -621,7 +626,9 @@ impl<S: BuildHasher> Tracker<S> {
             if !too_old {
                 self.stats.drops_forgotten += 1;
             }
-            if let Some((_, hashes)) = self.recent.pop_front() {
+            // Dropped in place: `pop_front` would first copy the record out of cold memory.
+            drop(self.recent.drain(..1));
+            if let Some(hashes) = self.recent_hashes.pop_front() {
                 let old = self.recent_first;
                 self.recent_first += 1;
                 // Drops enter every list in arrival order, so the oldest is at each front.
@@ -644,7 +651,8 @@ impl<S: BuildHasher> Tracker<S> {
                 }
             }
         }
-        self.recent.push_back((d, hashes));
+        self.recent_hashes.push_back(hashes);
+        self.recent.push_back(d);
     }
 
     /// Move time forward: attempts older than `max_age_ns` whose end was never seen are dropped.

@@ -91,27 +91,28 @@ pub fn run(
 
     // An item's annotations follow it, so an item is handled once the next item (or the end)
     // shows that all of its annotations have been queued.
-    let mut pending: Option<Vec<u8>> = None;
+    let mut pending = Pending::default();
     let mut end = None;
     let mut failure = None;
     loop {
         match reader.next_record() {
             Ok(Some(Record::Item(bytes))) => {
-                if let Some(p) = pending.replace(bytes) {
-                    engine.handle_bytes(&p, &mut Fanout::new(printer, &mut exports))?;
+                if let Some(p) = pending.take() {
+                    engine.handle_bytes(p, &mut Fanout::new(printer, &mut exports))?;
                 }
+                pending.hold(bytes);
             }
             Ok(Some(Record::Note(note))) => match note {
                 Note::Symbol { addr, location } => engine.insert_symbol(addr, location),
                 Note::EndsLost { socks } => {
                     if let Some(p) = pending.take() {
-                        engine.handle_bytes(&p, &mut Fanout::new(printer, &mut exports))?;
+                        engine.handle_bytes(p, &mut Fanout::new(printer, &mut exports))?;
                     }
                     engine.forget_ended(&socks);
                 }
                 Note::Tick { now_ns } => {
                     if let Some(p) = pending.take() {
-                        engine.handle_bytes(&p, &mut Fanout::new(printer, &mut exports))?;
+                        engine.handle_bytes(p, &mut Fanout::new(printer, &mut exports))?;
                     }
                     engine.tick(now_ns);
                 }
@@ -135,7 +136,7 @@ pub fn run(
         }
     }
     if let Some(p) = pending.take() {
-        engine.handle_bytes(&p, &mut Fanout::new(printer, &mut exports))?;
+        engine.handle_bytes(p, &mut Fanout::new(printer, &mut exports))?;
     }
     let now = end.as_ref().map_or(engine.last_ts(), |e| e.0);
     let mut summary = engine.finish(now, &mut Fanout::new(printer, &mut exports))?;
@@ -154,6 +155,27 @@ pub fn run(
             )
         }),
         None => Ok(summary),
+    }
+}
+
+/// The item waiting for its annotations, copied out of the reader's buffer (which the next
+/// record reuses) into one buffer kept for the whole replay.
+#[derive(Default)]
+struct Pending {
+    item: Vec<u8>,
+    held: bool,
+}
+
+impl Pending {
+    fn hold(&mut self, bytes: &[u8]) {
+        self.item.clear();
+        self.item.extend_from_slice(bytes);
+        self.held = true;
+    }
+
+    /// The held item, if any; it is no longer held.
+    fn take(&mut self) -> Option<&[u8]> {
+        std::mem::take(&mut self.held).then_some(&self.item[..])
     }
 }
 
