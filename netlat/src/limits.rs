@@ -7,14 +7,19 @@
 //!   a multiple of the page size. Larger rides out longer consumer stalls.
 //! - `NETLAT_MAX_FLOWS`: connection attempts tracked at once (default 100 000); beyond it the
 //!   oldest is evicted and counted (`tracker.evicted` in the summary).
+//! - `NETLAT_SWEEP_SECS`: seconds between two sweeps of the kernel's attempt table (default 30,
+//!   `kernel::sweep`). Undocumented for users: lab tests set 1 so that a sweep shows within a
+//!   test's few seconds, as they shrink the ring; an environment variable, like those, so the
+//!   command line and `--help` stay the user's.
 
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, time::Duration};
 
 use netlat_core::flow::TrackerConfig;
 use serde::Serialize;
 
 pub const RING_BYTES_VAR: &str = "NETLAT_RING_BYTES";
 pub const MAX_FLOWS_VAR: &str = "NETLAT_MAX_FLOWS";
+pub const SWEEP_SECS_VAR: &str = "NETLAT_SWEEP_SECS";
 
 /// The operator's limits.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -23,6 +28,9 @@ pub struct Limits {
     pub ring_bytes: Option<u32>,
     /// Tracked attempts at most, when not the default.
     pub max_flows: Option<usize>,
+    /// Time between two sweeps of the attempt table, when not the default
+    /// (`kernel::sweep::SWEEP_EVERY`).
+    pub sweep_every: Option<Duration>,
 }
 
 fn page_size() -> u64 {
@@ -55,6 +63,16 @@ pub fn parse_max_flows(s: &str) -> Result<usize, String> {
     }
 }
 
+/// Validate a `NETLAT_SWEEP_SECS` value.
+pub fn parse_sweep_secs(s: &str) -> Result<Duration, String> {
+    match s.trim().parse::<u64>() {
+        Ok(n) if (1..=3600).contains(&n) => Ok(Duration::from_secs(n)),
+        _ => Err(format!(
+            "{SWEEP_SECS_VAR}={s:?} must be a number of seconds from 1 to 3600"
+        )),
+    }
+}
+
 impl Limits {
     /// Read the knobs; a set but invalid value is an error naming the variable.
     pub fn from_env() -> Result<Limits, String> {
@@ -65,6 +83,9 @@ impl Limits {
                 .transpose()?,
             max_flows: var(MAX_FLOWS_VAR)
                 .map(|v| parse_max_flows(&v))
+                .transpose()?,
+            sweep_every: var(SWEEP_SECS_VAR)
+                .map(|v| parse_sweep_secs(&v))
                 .transpose()?,
         })
     }
@@ -182,8 +203,8 @@ mod tests {
         assert!(parse_max_flows("0").is_err());
         assert!(parse_max_flows("lots").is_err());
         let t = Limits {
-            ring_bytes: None,
             max_flows: Some(7),
+            ..Limits::default()
         }
         .tracker();
         assert_eq!(t.max_flows, 7);
@@ -191,6 +212,15 @@ mod tests {
             Limits::default().tracker().max_flows,
             TrackerConfig::default().max_flows
         );
+    }
+
+    #[test]
+    fn sweep_secs_bounds() {
+        assert_eq!(parse_sweep_secs("1"), Ok(Duration::from_secs(1)));
+        for bad in ["0", "3601", "1.5", "soon"] {
+            let e = parse_sweep_secs(bad).unwrap_err();
+            assert!(e.starts_with("NETLAT_SWEEP_SECS="), "{e}");
+        }
     }
 
     #[test]

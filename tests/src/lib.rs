@@ -6,7 +6,7 @@
 //! Traffic stays inside namespaces the tests create. Processes are killed by the PID we started.
 
 use std::{
-    io::{BufRead, BufReader},
+    io::{BufRead, BufReader, Read as _, Write as _},
     path::PathBuf,
     process::{Child, Command, Output, Stdio},
     sync::mpsc,
@@ -381,6 +381,47 @@ impl Watch {
     }
 }
 
+/// [`Watch::stop`] that must exit cleanly: every line printed, and the summary line.
+pub fn stop_cleanly(watch: Watch) -> (Vec<serde_json::Value>, serde_json::Value) {
+    let (ok, lines) = watch.stop();
+    assert!(ok, "netlat did not exit cleanly on SIGINT");
+    let summary = lines
+        .iter()
+        .find(|v| v["type"] == "summary")
+        .cloned()
+        .expect("summary line");
+    (lines, summary)
+}
+
+/// A loopback port free right now (the small race with other binders is acceptable here).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
+/// A minimal HTTP/1.0 GET (no chunking, the server closes): (status, body).
+pub fn http_get(port: u16, target: &str) -> std::io::Result<(u16, String)> {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port))?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    s.set_write_timeout(Some(Duration::from_secs(10)))?;
+    write!(
+        s,
+        "GET {target} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw)?;
+    let text = String::from_utf8_lossy(&raw);
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    Ok((status, body.to_string()))
+}
+
 /// Connect lines of `lines` whose destination is `dst`.
 pub fn connects_to<'a>(lines: &'a [serde_json::Value], dst: &str) -> Vec<&'a serde_json::Value> {
     lines
@@ -397,6 +438,19 @@ pub fn connects_in(lines: &[serde_json::Value], netns: u64) -> Vec<&serde_json::
         .collect()
 }
 
+/// Wait (up to 10 s) until `n` sockets of `ns` are in SYN_SENT.
+pub fn wait_syn_sent(ns: &Netns, n: usize) {
+    for _ in 0..200 {
+        let out = ns.run(&["ss", "-Htn", "state", "syn-sent"]);
+        if String::from_utf8_lossy(&out.stdout).lines().count() >= n {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("{n} connects in SYN_SENT never showed in {}", ns.name);
+}
+
+pub mod attempts;
 pub mod cri;
 pub mod lab;
 

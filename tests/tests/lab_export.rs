@@ -9,8 +9,7 @@
 //! deploy/daemonset.yaml parses as a privileged DaemonSet.
 
 use std::{
-    io::{Read, Write},
-    net::{TcpListener, TcpStream},
+    net::TcpListener,
     path::{Path, PathBuf},
     process::{Command, Stdio},
     time::{Duration, Instant},
@@ -24,8 +23,8 @@ use hdrhistogram::{
     },
 };
 use netlat_tests::{
-    ChildGuard, Netns, TempDir, Watch, connect_times, connects_to, first_syn_drop, is_root,
-    netlat_bin, tcp_server, veth,
+    ChildGuard, Netns, TempDir, Watch, connect_times, connects_to, first_syn_drop, free_port,
+    http_get, is_root, netlat_bin, tcp_server, veth,
 };
 use serde::Deserialize as _;
 
@@ -50,35 +49,6 @@ fn lab(tag: &str, net: u8) -> (Netns, Netns, ChildGuard) {
     server.nft(&first_syn_drop("labexp", 8080));
     let srv = tcp_server(&server, &[8080, 8081]);
     (client, server, srv)
-}
-
-/// A loopback port free right now (the small race with other binders is acceptable here).
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free loopback port")
-}
-
-/// A minimal HTTP/1.0 GET (no chunking, the server closes): (status, body).
-fn http_get(port: u16, target: &str) -> std::io::Result<(u16, String)> {
-    let mut s = TcpStream::connect(("127.0.0.1", port))?;
-    s.set_read_timeout(Some(Duration::from_secs(10)))?;
-    s.set_write_timeout(Some(Duration::from_secs(10)))?;
-    write!(
-        s,
-        "GET {target} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n"
-    )?;
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw)?;
-    let text = String::from_utf8_lossy(&raw);
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let status = head
-        .split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    Ok((status, body.to_string()))
 }
 
 /// Percent-encode a query parameter.

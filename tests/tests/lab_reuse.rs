@@ -7,7 +7,10 @@
 use std::{process::Stdio, time::Duration};
 
 use netlat_tests::{
-    ChildGuard, Netns, Watch, connect_times, connects_to, first_syn_drop, is_root, tcp_server, veth,
+    ChildGuard, Netns, Watch,
+    attempts::{self, WaitLab},
+    connect_times, connects_to, first_syn_drop, is_root, stop_cleanly, tcp_server, veth,
+    wait_syn_sent,
 };
 
 /// The storm's connect timeout.
@@ -101,47 +104,6 @@ fn lab_reused_sockets_never_inherit_an_older_start() {
     eprintln!("lost {lost}; summary {summary}");
 }
 
-/// `CLOCK_MONOTONIC` in ns: the clock of `bpf_ktime_get_ns`, which the attempt table keeps.
-fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: a valid timespec to fill.
-    assert_eq!(
-        unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &raw mut ts) },
-        0
-    );
-    u64::try_from(ts.tv_sec).unwrap_or(0) * 1_000_000_000 + u64::try_from(ts.tv_nsec).unwrap_or(0)
-}
-
-/// The id of the `ATTEMPTS` map the process `pid` holds open.
-fn attempts_map_of(pid: u32) -> u64 {
-    let dir = std::fs::read_dir(format!("/proc/{pid}/fdinfo")).expect("fdinfo");
-    let ids = dir.flatten().filter_map(|e| {
-        let text = std::fs::read_to_string(e.path()).ok()?;
-        text.lines()
-            .find_map(|l| l.strip_prefix("map_id:"))
-            .and_then(|v| v.trim().parse::<u64>().ok())
-    });
-    for id in ids {
-        let out = std::process::Command::new("bpftool")
-            .args(["-j", "map", "show", "id", &id.to_string()])
-            .output()
-            .expect("run bpftool (apt package bpftool)");
-        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
-        if v["name"] == "ATTEMPTS" {
-            return id;
-        }
-    }
-    panic!("netlat (pid {pid}) holds no ATTEMPTS map");
-}
-
-/// Bytes as `bpftool map update` takes them.
-fn hex_words(b: &[u8]) -> Vec<String> {
-    b.iter().map(|x| format!("0x{x:02x}")).collect()
-}
-
 /// A connect that establishes while the kernel skips the program that sees its end (the
 /// kernel runs no tracing program while the same one already runs on that CPU: a SYN-ACK
 /// handled in a softirq that interrupted another connect's program) stays in the attempt
@@ -151,99 +113,33 @@ fn hex_words(b: &[u8]) -> Vec<String> {
 #[test]
 fn lab_a_table_entry_whose_end_was_missed_is_not_reported_pending() {
     assert!(is_root(), "the lab tests need root");
-    let client = Netns::new("ma");
-    let server = Netns::new("mb");
-    let pid = std::process::id();
-    veth(
-        &client,
-        &format!("nm{pid}a"),
-        "10.232.4.1/24",
-        &server,
-        &format!("nm{pid}b"),
-        "10.232.4.2/24",
-    );
-    // Every SYN to 8090 is dropped: its connects stay in SYN_SENT.
-    server.nft(
-        "table inet labmissed {\n  chain in {\n    type filter hook input priority 0; policy accept;\n    \
-         tcp dport 8090 drop\n  }\n}\n",
-    );
-    let _srv = tcp_server(&server, &[8080]);
+    let lab = WaitLab::new("m", 4);
     let watch = Watch::start(&["--threshold", "0.2"]);
-    let map = attempts_map_of(watch.pid());
+    let map = attempts::attempts_map_of(watch.pid());
 
     // The missed end: an attempt from the client's namespace to 10.232.4.2:8080 that started
     // 5 s ago and was never shipped, for a socket in no SYN_SENT state there.
-    let mut value = Vec::with_capacity(80);
-    value.extend_from_slice(&(monotonic_ns() - 5_000_000_000).to_ne_bytes());
-    value.extend_from_slice(&u32::try_from(client.inode()).unwrap_or(0).to_ne_bytes());
-    value.extend_from_slice(&pid.to_ne_bytes()); // tgid
-    value.extend_from_slice(&0u32.to_ne_bytes()); // cpu
-    value.extend_from_slice(&0u32.to_ne_bytes()); // flags: not shipped
-    let mut saddr = [0u8; 16];
-    saddr[..4].copy_from_slice(&[10, 232, 4, 1]);
-    let mut daddr = [0u8; 16];
-    daddr[..4].copy_from_slice(&[10, 232, 4, 2]);
-    value.extend_from_slice(&saddr);
-    value.extend_from_slice(&daddr);
-    value.extend_from_slice(&0u16.to_ne_bytes()); // sport: not chosen at the start
-    value.extend_from_slice(&8080u16.to_ne_bytes());
-    value.extend_from_slice(&2u16.to_ne_bytes()); // AF_INET
-    value.extend_from_slice(&0u16.to_ne_bytes());
-    value.extend_from_slice(b"missed\0\0\0\0\0\0\0\0\0\0");
-    assert_eq!(value.len(), 80, "PendingAttempt is 80 bytes");
-    // A kernel address no live socket has (the top of the direct map, 8-aligned).
-    let key = 0xffff_8880_dead_bee8_u64.to_ne_bytes();
-    let mut args = vec![
-        "map".to_owned(),
-        "update".to_owned(),
-        "id".to_owned(),
-        map.to_string(),
-        "key".to_owned(),
-    ];
-    args.extend(hex_words(&key));
-    args.push("value".to_owned());
-    args.extend(hex_words(&value));
-    let out = std::process::Command::new("bpftool")
-        .args(&args)
-        .output()
-        .expect("run bpftool");
-    assert!(out.status.success(), "bpftool map update: {out:?}");
+    let start = attempts::monotonic_ns() - 5_000_000_000;
+    attempts::insert(
+        map,
+        attempts::fake_socket(0),
+        &lab.entry(start, 8080, "missed"),
+    );
     // A real established connection from that address, as the client saw it.
-    let ok = connect_times(&client, &[("10.232.4.2", 8080)], 2.0);
+    let ok = connect_times(&lab.client, &[("10.232.4.2", 8080)], 2.0);
     assert!(ok[0].is_some_and(|t| t < 0.2), "{ok:?}");
 
     // Two connects really waiting at stop: one retried (shipped at its first retransmit),
     // one younger than its first retry (only in the kernel's table).
-    let waiting = |delay: f64| {
-        client
-            .cmd(&[
-                "python3",
-                "-c",
-                &format!(
-                    "import socket,time\ntime.sleep({delay})\n\
-                     try: socket.create_connection(('10.232.4.2',8090),timeout=10)\n\
-                     except Exception: pass\n"
-                ),
-            ])
-            .stdout(Stdio::null())
-            .spawn()
-            .map(ChildGuard)
-            .expect("start a waiting connect")
-    };
     // Paced by what the client's namespace shows, not by sleeps: an interpreter can take most
     // of a second to start on a loaded host. The retried one is stopped after its first retry
     // (1 s), the young one as soon as its SYN is out (far below its first retry).
-    let _retried = waiting(0.0);
-    wait_syn_sent(&client, 1);
+    let _retried = lab.waiting_connect();
+    wait_syn_sent(&lab.client, 1);
     std::thread::sleep(Duration::from_millis(1300));
-    let _young = waiting(0.0);
-    wait_syn_sent(&client, 2);
-    let (ok, lines) = watch.stop();
-    assert!(ok, "netlat did not exit cleanly on SIGINT");
-    let summary = lines
-        .iter()
-        .find(|v| v["type"] == "summary")
-        .expect("summary line");
+    let _young = lab.waiting_connect();
+    wait_syn_sent(&lab.client, 2);
+    let (lines, summary) = stop_cleanly(watch);
 
     let missed = connects_to(&lines, "10.232.4.2:8080");
     assert!(
@@ -275,16 +171,4 @@ fn lab_a_table_entry_whose_end_was_missed_is_not_reported_pending() {
         retries.contains(&0) && retries.iter().any(|&n| n >= 1),
         "one retried, one not yet: {retries:?}"
     );
-}
-
-/// Wait (up to 10 s) until `n` sockets of `ns` are in SYN_SENT.
-fn wait_syn_sent(ns: &Netns, n: usize) {
-    for _ in 0..200 {
-        let out = ns.run(&["ss", "-Htn", "state", "syn-sent"]);
-        if String::from_utf8_lossy(&out.stdout).lines().count() >= n {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!("{n} connects in SYN_SENT never showed in {}", ns.name);
 }

@@ -7,7 +7,7 @@
 //! summary, exports, recording).
 
 use std::{
-    collections::{HashMap, HashSet},
+    collections::HashSet,
     future::Future,
     io,
     path::PathBuf,
@@ -17,9 +17,9 @@ use std::{
 
 use anyhow::Context as _;
 use aya::Ebpf;
-use netlat_common::PendingAttempt;
 use netlat_core::{
     engine::{Engine, EngineConfig},
+    event::SockKey,
     report::{Reports, Summary, WallClock},
 };
 use tokio::{
@@ -32,13 +32,13 @@ use crate::{
     export::{ExportOptions, Exports},
     kernel::loader::{self, Loaded},
     kernel::ring::Ring,
+    kernel::sweep::{self, NamespaceTables, Sweeper},
     limits::{Limits, LossMonitor},
     node::{
         live_facts::LiveFacts,
         netns,
         pods::{PodCache, PodSources},
         snmp::TcpCounterSampler,
-        tcp_table::SynSent,
     },
     output::{Closable, Fanout, HumanPrinter, JsonPrinter, Printer},
     record::{
@@ -160,6 +160,9 @@ struct Running {
     ring: Ring,
     logger: Option<AsyncFd<aya_log::EbpfLogger<&'static dyn log::Log>>>,
     feed: Feed,
+    /// Frees attempt-table entries whose end was missed, every `sweep_every`.
+    sweeper: Sweeper,
+    sweep_every: Duration,
 }
 
 /// Load, attach and stream until `shutdown` completes, `--duration` passes or the reader of
@@ -220,6 +223,7 @@ fn start(cfg: &WatchConfig, limits: &Limits, loaded: Loaded) -> anyhow::Result<R
         None
     };
     let ring = Ring::open(&mut ebpf)?;
+    let sweeper = Sweeper::new(&ebpf);
     let clock = wall_clock();
     let rec = match &cfg.record {
         Some(path) => Some(
@@ -310,6 +314,8 @@ fn start(cfg: &WatchConfig, limits: &Limits, loaded: Loaded) -> anyhow::Result<R
             rec,
             symbols: HashSet::new(),
         },
+        sweeper,
+        sweep_every: limits.sweep_every.unwrap_or(sweep::SWEEP_EVERY),
     })
 }
 
@@ -356,6 +362,9 @@ async fn stream(
         t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         t
     });
+    let mut sweep_tick =
+        tokio::time::interval_at(tokio::time::Instant::now() + r.sweep_every, r.sweep_every);
+    sweep_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
 
     // Records already there wake nobody (the kernel wakes only a reader that read everything).
     r.ring.drain(r.feed.sink(out, exports))?;
@@ -389,10 +398,22 @@ async fn stream(
                     Err(e) => tracing::warn!("{:#}", anyhow::Error::from(e)),
                 }
             }
+            _ = sweep_tick.tick() => r.sweeper.start(monotonic_ns()),
+            freed = r.sweeper.done() => {
+                r.feed.swept(&freed)?;
+                exports.ends_missed(r.sweeper.freed);
+            }
             () = &mut shutdown => break,
             () = &mut stdout_gone => out.close(),
             () = &mut until_deadline => break,
         }
+    }
+    // The stop reads the table itself: a sweep in flight finishes first, so an entry is freed
+    // and counted once.
+    if r.sweeper.running() {
+        let freed = r.sweeper.done().await;
+        r.feed.swept(&freed)?;
+        exports.ends_missed(r.sweeper.freed);
     }
     Ok(())
 }
@@ -413,7 +434,7 @@ fn finish(
     // The table's entries whose socket still waits; the others' ends were never seen.
     let (table, end_missed) = match loader::attempt_table(&r.ebpf) {
         Some(t) => {
-            let (live, missed) = still_waiting(t);
+            let (live, missed) = sweep::still_waiting(t, &mut NamespaceTables::default());
             (Some(live), missed)
         }
         None => (None, Vec::new()),
@@ -432,8 +453,12 @@ fn finish(
     r.ring.drain(r.feed.sink(out, exports))?;
     let mut attempts = loader::attempt_stats(&r.ebpf);
     // An attempt that ended between the table read and the socket check left the table with
-    // its end: only the entries still there after the drain were really missed.
-    attempts.push(("end_missed", loader::still_in_table(&r.ebpf, &end_missed)));
+    // its end: only the entries still there after the drain were really missed. Those the
+    // sweeps freed during the run count too.
+    attempts.push((
+        "end_missed",
+        r.sweeper.freed + loader::still_in_table(&r.ebpf, &end_missed),
+    ));
     r.feed.engine.kernel_attempt_stats(attempts.iter().copied());
     // Attempts tracked here whose socket the table no longer holds waiting ended with their
     // end lost or missed: not pending. (Not when the table overflowed: attempts shipped at
@@ -441,14 +466,7 @@ fn finish(
     let table_full = attempts.iter().any(|(k, n)| *k == "table_full" && *n > 0);
     if !table_full && let Some(table) = &table {
         let waiting: HashSet<u64> = table.iter().map(|(skaddr, _)| *skaddr).collect();
-        let gone = r.feed.engine.ends_lost(|s| waiting.contains(&s.skaddr));
-        if !gone.is_empty()
-            && let Some(rec) = &r.feed.rec
-        {
-            rec.borrow_mut()
-                .note(&Note::EndsLost { socks: gone })
-                .context("writing the recording")?;
-        }
+        r.feed.ends_lost(|s| waiting.contains(&s.skaddr))?;
     }
     let mut summary: Summary = r
         .feed
@@ -486,6 +504,7 @@ fn finish(
     // Flush every export (the last hlog interval; the metrics stay served until exit), then
     // the histogram summary goes before the final summary line.
     exports.lost_events(&lost);
+    exports.ends_missed(summary.tracker.kernel_end_missed);
     let exported = exports.finish(SystemTime::now());
     let printed = last_losses
         .iter()
@@ -497,48 +516,6 @@ fn finish(
         .and_then(|()| out.summary(&summary));
     exported?;
     printed.context("writing output")
-}
-
-/// The entries of the kernel's attempt table whose socket is still in SYN_SENT, and how many
-/// are not: the programs never saw their end (`node::tcp_table` says how that happens), so
-/// they are neither pending nor waiting. An entry whose namespace cannot be read is kept.
-fn still_waiting(table: Vec<(u64, PendingAttempt)>) -> (Vec<(u64, PendingAttempt)>, Vec<u64>) {
-    let mut index = netns::NetnsIndex::default();
-    let mut sockets: HashMap<u32, Option<SynSent>> = HashMap::new();
-    let mut missed = Vec::new();
-    let live = table
-        .into_iter()
-        .filter(|(skaddr, a)| {
-            let ns = sockets
-                .entry(a.netns)
-                .or_insert_with(|| match index.path(a.netns) {
-                    // The namespace is gone, and every socket of it with it.
-                    None => Some(SynSent::default()),
-                    Some(path) => SynSent::read_in(&path)
-                        .inspect_err(|e| {
-                            tracing::warn!(
-                                "reading the TCP sockets of netns {}: {e}; its attempts still in \
-                             the kernel's table are taken as waiting",
-                                a.netns
-                            );
-                        })
-                        .ok(),
-                });
-            let Some(ns) = ns else {
-                return true;
-            };
-            let start = loader::pending_start(*skaddr, a);
-            let waiting = match netlat_core::event::decode(netlat_core::event::bytes_of(&start)) {
-                Ok(netlat_core::event::Event::SockState(s)) => ns.holds(s.src, s.dst),
-                _ => true,
-            };
-            if !waiting {
-                missed.push(*skaddr);
-            }
-            waiting
-        })
-        .collect();
-    (live, missed)
 }
 
 /// The engine plus the optional recording of everything it is fed.
@@ -577,6 +554,30 @@ impl Feed {
             r.item(bytes)?;
         }
         self.engine.handle_bytes(bytes, sink)
+    }
+
+    /// Forget the attempts tracked here whose socket `still_waiting` denies: their end was lost
+    /// or missed, so they are not pending. A recording keeps them for its replay.
+    fn ends_lost(&mut self, still_waiting: impl Fn(&SockKey) -> bool) -> anyhow::Result<()> {
+        let gone = self.engine.ends_lost(still_waiting);
+        if !gone.is_empty()
+            && let Some(rec) = &self.rec
+        {
+            rec.borrow_mut()
+                .note(&Note::EndsLost { socks: gone })
+                .context("writing the recording")?;
+        }
+        Ok(())
+    }
+
+    /// The sockets whose table entries a sweep freed: their attempts, if tracked here, ended
+    /// unseen.
+    fn swept(&mut self, freed: &HashSet<SockKey>) -> anyhow::Result<()> {
+        // Nothing freed (the usual sweep): no walk of the attempts in flight.
+        if freed.is_empty() {
+            return Ok(());
+        }
+        self.ends_lost(|s| !freed.contains(s))
     }
 
     fn tick(&mut self, now_ns: u64) {

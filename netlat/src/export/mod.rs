@@ -194,6 +194,13 @@ impl Exports {
         self.metrics.is_some()
     }
 
+    /// Attempts whose end no program saw so far (`kernel_end_missed`), for the metrics.
+    pub fn ends_missed(&mut self, total: u64) {
+        if let Some(m) = &self.metrics {
+            m.set_ends_missed(total);
+        }
+    }
+
     /// The kernel's lost-event totals (per kind), for the metrics.
     pub fn lost_events(&mut self, lost: &[(&str, u64)]) {
         if let Some(m) = &mut self.metrics {

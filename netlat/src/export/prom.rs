@@ -94,6 +94,7 @@ pub struct Metrics {
     /// Kernel totals already added to `lost` (the kernel counts; Prometheus counters only rise).
     lost_seen: BTreeMap<String, u64>,
     hooks: Family<HookLabels, Gauge>,
+    ends_missed: Counter,
 }
 
 impl Default for Metrics {
@@ -115,6 +116,7 @@ impl Metrics {
         let drops = Family::<CauseLabels, Counter>::default();
         let lost = Family::<KindLabels, Counter>::default();
         let hooks = Family::<HookLabels, Gauge>::default();
+        let ends_missed = Counter::default();
         let mut r = Registry::default();
         r.register(
             "netlat_connect_duration_seconds",
@@ -144,6 +146,13 @@ impl Metrics {
             lost.clone(),
         );
         r.register(
+            "netlat_kernel_ends_missed",
+            "Connection attempts whose end no eBPF program saw (their socket left SYN_SENT \
+             unseen): freed from the kernel's attempt table by its sweep, or found at stop; \
+             never reported as pending",
+            ends_missed.clone(),
+        );
+        r.register(
             "netlat_hook_info",
             "Evidence sources (kernel hooks) and whether each is active on this kernel",
             hooks.clone(),
@@ -157,6 +166,7 @@ impl Metrics {
             lost,
             lost_seen: BTreeMap::new(),
             hooks,
+            ends_missed,
         }
     }
 
@@ -195,6 +205,12 @@ impl Metrics {
             c.inc_by(total.saturating_sub(*seen));
             *seen = (*seen).max(*total);
         }
+    }
+
+    /// Bring `netlat_kernel_ends_missed_total` up to the run's total.
+    pub fn set_ends_missed(&self, total: u64) {
+        self.ends_missed
+            .inc_by(total.saturating_sub(self.ends_missed.get()));
     }
 
     pub fn set_hooks(&self, hooks: &[Hook]) {
@@ -363,6 +379,8 @@ mod tests {
         m.count_drop("vxlan-csum-offload");
         m.set_lost(&[("drop", 5), ("connect", 0)]);
         m.set_lost(&[("drop", 7), ("connect", 0)]);
+        m.set_ends_missed(2);
+        m.set_ends_missed(3);
         m.set_hooks(&[Hook {
             evidence: "packet drops".into(),
             hook: "tracepoint skb:kfree_skb".into(),
@@ -389,6 +407,7 @@ mod tests {
             r#"netlat_drops_total{cause="vxlan-csum-offload"} 1"#,
             r#"netlat_lost_events_total{kind="drop"} 7"#,
             r#"netlat_lost_events_total{kind="connect"} 0"#,
+            "netlat_kernel_ends_missed_total 3",
             r#"netlat_hook_info{evidence="packet drops",hook="tracepoint skb:kfree_skb",active="true"} 1"#,
             r#"netlat_connect_duration_seconds_count{cause="none",dst="10.0.0.3:80",service="",namespace="shop"} 1"#,
             "# EOF",

@@ -1,11 +1,11 @@
 //! Which TCP sockets of a network namespace are in SYN_SENT now, from its
 //! `/proc/thread-self/net/tcp` and `tcp6` (read on a thread that joined the namespace).
 //!
-//! At stop netlat checks the kernel's attempt table against this: an entry whose socket no
-//! longer waits is one whose end the programs never saw (for one, the kernel's recursion guard
-//! skips a tracing program that fires while the same one runs on that CPU: a SYN-ACK handled
-//! in a softirq that interrupted another socket's state change), and must not be reported as
-//! pending.
+//! At stop, and in the periodic sweeps of a long run (`kernel::sweep`), netlat checks the
+//! kernel's attempt table against this: an entry whose socket no longer waits is one whose end
+//! the programs never saw (for one, the kernel's recursion guard skips a tracing program that
+//! fires while the same one runs on that CPU: a SYN-ACK handled in a softirq that interrupted
+//! another socket's state change), and must not be reported as pending.
 
 use std::{
     collections::HashSet,

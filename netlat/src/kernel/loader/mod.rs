@@ -10,11 +10,12 @@ pub mod plan;
 #[cfg(test)]
 mod tests;
 
-use std::fs;
+use std::{fs, os::fd::AsFd as _};
 
 use aya::{
     Ebpf,
-    maps::{HashMap, MapData, PerCpuArray},
+    maps::{HashMap, Map, MapData, MapError, PerCpuArray},
+    sys::SyscallError,
 };
 use netlat_common::{
     EventHeader, PendingAttempt, SockStateEvent, attempt_flag, attempt_stat, kind,
@@ -215,6 +216,26 @@ pub fn attempt_table(ebpf: &Ebpf) -> Option<Vec<(u64, PendingAttempt)>> {
         .map("ATTEMPTS")
         .and_then(|m| HashMap::<_, u64, PendingAttempt>::try_from(m).ok())?;
     Some(map.iter().filter_map(Result::ok).collect())
+}
+
+/// User space's own handle on the attempt table.
+pub type AttemptMap = HashMap<MapData, u64, PendingAttempt>;
+
+/// A handle of user space's own on the attempt table (its fd duplicated), for a sweep on another
+/// thread while the object stays here; `Ok(None)` when the object has no such table.
+pub fn attempt_map(ebpf: &Ebpf) -> Result<Option<AttemptMap>, MapError> {
+    let Some(Map::HashMap(data)) = ebpf.map("ATTEMPTS") else {
+        return Ok(None);
+    };
+    let fd = data
+        .fd()
+        .as_fd()
+        .try_clone_to_owned()
+        .map_err(|io_error| SyscallError {
+            call: "dup",
+            io_error,
+        })?;
+    HashMap::try_from(Map::HashMap(MapData::from_fd(fd)?)).map(Some)
 }
 
 /// How many of `skaddrs` the attempt table still holds.
