@@ -126,6 +126,9 @@ enum Script {
     Counting,
     /// Only returns: the cost of being a program at all under `bpf_stats`.
     Empty,
+    /// Keeps each attempt's start by socket (`netlat::BPFTRACE_STATEFUL`): the least a tool
+    /// that remembers attempts in the kernel pays.
+    Stateful,
 }
 
 /// Run statistics of one bpftrace program during one workload, beside netlat's.
@@ -205,6 +208,7 @@ impl Ctx {
         for (script, delta) in [
             (Script::Counting, &stats.counting),
             (Script::Empty, &stats.empty),
+            (Script::Stateful, &stats.stateful),
         ] {
             for p in delta.iter().filter(|p| p.run_cnt > 0) {
                 match self
@@ -466,7 +470,7 @@ fn verdict(pass: Option<bool>) -> &'static str {
 
 /// The per-program table, judged against the targets of issue 14 (relative to the bpftrace peer).
 fn program_section(ctx: &Ctx) -> Section {
-    let mut body = String::from(
+    let mut body = format!(
         "Per program, `run_time_ns / run_cnt` over the workload (`bpftool prog show`, program \
          ids taken from netlat's own file descriptors, `kernel.bpf_stats_enabled=1` only during \
          these runs). The mean covers every run of the program on the node in that window, \
@@ -474,13 +478,16 @@ fn program_section(ctx: &Ctx) -> Section {
          is filtered). ns/run is over all windows of the workload, with the range of the \
          windows (one per run) in parentheses. Beside netlat, in one window of each workload \
          (the statistics run of the connect storm, the last round of each drop flood, the \
-         first 100 k-SYN run), two bpftrace scripts run on the same tracepoints and see the \
-         same events: the counting peer of the connect storm, and the same probes with empty \
+         first 100 k-SYN run), three bpftrace scripts run on the same tracepoints and see the \
+         same events: the counting peer of the connect storm; the same probes with empty \
          bodies, which measures what a program that only returns costs under `bpf_stats` \
-         here (the floor included in every figure). Their columns are their ns/run in that \
-         window.\n\n\
-         | program | workload | runs | ns/run | bpftrace counting | bpftrace empty | target |\n\
-         |---|---|---|---|---|---|---|\n",
+         here (the floor included in every figure); and the least per-attempt state a \
+         connect-latency tool can keep (each attempt's start by socket from SYN_SENT to its \
+         end, looked up at each SYN retransmit; drops counted):\n\n```\n{}```\n\nTheir \
+         columns are their ns/run in that window.\n\n\
+         | program | workload | runs | ns/run | bpftrace counting | bpftrace empty | bpftrace per-attempt state | target |\n\
+         |---|---|---|---|---|---|---|---|\n",
+        netlat::BPFTRACE_STATEFUL,
     );
     let ns = |v: Option<f64>| v.map_or("–".to_owned(), |v| format!("{v:.0}"));
     let mut rows = Vec::new();
@@ -488,7 +495,7 @@ fn program_section(ctx: &Ctx) -> Section {
         let w = spread(&p.windows);
         let _ = writeln!(
             body,
-            "| `{}` | {} | {} | {:.0}{} | {} | {} | {} |",
+            "| `{}` | {} | {} | {:.0}{} | {} | {} | {} | {} |",
             p.name,
             p.workload,
             p.runs,
@@ -500,6 +507,7 @@ fn program_section(ctx: &Ctx) -> Section {
             },
             ns(ctx.peer_ns(p, Script::Counting)),
             ns(ctx.peer_ns(p, Script::Empty)),
+            ns(ctx.peer_ns(p, Script::Stateful)),
             p.target
                 .map_or("–".to_owned(), |t| format!("≤ {t:.1}× peer"))
         );
@@ -529,9 +537,12 @@ fn program_section(ctx: &Ctx) -> Section {
             peer: measured
                 .iter()
                 .map(|(p, r)| {
+                    let stateful = ctx.peer_ns(p, Script::Stateful).map_or(String::new(), |s| {
+                        format!(", per-attempt state {s:.0} ({:.2}× it)", p.ns_per_run() / s.max(1.0))
+                    });
                     let peers = match (ctx.peer_ns(p, Script::Counting), ctx.peer_ns(p, Script::Empty), r) {
                         (Some(c), Some(e), Some(r)) => format!(
-                            ": {:.2}×, net of the empty floor {:.2}×; bpftrace counting {c:.0}, empty {e:.0}",
+                            ": {:.2}×, net of the empty floor {:.2}×; bpftrace counting {c:.0}, empty {e:.0}{stateful}",
                             r.gross, r.net
                         ),
                         _ => String::new(),

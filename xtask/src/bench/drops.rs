@@ -197,7 +197,7 @@ pub fn run(ctx: &mut Ctx) -> Result<Section> {
          Produced = the rule's packet counter; lost = `lost_events.drop` (ring buffer full, \
          counted per CPU by the programs); bare = the sender's rate in a flood without netlat, \
          interleaved. netlat writes its output to a file; `kernel.bpf_stats_enabled=1`; in the \
-         last round the two bpftrace scripts of the per-program table run beside netlat.\n",
+         last round the three bpftrace scripts of the per-program table run beside netlat.\n",
         RULES.trim_start()
     )?;
     writeln!(

@@ -66,7 +66,7 @@ pub fn run(ctx: &mut Ctx) -> Result<Section> {
          ports 1024–65535; `load synhold` spreads them over as many processes as the hard file \
          limit needs), every SYN dropped by:\n\n\
          ```\n{}```\n\nheld {} s after the last is in flight, then closed; {runs} runs, a fresh \
-         netlat each (the first with the two bpftrace scripts of the per-program table beside it). RSS = max of `VmRSS` sampled every 250 ms; HWM = `VmHWM` at the end.\n",
+         netlat each (the first with the three bpftrace scripts of the per-program table beside it). RSS = max of `VmRSS` sampled every 250 ms; HWM = `VmHWM` at the end.\n",
         RULES.trim_start(),
         HOLD.as_secs()
     )?;

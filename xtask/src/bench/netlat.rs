@@ -184,16 +184,34 @@ tracepoint:tcp:tcp_retransmit_skb { }
 tracepoint:skb:kfree_skb { }
 ";
 
+/// The least per-attempt state a connect-latency tool can keep, in bpftrace on the same three
+/// tracepoints: each attempt's start by socket from SYN_SENT to its end, looked up at each SYN
+/// retransmit; drops only counted. What any design that remembers attempts in kernel memory
+/// pays at least (netlat also keeps the pid, comm, netns and tuple, and ships slow attempts).
+pub const BPFTRACE_STATEFUL: &str = "\
+tracepoint:sock:inet_sock_set_state /args->protocol == 6/ {
+  if (args->newstate == 2) { @start[args->skaddr] = nsecs; }
+  else if (args->oldstate == 2) { delete(@start[args->skaddr]); }
+}
+tracepoint:tcp:tcp_retransmit_skb /args->state == 2/ { @at_retransmit = @start[args->skaddr]; }
+tracepoint:skb:kfree_skb { @drop = count(); }
+";
+
+/// Room in the stateful script's map for the 100 k attempts of the memory figure (bpftrace's
+/// default is 4096 keys, after which updates fail).
+const STATEFUL_KEYS: &str = "262144";
+
 /// A running bpftrace.
 pub struct Bpftrace {
     proc: Proc,
 }
 
-/// The counting script and the empty one, running beside netlat so that their programs'
+/// The counting, empty and stateful scripts, running beside netlat so that their programs'
 /// ns/run come from the same window and the same events as netlat's.
 pub struct Peers {
     counting: Bpftrace,
     empty: Bpftrace,
+    stateful: Bpftrace,
     /// Their statistics when the window opened.
     opened: Option<PeerStats>,
 }
@@ -202,18 +220,26 @@ pub struct Peers {
 pub struct PeerStats {
     pub counting: Vec<ProgStat>,
     pub empty: Vec<ProgStat>,
+    pub stateful: Vec<ProgStat>,
 }
 
 impl Peers {
-    /// Both scripts, written to `dir`; `None` when bpftrace is missing.
+    /// The three scripts, written to `dir`; `None` when bpftrace is missing.
     pub fn start(bin: Option<&PathBuf>, dir: &Path) -> Result<Option<Peers>> {
         let Some(bin) = bin else { return Ok(None) };
         let (counting, empty) = (dir.join("count.bt"), dir.join("empty.bt"));
+        let stateful = dir.join("stateful.bt");
         fs::write(&counting, BPFTRACE_SCRIPT)?;
         fs::write(&empty, BPFTRACE_EMPTY)?;
+        fs::write(&stateful, BPFTRACE_STATEFUL)?;
         Ok(Some(Peers {
             counting: Bpftrace::start(bin, &counting)?,
             empty: Bpftrace::start(bin, &empty)?,
+            stateful: Bpftrace::start_with(
+                bin,
+                &stateful,
+                &[("BPFTRACE_MAP_KEYS_MAX", STATEFUL_KEYS)],
+            )?,
             opened: None,
         }))
     }
@@ -222,6 +248,7 @@ impl Peers {
         Ok(PeerStats {
             counting: prog_stats(self.counting.pid())?,
             empty: prog_stats(self.empty.pid())?,
+            stateful: prog_stats(self.stateful.pid())?,
         })
     }
 
@@ -236,7 +263,7 @@ impl Peers {
     pub fn close(self) -> Result<PeerStats> {
         let now = self.stats()?;
         let opened = self.opened.context("peer window closed before it opened")?;
-        for b in [self.counting, self.empty] {
+        for b in [self.counting, self.empty, self.stateful] {
             if let Err(e) = b.stop_within(Duration::from_secs(10)) {
                 eprintln!("bench: peer bpftrace: {e:#}");
             }
@@ -244,14 +271,20 @@ impl Peers {
         Ok(PeerStats {
             counting: delta(&opened.counting, &now.counting),
             empty: delta(&opened.empty, &now.empty),
+            stateful: delta(&opened.stateful, &now.stateful),
         })
     }
 }
 
 impl Bpftrace {
     pub fn start(bin: &Path, script: &Path) -> Result<Bpftrace> {
+        Self::start_with(bin, script, &[])
+    }
+
+    /// `start` with extra environment (bpftrace's settings are environment variables).
+    pub fn start_with(bin: &Path, script: &Path, env: &[(&str, &str)]) -> Result<Bpftrace> {
         let mut cmd = Command::new(bin);
-        cmd.arg(script);
+        cmd.arg(script).envs(env.iter().copied());
         let mut proc = Proc::spawn(cmd, false)?;
         proc.wait_for(Duration::from_mins(2), |l| l.starts_with("Attaching"))?;
         Ok(Bpftrace { proc })
