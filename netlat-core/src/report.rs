@@ -349,6 +349,10 @@ pub struct Summary {
     pub lost_events: BTreeMap<String, u64>,
     /// Ring-buffer items that did not decode.
     pub bad_events: u64,
+    /// Runs of netlat's programs the kernel skipped (one was already running on that CPU),
+    /// by program; only those with any. Their events reached no program.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub skipped_runs: BTreeMap<String, u64>,
     /// Reported connects whose SYN resend the kernel never reported (`syn_resent_unseen`).
     #[serde(skip_serializing_if = "is_zero")]
     pub retransmits_unseen: u64,

@@ -484,6 +484,17 @@ impl<W: Write, E: Write> Printer for HumanPrinter<W, E> {
         } else {
             writeln!(self.err, "netlat: 0 events lost")?;
         }
+        if !s.skipped_runs.is_empty() {
+            writeln!(
+                self.err,
+                "netlat: the kernel SKIPPED {} runs of netlat's programs ({:?}): each came while \
+                 a run of the same program was in progress on that CPU, so its event reached no \
+                 program (an attempt's end among them leaves it in the kernel's table: \
+                 tracker.kernel_end_missed)",
+                s.skipped_runs.values().sum::<u64>(),
+                s.skipped_runs
+            )?;
+        }
         if let Some(k) = &s.kernel_counted {
             writeln!(
                 self.err,
@@ -798,6 +809,25 @@ mod tests {
         let text = String::from_utf8(err).unwrap();
         assert!(text.contains("3 connect attempts, 1 slow"));
         assert!(text.contains("LOST 7 kernel events"));
+    }
+
+    #[test]
+    fn summary_reports_runs_the_kernel_skipped_only_when_there_are_some() {
+        let mut s = Summary::default();
+        let human = |s: &Summary| {
+            let mut err = Vec::new();
+            HumanPrinter::new(Vec::new(), &mut err).summary(s).unwrap();
+            String::from_utf8(err).unwrap()
+        };
+        let json = |s: &Summary| serde_json::to_string(s).unwrap();
+        assert!(!human(&s).contains("SKIPPED"));
+        assert!(!json(&s).contains("skipped_runs"));
+        s.skipped_runs.insert("inet_sock_set_state_btf".into(), 2);
+        s.skipped_runs.insert("kfree_skb_btf".into(), 1);
+        assert!(human(&s).contains("the kernel SKIPPED 3 runs of netlat's programs"));
+        assert!(
+            json(&s).contains(r#""skipped_runs":{"inet_sock_set_state_btf":2,"kfree_skb_btf":1}"#)
+        );
     }
 
     /// The engine's side of a printer whose reader went away.

@@ -350,6 +350,13 @@ fn lab_export_prometheus_scrapes_the_retry_ladder_buckets() {
     let (status, body) = http_get(metrics_port, "/metrics").expect("GET /metrics");
     assert_eq!(status, 200);
     assert!(body.ends_with("# EOF\n"), "{body}");
+    // The kernel's count of skipped runs (fdinfo `recursion_misses`, 5.12+) is read for each
+    // attached program, the state-change one among them.
+    assert!(
+        body.lines()
+            .any(|l| l.starts_with("netlat_skipped_runs_total{program=\"inet_sock_set_state")),
+        "{body}"
+    );
     assert_eq!(http_get(metrics_port, "/").map(|r| r.0).ok(), Some(404));
 
     std::thread::sleep(Duration::from_millis(200));

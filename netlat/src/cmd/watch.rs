@@ -385,6 +385,7 @@ async fn stream(
                 // Scrapes come at any time: keep the lost-event counters a second fresh.
                 if exports.serves_metrics() {
                     exports.lost_events(&lost);
+                    exports.skipped_runs(&loader::skipped_runs(&r.ebpf));
                 }
                 for l in losses.update(&lost) {
                     out.loss(&l).context("writing output")?;
@@ -479,6 +480,8 @@ fn finish(
     for (name, n) in &lost {
         summary.lost_events.insert((*name).to_string(), *n);
     }
+    let skipped = loader::skipped_runs(&r.ebpf);
+    summary.skipped_runs = skipped.iter().filter(|(_, n)| *n > 0).cloned().collect();
     // The losses since the last tick, so the loss lines add up to the summary's counts.
     let counts: Vec<(&str, u64)> = summary
         .lost_events
@@ -504,6 +507,7 @@ fn finish(
     // Flush every export (the last hlog interval; the metrics stay served until exit), then
     // the histogram summary goes before the final summary line.
     exports.lost_events(&lost);
+    exports.skipped_runs(&skipped);
     exports.ends_missed(summary.tracker.kernel_end_missed);
     let exported = exports.finish(SystemTime::now());
     let printed = last_losses

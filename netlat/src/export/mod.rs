@@ -201,6 +201,13 @@ impl Exports {
         }
     }
 
+    /// Runs of each program the kernel skipped so far (`loader::skipped_runs`), for the metrics.
+    pub fn skipped_runs(&mut self, totals: &[(String, u64)]) {
+        if let Some(m) = &self.metrics {
+            m.set_skipped_runs(totals);
+        }
+    }
+
     /// The kernel's lost-event totals (per kind), for the metrics.
     pub fn lost_events(&mut self, lost: &[(&str, u64)]) {
         if let Some(m) = &mut self.metrics {

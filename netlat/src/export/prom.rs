@@ -73,6 +73,11 @@ struct KindLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ProgramLabels {
+    program: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct HookLabels {
     evidence: String,
     hook: String,
@@ -91,6 +96,7 @@ pub struct Metrics {
     slow: Family<CauseLabels, Counter>,
     drops: Family<CauseLabels, Counter>,
     lost: Family<KindLabels, Counter>,
+    skipped: Family<ProgramLabels, Counter>,
     /// Kernel totals already added to `lost` (the kernel counts; Prometheus counters only rise).
     lost_seen: BTreeMap<String, u64>,
     hooks: Family<HookLabels, Gauge>,
@@ -115,6 +121,7 @@ impl Metrics {
         let slow = Family::<CauseLabels, Counter>::default();
         let drops = Family::<CauseLabels, Counter>::default();
         let lost = Family::<KindLabels, Counter>::default();
+        let skipped = Family::<ProgramLabels, Counter>::default();
         let hooks = Family::<HookLabels, Gauge>::default();
         let ends_missed = Counter::default();
         let mut r = Registry::default();
@@ -146,6 +153,12 @@ impl Metrics {
             lost.clone(),
         );
         r.register(
+            "netlat_skipped_runs",
+            "Runs of netlat's eBPF programs the kernel skipped because a run of the same \
+             program was in progress on that CPU (its event reached no program), by program",
+            skipped.clone(),
+        );
+        r.register(
             "netlat_kernel_ends_missed",
             "Connection attempts whose end no eBPF program saw (their socket left SYN_SENT \
              unseen): freed from the kernel's attempt table by its sweep, or found at stop; \
@@ -164,6 +177,7 @@ impl Metrics {
             slow,
             drops,
             lost,
+            skipped,
             lost_seen: BTreeMap::new(),
             hooks,
             ends_missed,
@@ -204,6 +218,16 @@ impl Metrics {
             });
             c.inc_by(total.saturating_sub(*seen));
             *seen = (*seen).max(*total);
+        }
+    }
+
+    /// Bring `netlat_skipped_runs_total` up to the kernel's totals (monotonic per program).
+    pub fn set_skipped_runs(&self, totals: &[(String, u64)]) {
+        for (program, total) in totals {
+            let c = self.skipped.get_or_create(&ProgramLabels {
+                program: program.clone(),
+            });
+            c.inc_by(total.saturating_sub(c.get()));
         }
     }
 
@@ -381,6 +405,13 @@ mod tests {
         m.set_lost(&[("drop", 7), ("connect", 0)]);
         m.set_ends_missed(2);
         m.set_ends_missed(3);
+        // Totals, as the kernel counts them: a later read never lowers a counter.
+        m.set_skipped_runs(&[
+            ("inet_sock_set_state_btf".into(), 4),
+            ("kfree_skb_btf".into(), 0),
+        ]);
+        m.set_skipped_runs(&[("inet_sock_set_state_btf".into(), 6)]);
+        m.set_skipped_runs(&[("inet_sock_set_state_btf".into(), 5)]);
         m.set_hooks(&[Hook {
             evidence: "packet drops".into(),
             hook: "tracepoint skb:kfree_skb".into(),
@@ -408,6 +439,8 @@ mod tests {
             r#"netlat_lost_events_total{kind="drop"} 7"#,
             r#"netlat_lost_events_total{kind="connect"} 0"#,
             "netlat_kernel_ends_missed_total 3",
+            r#"netlat_skipped_runs_total{program="inet_sock_set_state_btf"} 6"#,
+            r#"netlat_skipped_runs_total{program="kfree_skb_btf"} 0"#,
             r#"netlat_hook_info{evidence="packet drops",hook="tracepoint skb:kfree_skb",active="true"} 1"#,
             r#"netlat_connect_duration_seconds_count{cause="none",dst="10.0.0.3:80",service="",namespace="shop"} 1"#,
             "# EOF",

@@ -175,6 +175,31 @@ pub fn lost_events(ebpf: &Ebpf) -> Vec<(&'static str, u64)> {
     .collect()
 }
 
+/// Runs of each loaded program that the kernel skipped, by program name: a run of the same
+/// program was already in progress on that CPU (an interrupt's softirq nested it), so
+/// `__bpf_trace_run`'s recursion guard (kprobes and classic tracepoints: the per-CPU
+/// `bpf_prog_active`) dropped the event before any program saw it. No ring-buffer count
+/// includes them. Read from `recursion_misses` in the program's fdinfo (5.12+); a program
+/// whose kernel does not count them is left out.
+pub fn skipped_runs(ebpf: &Ebpf) -> Vec<(String, u64)> {
+    use std::os::fd::AsRawFd as _;
+    ebpf.programs()
+        .filter_map(|(name, prog)| {
+            let fd = prog.fd().ok()?.as_fd().as_raw_fd();
+            let info = fs::read_to_string(format!("/proc/self/fdinfo/{fd}")).ok()?;
+            Some((name.to_owned(), recursion_misses(&info)?))
+        })
+        .collect()
+}
+
+/// The `recursion_misses:` count of a program's fdinfo text.
+fn recursion_misses(fdinfo: &str) -> Option<u64> {
+    fdinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("recursion_misses:"))
+        .and_then(|v| v.trim().parse().ok())
+}
+
 /// The kernel's attempt-table counters, summed over CPUs, by name (see
 /// `netlat_core::flow::TrackerStats::set_kernel`).
 pub fn attempt_stats(ebpf: &Ebpf) -> Vec<(&'static str, u64)> {

@@ -746,3 +746,15 @@ fn capability_parsing() {
     assert!(missing_caps((1 << CAP_BPF) | (1 << CAP_PERFMON)).is_empty());
     assert_eq!(cap_eff("nothing"), None);
 }
+
+#[test]
+fn skipped_runs_are_read_from_the_fdinfo_counter() {
+    let info = "pos:\t0\nflags:\t02000002\nprog_type:\t26\nprog_jited:\t1\nrun_time_ns:\t0\n\
+                run_cnt:\t0\nrecursion_misses:\t17\nverified_insns:\t412\n";
+    assert_eq!(super::recursion_misses(info), Some(17));
+    // A kernel without the counter (before 5.12): not known, not zero.
+    assert_eq!(
+        super::recursion_misses("prog_type:\t26\nrun_cnt:\t3\n"),
+        None
+    );
+}
