@@ -237,10 +237,12 @@ pub fn proc_cgroups(ebpf: &mut Ebpf) -> Option<ProcCgroups> {
 /// Every entry of the attempt table (by socket address), shipped or not; `None` when the table
 /// cannot be read. An entry is an attempt in SYN_SENT, unless the programs missed its end.
 pub fn attempt_table(ebpf: &Ebpf) -> Option<Vec<(u64, PendingAttempt)>> {
-    let map = ebpf
-        .map("ATTEMPTS")
-        .and_then(|m| HashMap::<_, u64, PendingAttempt>::try_from(m).ok())?;
-    Some(map.iter().filter_map(Result::ok).collect())
+    Some(attempts(ebpf)?.iter().filter_map(Result::ok).collect())
+}
+
+/// The attempt table, borrowed from the loaded object (`None`: the object has none).
+fn attempts(ebpf: &Ebpf) -> Option<HashMap<&MapData, u64, PendingAttempt>> {
+    ebpf.map("ATTEMPTS").and_then(|m| HashMap::try_from(m).ok())
 }
 
 /// User space's own handle on the attempt table.
@@ -265,10 +267,7 @@ pub fn attempt_map(ebpf: &Ebpf) -> Result<Option<AttemptMap>, MapError> {
 
 /// How many of `skaddrs` the attempt table still holds.
 pub fn still_in_table(ebpf: &Ebpf, skaddrs: &[u64]) -> u64 {
-    let Some(map) = ebpf
-        .map("ATTEMPTS")
-        .and_then(|m| HashMap::<_, u64, PendingAttempt>::try_from(m).ok())
-    else {
+    let Some(map) = attempts(ebpf) else {
         return 0;
     };
     skaddrs
